@@ -1,0 +1,70 @@
+# mlm — the README's two commands are `make run` and `make test`; both set up .venv themselves.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MLM := $(VENV)/bin/mlm
+STAMP := $(VENV)/.installed
+
+# Pipeline / cluster knobs (override on the command line: make run CORPUS=... LABELS=...).
+CORPUS ?=
+LABELS ?=
+OUTPUT ?= runs/local
+PIPELINE_YAML ?= pipelines/mlm_pretraining_pipeline.yaml
+REGISTRY ?= ghcr.io/mlm-project
+TAG ?= 0.1.0
+OVERLAY ?= dev
+KFP_HOST ?=
+CRON ?= 0 0 3 * * 0
+
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+export KERAS_BACKEND := tensorflow
+
+.PHONY: install run test lint format bench compile images deploy submit schedule clean
+
+# Re-install only when the project metadata changes (fast when already installed).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) pipelines/run_local.py --output $(OUTPUT) $(if $(CORPUS),--corpus $(CORPUS)) $(if $(LABELS),--labels $(LABELS))
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+
+compile: $(STAMP)
+	$(PY) pipelines/compile.py --output $(PIPELINE_YAML)
+
+images:
+	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/mlm:$(TAG) .
+	docker build -f images/gpu.Dockerfile -t $(REGISTRY)/mlm:$(TAG)-gpu .
+	docker push $(REGISTRY)/mlm:$(TAG)
+	docker push $(REGISTRY)/mlm:$(TAG)-gpu
+
+deploy: $(STAMP)
+	$(VENV)/bin/kubectl apply -k manifests/overlays/$(OVERLAY)
+
+submit: compile
+	$(MLM) pipeline submit --host $(KFP_HOST) --package $(PIPELINE_YAML)
+
+schedule: compile
+	$(MLM) pipeline schedule --host $(KFP_HOST) --package $(PIPELINE_YAML) --cron "$(CRON)"
+
+clean:
+	rm -rf $(VENV) runs build .pytest_cache .ruff_cache
