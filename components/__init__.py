@@ -1,0 +1,15 @@
+"""Kubeflow Pipelines v2 components: one thin typed wrapper per `mlm.steps` function.
+
+Each component's body imports its step inside the function (KFP ships only the function's source
+to the container) and runs in the project image, `MLM_IMAGE` at compile time (default below).
+"""
+
+from __future__ import annotations
+
+import os
+
+DEFAULT_IMAGE = "ghcr.io/mlm-project/mlm:0.1.0"
+
+# Read once, when the components are defined: set MLM_IMAGE before importing them to compile
+# against another image (`mlm pipeline compile --image ...` does that).
+MLM_IMAGE = os.environ.get("MLM_IMAGE") or DEFAULT_IMAGE

@@ -1,0 +1,40 @@
+"""KFP component: masked-LM perplexity and accuracy on the validation shards, with a report."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Markdown, Metrics, Model, Output
+
+from components import MLM_IMAGE
+
+
+@dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
+def evaluate(
+    model: Input[Model],
+    shards: Input[Dataset],
+    tokenizer: Input[Artifact],
+    metrics: Output[Metrics],
+    report: Output[Markdown],
+    batch_size: int = 32,
+    num_batches: int = 0,
+    seed: int = 0,
+):
+    """Scores the pre-trained model on the validation split (fixed mask seed) and writes the
+    metrics (`perplexity`, `accuracy`, `loss`, `num_masked`) and a Markdown report with sample
+    predictions."""
+    import shutil
+    import tempfile
+
+    from mlm.steps.evaluate import evaluate as run_evaluate
+
+    with tempfile.TemporaryDirectory() as workdir:
+        result = run_evaluate(
+            model.path,
+            shards.path,
+            tokenizer.path,
+            workdir,
+            batch_size=batch_size,
+            num_batches=num_batches or None,
+            seed=seed,
+        )
+        shutil.copyfile(result.report_path, report.path)
+    for key, value in result.metrics.items():
+        metrics.log_metric(key, value)

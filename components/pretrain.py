@@ -1,0 +1,73 @@
+"""KFP component: pre-train the masked language model (in this pod, or as a Kubernetes job)."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
+
+from components import MLM_IMAGE
+
+
+@dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
+def pretrain(
+    shards: Input[Dataset],
+    tokenizer: Input[Artifact],
+    model: Output[Model],
+    metrics: Output[Metrics],
+    variant: str = "tiny",
+    model_overrides: dict = {},  # noqa: B006 (KFP takes defaults from the signature)
+    batch_size: int = 32,
+    steps: int = 1000,
+    learning_rate: float = 5e-4,
+    warmup_steps: int = 100,
+    workers: int = 1,
+    gpus_per_worker: int = 0,
+    launcher: str = "local",
+    pushgateway_url: str = "",
+    run_id: str = "",
+    seed: int = 0,
+):
+    """Pre-trains a `variant` BERT with the MLM objective on the `shards` artifact.
+
+    `launcher` "local" trains in this pod (`workers` local processes); "trainjob" (Kubeflow
+    Trainer v2) or "tfjob" (Training Operator) runs `workers` pods with `gpus_per_worker` GPUs each
+    and waits for them. The `model` artifact holds the pretrain output directory
+    (`mlm_model.keras`, `encoder.keras`, `metrics.json`, `history.json`, `checkpoints/`, ...).
+    """
+    import json
+    import os
+
+    from mlm import storage
+
+    options = {
+        "variant": variant,
+        "model_overrides": dict(model_overrides) or None,
+        "batch_size": batch_size,
+        "steps": steps,
+        "learning_rate": learning_rate,
+        "warmup_steps": warmup_steps,
+        "workers": workers,
+        "pushgateway_url": pushgateway_url or None,
+        "run_id": run_id or None,
+        "seed": seed,
+    }
+    if launcher == "local":
+        from mlm.steps.pretrain import pretrain as run_pretrain
+
+        run_pretrain(shards.path, tokenizer.path, model.path, **options)
+    else:
+        # Only needed (and only importable with the Kubernetes client) for cluster launchers.
+        from mlm.launch.kubernetes import launch_pretraining
+
+        launch_pretraining(
+            launcher,
+            shard_dir=shards.uri,
+            tokenizer_dir=tokenizer.uri,
+            output_dir=model.uri,
+            gpus_per_worker=gpus_per_worker,
+            **options,
+        )
+
+    result = json.loads(storage.read_text(os.path.join(model.path, "metrics.json")))
+    for key, value in result.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            metrics.log_metric(key, value)
+    model.metadata.update({"framework": "keras", "variant": variant, "steps": steps})

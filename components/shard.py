@@ -1,0 +1,28 @@
+"""KFP component: pack the tokenized corpus into TFRecord shards."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Dataset, Input, Output
+
+from components import MLM_IMAGE
+
+
+@dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
+def shard(
+    corpus_uri: str,
+    tokenizer: Input[Artifact],
+    shards: Output[Dataset],
+    max_seq_length: int = 128,
+    num_shards: int = 8,
+):
+    """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
+    shards plus `manifest.json` as the `shards` artifact."""
+    from mlm.steps.shard import shard as run_shard
+
+    result = run_shard(
+        corpus_uri,
+        tokenizer.path,
+        shards.path,
+        max_seq_length=max_seq_length,
+        num_shards=num_shards,
+    )
+    shards.metadata.update(result.to_dict())

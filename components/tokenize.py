@@ -1,0 +1,28 @@
+"""KFP component: train (or load) the WordPiece tokenizer for a corpus."""
+
+from kfp import dsl
+from kfp.dsl import Artifact, Output
+
+from components import MLM_IMAGE
+
+
+@dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
+def tokenize(
+    corpus_uri: str,
+    tokenizer: Output[Artifact],
+    vocab_size: int = 8000,
+    lowercase: bool = True,
+    pretrained_tokenizer_uri: str = "",
+):
+    """Trains a WordPiece tokenizer on `corpus_uri` (or loads `pretrained_tokenizer_uri`) and
+    writes the tokenizer directory as the `tokenizer` artifact."""
+    from mlm.steps.tokenize import tokenize as run_tokenize
+
+    result = run_tokenize(
+        corpus_uri,
+        tokenizer.path,
+        vocab_size=vocab_size,
+        lowercase=lowercase,
+        tokenizer=pretrained_tokenizer_uri or None,
+    )
+    tokenizer.metadata.update(result.to_dict())

@@ -1,0 +1,190 @@
+"""The `mlm-pretraining` pipeline: tokenize → shard → pretrain → evaluate → export → finetune.
+
+It only wires the components in `components/` and sets task options:
+
+- tokenize and shard are cached (same corpus and options → same artifacts); pretrain never is;
+- the pretrain pod requests `pretrain_pod_gpus` GPUs (`nvidia.com/gpu`, a runtime parameter) and
+  tolerates the `nvidia.com/gpu` taint; with `launcher` "trainjob" or "tfjob" the pod only launches
+  and watches the job, whose `workers` pods get `gpus_per_worker` GPUs each;
+- a node selector for the GPU node pool cannot be switched by a runtime parameter (a selector on a
+  CPU-only run would pin it to GPU nodes), so it is a compile-time option: set
+  `MLM_GPU_NODE_SELECTOR="key=value"` (e.g. `cloud.google.com/gke-accelerator=nvidia-l4`) before
+  importing this module, as `pipelines/compile.py --gpu-node-selector` does.
+
+An empty `corpus_uri` or `labels_uri` selects the built-in corpus / labelled set
+(`mlm.data.default_corpus`), which the project image carries (Python's standard library).
+"""
+
+import os
+
+from kfp import dsl, kubernetes
+
+from components.evaluate import evaluate
+from components.export import export
+from components.finetune import finetune
+from components.pretrain import pretrain
+from components.shard import shard
+from components.tokenize import tokenize
+
+PIPELINE_NAME = "mlm-pretraining"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+def _gpu_node_selector() -> tuple[str, str] | None:
+    value = os.environ.get("MLM_GPU_NODE_SELECTOR", "").strip()
+    if not value:
+        return None
+    key, sep, label = value.partition("=")
+    if not sep or not key or not label:
+        raise ValueError(
+            f"MLM_GPU_NODE_SELECTOR={value!r}: write it as key=value, e.g. "
+            "cloud.google.com/gke-accelerator=nvidia-l4"
+        )
+    return key, label
+
+
+@dsl.pipeline(
+    name=PIPELINE_NAME,
+    description=(
+        "Pre-train a BERT-style encoder with masked language modelling, evaluate it, export it "
+        "and fine-tune a classifier on it (against a random-init baseline)."
+    ),
+)
+def mlm_pretraining_pipeline(
+    corpus_uri: str = "",
+    labels_uri: str = "",
+    vocab_size: int = 8000,
+    lowercase: bool = True,
+    pretrained_tokenizer_uri: str = "",
+    max_seq_length: int = 128,
+    num_shards: int = 8,
+    variant: str = "tiny",
+    model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+    batch_size: int = 32,
+    steps: int = 1000,
+    learning_rate: float = 5e-4,
+    warmup_steps: int = 100,
+    workers: int = 1,
+    gpus_per_worker: int = 0,
+    pretrain_pod_gpus: int = 0,
+    launcher: str = "local",
+    pushgateway_url: str = "",
+    eval_batches: int = 0,
+    finetune_task: str = "text_classification",
+    finetune_validation_uri: str = "",
+    finetune_max_seq_length: int = 128,
+    finetune_batch_size: int = 16,
+    finetune_epochs: int = 10,
+    finetune_learning_rate: float = 1e-3,
+    baseline: bool = True,
+    seed: int = 0,
+):
+    """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
+
+    Args:
+        corpus_uri: Text corpus (file, directory or gs:// URI; "" = built-in corpus).
+        labels_uri: Labelled CSV/TSV/JSONL (text,label) or CoNLL file for fine-tuning
+            ("" = built-in labelled set).
+        vocab_size: WordPiece vocabulary size.
+        lowercase: Lowercase text before tokenizing.
+        pretrained_tokenizer_uri: Use this tokenizer directory instead of training one.
+        max_seq_length: Tokens per pre-training example.
+        num_shards: TFRecord shards per split.
+        variant: BERT size ("tiny", "small", "base", "large").
+        model_overrides: BERT constructor overrides, e.g. {"num_layers": 2}.
+        batch_size: Global pre-training batch size.
+        steps: Pre-training optimizer steps.
+        learning_rate: Peak pre-training learning rate.
+        warmup_steps: Linear warm-up steps.
+        workers: Training workers (local processes or job pods).
+        gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
+        pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").
+        launcher: "local", "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator).
+        pushgateway_url: Prometheus Pushgateway for training metrics ("" = off).
+        eval_batches: Validation batches to score (0 = the whole split).
+        finetune_task: "text_classification", "sentiment_analysis", "ner", ...
+        finetune_validation_uri: Held-out labelled file ("" = stratified split of labels_uri).
+        finetune_max_seq_length: Tokens per fine-tuning example.
+        finetune_batch_size: Fine-tuning batch size.
+        finetune_epochs: Most fine-tuning epochs (early stopping on validation loss).
+        finetune_learning_rate: Peak fine-tuning learning rate.
+        baseline: Also fine-tune a random-init encoder of the same architecture.
+        seed: Seed for pre-training, evaluation masks and fine-tuning.
+    """
+    tokenize_task = tokenize(
+        corpus_uri=corpus_uri,
+        vocab_size=vocab_size,
+        lowercase=lowercase,
+        pretrained_tokenizer_uri=pretrained_tokenizer_uri,
+    )
+    tokenize_task.set_display_name("tokenize")
+
+    shard_task = shard(
+        corpus_uri=corpus_uri,
+        tokenizer=tokenize_task.outputs["tokenizer"],
+        max_seq_length=max_seq_length,
+        num_shards=num_shards,
+    )
+    shard_task.set_display_name("shard")
+
+    pretrain_task = pretrain(
+        shards=shard_task.outputs["shards"],
+        tokenizer=tokenize_task.outputs["tokenizer"],
+        variant=variant,
+        model_overrides=model_overrides,
+        batch_size=batch_size,
+        steps=steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup_steps,
+        workers=workers,
+        gpus_per_worker=gpus_per_worker,
+        launcher=launcher,
+        pushgateway_url=pushgateway_url,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        seed=seed,
+    )
+    pretrain_task.set_display_name("pretrain")
+    # A new model every run: a cached pretrain would silently reuse an old one.
+    pretrain_task.set_caching_options(False)
+    pretrain_task.set_accelerator_type(GPU_RESOURCE)
+    pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
+    kubernetes.add_toleration(
+        pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
+    )
+    node_selector = _gpu_node_selector()
+    if node_selector:
+        kubernetes.add_node_selector(pretrain_task, *node_selector)
+
+    evaluate_task = evaluate(
+        model=pretrain_task.outputs["model"],
+        shards=shard_task.outputs["shards"],
+        tokenizer=tokenize_task.outputs["tokenizer"],
+        num_batches=eval_batches,
+        seed=seed,
+    )
+    evaluate_task.set_display_name("evaluate")
+
+    export_task = export(
+        model=pretrain_task.outputs["model"],
+        tokenizer=tokenize_task.outputs["tokenizer"],
+        evaluation=evaluate_task.outputs["metrics"],
+    )
+    export_task.set_display_name("export")
+
+    finetune_task_ = finetune(
+        encoder=export_task.outputs["encoder"],
+        labels_uri=labels_uri,
+        task=finetune_task,
+        validation_uri=finetune_validation_uri,
+        max_seq_length=finetune_max_seq_length,
+        batch_size=finetune_batch_size,
+        epochs=finetune_epochs,
+        learning_rate=finetune_learning_rate,
+        baseline=baseline,
+        seed=seed,
+    )
+    finetune_task_.set_display_name("finetune")
+
+
+# The order the steps run in (and the task names in the compiled pipeline).
+TASK_ORDER = ("tokenize", "shard", "pretrain", "evaluate", "export", "finetune")

@@ -1,0 +1,107 @@
+"""The compiled pipeline: it compiles, loads back, and has the six tasks wired in order."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from kfp import components
+
+from pipelines.compile import compile_pipeline
+from pipelines.mlm_pipeline import TASK_ORDER
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load(path):
+    docs = list(yaml.safe_load_all(Path(path).read_text()))
+    return docs[0], (docs[1] if len(docs) > 1 else {})
+
+
+def task_order(spec):
+    tasks = spec["root"]["dag"]["tasks"]
+    order, done = [], set()
+    while len(order) < len(tasks):
+        ready = sorted(
+            name
+            for name, task in tasks.items()
+            if name not in done and set(task.get("dependentTasks", [])) <= done
+        )
+        assert ready, "the task graph has a cycle"
+        # A chain has exactly one ready task at a time.
+        assert len(ready) == 1, f"tasks {ready} could run in parallel; expected a chain"
+        order.append(ready[0])
+        done.add(ready[0])
+    return order
+
+
+def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
+    path = compile_pipeline(str(tmp_path / "pipeline.yaml"))
+    spec, platform = load(path)
+    assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
+    assert task_order(spec) == list(TASK_ORDER)
+
+    loaded = components.load_component_from_file(path)
+    assert loaded.name == "mlm-pretraining"
+    for name in (
+        "corpus_uri",
+        "labels_uri",
+        "variant",
+        "steps",
+        "workers",
+        "gpus_per_worker",
+        "learning_rate",
+        "pushgateway_url",
+        "launcher",
+        "max_seq_length",
+        "batch_size",
+    ):
+        assert name in loaded.component_spec.inputs, name
+
+    tasks = spec["root"]["dag"]["tasks"]
+    assert tasks["pretrain"]["cachingOptions"].get("enableCache", False) is False
+    assert tasks["tokenize"]["cachingOptions"]["enableCache"] is True
+    assert tasks["shard"]["cachingOptions"]["enableCache"] is True
+
+    executors = spec["deploymentSpec"]["executors"]
+    images = {executor["container"]["image"] for executor in executors.values()}
+    assert images == {"ghcr.io/mlm-project/mlm:0.1.0"}
+    accelerator = executors["exec-pretrain"]["container"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert "pretrain_pod_gpus" in accelerator["resourceCount"]
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
+    assert k8s["tolerations"] == [
+        {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
+    ]
+    assert "nodeSelector" not in k8s
+
+
+def test_image_and_gpu_node_selector_are_compile_time_options(tmp_path):
+    # A fresh interpreter: the image is read when the components are first imported.
+    output = tmp_path / "gpu.yaml"
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "pipelines" / "compile.py"),
+            "--output",
+            str(output),
+            "--image",
+            "registry.example.com/mlm:9-gpu",
+            "--gpu-node-selector",
+            "cloud.google.com/gke-accelerator=nvidia-l4",
+        ],
+        check=True,
+        cwd=tmp_path,
+    )
+    spec, platform = load(output)
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/mlm:9-gpu"}
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
+    assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    assert not list(tmp_path.glob(".*partial*"))
+
+
+def test_committed_yaml_matches_the_pipeline_source(tmp_path):
+    committed = REPO / "pipelines" / "mlm_pretraining_pipeline.yaml"
+    fresh = compile_pipeline(str(tmp_path / "fresh.yaml"))
+    assert load(committed) == load(fresh), "run `make compile` and commit the YAML"
