@@ -200,15 +200,16 @@ def _bucket_exists(bucket: str) -> bool:
 
 
 def _missing_message(uri: str) -> str:
-    if is_gcs(uri):
-        bucket, _ = split_gcs_uri(uri)
-        with contextlib.suppress(UserInputError):  # can't probe: keep the generic message
-            if not _bucket_exists(bucket):
-                return (
-                    f"no such bucket: gs://{bucket} (in {uri}) — check the URI or create the "
-                    f"bucket (gcloud storage buckets create gs://{bucket})"
-                )
-    return f"no such file: {uri} — check the URI and that the file or object exists"
+    if not is_gcs(uri):
+        return f"no such file: {uri} — check the path"
+    bucket, _ = split_gcs_uri(uri)
+    with contextlib.suppress(UserInputError):  # can't probe: keep the generic message
+        if not _bucket_exists(bucket):
+            return (
+                f"no such bucket: gs://{bucket} (in {uri}) — check the URI or create the "
+                f"bucket (gcloud storage buckets create gs://{bucket})"
+            )
+    return f"no such file: {uri} — check the URI and that the object exists"
 
 
 @contextlib.contextmanager
@@ -251,12 +252,13 @@ def _existing_blob(uri: str) -> Blob:
     return blob
 
 
-def _gcs_object_exists(uri: str) -> bool:
+def _get_blob(uri: str) -> Blob | None:
+    """The object at ``uri`` with its metadata; None if there is none or ``uri`` is a prefix."""
     bucket, key = split_gcs_uri(uri)
     if not key or key.endswith("/"):
-        return False
+        return None
     with _translate_errors(uri, "read"):
-        return _client().bucket(bucket).blob(key).exists()
+        return _client().bucket(bucket).get_blob(key)
 
 
 def _list_objects(uri_prefix: str) -> Iterator[Blob]:
@@ -285,7 +287,7 @@ def _upload(local_path: str, uri: str, *, overwrite: bool = True) -> None:
             )
         except gexc.PreconditionFailed as err:
             # A retry after a lost reply sees its own first attempt: same content, not a conflict.
-            existing = _client().bucket(blob.bucket.name).get_blob(blob.name)
+            existing = _get_blob(uri)
             if existing is None or existing.crc32c != _local_crc32c(local_path):
                 raise FileExistsError(f"{uri} already exists (create-only write)") from err
 
@@ -331,7 +333,7 @@ def _unlink_quietly(path: str) -> None:
 
 
 def _fsync_dir(directory: str) -> None:
-    """Makes a rename inside ``directory`` durable (best effort where directories can't be opened)."""
+    """Makes a rename inside ``directory`` durable (best effort)."""
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -371,7 +373,7 @@ def exists(uri: str | os.PathLike[str]) -> bool:
     bucket, key = split_gcs_uri(uri)
     if not key.strip("/"):
         return _bucket_exists(bucket)
-    return _gcs_object_exists(uri) or _any_object_under(uri)
+    return _get_blob(uri) is not None or _any_object_under(uri)
 
 
 def _any_object_under(uri: str) -> bool:
@@ -424,7 +426,8 @@ def open_read(
     """Opens a local file or a ``gs://`` object for streaming reads.
 
     ``gs://`` objects are read in chunks (never loaded whole), pinned to the object's generation
-    at open time so a concurrent overwrite cannot mix two versions.
+    at open time: if the object is overwritten during the read, the next chunk fails (NotFound)
+    instead of mixing two versions.
 
     Args:
         uri: local path or ``gs://`` URI of a file.
@@ -504,8 +507,10 @@ def atomic_write(
         uri: destination local path or ``gs://`` URI.
         mode: "wb" (bytes) or "w"/"wt" (text).
         encoding: text encoding for text mode.
-        overwrite: if False, the write is create-only and raises `FileExistsError` when ``uri``
-            already exists (``os.link`` locally, ``if_generation_match=0`` on GCS: race-free).
+        overwrite: if False, the write is create-only: it raises `FileExistsError` when a file
+            with different content already exists at ``uri`` (``os.link`` locally,
+            ``if_generation_match=0`` on GCS: race-free). Finding identical content counts as
+            success, so a retried create-only write is idempotent.
 
     Yields:
         A writable file object.
@@ -543,7 +548,8 @@ def _commit_local_file(tmp: str, path: str, *, overwrite: bool) -> None:
         try:
             os.link(tmp, path)  # fails if `path` exists, unlike rename
         except FileExistsError as err:
-            raise FileExistsError(f"{path} already exists (create-only write)") from err
+            if _local_crc32c(path) != _local_crc32c(tmp):
+                raise FileExistsError(f"{path} already exists (create-only write)") from err
     _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
@@ -606,9 +612,8 @@ def remove(
             else:
                 raise IsADirectoryError(f"{uri} is a directory: pass recursive=True to delete it")
         return
-    _, key = split_gcs_uri(uri)
-    names_object = bool(key) and not key.endswith("/")
-    targets = [_blob(uri)] if names_object and _gcs_object_exists(uri) else []
+    obj = _get_blob(uri)
+    targets = [obj] if obj is not None else []
     if recursive:
         targets += _list_objects(uri.rstrip("/") + "/")
     elif not targets and _any_object_under(uri):
@@ -668,8 +673,8 @@ def stage_to_local(uri: str | os.PathLike[str], local_dir: str | os.PathLike[str
     local_dir = os.fspath(local_dir)
     bucket, key = split_gcs_uri(uri)
     target = os.path.join(local_dir, _basename(uri) if key.strip("/") else bucket)
-    if key.strip("/") and _gcs_object_exists(uri):
-        blob = _existing_blob(uri)
+    blob = _get_blob(uri)
+    if blob is not None:
         if not _same_file(target, blob.size, blob.crc32c):
             _download(blob, uri, target)
         return target
