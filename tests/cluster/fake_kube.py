@@ -1,0 +1,149 @@
+"""An in-memory stand-in for the Kubernetes API server, plugged in at the client's HTTP boundary.
+
+No Kubernetes API server can run on the test machines, so `FakeKubernetes` subclasses the official
+`kubernetes.client.ApiClient` and answers its `request()` calls from dicts. Everything above that
+boundary is the real client: `CustomObjectsApi` / `CoreV1Api` build the URLs and query strings,
+serialise bodies, raise `ApiException` for error statuses and deserialise `V1PodList`. It serves
+only the calls the launcher makes: custom objects (create, get, delete), pod list by label and
+pod log.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlparse
+
+from kubernetes.client import ApiClient, Configuration
+from kubernetes.client.exceptions import ApiException
+
+_CUSTOM = re.compile(
+    r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<ns>[^/]+)/(?P<plural>[^/]+)(?:/(?P<name>[^/]+))?$"
+)
+_PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods$")
+_LOG = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")
+
+
+class _Response:
+    """What `ApiClient.request` returns: status, reason, the body decoded to text, headers."""
+
+    def __init__(self, status: int, data: Any):
+        self.status = status
+        self.reason = "OK"
+        self.data = data if isinstance(data, str) else json.dumps(data)
+
+    def getheaders(self) -> dict[str, str]:
+        return {"content-type": "application/json"}
+
+    def getheader(self, name: str, default: str | None = None) -> str | None:
+        return self.getheaders().get(name.lower(), default)
+
+
+class FakeKubernetes(ApiClient):
+    """A Kubernetes API server in a dict (see the module docstring).
+
+    Attributes:
+        objects: custom objects by (plural, namespace, name).
+        pods: pod dicts by namespace, each with metadata.labels used by label selectors.
+        logs: log text by (namespace, pod, container, previous).
+        calls: every request as (method, path, query dict), for assertions.
+        on_get: called with the stored object on every custom-object GET (tests advance the
+            job's status there, like a controller would).
+    """
+
+    def __init__(self) -> None:
+        super().__init__(Configuration(host="http://fake-kubernetes"))
+        self.objects: dict[tuple[str, str, str], dict] = {}
+        self.pods: dict[str, list[dict]] = {}
+        self.logs: dict[tuple[str, str, str, bool], str] = {}
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.on_get: Callable[[dict], None] | None = None
+
+    def request(
+        self, method, url, query_params=None, headers=None, post_params=None, body=None, **_
+    ):
+        path = urlparse(url).path
+        query = {key: str(value) for key, value in query_params or []}
+        self.calls.append((method, path, query))
+        if match := _CUSTOM.match(path):
+            return self._custom(method, match, body)
+        if (match := _PODS.match(path)) and method == "GET":
+            return self._list_pods(match["ns"], query.get("labelSelector", ""))
+        if (match := _LOG.match(path)) and method == "GET":
+            key = (
+                match["ns"],
+                match["name"],
+                query.get("container", ""),
+                query.get("previous") == "True",
+            )
+            if key not in self.logs:
+                raise ApiException(status=404, reason="Not Found")
+            lines = self.logs[key].splitlines()
+            tail = int(query.get("tailLines", len(lines)))
+            return _Response(200, "\n".join(lines[-tail:]))
+        raise ApiException(status=404, reason=f"no fake route for {method} {path}")
+
+    def _custom(self, method: str, match: re.Match, body: Any) -> _Response:
+        if method == "POST":
+            key = (match["plural"], match["ns"], body["metadata"]["name"])
+            if key in self.objects:
+                raise ApiException(status=409, reason="AlreadyExists")
+            self.objects[key] = copy.deepcopy(body)
+            return _Response(201, body)
+        key = (match["plural"], match["ns"], match["name"])
+        if key not in self.objects:
+            raise ApiException(status=404, reason="Not Found")
+        if method == "GET":
+            if self.on_get is not None:
+                self.on_get(self.objects[key])
+            return _Response(200, self.objects[key])
+        if method == "DELETE":
+            del self.objects[key]
+            self.pods.pop(match["ns"], None)  # owner references: the pods go with the job
+            return _Response(200, {"kind": "Status", "status": "Success"})
+        raise ApiException(status=405, reason="Method Not Allowed")
+
+    def _list_pods(self, namespace: str, selector: str) -> _Response:
+        wanted = dict(term.split("=", 1) for term in selector.split(",") if term)
+        items = [
+            pod
+            for pod in self.pods.get(namespace, [])
+            if all(pod["metadata"].get("labels", {}).get(k) == v for k, v in wanted.items())
+        ]
+        return _Response(
+            200, {"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items}
+        )
+
+
+def failed_pod(
+    name: str,
+    labels: dict[str, str],
+    container: str,
+    exit_code: int,
+    reason: str,
+    finished_at: str,
+    message: str | None = None,
+) -> dict:
+    """A pod whose container terminated with `exit_code` (as the kubelet reports it)."""
+    terminated = {"exitCode": exit_code, "reason": reason, "finishedAt": finished_at}
+    if message:
+        terminated["message"] = message
+    return {
+        "metadata": {"name": name, "labels": labels},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": container,
+                    "image": "img",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": terminated},
+                }
+            ],
+        },
+    }
