@@ -1,0 +1,29 @@
+"""Rules shared by the data steps for replacing an output directory."""
+
+from __future__ import annotations
+
+import os
+
+from mlm import storage
+from mlm.errors import UserInputError
+
+
+def check_replaceable(output_dir: str, marker: str, kind: str) -> None:
+    """Fail unless `output_dir` is absent, empty, or a finished `kind` directory (has `marker`).
+
+    The steps replace their output directory as a whole; this keeps them from deleting a
+    directory the user meant for something else.
+    """
+    if storage.is_gcs(output_dir):
+        entries = storage.glob(storage.join(output_dir, "*"))
+    elif os.path.isdir(output_dir):
+        entries = os.listdir(output_dir)
+    elif os.path.exists(output_dir):
+        raise UserInputError(f"{kind} output {output_dir} is a file; pass a directory path")
+    else:
+        return
+    if entries and not storage.exists(storage.join(output_dir, marker)):
+        raise UserInputError(
+            f"{kind} output {output_dir} is a non-empty directory without {marker}, so it is not "
+            f"an earlier {kind} directory; choose a new or empty output directory"
+        )

@@ -1,0 +1,221 @@
+"""Reading a text corpus: files, directories, globs, `.gz` files and `gs://` prefixes, streamed.
+
+A corpus is read as a stream of *units*: one per non-empty line (`layout="lines"`, one sentence
+per line, the seed README's format) or one per block of lines separated by blank lines
+(`layout="documents"`). Nothing holds more than one unit in memory, so memory stays flat as the
+corpus grows. The same module decides the train/validation split (`is_validation`), by a hash of
+each unit, so the split does not depend on file order or on how the corpus is cut into files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+from collections.abc import Iterable, Iterator, Sequence
+
+from mlm import storage
+from mlm.data.cleaning import clean_text
+from mlm.errors import UserInputError
+
+LAYOUTS = ("lines", "documents")
+DEFAULT_VALIDATION_FRACTION = 0.05
+_GLOB_CHARS = set("*?[")
+
+
+@dataclasses.dataclass
+class CorpusStats:
+    """Counts gathered while a corpus is read (filled in as the stream is consumed)."""
+
+    files: int = 0
+    bytes: int = 0
+    lines: int = 0
+    units: int = 0
+    filtered_units: int = 0
+    invalid_utf8_lines: int = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def is_validation(text: str, validation_fraction: float) -> bool:
+    """Whether a unit of text belongs to the validation split (stable hash of its content)."""
+    if validation_fraction <= 0:
+        return False
+    digest = hashlib.sha256(text.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") < validation_fraction * 2**64
+
+
+def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    """Lists of `size` consecutive items (the last one shorter) from a stream."""
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _list_directory(uri: str) -> list[str]:
+    """Files below a local directory or `gs://` prefix (hidden names skipped)."""
+    if storage.is_gcs(uri):
+        files = []
+        for child in storage.glob(storage.join(uri, "*")):
+            if os.path.basename(child).startswith("."):
+                continue
+            # GCS has no directories: a name with objects below it is a prefix.
+            files.extend(_list_directory(child) if _is_gcs_prefix(child) else [child])
+        return files
+    files = []
+    for dirpath, dirnames, filenames in os.walk(uri):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        files.extend(os.path.join(dirpath, f) for f in filenames if not f.startswith("."))
+    return files
+
+
+def _is_gcs_prefix(uri: str) -> bool:
+    return bool(storage.glob(storage.join(uri, "*")))
+
+
+def _is_directory(uri: str) -> bool:
+    return _is_gcs_prefix(uri) if storage.is_gcs(uri) else os.path.isdir(uri)
+
+
+def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
+    """The sorted list of files a corpus specification names.
+
+    Args:
+        corpus: a path or `gs://` URI, or a list of them; each may be a file (optionally `.gz`),
+            a directory / prefix (all files below it, hidden ones skipped) or a glob pattern.
+
+    Returns:
+        Sorted, de-duplicated file URIs.
+
+    Raises:
+        UserInputError: when an entry matches nothing or the corpus has no files.
+    """
+    entries = [corpus] if isinstance(corpus, str) else list(corpus)
+    if not entries:
+        raise UserInputError("corpus: no path given; pass a file, directory, glob or gs:// prefix")
+    files: set[str] = set()
+    for entry in entries:
+        if _GLOB_CHARS & set(entry):
+            matched = []
+            for path in storage.glob(entry):
+                matched.extend(_list_directory(path) if _is_directory(path) else [path])
+        elif _is_directory(entry):
+            matched = _list_directory(entry)
+        else:
+            matched = [entry] if storage.exists(entry) else []
+        if not matched:
+            raise UserInputError(
+                f"corpus: {entry!r} matches no file; pass an existing text file, directory, glob "
+                "or gs:// prefix"
+            )
+        files.update(matched)
+    return sorted(files)
+
+
+def _raw_lines(uri: str) -> Iterator[bytes]:
+    with storage.open_read(uri, "rb") as raw:
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if uri.endswith(".gz") else raw
+        try:
+            yield from stream
+        except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
+            raise UserInputError(f"corpus file {uri}: cannot decompress ({error})") from error
+
+
+def _decoded_lines(uri: str, strict_utf8: bool, stats: CorpusStats) -> Iterator[str]:
+    for number, line in enumerate(_raw_lines(uri), start=1):
+        stats.bytes += len(line)
+        stats.lines += 1
+        if b"\x00" in line:
+            raise UserInputError(
+                f"corpus file {uri}: line {number} contains NUL bytes, so this looks like a binary "
+                "file; pass only text files (UTF-8, optionally .gz)"
+            )
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            if strict_utf8:
+                raise UserInputError(
+                    f"corpus file {uri}: line {number} is not valid UTF-8 ({error.reason} at byte "
+                    f"{error.start}); re-encode the file as UTF-8 or drop strict_utf8 to replace "
+                    "bad bytes"
+                ) from error
+            stats.invalid_utf8_lines += 1
+            yield line.decode("utf-8", errors="replace")
+
+
+def _file_units(uri: str, layout: str, strict_utf8: bool, stats: CorpusStats) -> Iterator[str]:
+    document: list[str] = []
+    for line in _decoded_lines(uri, strict_utf8, stats):
+        text = line.strip()
+        if layout == "lines":
+            if text:
+                yield text
+        elif text:
+            document.append(text)
+        elif document:
+            yield "\n".join(document)
+            document = []
+    if document:
+        yield "\n".join(document)
+
+
+def read_units(
+    corpus: str | Sequence[str],
+    *,
+    layout: str = "lines",
+    strict_utf8: bool = False,
+    clean: bool = False,
+    min_words: int = 1,
+    max_words: int | None = None,
+    stats: CorpusStats | None = None,
+) -> Iterator[str]:
+    """Stream the units (lines or documents) of a corpus, in sorted file order.
+
+    Args:
+        corpus: see `resolve_corpus`.
+        layout: "lines" (one unit per non-empty line) or "documents" (blank-line separated).
+        strict_utf8: fail on invalid UTF-8 instead of replacing bad bytes (and counting them in
+            `stats.invalid_utf8_lines`).
+        clean: remove HTML/wiki markup from each unit (`cleaning.clean_text`) before filtering.
+        min_words: skip units with fewer whitespace-separated words.
+        max_words: skip units with more words (None: no limit).
+        stats: a `CorpusStats` to fill in while reading.
+
+    Raises:
+        UserInputError: for missing, empty, binary or (with strict_utf8) non-UTF-8 input, and
+            when no unit passes the length filter (raised when the stream ends).
+    """
+    if layout not in LAYOUTS:
+        raise UserInputError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if min_words < 1 or (max_words is not None and max_words < min_words):
+        raise UserInputError(
+            f"min_words/max_words: need 1 <= min_words <= max_words, got {min_words}/{max_words}"
+        )
+    files = resolve_corpus(corpus)
+    stats = stats if stats is not None else CorpusStats()
+    for uri in files:
+        stats.files += 1
+        for unit in _file_units(uri, layout, strict_utf8, stats):
+            if clean:
+                unit = clean_text(unit)
+            words = len(unit.split())
+            if words < min_words or (max_words is not None and words > max_words):
+                stats.filtered_units += 1
+                continue
+            stats.units += 1
+            yield unit
+    if stats.units == 0:
+        where = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
+        if stats.filtered_units == 0:
+            raise UserInputError(f"corpus {where}: no text found; pass non-empty text files")
+        raise UserInputError(
+            f"corpus {where}: no {layout[:-1]} has between {min_words} and "
+            f"{max_words or 'any number of'} words; lower min_words (or raise max_words)"
+        )

@@ -1,0 +1,300 @@
+"""Packed TFRecord shards: token ids cut into fixed-length BERT examples, and their manifest.
+
+A shard directory holds `train-00000-of-00008.tfrecord[.gz]` ... and `validation-...` files of
+`tf.train.Example`s with int64 features `input_ids`, `attention_mask`, `token_type_ids` (each
+`seq_length` long), and `manifest.json` describing them. The directory is assembled aside and
+moved into place with `manifest.json` last, so a directory with a manifest is always complete.
+
+Two ways to form examples:
+
+- packed (default, like Hugging Face's `group_texts`): the token ids of consecutive texts are
+  concatenated, with `[SEP]` between texts, and cut into `[CLS] ... [SEP]` blocks of exactly
+  `seq_length` tokens (only the last block of a split is padded);
+- `line_by_line` (like `run_mlm --line_by_line`): each text gives `[CLS] ... [SEP]` padded to
+  `seq_length`; a text longer than that is split into several examples, never dropped.
+
+Examples go to the K shard files of their split round-robin, so shards differ in size by at most
+one example, and the output is a pure function of the input: re-running gives identical bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from mlm import storage
+from mlm.data.artifacts import check_replaceable
+from mlm.data.corpus import batched, is_validation
+from mlm.data.tokenizer import TokenizerInfo
+from mlm.errors import UserInputError
+
+MANIFEST = "manifest.json"
+FEATURES = ("input_ids", "attention_mask", "token_type_ids")
+SPLITS = ("train", "validation")
+COMPRESSIONS = (None, "gzip")
+
+
+@dataclasses.dataclass
+class SplitInfo:
+    """One split of a shard directory: its files (relative names) and what they hold."""
+
+    files: list[str]
+    examples: int = 0
+    tokens: int = 0  # non-padding tokens, [CLS]/[SEP] included
+
+
+@dataclasses.dataclass
+class ShardManifest:
+    """The content of `manifest.json`; `shard_dir` is where it was read from (not stored)."""
+
+    seq_length: int
+    tokenizer_hash: str
+    vocab_size: int
+    compression: str | None
+    splits: dict[str, SplitInfo]
+    line_by_line: bool = False
+    shard_dir: str = ""
+
+    def files(self, split: str) -> list[str]:
+        """Full paths/URIs of the files of `split`."""
+        if split not in self.splits:
+            raise UserInputError(
+                f"shard directory {self.shard_dir} has no {split!r} split (it has "
+                f"{', '.join(self.splits)}); re-run `mlm shard` with a validation fraction > 0"
+            )
+        return [storage.join(self.shard_dir, name) for name in self.splits[split].files]
+
+    @property
+    def tf_compression(self) -> str:
+        """The `compression_type` argument for `tf.data.TFRecordDataset`."""
+        return "GZIP" if self.compression == "gzip" else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        del data["shard_dir"]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], shard_dir: str = "") -> ShardManifest:
+        splits = {name: SplitInfo(**split) for name, split in data["splits"].items()}
+        return cls(**{**data, "splits": splits, "shard_dir": shard_dir})
+
+
+def shard_file_name(split: str, index: int, num_shards: int, compression: str | None) -> str:
+    """`train-00003-of-00008.tfrecord` (`.gz` appended when gzip-compressed)."""
+    suffix = ".tfrecord.gz" if compression == "gzip" else ".tfrecord"
+    return f"{split}-{index:05d}-of-{num_shards:05d}{suffix}"
+
+
+def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> ShardManifest:
+    """Read and check `manifest.json` of a shard directory (local or `gs://`).
+
+    Args:
+        shard_dir: the shard directory.
+        tokenizer_hash: when given, the `content_hash` of the tokenizer the caller uses; a
+            manifest written with another tokenizer is refused.
+
+    Raises:
+        UserInputError: no manifest (missing or unfinished directory), a listed file is missing,
+            or the tokenizer hash differs.
+    """
+    uri = storage.join(shard_dir, MANIFEST)
+    if not storage.exists(uri):
+        raise UserInputError(
+            f"shard directory {shard_dir} has no {MANIFEST} (missing or unfinished); create it "
+            "with `mlm shard`"
+        )
+    try:
+        manifest = ShardManifest.from_dict(storage.read_json(uri), shard_dir)
+    except (KeyError, TypeError) as error:
+        raise UserInputError(
+            f"{uri} is not a shard manifest ({error}); re-create the directory with `mlm shard`"
+        ) from error
+    if tokenizer_hash is not None and manifest.tokenizer_hash != tokenizer_hash:
+        raise UserInputError(
+            f"shard directory {shard_dir} was written with tokenizer {manifest.tokenizer_hash[:12]}"
+            f" but tokenizer {tokenizer_hash[:12]} is in use; re-run `mlm shard` with this "
+            "tokenizer or pass the tokenizer the shards were made with"
+        )
+    for split in manifest.splits:
+        for path in manifest.files(split):
+            if not storage.exists(path):
+                raise UserInputError(
+                    f"shard directory {shard_dir} is incomplete: {path} is listed in {MANIFEST} "
+                    "but missing; re-run `mlm shard`"
+                )
+    return manifest
+
+
+class ExamplePacker:
+    """Turns the token ids of successive texts into example token lists (unpadded).
+
+    Args:
+        seq_length: length of an example, `[CLS]` and `[SEP]` included (at least 3).
+        cls_id: id of `[CLS]`.
+        sep_id: id of `[SEP]`.
+        line_by_line: one text per example (split when too long) instead of packing.
+    """
+
+    def __init__(self, seq_length: int, cls_id: int, sep_id: int, line_by_line: bool = False):
+        if seq_length < 3:
+            raise UserInputError(f"max_seq_length={seq_length} is too short; use at least 3")
+        self.body = seq_length - 2
+        self.cls_id, self.sep_id = cls_id, sep_id
+        self.line_by_line = line_by_line
+        self._buffer: list[int] = []
+
+    def _example(self, body: list[int]) -> list[int]:
+        return [self.cls_id, *body, self.sep_id]
+
+    def add(self, ids: list[int]) -> Iterator[list[int]]:
+        """Add one text's ids; yields the examples that became complete."""
+        if not ids:
+            return
+        if self.line_by_line:
+            for start in range(0, len(ids), self.body):
+                yield self._example(ids[start : start + self.body])
+            return
+        if self._buffer:
+            self._buffer.append(self.sep_id)
+        self._buffer.extend(ids)
+        while len(self._buffer) >= self.body:
+            body, self._buffer = self._buffer[: self.body], self._buffer[self.body :]
+            if self._buffer[:1] == [self.sep_id]:
+                self._buffer = self._buffer[1:]  # a text ended exactly at the block's end
+            yield self._example(body)
+
+    def flush(self) -> Iterator[list[int]]:
+        """Yields the last, shorter example (packed mode) and resets."""
+        if self._buffer:
+            yield self._example(self._buffer)
+        self._buffer = []
+
+
+def _serialize(ids: list[int], seq_length: int, pad_id: int) -> bytes:
+    import tensorflow as tf
+
+    padding = seq_length - len(ids)
+    values = {
+        "input_ids": ids + [pad_id] * padding,
+        "attention_mask": [1] * len(ids) + [0] * padding,
+        "token_type_ids": [0] * seq_length,
+    }
+    feature = {
+        name: tf.train.Feature(int64_list=tf.train.Int64List(value=values[name]))
+        for name in FEATURES
+    }
+    example = tf.train.Example(features=tf.train.Features(feature=feature))
+    return example.SerializeToString(deterministic=True)
+
+
+class _SplitWriter:
+    """The K TFRecord files of one split, filled round-robin."""
+
+    def __init__(self, directory: str, split: str, num_shards: int, compression: str | None):
+        import tensorflow as tf
+
+        options = tf.io.TFRecordOptions(compression_type="GZIP" if compression else "")
+        self.info = SplitInfo(
+            files=[shard_file_name(split, i, num_shards, compression) for i in range(num_shards)]
+        )
+        self._writers = [
+            tf.io.TFRecordWriter(os.path.join(directory, name), options) for name in self.info.files
+        ]
+
+    def write(self, record: bytes, tokens: int) -> None:
+        self._writers[self.info.examples % len(self._writers)].write(record)
+        self.info.examples += 1
+        self.info.tokens += tokens
+
+    def close(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+
+def write_shards(
+    texts: Iterable[str],
+    tokenizer: Any,
+    info: TokenizerInfo,
+    output_dir: str,
+    *,
+    max_seq_length: int = 128,
+    num_shards: int = 8,
+    validation_fraction: float = 0.05,
+    line_by_line: bool = False,
+    compression: str | None = None,
+    batch_size: int = 1024,
+) -> ShardManifest:
+    """Tokenize a stream of texts and write a shard directory (see the module docstring).
+
+    Args:
+        texts: the corpus units (streamed once).
+        tokenizer: the `transformers` fast tokenizer described by `info`.
+        info: its `TokenizerInfo` (special ids, content hash recorded in the manifest).
+        output_dir: local directory or `gs://` prefix; replaced when it is an earlier shard
+            directory, refused when it holds anything else.
+        max_seq_length: tokens per example.
+        num_shards: files per split (a multiple of the worker count lets each worker read
+            whole files).
+        validation_fraction: share of texts (by content hash) in the validation split; 0 writes
+            no validation split.
+        line_by_line: one text per example instead of packing.
+        compression: None or "gzip".
+        batch_size: texts per call to the Rust tokenizer (`encode_batch`, all cores).
+
+    Returns:
+        The manifest that was written.
+    """
+    if compression not in COMPRESSIONS:
+        raise UserInputError(f"compression: {compression!r} is not one of None, 'gzip'")
+    if num_shards < 1:
+        raise UserInputError(f"num_shards={num_shards}: need at least one shard per split")
+    if not 0 <= validation_fraction < 1:
+        raise UserInputError(f"validation_fraction={validation_fraction}: need 0 <= value < 1")
+    check_replaceable(output_dir, MANIFEST, "shard")
+    backend = tokenizer.backend_tokenizer
+    backend.no_truncation()
+    backend.no_padding()
+    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: faster
+    splits = SPLITS if validation_fraction > 0 else SPLITS[:1]
+    with storage.atomic_directory(output_dir, last=[MANIFEST]) as staging:
+        writers = {split: _SplitWriter(staging, split, num_shards, compression) for split in splits}
+        packers = {
+            split: ExamplePacker(max_seq_length, info.cls_token_id, info.sep_token_id, line_by_line)
+            for split in splits
+        }
+
+        def emit(split: str, examples: Iterable[list[int]]) -> None:
+            for ids in examples:
+                writers[split].write(_serialize(ids, max_seq_length, info.pad_token_id), len(ids))
+
+        try:
+            for batch in batched(texts, batch_size):
+                encodings = encode(batch, add_special_tokens=False)
+                for text, encoding in zip(batch, encodings):
+                    split = "validation" if is_validation(text, validation_fraction) else "train"
+                    emit(split, packers[split].add(encoding.ids))
+            for split in splits:
+                emit(split, packers[split].flush())
+        finally:
+            for writer in writers.values():
+                writer.close()
+        for split, writer in writers.items():
+            if writer.info.examples == 0:
+                raise UserInputError(
+                    f"shard: the {split} split is empty (the corpus is too small for "
+                    f"validation_fraction={validation_fraction}); add text or change the fraction"
+                )
+        manifest = ShardManifest(
+            seq_length=max_seq_length,
+            tokenizer_hash=info.content_hash,
+            vocab_size=info.vocab_size,
+            compression=compression,
+            splits={split: writer.info for split, writer in writers.items()},
+            line_by_line=line_by_line,
+            shard_dir=output_dir,
+        )
+        storage.write_json(os.path.join(staging, MANIFEST), manifest.to_dict())
+    return manifest

@@ -1,0 +1,125 @@
+"""The tokenize and shard steps through the `mlm` CLI, with `gs://` URIs, and the default corpus."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlm import storage
+from mlm.cli import main
+from mlm.data.corpus import is_validation
+from mlm.data.dataset import pretraining_dataset
+from mlm.data.default_corpus import (
+    LABEL_AREAS,
+    ROWS_PER_LABEL,
+    default_corpus_dir,
+    write_default_corpus,
+    write_default_labels,
+)
+from mlm.data.shards import read_manifest
+from mlm.data.tokenizer import load_tokenizer, read_tokenizer_info
+
+
+def test_cli_tokenize_and_shard(tmp_path, corpus_dir, capsys):
+    tok, shards = tmp_path / "tok", tmp_path / "shards"
+    code = main(
+        ["tokenize", "--corpus", str(corpus_dir / "a.txt"), str(corpus_dir / "b.txt"),
+         "--output", str(tok), "--vocab-size", "120", "--min-frequency", "1"]
+    )  # fmt: skip
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["corpus"]["units"] == 300 and printed["info"]["vocab_size"] <= 120
+    code = main(
+        ["shard", "--corpus", str(corpus_dir), "--tokenizer", str(tok), "--output", str(shards),
+         "--max-seq-length", "24", "--num-shards", "2", "--validation-fraction", "0.1",
+         "--compression", "gzip"]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(capsys.readouterr().out)
+    manifest = read_manifest(str(shards), tokenizer_hash=printed["info"]["content_hash"])
+    assert manifest.compression == "gzip" and manifest.seq_length == 24
+    assert result["manifest"]["splits"]["train"]["examples"] == manifest.splits["train"].examples
+
+
+def test_cli_reports_bad_input_in_one_line(tmp_path, tokenizer_dir, capsys):
+    assert main(["tokenize", "--corpus", str(tmp_path / "none.txt"), "--output", "x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"mlm tokenize: error: corpus: {str(tmp_path / 'none.txt')!r} matches no file; pass an "
+        "existing text file, directory, glob or gs:// prefix"
+    ]
+    (tmp_path / "c.txt").write_text("the model\n")
+    assert main(["tokenize", "--corpus", str(tmp_path / "c.txt"), "--output", str(tmp_path / "t"),
+                 "--vocab-size", "4"]) == 2  # fmt: skip
+    assert "vocab_size=4 is too small" in capsys.readouterr().err
+    assert main(["shard", "--corpus", str(tmp_path / "c.txt"), "--tokenizer", str(tmp_path),
+                 "--output", str(tmp_path / "s")]) == 2  # fmt: skip
+    assert "has no mlm_tokenizer.json" in capsys.readouterr().err
+
+
+def test_gcs_corpus_tokenizer_and_shards(gcs_emulator, corpus_dir, tmp_path):
+    bucket = gcs_emulator.create_bucket("corpus")
+    for name in ("a.txt", "b.txt"):
+        storage.write_bytes(f"gs://{bucket}/text/part/{name}", (corpus_dir / name).read_bytes())
+    from mlm.steps.shard import shard
+    from mlm.steps.tokenize import tokenize
+
+    tok = f"gs://{bucket}/run/tokenizer"
+    tokenize(f"gs://{bucket}/text", tok, vocab_size=120, min_frequency=1)
+    info = read_tokenizer_info(tok)
+    assert load_tokenizer(tok)("the model")["input_ids"][0] == info.cls_token_id
+    shards = f"gs://{bucket}/run/shards"
+    result = shard(f"gs://{bucket}/text", tok, shards, max_seq_length=16, num_shards=2,
+                   validation_fraction=0.2)  # fmt: skip
+    assert result.corpus["files"] == 2 and result.corpus["units"] == 300
+    assert storage.exists(f"{shards}/manifest.json")
+    assert len(storage.glob(f"{shards}/*.tfrecord")) == 4
+    local = tmp_path / "local"
+    shard(str(corpus_dir), tok, str(local), max_seq_length=16, num_shards=2,
+          validation_fraction=0.2)  # fmt: skip
+    assert (
+        storage.read_bytes(f"{shards}/train-00001-of-00002.tfrecord")
+        == (local / "train-00001-of-00002.tfrecord").read_bytes()
+    )
+    batch = next(iter(pretraining_dataset(shards, 4, tokenizer_hash=info.content_hash)))
+    assert batch["input_ids"].shape == (4, 16)
+
+
+@pytest.fixture(scope="module")
+def default_corpus(tmp_path_factory):
+    return write_default_corpus(str(tmp_path_factory.mktemp("default")))
+
+
+def test_default_corpus_is_prose_split_by_hash(default_corpus, tmp_path, monkeypatch):
+    lines = {split: Path(path).read_text().splitlines() for split, path in default_corpus.items()}
+    total = sum(len(v) for v in lines.values())
+    assert total > 2000 and sum(map(len, lines["train"])) > 300_000
+    assert not set(lines["train"]) & set(lines["validation"])
+    assert all(is_validation(t, 0.05) for t in lines["validation"])
+    assert not any(is_validation(t, 0.05) for t in lines["train"])
+    assert 0.02 < len(lines["validation"]) / total < 0.08
+    assert lines["train"] == sorted(lines["train"])
+    assert not any(">>>" in t or len(t.split()) < 8 for t in lines["train"])
+    monkeypatch.setenv("MLM_CACHE_DIR", str(tmp_path))
+    cached = default_corpus_dir()
+    assert cached.startswith(str(tmp_path))
+    assert Path(cached, "validation.txt").read_text().splitlines() == lines["validation"]
+
+
+def test_default_labels_are_balanced(tmp_path, default_corpus):
+    path = write_default_labels(str(tmp_path / "labels.csv"))
+    rows = list(csv.DictReader(io.StringIO(Path(path).read_text())))
+    counts = Counter(row["label"] for row in rows)
+    assert counts == {area: ROWS_PER_LABEL for area in LABEL_AREAS}
+    assert len({row["text"] for row in rows}) == len(rows)
+    assert write_default_labels(str(tmp_path / "again.csv"))
+    assert (tmp_path / "again.csv").read_text() == Path(path).read_text()
+    labels = [row["label"] for row in rows[:20]]
+    assert len(set(labels)) > 2  # interleaved, not grouped by class
+    lengths = np.array([len(row["text"].split()) for row in rows])
+    assert lengths.min() >= 8
