@@ -10,11 +10,14 @@ function-scoped fixture ``gcs_emulator`` empties it, sets ``STORAGE_EMULATOR_HOS
         mlm.storage.write_text(f"gs://{bucket}/x.txt", "hi")
 
 Without the binary the fixture skips, except under CI (``CI=true``), where it fails.
+
+`start_service` / `stop_service` start and stop any such local server process with bounded waits.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -83,25 +86,39 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_ready(process: subprocess.Popen, endpoint: str, log_path: Path) -> None:
+def start_service(argv: list[str], ready_url: str, log_path: Path) -> subprocess.Popen:
+    """Starts a local server process and waits (bounded) until ``ready_url`` answers 200.
+
+    Output goes to ``log_path`` (a pipe nobody reads could fill and block the server).
+
+    Raises:
+        RuntimeError: the process exited or did not answer in time (with the log's tail); the
+            process is stopped first.
+    """
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"fake-gcs-server exited with code {process.returncode}: "
-                f"{log_path.read_text(errors='replace')[-2000:]}"
-            )
+            break
         try:
-            with urllib.request.urlopen(f"{endpoint}/storage/v1/b", timeout=2) as response:
+            with urllib.request.urlopen(ready_url, timeout=2) as response:
                 if response.status == 200:
-                    return
+                    return process
         except (urllib.error.URLError, OSError):
             pass
         time.sleep(0.1)
-    raise RuntimeError(f"fake-gcs-server did not answer on {endpoint} within {_START_TIMEOUT_S}s")
+    stop_service(process)
+    raise RuntimeError(
+        f"{Path(argv[0]).name} did not answer on {ready_url} within {_START_TIMEOUT_S}s "
+        f"(exit code {process.returncode}): {log_path.read_text(errors='replace')[-2000:]}"
+    )
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_service(process: subprocess.Popen) -> None:
+    """Terminates a process started by `start_service`, killing it if it does not exit."""
     if process.poll() is not None:
         return
     process.terminate()
@@ -115,31 +132,22 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def _gcs_emulator_server() -> Iterator[GCSEmulator]:
     """Starts fake-gcs-server once per session and stops it at the end."""
-    log_dir = tempfile.mkdtemp(prefix="fake-gcs-server-")
-    log_path = Path(log_dir) / "server.log"
-    process = None
+    log_dir = Path(tempfile.mkdtemp(prefix="fake-gcs-server-"))
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        port = _free_port()
-        endpoint = f"http://127.0.0.1:{port}"
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [
-                    str(_binary_path()),
-                    "-scheme", "http",
-                    "-host", "127.0.0.1",
-                    "-port", str(port),
-                    "-backend", "memory",
-                    "-external-url", endpoint,
-                    "-log-level", "warn",
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        _wait_ready(process, endpoint, log_path)
+        argv = [
+            str(_binary_path()),
+            "-scheme", "http",
+            "-host", "127.0.0.1",
+            "-port", str(port),
+            "-backend", "memory",
+            "-external-url", endpoint,
+            "-log-level", "warn",
+        ]  # fmt: skip
+        process = start_service(argv, f"{endpoint}/storage/v1/b", log_dir / "server.log")
     except (ImportError, OSError, RuntimeError) as err:
-        if process is not None:
-            _stop(process)
+        shutil.rmtree(log_dir, ignore_errors=True)
         message = f"GCS emulator (fake-gcs-server) unavailable: {err}"
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(message)
@@ -147,9 +155,8 @@ def _gcs_emulator_server() -> Iterator[GCSEmulator]:
     try:
         yield GCSEmulator(endpoint)
     finally:
-        _stop(process)
-        log_path.unlink(missing_ok=True)
-        os.rmdir(log_dir)
+        stop_service(process)
+        shutil.rmtree(log_dir, ignore_errors=True)
 
 
 @pytest.fixture
