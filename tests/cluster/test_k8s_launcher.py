@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from kubernetes.client.exceptions import ApiException
 from kubernetes_validate import validate
 
 from mlm.errors import UserInputError
@@ -174,6 +175,7 @@ def test_tfjob_pod_template_is_valid_and_secure(spot, backoff):
     }
     container = worker["template"]["spec"]["containers"][0]
     assert container["name"] == "tensorflow"
+    assert {"name": "MLM_PUSHGATEWAY_URL", "value": launch.PUSHGATEWAY_URL} in container["env"]
     assert container["ports"] == [{"containerPort": 2222, "name": "tfjob-port"}]
     # The pod template is a real core/v1 object: check it against the Kubernetes schema.
     template = {
@@ -285,6 +287,22 @@ def test_timeout_is_bounded_and_deletes_the_job():
     assert kube.objects == {}
 
 
+def test_transient_api_errors_while_watching_are_retried():
+    kube, clock = FakeKubernetes(), FakeClock()
+    finish = finish_after(3, {"type": "Succeeded"})
+    reads = {"n": 0}
+
+    def flaky(job):
+        reads["n"] += 1
+        if reads["n"] == 1:
+            raise ApiException(status=503, reason="Service Unavailable")
+        finish(job)
+
+    kube.on_get = flaky
+    assert run(kube, clock, kind="tfjob").state == "Succeeded"
+    assert reads["n"] == 4
+
+
 def test_job_deleted_by_someone_else_is_a_failure():
     kube, clock = FakeKubernetes(), FakeClock()
     original = kube._custom
@@ -355,16 +373,30 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monke
     trainer = captured["spec"]["trainer"]
     assert trainer["image"] == "ghcr.io/mlm-project/mlm:0.1.0-gpu"
     assert trainer["numNodes"] == 3
-    assert trainer["args"] == [
-        "gs://b/shards",
-        "gs://b/tok",
-        "gs://b/run-7/pretrain/model",
-        "--run-id",
-        "run-7",
-        "--variant",
+    args = trainer["args"]
+    assert args[:6] == [
+        "--shards", "gs://b/shards", "--tokenizer", "gs://b/tok",
+        "--output", "gs://b/run-7/pretrain/model",
+    ]  # fmt: skip
+    flags = dict(zip(args[6::2], args[7::2]))
+    assert flags == {
+        "--variant": "tiny",
+        "--model-overrides": '{"num_layers": 2}',
+        "--steps": "50",
+        "--run-id": "run-7",
+    }
+    # The argument list is what the worker's `mlm pretrain` parses back into the same options.
+    import argparse
+
+    from mlm.steps.pretrain import add_cli_arguments
+
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    parsed = parser.parse_args(args)
+    assert (parsed.variant, parsed.steps, parsed.run_id, parsed.workers) == (
         "tiny",
-        "--model-overrides",
-        '{"num_layers": 2}',
-        "--steps",
-        "50",
-    ]
+        50,
+        "run-7",
+        None,
+    )
+    assert parsed.model_overrides == {"num_layers": 2}

@@ -137,7 +137,7 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
     assert env["JOBSET_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['jobset.sigs.k8s.io/jobset-name']"
     )
-    assert env["MLM_PUSHGATEWAY_URL"]["value"] == "http://mlm-pushgateway:9091"
+    assert env["MLM_PUSHGATEWAY_URL"]["value"] == launch.PUSHGATEWAY_URL
     assert {"containerPort": launch.WORKER_PORT, "name": "grpc"} in container["ports"]
     # A pod name <jobset>-node-0-<i> must resolve: hostnames on, peers published before ready.
     assert runtime["spec"]["template"]["spec"]["network"]["enableDNSHostnames"] is True

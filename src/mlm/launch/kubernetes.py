@@ -24,7 +24,6 @@ cluster launchers need them.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import re
@@ -50,6 +49,8 @@ MAX_JOB_NAME_LENGTH = 40
 # resumes from the last checkpoint. (A TrainJob's restarts are set in its ClusterTrainingRuntime.)
 TFJOB_BACKOFF_LIMIT = 1
 TFJOB_SPOT_BACKOFF_LIMIT = 3
+# The Pushgateway of manifests/ (same namespace). TrainJob pods get it from the runtime.
+PUSHGATEWAY_URL = "http://mlm-pushgateway:9091"
 GPU_RESOURCE = "nvidia.com/gpu"
 GKE_SPOT_LABEL = "cloud.google.com/gke-spot"
 POD_LABELS = {"app.kubernetes.io/part-of": "mlm", "app.kubernetes.io/component": "mlm-trainer"}
@@ -388,7 +389,7 @@ def build_trainjob(
         "metadata": {"name": name, "namespace": namespace, "labels": dict(POD_LABELS)},
         "spec": job_spec,
     }
-    # Round-trip through the Trainer API model: it rejects fields the API does not have.
+    # Round-trip through the Trainer API model, which checks every field's type.
     return TrainerV1alpha1TrainJob.from_dict(manifest).to_dict()
 
 
@@ -417,6 +418,7 @@ def build_tfjob(
         V1Capabilities,
         V1Container,
         V1ContainerPort,
+        V1EnvVar,
         V1ObjectMeta,
         V1PodSecurityContext,
         V1PodSpec,
@@ -432,7 +434,7 @@ def build_tfjob(
         image=spec.image,
         command=["mlm", "pretrain"],
         args=list(pretrain_args),
-        env=_env(spec),
+        env=[V1EnvVar(name="MLM_PUSHGATEWAY_URL", value=PUSHGATEWAY_URL), *_env(spec)],
         ports=[V1ContainerPort(name="tfjob-port", container_port=WORKER_PORT)],
         resources=_resources(spec),
         security_context=V1SecurityContext(
@@ -720,32 +722,6 @@ def launch_pretraining_job(
         sleep(min(poll_interval_s, max(deadline - now, 0.0)))
 
 
-def pretrain_cli_args(
-    shard_dir: str, tokenizer_dir: str, output_dir: str, **options: Any
-) -> list[str]:
-    """The `mlm pretrain` arguments for the given step options (None values are left out).
-
-    Args:
-        shard_dir, tokenizer_dir, output_dir: the step's positional arguments (URIs).
-        **options: `mlm.steps.pretrain.pretrain` keyword options; dicts go as JSON.
-
-    Returns:
-        The argument list after `mlm pretrain`.
-    """
-    args = [shard_dir, tokenizer_dir, output_dir]
-    for key, value in options.items():
-        if value is None or value is False:
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            args.append(flag)
-        elif isinstance(value, (dict, list)):
-            args += [flag, json.dumps(value, sort_keys=True)]
-        else:
-            args += [flag, str(value)]
-    return args
-
-
 def launch_pretraining(
     launcher: str,
     *,
@@ -774,7 +750,8 @@ def launch_pretraining(
         run_id: the pipeline run id (also the metrics' run_id).
         namespace, image: where and what to run (see above).
         job_options: further `launch_pretraining_job` keywords (spot, node_selector, timeout_s, ...).
-        **pretrain_options: `mlm pretrain` options (variant, steps, batch_size, ...).
+        **pretrain_options: `mlm.steps.pretrain.pretrain` options (variant, steps, ...), passed
+            to each worker as `mlm pretrain` flags.
 
     Returns:
         The JobResult.
@@ -784,10 +761,18 @@ def launch_pretraining(
         image = os.environ.get("MLM_JOB_IMAGE") or DEFAULT_IMAGE + (
             "-gpu" if gpus_per_worker else ""
         )
+    from mlm.steps.pretrain import to_argv
+
     # Each pod is one worker: its identity comes from the job, not from a local process count.
     pretrain_options.pop("workers", None)
-    args = pretrain_cli_args(
-        shard_dir, tokenizer_dir, output_dir, run_id=run_id, **pretrain_options
+    args = to_argv(
+        {
+            "shard_dir": shard_dir,
+            "tokenizer_dir": tokenizer_dir,
+            "output_dir": output_dir,
+            "run_id": run_id,
+            **pretrain_options,
+        }
     )
     return launch_pretraining_job(
         launcher,
