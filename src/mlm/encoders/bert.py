@@ -382,28 +382,19 @@ class BERT(keras.Model):
         def initializer() -> keras.initializers.Initializer:
             return keras.initializers.TruncatedNormal(stddev=initializer_range)
 
+        def embedding(input_dim: int, name: str) -> keras.layers.Embedding:
+            return keras.layers.Embedding(
+                input_dim,
+                hidden_size,
+                embeddings_initializer=initializer(),
+                dtype=self.dtype_policy,
+                name=name,
+            )
+
         # === Layers ===
-        self.token_embedding = keras.layers.Embedding(
-            vocab_size,
-            hidden_size,
-            embeddings_initializer=initializer(),
-            dtype=self.dtype_policy,
-            name="token_embedding",
-        )
-        self.position_embedding = keras.layers.Embedding(
-            max_position_embeddings,
-            hidden_size,
-            embeddings_initializer=initializer(),
-            dtype=self.dtype_policy,
-            name="position_embedding",
-        )
-        self.segment_embedding = keras.layers.Embedding(
-            type_vocab_size,
-            hidden_size,
-            embeddings_initializer=initializer(),
-            dtype=self.dtype_policy,
-            name="segment_embedding",
-        )
+        self.token_embedding = embedding(vocab_size, "token_embedding")
+        self.position_embedding = embedding(max_position_embeddings, "position_embedding")
+        self.segment_embedding = embedding(type_vocab_size, "segment_embedding")
         self.embeddings_norm = make_normalization(
             normalization_type, layer_norm_eps, name="embeddings_norm", dtype=self.dtype_policy
         )
