@@ -1,0 +1,384 @@
+"""The strategy-aware pre-training loop: set-up, loop, report, checkpoint.
+
+Keras 3 `Model.fit` does not run under MultiWorkerMirroredStrategy (keras-team/keras#20585), so
+pre-training uses this plain loop on every strategy (default, Mirrored, MultiWorkerMirrored). Each
+step runs `model.masked_lm_forward` (the one masked-LM computation, shared with `fit`) on every
+replica inside a GradientTape, scales the replica's loss sum by the *global* number of masked
+tokens (the optimizer sums gradients over replicas, so this is exactly the mean over the global
+batch), and applies the gradients with the Keras optimizer. Loss and accuracy are aggregated as
+sums (loss_sum, num_masked, num_correct) over all replicas, so every worker sees the same numbers
+and takes the same decisions (stop on NaN, checkpoint now).
+
+Resuming: the step counter, model and optimizer come from the checkpoint. The input pipeline is
+deterministic for a given seed, so the dataset is rebuilt and the batches already trained on are
+skipped (reading them again is cheap next to training on them); masking seeds derive from the step
+number, so a resumed run sees the same batches and masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from mlm.training.checkpoints import CheckpointKeeper
+
+if TYPE_CHECKING:
+    import keras
+    import tensorflow as tf
+
+# Scalars summed over replicas each step, in this order.
+_SUMS = ("loss_sum", "num_masked", "num_correct", "tokens", "save_requests")
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss (or the weights) became NaN or infinite; training stopped.
+
+    The last checkpoint saved before it is kept; the diverged state is not saved.
+    """
+
+
+class Reporter(Protocol):
+    """Something that takes the metrics of a logging interval (progress, TensorBoard, ...)."""
+
+    def report(self, metrics: Mapping[str, float]) -> Any: ...
+
+
+@dataclass
+class LoopConfig:
+    """How long and how to train.
+
+    Attributes:
+        total_steps: train until the step counter reaches this (counted in global batches).
+        log_every_steps: report metrics every this many steps (and at the last step).
+        checkpoint_every_steps: save a checkpoint every this many steps (None: only by time/end).
+        checkpoint_every_minutes: also save when this many minutes passed since the last save.
+        jit_compile: compile the per-replica step with XLA.
+        seed: base seed of the masking randomness.
+    """
+
+    total_steps: int
+    log_every_steps: int = 10
+    checkpoint_every_steps: int | None = None
+    checkpoint_every_minutes: float | None = None
+    jit_compile: bool = False
+    seed: int = 0
+
+
+@dataclass
+class LoopResult:
+    """What a call of `train_loop` did.
+
+    Attributes:
+        start_step: the step training started from (> 0 after a resume).
+        final_step: the step it reached.
+        tokens: non-padding tokens trained on in this call.
+        seconds: wall time of this call's training steps after the first (which traces).
+        tokens_per_second: steady-state throughput (the first step left out).
+        history: per logging interval: step, loss, accuracy, learning_rate, tokens_per_second
+            (lists; includes the history restored from the checkpoint).
+        final_loss: mean loss of the last logging interval (nan if no step ran).
+        final_accuracy: masked accuracy of the last logging interval (nan if no step ran).
+    """
+
+    start_step: int
+    final_step: int
+    tokens: float
+    seconds: float
+    tokens_per_second: float = 0.0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    final_loss: float = math.nan
+    final_accuracy: float = math.nan
+
+
+HISTORY_KEYS = ("step", "loss", "accuracy", "learning_rate", "tokens_per_second")
+
+
+def current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The optimizer's learning rate now (a schedule evaluated at the optimizer's iterations)."""
+    return float(optimizer.learning_rate)
+
+
+def all_finite(variables: Sequence[tf.Variable]) -> bool:
+    """True when no variable holds a NaN or an infinity."""
+    import tensorflow as tf
+
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables]))
+
+
+def make_train_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    *,
+    seed: int = 0,
+    jit_compile: bool = False,
+) -> Callable[..., tf.Tensor]:
+    """Builds the distributed training step `step_fn(iterator, step, save_request) -> sums`.
+
+    Args:
+        model: a MaskedLanguageModel (anything with `masked_lm_forward`), built in the scope.
+        optimizer: the Keras optimizer, built for the model's trainable variables.
+        strategy: the distribution strategy the model was created under.
+        seed: base seed; each replica masks with the stateless seed [seed + step, replica id].
+        jit_compile: XLA-compile the per-replica computation.
+
+    Returns:
+        A tf.function taking a distributed iterator, the step number (int64 scalar) and a
+        per-worker save request (float32 0/1), and returning the float32 vector of `_SUMS` summed
+        over all replicas.
+    """
+    import tensorflow as tf
+
+    def replica_step(batch, step, save_request):
+        context = tf.distribute.get_replica_context()
+        replica_seed = tf.stack(
+            [tf.cast(seed, tf.int64) + step, tf.cast(context.replica_id_in_sync_group, tf.int64)]
+        )
+        variables = model.trainable_variables
+        with tf.GradientTape() as tape:
+            out = model.masked_lm_forward(batch, training=True, seed=replica_seed)
+            global_masked = context.all_reduce(
+                tf.distribute.ReduceOp.SUM, tf.stop_gradient(out["num_masked"])
+            )
+            # Gradients are summed over replicas: dividing by the global count gives the mean.
+            loss = tf.math.divide_no_nan(out["loss_sum"], global_masked)
+            if model.losses:
+                regularization = tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
+                loss += regularization / strategy.num_replicas_in_sync
+            scaled = optimizer.scale_loss(loss)
+        gradients = tape.gradient(scaled, variables)
+        # Variables outside the MLM path (the encoder's pooler) get no gradient: skip them.
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        tokens = tf.reduce_sum(tf.cast(batch["attention_mask"], tf.float32))
+        return tf.stack(
+            [out["loss_sum"], out["num_masked"], out["num_correct"], tokens, save_request]
+        )
+
+    replica_fn = tf.function(replica_step, jit_compile=jit_compile) if jit_compile else replica_step
+
+    @tf.function
+    def train_step(iterator, step, save_request):
+        batch = next(iterator)
+        per_replica = strategy.run(replica_fn, args=(batch, step, save_request))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return train_step
+
+
+def train_loop(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    strategy: tf.distribute.Strategy,
+    make_dataset: Callable[[tf.distribute.InputContext, int], tf.data.Dataset],
+    config: LoopConfig,
+    *,
+    step_counter: tf.Variable,
+    checkpoints: CheckpointKeeper | None = None,
+    reporters: Sequence[Reporter] = (),
+    log: Callable[[str], None] = print,
+) -> LoopResult:
+    """Trains `model` until `step_counter` reaches `config.total_steps`, resuming if it can.
+
+    Every worker of a multi-worker job calls this with the same arguments; only the chief should
+    pass `reporters`.
+
+    Args:
+        model: a built MaskedLanguageModel created in `strategy.scope()`.
+        optimizer: its optimizer, built in the same scope.
+        strategy: the distribution strategy.
+        make_dataset: `(input_context, start_step) -> dataset` of this input pipeline's
+            per-replica batches (dicts of int32 [per_replica_batch, seq_length]), repeating, with
+            the first `start_step` batches skipped.
+        config: steps, logging and checkpointing settings.
+        step_counter: int64 variable tracked by the checkpoint; holds the restored step.
+        checkpoints: where to save and resume from (None: no checkpoints).
+        reporters: sinks for the metrics of each logging interval (see `Reporter`).
+        log: one-line messages (resume, checkpoint, divergence).
+
+    Returns:
+        The LoopResult.
+
+    Raises:
+        TrainingDivergedError: the loss or the weights became NaN or infinite.
+    """
+    import tensorflow as tf
+
+    history = {key: [] for key in HISTORY_KEYS}
+    if checkpoints is not None:
+        restored = checkpoints.restore_latest()
+        if restored is not None:
+            start = int(step_counter.numpy())
+            saved = restored.get("history") or {}
+            for key in HISTORY_KEYS:
+                history[key] = [
+                    value
+                    for value, step in zip(saved.get(key, []), saved.get("step", []))
+                    if step <= start
+                ]
+            log(f"resumed from checkpoint at step {start}")
+    start_step = int(step_counter.numpy())
+    _check_same_step(strategy, start_step)
+
+    train_step = make_train_step(
+        model, optimizer, strategy, seed=config.seed, jit_compile=config.jit_compile
+    )
+    dataset = strategy.distribute_datasets_from_function(
+        lambda context: make_dataset(context, start_step)
+    )
+    iterator = iter(dataset)
+
+    step = start_step
+    interval = dict.fromkeys(_SUMS, 0.0)  # sums since the last report
+    # Throughput counts steady-state steps only: the first step of a call traces and compiles.
+    interval_seconds = interval_timed_tokens = 0.0
+    total_tokens = timed_tokens = timed_seconds = 0.0
+    last_save = time.monotonic()
+    result = LoopResult(start_step=start_step, final_step=step, tokens=0.0, seconds=0.0)
+
+    while step < config.total_steps:
+        minutes = config.checkpoint_every_minutes
+        time_to_save = minutes is not None and time.monotonic() - last_save >= 60 * minutes
+        step_started = time.monotonic()
+        sums = train_step(
+            iterator,
+            tf.constant(step, tf.int64),
+            tf.constant(1.0 if time_to_save else 0.0, tf.float32),
+        ).numpy()
+        step_seconds = time.monotonic() - step_started
+        step += 1
+        step_counter.assign(step)
+        values = dict(zip(_SUMS, (float(v) for v in sums)))
+        if not math.isfinite(values["loss_sum"]):
+            raise TrainingDivergedError(
+                f"the training loss became {values['loss_sum']} at step {step}; training stopped "
+                "without saving this state. Lower the learning rate, enable gradient clipping, or "
+                "use float32 instead of mixed_float16, then rerun (it resumes from the last "
+                "checkpoint)"
+            )
+        for key in _SUMS:
+            interval[key] += values[key]
+        total_tokens += values["tokens"]
+        if step > start_step + 1:
+            interval_seconds += step_seconds
+            interval_timed_tokens += values["tokens"]
+
+        if step % config.log_every_steps == 0 or step == config.total_steps:
+            timed_seconds += interval_seconds
+            timed_tokens += interval_timed_tokens
+            metrics = {
+                "step": step,
+                "loss": _ratio(interval["loss_sum"], interval["num_masked"]),
+                "accuracy": _ratio(interval["num_correct"], interval["num_masked"]),
+                "learning_rate": current_learning_rate(optimizer),
+                "tokens_per_second": _ratio(interval_timed_tokens, interval_seconds),
+                "eta_seconds": _ratio(timed_seconds, step - start_step - 1)
+                * (config.total_steps - step),
+            }
+            for key in HISTORY_KEYS:
+                history[key].append(metrics[key])
+            for reporter in reporters:
+                reporter.report(metrics)
+            result.final_loss, result.final_accuracy = metrics["loss"], metrics["accuracy"]
+            interval = dict.fromkeys(_SUMS, 0.0)
+            interval_seconds = interval_timed_tokens = 0.0
+
+        every = config.checkpoint_every_steps
+        due = (every and step % every == 0) or values["save_requests"] > 0
+        if checkpoints is not None and (due or step == config.total_steps):
+            if not all_finite(model.trainable_variables):
+                raise TrainingDivergedError(
+                    f"the weights hold NaN or infinite values after step {step}; training stopped "
+                    "without saving this state (the last checkpoint is kept). Lower the learning "
+                    "rate or enable gradient clipping, then rerun"
+                )
+            path = checkpoints.save(step, {"history": history})
+            if path:
+                log(f"saved checkpoint at step {step}: {path}")
+            last_save = time.monotonic()
+
+    result.final_step = step
+    result.tokens = total_tokens
+    result.seconds = timed_seconds
+    result.tokens_per_second = _ratio(timed_tokens, timed_seconds)
+    result.history = history
+    return result
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else 0.0
+
+
+def _check_same_step(strategy: tf.distribute.Strategy, step: int) -> None:
+    """Fails fast when workers resumed from different steps (e.g. a checkpoint dir not shared)."""
+    import tensorflow as tf
+
+    if strategy.num_replicas_in_sync == 1:
+        return
+    value = tf.constant([float(step), float(step) ** 2], tf.float64)
+
+    @tf.function
+    def mean_and_square():
+        per_replica = strategy.run(lambda: tf.identity(value))
+        return strategy.reduce(tf.distribute.ReduceOp.MEAN, per_replica, axis=None)
+
+    mean, mean_square = mean_and_square().numpy()
+    if mean_square - mean**2 > 0.25:  # the steps differ between replicas
+        raise RuntimeError(
+            f"workers restored different steps (this one {step}, mean {mean:g}): every worker "
+            "must see the same checkpoint directory (gs:// or a shared volume)"
+        )
+
+
+def evaluate_loop(
+    model: keras.Model,
+    strategy: tf.distribute.Strategy,
+    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+    num_batches: int,
+    *,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Masked-LM loss, accuracy and perplexity over `num_batches` global batches, on any strategy.
+
+    Args:
+        model: the MaskedLanguageModel.
+        strategy: the strategy it was created under.
+        make_dataset: `input_context -> dataset` of per-replica batches (repeating).
+        num_batches: global batches to evaluate.
+        seed: masking seed (the same seed gives the same masks, so runs are comparable).
+
+    Returns:
+        Dict with loss, accuracy, perplexity and num_masked.
+    """
+    import tensorflow as tf
+
+    iterator = iter(strategy.distribute_datasets_from_function(make_dataset))
+
+    def replica_step(batch, step):
+        context = tf.distribute.get_replica_context()
+        replica_seed = tf.stack(
+            [tf.cast(seed, tf.int64) + step, tf.cast(context.replica_id_in_sync_group, tf.int64)]
+        )
+        out = model.masked_lm_forward(batch, training=False, seed=replica_seed)
+        return tf.stack([out["loss_sum"], out["num_masked"], out["num_correct"]])
+
+    @tf.function
+    def eval_step(iterator, step):
+        per_replica = strategy.run(replica_step, args=(next(iterator), step))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    sums = [0.0, 0.0, 0.0]
+    for step in range(num_batches):
+        values = eval_step(iterator, tf.constant(step, tf.int64)).numpy()
+        sums = [total + float(value) for total, value in zip(sums, values)]
+    loss_sum, num_masked, num_correct = sums
+    loss = _ratio(loss_sum, num_masked)
+    return {
+        "loss": loss,
+        "accuracy": _ratio(num_correct, num_masked),
+        "perplexity": math.exp(min(loss, 700.0)),
+        "num_masked": num_masked,
+    }
