@@ -400,3 +400,26 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monke
         None,
     )
     assert parsed.model_overrides == {"num_layers": 2}
+
+
+def test_a_trainjob_pod_environment_resolves_to_the_intended_cluster():
+    """The env a TrainJob pod gets (runtime + launcher + Indexed Job) gives the right TF_CONFIG."""
+    from mlm.training.cluster import resolve_cluster
+
+    name = "mlm-pretrain-run1-0123456789"
+    spec = launch.WorkerSpec(image=IMAGE, num_workers=3)
+    job = launch.build_trainjob(name, "mlm", spec, ARGS, 60)
+    runtime_container = runtime_manifest()["spec"]["template"]["spec"]["replicatedJobs"][0][
+        "template"
+    ]["spec"]["template"]["spec"]["containers"][0]
+    # What the kubelet resolves: plain values, and the downward-API label for JOBSET_NAME.
+    env = {e["name"]: e.get("value") for e in runtime_container["env"]}
+    env["JOBSET_NAME"] = name
+    env.update({e["name"]: e["value"] for e in job["spec"]["trainer"]["env"]})
+    env["JOB_COMPLETION_INDEX"] = "2"
+    info = resolve_cluster(env)
+    assert (info.source, info.task_index, info.num_workers) == ("jobset", 2, 3)
+    assert info.tf_config["cluster"]["worker"] == [
+        f"{name}-node-0-{i}.{name}:{launch.WORKER_PORT}" for i in range(3)
+    ]
+    assert not info.is_chief
