@@ -117,15 +117,18 @@ def _random_pool(vocab_size: int, unselectable: Sequence[int]) -> np.ndarray:
 
 
 def _resolve_seed(seed: Any):
+    """A `[2]` int64 seed tensor (the dtype matters: stateless ops hash int32 seeds differently)."""
     import tensorflow as tf
 
     if seed is None:
-        return tf.random.uniform([2], 0, _INT32_MAX, dtype=tf.int32)
+        return tf.cast(tf.random.uniform([2], 0, _INT32_MAX, dtype=tf.int32), tf.int64)
     if isinstance(seed, (int, np.integer)):
-        return tf.constant([int(seed) & _INT32_MAX, 0], dtype=tf.int32)
+        return tf.constant([int(seed), 0], dtype=tf.int64)
     seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer:
-        raise UserInputError(f"seed must be an int or a [2] integer tensor, got dtype {seed.dtype}.")
+    if not seed.dtype.is_integer or seed.shape.num_elements() not in (None, 2):
+        raise UserInputError(
+            f"seed must be an int or a [2] integer tensor, got {seed.dtype.name} {seed.shape}."
+        )
     return tf.reshape(tf.cast(seed, tf.int64), [2])
 
 

@@ -141,7 +141,9 @@ def _masked_cross_entropy(labels, logits, weights):
     per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
         labels=tf.cast(labels, tf.int32), logits=logits
     )
-    correct = tf.cast(tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32)
+    correct = tf.cast(
+        tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32
+    )
     return (
         tf.reduce_sum(per_token * weights),
         tf.reduce_sum(weights),
@@ -240,7 +242,9 @@ class MaskedLanguageModel(keras.Model):
             name="mlm_dense",
         )
         self.mlm_dropout = keras.layers.Dropout(float(mlm_head_dropout), name="mlm_dropout")
-        self.mlm_norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_eps, name="mlm_norm")
+        self.mlm_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_eps, name="mlm_norm"
+        )
         self.mlm_output = MLMOutputProjection(
             self.vocab_size,
             tied=self.tie_word_embeddings,
@@ -498,13 +502,15 @@ class MaskedLanguageModel(keras.Model):
 
     def _update_metrics(self, out: dict) -> dict:
         num_masked = out["num_masked"]
+        metrics = self.metrics
         self.loss_tracker.update_state(out["loss"], sample_weight=num_masked)
-        self.accuracy_tracker.update_state(
-            tf.math.divide_no_nan(out["num_correct"], num_masked), sample_weight=num_masked
-        )
+        if self.accuracy_tracker in metrics:
+            self.accuracy_tracker.update_state(
+                tf.math.divide_no_nan(out["num_correct"], num_masked), sample_weight=num_masked
+            )
         for metric in self._user_metrics:
             metric.update_state(out["labels"], out["logits"], sample_weight=out["weights"])
-        return {m.name: m.result() for m in self.metrics}
+        return {m.name: m.result() for m in metrics}
 
     def train_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
@@ -521,7 +527,9 @@ class MaskedLanguageModel(keras.Model):
 
     def test_step(self, data):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
-        return self._update_metrics(self.masked_lm_forward(x, training=False, return_predictions=True))
+        return self._update_metrics(
+            self.masked_lm_forward(x, training=False, return_predictions=True)
+        )
 
     # --- serialization --------------------------------------------------------------------------
 
