@@ -13,8 +13,10 @@ import logging
 import math
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from safetensors.numpy import save_file
 
 from mlm.encoders.bert import BERT
@@ -461,3 +463,27 @@ def test_matches_transformers_bert(tmp_path):
     np.testing.assert_allclose(
         model(inputs).numpy()[valid], expected.logits.numpy()[valid], atol=1e-4
     )
+
+
+def test_continue_pretraining_an_imported_checkpoint(tmp_path):
+    tensors = hf_tensors(CONFIG)
+    directory = write_checkpoint(tmp_path / "bert", CONFIG, tensors)
+    model = load_hf_bert_checkpoint(directory, special_token_ids=[0, 1, 2, 3, 4], **MLM)
+    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    rng = np.random.default_rng(0)
+    data = {
+        "input_ids": rng.integers(5, CONFIG["vocab_size"], (8, 12)).astype("int32"),
+        "attention_mask": np.ones((8, 12), "int32"),
+    }
+    history = model.fit(tf.data.Dataset.from_tensor_slices(data).batch(4), epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    # Training moved the imported weights.
+    assert not np.allclose(
+        model.encoder.token_embedding.embeddings.numpy(),
+        tensors["bert.embeddings.word_embeddings.weight"],
+    )
+    path = tmp_path / "mlm_model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    inputs = _inputs(CONFIG)
+    np.testing.assert_array_equal(restored(inputs).numpy(), model(inputs).numpy())
