@@ -24,13 +24,19 @@ def finetune(
     seed: int = 0,
 ):
     """Fine-tunes a `task` model (sequence or token classification) on the labelled data at
-    `labels_uri` starting from the `encoder` artifact; with `baseline`, also trains the same
+    `labels_uri` ("" = the built-in labelled set) starting from the `encoder` artifact; with `baseline`, also trains the same
     architecture from random initialisation on the same data and budget. Logs held-out
     accuracy and macro-F1 (entity F1 for NER) of both and the pretrained model's confusion matrix."""
-    import shutil
+    import os
+    import tempfile
 
+    from mlm import storage
     from mlm.steps.finetune import finetune as run_finetune
 
+    if not labels_uri:  # the built-in labelled set
+        from mlm.data.default_corpus import write_default_labels
+
+        labels_uri = write_default_labels(os.path.join(tempfile.mkdtemp(), "labels.csv"))
     result = run_finetune(
         encoder.path,
         labels_uri,
@@ -48,4 +54,4 @@ def finetune(
         metrics.log_metric(key, value)
     if result.confusion_matrix is not None:
         confusion_matrix.log_confusion_matrix(result.label_names, result.confusion_matrix)
-    shutil.copyfile(result.report_path, report.path)
+    storage.write_text(report.path, storage.read_text(result.report_path))

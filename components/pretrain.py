@@ -17,7 +17,7 @@ def pretrain(
     batch_size: int = 32,
     steps: int = 1000,
     learning_rate: float = 5e-4,
-    warmup_steps: int = 100,
+    warmup_steps: int = 0,
     workers: int = 1,
     gpus_per_worker: int = 0,
     launcher: str = "local",
@@ -33,17 +33,21 @@ def pretrain(
     (`mlm_model.keras`, `encoder.keras`, `metrics.json`, `history.json`, `checkpoints/`, ...).
     """
     import json
-    import os
 
     from mlm import storage
 
     options = {
         "variant": variant,
-        "model_overrides": dict(model_overrides) or None,
+        # KFP passes a dict parameter as a protobuf Struct, whose numbers are all floats.
+        "model_overrides": {
+            key: int(value) if isinstance(value, float) and value.is_integer() else value
+            for key, value in model_overrides.items()
+        }
+        or None,
         "batch_size": batch_size,
         "steps": steps,
         "learning_rate": learning_rate,
-        "warmup_steps": warmup_steps,
+        "warmup_steps": warmup_steps or None,  # 0 = 10% of the steps
         "workers": workers,
         "pushgateway_url": pushgateway_url or None,
         "run_id": run_id or None,
@@ -66,7 +70,9 @@ def pretrain(
             **options,
         )
 
-    result = json.loads(storage.read_text(os.path.join(model.path, "metrics.json")))
+    # A cluster job writes to the artifact's URI; a local run to its (mounted) path.
+    output_dir = model.path if launcher == "local" else model.uri
+    result = json.loads(storage.read_text(storage.join(output_dir, "metrics.json")))
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, value)

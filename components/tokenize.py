@@ -19,7 +19,7 @@ def tokenize(
     from mlm.steps.tokenize import tokenize as run_tokenize
 
     result = run_tokenize(
-        corpus_uri,
+        corpus_uri or None,  # "" = the built-in corpus
         tokenizer.path,
         vocab_size=vocab_size,
         lowercase=lowercase,

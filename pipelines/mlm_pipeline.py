@@ -63,7 +63,7 @@ def mlm_pretraining_pipeline(
     batch_size: int = 32,
     steps: int = 1000,
     learning_rate: float = 5e-4,
-    warmup_steps: int = 100,
+    warmup_steps: int = 0,
     workers: int = 1,
     gpus_per_worker: int = 0,
     pretrain_pod_gpus: int = 0,
@@ -95,7 +95,7 @@ def mlm_pretraining_pipeline(
         batch_size: Global pre-training batch size.
         steps: Pre-training optimizer steps.
         learning_rate: Peak pre-training learning rate.
-        warmup_steps: Linear warm-up steps.
+        warmup_steps: Linear warm-up steps (0 = 10% of the steps).
         workers: Training workers (local processes or job pods).
         gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
         pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").

@@ -1,0 +1,179 @@
+"""Step 4, evaluate: masked-LM perplexity and accuracy of a pre-trained model on held-out shards.
+
+The metrics come from `mlm.evaluation.masked_lm_metrics` (the training step's own computation)
+with a fixed mask seed, so the same model and shards always give the same numbers. The step also
+writes a Markdown report with the metrics and the seed README's prediction visualisation.
+
+Output directory: `report.md` and `metrics.json` (written last): `perplexity` (exp of the mean
+cross-entropy at the masked positions), `accuracy` (masked tokens predicted exactly), `loss`,
+`num_masked`, `num_batches`, `num_examples`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+from typing import Any
+
+from mlm import storage
+from mlm.errors import UserInputError
+from mlm.steps._artifacts import MLM_MODEL_FILE, find_file, load_keras, local_copy, output_directory
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+
+
+@dataclasses.dataclass
+class EvaluateResult:
+    """What `evaluate` measured and where it wrote it."""
+
+    output_dir: str
+    metrics: dict[str, float]
+    report_path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_pretrained_model(model_dir: str) -> Any:
+    """Loads the `MaskedLanguageModel` of a pretrain output directory (or a `.keras` file)."""
+    with local_copy(model_dir) as local:
+        path = find_file(
+            local, MLM_MODEL_FILE, "a pretrain output directory", "run `mlm pretrain` first"
+        )
+        return load_keras(path)
+
+
+def evaluate(
+    model_dir: str,
+    shard_dir: str,
+    tokenizer_dir: str,
+    output_dir: str,
+    *,
+    split: str = "validation",
+    batch_size: int = 32,
+    num_batches: int | None = None,
+    seed: int = 0,
+    num_samples: int = 4,
+) -> EvaluateResult:
+    """Scores a pre-trained masked language model on a shard split.
+
+    Args:
+        model_dir: Pretrain output directory (with `mlm_model.keras`), local or gs://.
+        shard_dir: Shard directory written by `mlm shard` with the same tokenizer.
+        tokenizer_dir: The tokenizer directory (decodes the sample predictions).
+        output_dir: Where `metrics.json` and `report.md` go (replaced as a whole).
+        split: "validation" (default) or "train".
+        batch_size: Sequences per batch.
+        num_batches: Batches to score (None: the whole split, the last batch may be smaller).
+        seed: Mask seed; batch `i` is masked with `[seed, i]`.
+        num_samples: Sequences shown in the report's prediction visualisation.
+
+    Returns:
+        An `EvaluateResult`.
+    """
+    from mlm.data import pretraining_dataset
+    from mlm.data.shards import read_manifest
+    from mlm.data.tokenizer import check_tokenizer_matches, load_tokenizer, read_tokenizer_info
+    from mlm.evaluation import masked_lm_metrics, visualize_mlm_predictions
+
+    if batch_size < 1:
+        raise UserInputError(f"batch_size={batch_size}: must be at least 1")
+    if num_batches is not None and num_batches < 1:
+        raise UserInputError(f"num_batches={num_batches}: must be at least 1 (or None for all)")
+    info = read_tokenizer_info(tokenizer_dir)
+    manifest = read_manifest(shard_dir, tokenizer_hash=info.content_hash)
+    if split not in manifest.splits:
+        raise UserInputError(
+            f"shard directory {shard_dir} has no {split!r} split (it has "
+            f"{sorted(manifest.splits)}); re-shard with a validation fraction or pass --split train"
+        )
+    examples = manifest.splits[split].examples
+    available = math.ceil(examples / batch_size)
+    num_batches = available if num_batches is None else min(num_batches, available)
+
+    model = load_pretrained_model(model_dir)
+    check_tokenizer_matches(info, model.vocab_size, model.mask_token_id)
+    dataset = pretraining_dataset(
+        shard_dir,
+        batch_size,
+        split=split,
+        shuffle=False,
+        repeat=False,
+        drop_remainder=False,
+        tokenizer_hash=info.content_hash,
+    )
+    metrics = masked_lm_metrics(model, dataset, num_batches=num_batches, seed=seed)
+    metrics.update(
+        num_batches=float(num_batches),
+        num_examples=float(min(examples, num_batches * batch_size)),
+    )
+    samples = visualize_mlm_predictions(
+        model, next(iter(dataset)), load_tokenizer(tokenizer_dir), num_samples, seed=seed
+    )
+    report = _report(model_dir, shard_dir, split, seed, metrics, samples)
+    with output_directory(output_dir, METRICS_FILE, "evaluation") as staging:
+        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
+            file.write(report)
+        with open(os.path.join(staging, METRICS_FILE), "w", encoding="utf-8") as file:
+            json.dump(metrics, file, indent=2)
+            file.write("\n")
+    return EvaluateResult(output_dir, metrics, storage.join(output_dir, REPORT_FILE))
+
+
+def _report(
+    model_dir: str, shard_dir: str, split: str, seed: int, metrics: dict, samples: str
+) -> str:
+    return "\n".join(
+        [
+            "# Masked-LM evaluation",
+            "",
+            f"Model `{model_dir}` on the {split} split of `{shard_dir}` "
+            f"({int(metrics['num_examples'])} sequences, mask seed {seed}).",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            f"| perplexity | {metrics['perplexity']:.3f} |",
+            f"| masked-token accuracy | {metrics['accuracy']:.4f} |",
+            f"| mean cross-entropy | {metrics['loss']:.4f} |",
+            f"| masked tokens | {int(metrics['num_masked'])} |",
+            "",
+            "## Sample predictions",
+            "",
+            "```",
+            samples,
+            "```",
+            "",
+        ]
+    )
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="pretrain output directory")
+    parser.add_argument("--shards", required=True, help="shard directory")
+    parser.add_argument("--tokenizer", required=True, help="tokenizer directory")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument("--split", default="validation", choices=("validation", "train"))
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--num-batches", type=int, default=None, help="default: the whole split")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-samples", type=int, default=4)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    result = evaluate(
+        args.model,
+        args.shards,
+        args.tokenizer,
+        args.output,
+        split=args.split,
+        batch_size=args.batch_size,
+        num_batches=args.num_batches,
+        seed=args.seed,
+        num_samples=args.num_samples,
+    )
+    print(json.dumps(result.metrics, indent=2))
+    return 0

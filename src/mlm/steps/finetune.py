@@ -1,0 +1,740 @@
+"""Step 6, fine-tune: train a classifier on an exported encoder and score it on held-out data.
+
+Sequence classification reads a labelled CSV, TSV (header with `text` and `label` columns) or
+JSONL file (one `{"text": ..., "label": ...}` object per line). Token classification (NER, tagging)
+reads CoNLL/IOB files: one token per line with its tag in the last column, blank lines between
+sentences. Without `validation_data` the rows are split deterministically (stratified by label for
+sequence tasks). Training uses AdamW with linear warm-up and decay (`mlm.optimization`) and early
+stopping on the validation loss. The held-out scores are computed here with numpy: accuracy,
+macro-F1 and the confusion matrix; entity-level precision/recall/F1 for NER.
+
+With `baseline=True` the same architecture is also trained from random initialisation on the same
+data with the same budget, so the value of pre-training shows in one report.
+
+Output directory: `classifier.keras`, `tokenizer/`, `labels.json`, `report.md` and `metrics.json`
+(written last).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from mlm import storage
+from mlm.errors import UserInputError
+from mlm.steps._artifacts import (
+    ENCODER_FILE,
+    TOKENIZER_DIR,
+    copy_tree,
+    find_file,
+    load_keras,
+    local_copy,
+    output_directory,
+)
+
+CLASSIFIER_FILE = "classifier.keras"
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+LABELS_FILE = "labels.json"
+IGNORE_INDEX = -100  # label of word pieces after the first one of a word (not scored)
+_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
+_DELIMITERS = {".csv": ",", ".tsv": "\t"}
+
+
+# --- labelled data ------------------------------------------------------------------------------
+
+
+def read_labelled_texts(
+    uri: str, *, text_column: str = "text", label_column: str = "label"
+) -> tuple[list[str], list[str]]:
+    """Reads `(texts, labels)` from a CSV, TSV or JSONL file (local or `gs://`).
+
+    Raises:
+        UserInputError: unknown format, missing columns, empty texts or labels.
+    """
+    suffix = os.path.splitext(uri.lower())[1]
+    if suffix not in _DELIMITERS and suffix not in _JSONL_SUFFIXES:
+        raise UserInputError(
+            f"labelled data {uri}: unknown format {suffix or '(no suffix)'}; use .csv or .tsv "
+            f"(header with {text_column},{label_column}) or .jsonl"
+        )
+    if not storage.exists(uri):
+        raise UserInputError(f"labelled data {uri} does not exist; check the path")
+    content = storage.read_text(uri)
+    if suffix in _DELIMITERS:
+        rows = list(csv.DictReader(io.StringIO(content), delimiter=_DELIMITERS[suffix]))
+        missing = [c for c in (text_column, label_column) if c not in (rows[0] if rows else {})]
+        if not rows or missing:
+            raise UserInputError(
+                f"labelled data {uri}: needs a header row with the columns {text_column!r} and "
+                f"{label_column!r} and at least one row (missing: {missing or 'rows'})"
+            )
+        line_numbers = range(2, len(rows) + 2)
+    else:
+        rows, line_numbers = [], []
+        for number, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise UserInputError(
+                    f"labelled data {uri}, line {number}: not a JSON object ({error.msg})"
+                ) from None
+            if not isinstance(row, dict) or text_column not in row or label_column not in row:
+                raise UserInputError(
+                    f"labelled data {uri}, line {number}: expected an object with "
+                    f"{text_column!r} and {label_column!r}"
+                )
+            rows.append(row)
+            line_numbers.append(number)
+    texts, labels = [], []
+    for number, row in zip(line_numbers, rows):
+        text = str(row[text_column] or "").strip()
+        label = str(row[label_column] if row[label_column] is not None else "").strip()
+        if not text or not label:
+            raise UserInputError(
+                f"labelled data {uri}, line {number}: empty {text_column if not text else label_column}"
+            )
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise UserInputError(f"labelled data {uri} has no rows")
+    return texts, labels
+
+
+def read_conll(uri: str) -> tuple[list[list[str]], list[list[str]]]:
+    """Reads `(sentences, tags)` from a CoNLL/IOB file: `token ... tag` per line, blank lines
+    between sentences, `-DOCSTART-` lines ignored.
+
+    Raises:
+        UserInputError: a line without a tag, or no sentences.
+    """
+    if not storage.exists(uri):
+        raise UserInputError(f"labelled data {uri} does not exist; check the path")
+    sentences, tags = [], []
+    words: list[str] = []
+    word_tags: list[str] = []
+    for number, line in enumerate([*storage.read_text(uri).splitlines(), ""], start=1):
+        fields = line.split()
+        if not fields or fields[0] == "-DOCSTART-":
+            if words:
+                sentences.append(words)
+                tags.append(word_tags)
+                words, word_tags = [], []
+            continue
+        if len(fields) < 2:
+            raise UserInputError(
+                f"CoNLL file {uri}, line {number}: {line.strip()!r} has no tag; write "
+                "`token tag` (tag in the last column, e.g. B-PER, I-PER, O)"
+            )
+        words.append(fields[0])
+        word_tags.append(fields[-1])
+    if not sentences:
+        raise UserInputError(f"CoNLL file {uri} has no sentences")
+    return sentences, tags
+
+
+def stratified_split(
+    labels: Sequence[str], validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic stratified split: each label keeps `validation_fraction` of its rows (at
+    least one) for validation. Returns sorted (train indices, validation indices)."""
+    _check_fraction(validation_fraction)
+    rng = np.random.default_rng(seed)
+    labels = np.asarray(labels)
+    train, validation = [], []
+    for label in sorted(set(labels.tolist())):
+        rows = np.flatnonzero(labels == label)
+        if len(rows) < 2:
+            raise UserInputError(
+                f"label {label!r} has only one example, so none can be held out for validation; "
+                "add examples or pass a separate validation file"
+            )
+        rows = rng.permutation(rows)
+        count = min(len(rows) - 1, max(1, round(validation_fraction * len(rows))))
+        validation.extend(rows[:count])
+        train.extend(rows[count:])
+    return np.sort(train), np.sort(validation)
+
+
+def random_split(
+    count: int, validation_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic random split of `count` rows (at least one on each side)."""
+    _check_fraction(validation_fraction)
+    if count < 2:
+        raise UserInputError("need at least 2 examples to hold one out for validation")
+    rows = np.random.default_rng(seed).permutation(count)
+    held_out = min(count - 1, max(1, round(validation_fraction * count)))
+    return np.sort(rows[held_out:]), np.sort(rows[:held_out])
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0 < fraction < 1:
+        raise UserInputError(f"validation_fraction={fraction}: need 0 < value < 1")
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
+    """`[num_classes, num_classes]` counts; rows are true classes, columns predictions."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
+    return matrix
+
+
+def classification_metrics(
+    y_true: Sequence[int], y_pred: Sequence[int], num_classes: int
+) -> dict[str, Any]:
+    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
+
+    Macro-F1 averages the F1 of every class that occurs in `y_true` or `y_pred` (a class that is
+    never right scores 0), as scikit-learn's `f1_score(average="macro")` does.
+    """
+    matrix = confusion_matrix(y_true, y_pred, num_classes)
+    true_positive = np.diag(matrix).astype(np.float64)
+    predicted = matrix.sum(axis=0)
+    actual = matrix.sum(axis=1)
+    precision = np.divide(true_positive, predicted, out=np.zeros(num_classes), where=predicted > 0)
+    recall = np.divide(true_positive, actual, out=np.zeros(num_classes), where=actual > 0)
+    denominator = precision + recall
+    f1 = np.divide(
+        2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0
+    )
+    present = (predicted + actual) > 0
+    total = matrix.sum()
+    return {
+        "accuracy": float(true_positive.sum() / total) if total else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "precision": precision.tolist(),
+        "recall": recall.tolist(),
+        "f1": f1.tolist(),
+        "support": actual.tolist(),
+        "confusion_matrix": matrix.tolist(),
+    }
+
+
+def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
+    """Entities `(type, start, end_exclusive)` of one IOB1/IOB2 tag sequence.
+
+    An entity starts at `B-X`, or at `I-X` after `O` or another type (IOB1 and stray `I-`, as
+    conlleval reads them), and ends before `O`, a `B-` or a change of type.
+    """
+    spans = set()
+    start, kind = None, None
+    for index, tag in enumerate([*tags, "O"]):
+        prefix, _, tag_type = tag.partition("-") if tag != "O" else ("O", "", "")
+        continues = prefix == "I" and kind == tag_type
+        if start is not None and not continues:
+            spans.add((kind, start, index))
+            start, kind = None, None
+        if prefix in ("B", "I") and not continues:
+            start, kind = index, tag_type
+    return spans
+
+
+def entity_metrics(
+    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
+) -> dict[str, float]:
+    """Entity-level micro precision, recall and F1 (an entity counts when type and span match),
+    plus token accuracy."""
+    found = correct = expected = 0
+    tokens = right = 0
+    for true, pred in zip(true_tags, pred_tags):
+        gold, guess = entity_spans(true), entity_spans(pred)
+        expected += len(gold)
+        found += len(guess)
+        correct += len(gold & guess)
+        tokens += len(true)
+        right += sum(t == p for t, p in zip(true, pred))
+    precision = correct / found if found else 0.0
+    recall = correct / expected if expected else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "entity_precision": precision,
+        "entity_recall": recall,
+        "entity_f1": f1,
+        "accuracy": right / tokens if tokens else 0.0,
+        "num_entities": float(expected),
+    }
+
+
+# --- models -------------------------------------------------------------------------------------
+
+
+def build_classifier(encoder: Any, task_config: Any, max_seq_length: int) -> Any:
+    """A Keras functional model: `{input_ids, attention_mask}` [B, max_seq_length] → encoder →
+    the task's head (`mlm.heads.create_nlp_head`) → logits."""
+    import keras
+
+    from mlm.heads import create_nlp_head
+
+    inputs = {
+        name: keras.Input(shape=(max_seq_length,), dtype="int32", name=name)
+        for name in ("input_ids", "attention_mask")
+    }
+    head = create_nlp_head(task_config, input_dim=encoder.hidden_size)
+    return keras.Model(inputs, head(encoder(inputs)), name=f"{task_config.name}_classifier")
+
+
+def _train(
+    model: Any,
+    train: tuple[dict, np.ndarray, np.ndarray | None],
+    validation: tuple[dict, np.ndarray, np.ndarray | None],
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    warmup_ratio: float,
+    weight_decay: float,
+    patience: int,
+    seed: int,
+) -> dict[str, list[float]]:
+    import keras
+
+    from mlm.optimization import learning_rate_schedule_builder, optimizer_builder
+
+    total_steps = epochs * math.ceil(len(train[1]) / batch_size)
+    schedule = learning_rate_schedule_builder(
+        {
+            "type": "polynomial_decay",
+            "learning_rate": learning_rate,
+            "decay_steps": total_steps,
+            "warmup_steps": int(warmup_ratio * total_steps),
+            "power": 1.0,
+            "end_learning_rate": 0.0,
+        }
+    )
+    optimizer = optimizer_builder(
+        {"type": "adamw", "weight_decay": weight_decay, "gradient_clipping_by_norm": 1.0}, schedule
+    )
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+    )
+    x, y, weights = train
+    history = model.fit(
+        x,
+        y,
+        sample_weight=weights,
+        validation_data=validation if validation[2] is not None else validation[:2],
+        epochs=epochs,
+        batch_size=batch_size,
+        shuffle=True,
+        callbacks=[
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=patience, restore_best_weights=True
+            )
+        ],
+        verbose=0,
+    )
+    return {key: [float(v) for v in values] for key, values in history.history.items()}
+
+
+# --- the step -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class FinetuneResult:
+    """What `finetune` wrote and measured.
+
+    `metrics` maps "pretrained" (and "baseline" when trained) to the held-out scores;
+    `confusion_matrix` is the pretrained model's (sequence tasks only).
+    """
+
+    output_dir: str
+    task: str
+    label_names: list[str]
+    num_train: int
+    num_validation: int
+    metrics: dict[str, dict[str, Any]]
+    confusion_matrix: list[list[int]] | None
+    report_path: str
+
+    def flat_metrics(self) -> dict[str, float]:
+        """The scalar scores as `<model>_<metric>` (e.g. `pretrained_accuracy`)."""
+        return {
+            f"{model}_{key}": float(value)
+            for model, scores in self.metrics.items()
+            for key, value in scores.items()
+            if isinstance(value, (int, float))
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def finetune(
+    encoder_dir: str,
+    data: str,
+    output_dir: str,
+    *,
+    task: str = "text_classification",
+    validation_data: str | None = None,
+    text_column: str = "text",
+    label_column: str = "label",
+    validation_fraction: float = 0.2,
+    max_seq_length: int = 128,
+    batch_size: int = 16,
+    epochs: int = 10,
+    learning_rate: float = 1e-3,
+    warmup_ratio: float = 0.1,
+    weight_decay: float = 0.01,
+    patience: int = 3,
+    dropout_rate: float = 0.1,
+    pooling: str = "cls",
+    baseline: bool = False,
+    seed: int = 0,
+) -> FinetuneResult:
+    """Fine-tunes a classifier on an exported encoder and scores it on held-out data.
+
+    Args:
+        encoder_dir: An `mlm export` directory (`encoder.keras` and `tokenizer/`), local or gs://.
+        data: Labelled file: CSV/TSV/JSONL for sequence tasks, CoNLL/IOB for token tasks.
+        output_dir: Where the classifier, metrics and report go (replaced as a whole).
+        task: An `NLPTaskType` value or name ("text_classification", "sentiment_analysis",
+            "ner", ...).
+        validation_data: Held-out file in the same format (None: split `data`).
+        text_column: Text column of CSV/TSV/JSONL.
+        label_column: Label column of CSV/TSV/JSONL.
+        validation_fraction: Share held out when `validation_data` is None (stratified by label).
+        max_seq_length: Tokens per example ([CLS] and [SEP] included); longer texts are cut.
+        batch_size: Examples per step.
+        epochs: Most passes over the training rows (early stopping may end sooner).
+        learning_rate: Peak learning rate (linear warm-up, then linear decay to 0).
+        warmup_ratio: Share of the steps spent warming up.
+        weight_decay: AdamW weight decay (not applied to biases and normalization).
+        patience: Epochs without a lower validation loss before stopping (best weights kept).
+        dropout_rate: Dropout in the head.
+        pooling: Sequence tasks: "cls", "pooled" or "mean" (see `mlm.heads`).
+        baseline: Also train the same architecture from random initialisation.
+        seed: Seed of the split, the initialisation and the batch order.
+
+    Returns:
+        A `FinetuneResult`.
+    """
+    import keras
+
+    from mlm.data.tokenizer import load_tokenizer
+    from mlm.heads import NLPTaskConfig, NLPTaskType
+
+    for name, value in (("batch_size", batch_size), ("epochs", epochs), ("patience", patience)):
+        if int(value) < 1:
+            raise UserInputError(f"{name}={value}: must be at least 1")
+    if learning_rate <= 0:
+        raise UserInputError(f"learning_rate={learning_rate}: must be positive")
+    try:
+        task_type = NLPTaskType(task)
+    except ValueError:
+        choices = ", ".join(sorted({t.value for t in NLPTaskType} | {"ner"}))
+        raise UserInputError(f"task={task!r}: unknown task; use one of {choices}") from None
+
+    with local_copy(encoder_dir) as local_encoder_dir:
+        encoder_path = find_file(
+            local_encoder_dir, ENCODER_FILE, "an exported encoder", "run `mlm export` first"
+        )
+        tokenizer_dir = os.path.join(os.path.dirname(encoder_path), TOKENIZER_DIR)
+        tokenizer = load_tokenizer(tokenizer_dir)
+        encoder = load_keras(encoder_path)
+    limit = getattr(encoder, "max_position_embeddings", None)
+    if limit is not None and max_seq_length > limit:
+        raise UserInputError(
+            f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings="
+            f"{limit}; use at most {limit}"
+        )
+
+    if task_type.is_token_level:
+        dataset = _token_dataset(data, validation_data, validation_fraction, seed)
+    else:
+        dataset = _sequence_dataset(
+            data, validation_data, validation_fraction, seed, text_column, label_column
+        )
+    label_names = dataset["label_names"]
+    encode = _encode_words if task_type.is_token_level else _encode_texts
+    train = encode(tokenizer, dataset["train"], max_seq_length)
+    validation = encode(tokenizer, dataset["validation"], max_seq_length)
+
+    config = NLPTaskConfig(
+        name=task_type.value,
+        task_type=task_type,
+        num_classes=len(label_names),
+        dropout_rate=dropout_rate,
+        pooling=pooling,
+    )
+    budget = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "warmup_ratio": warmup_ratio,
+        "weight_decay": weight_decay,
+        "patience": patience,
+        "seed": seed,
+    }
+    starts = {"pretrained": encoder}
+    if baseline:
+        # Same architecture and config, fresh random weights.
+        keras.utils.set_random_seed(seed + 1)
+        starts["baseline"] = type(encoder).from_config(encoder.get_config())
+
+    metrics: dict[str, dict[str, Any]] = {}
+    histories: dict[str, dict[str, list[float]]] = {}
+    models: dict[str, Any] = {}
+    for name, start in starts.items():
+        keras.utils.set_random_seed(seed)  # same head init and batch order for both
+        model = build_classifier(start, config, max_seq_length)
+        histories[name] = _train(model, train, validation, **budget)
+        metrics[name] = _score(model, validation, dataset, task_type.is_token_level, batch_size)
+        metrics[name]["epochs_trained"] = len(histories[name]["loss"])
+        models[name] = model
+
+    matrix = metrics["pretrained"].pop("confusion_matrix", None)
+    for scores in metrics.values():
+        scores.pop("confusion_matrix", None)
+    report = _report(task_type.value, label_names, dataset, metrics, matrix, budget)
+    with output_directory(output_dir, METRICS_FILE, "fine-tune") as staging:
+        models["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
+        copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
+        _write_json(
+            os.path.join(staging, LABELS_FILE),
+            {
+                "task": task_type.value,
+                "label_names": label_names,
+                "max_seq_length": max_seq_length,
+                "head": config.to_dict(),
+            },
+        )
+        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
+            file.write(report)
+        _write_json(
+            os.path.join(staging, METRICS_FILE),
+            {
+                "task": task_type.value,
+                "label_names": label_names,
+                "num_train": len(train[1]),
+                "num_validation": len(validation[1]),
+                "metrics": metrics,
+                "confusion_matrix": matrix,
+                "history": histories,
+                "settings": budget | {"max_seq_length": max_seq_length, "data": data},
+            },
+        )
+    return FinetuneResult(
+        output_dir=output_dir,
+        task=task_type.value,
+        label_names=label_names,
+        num_train=len(train[1]),
+        num_validation=len(validation[1]),
+        metrics=metrics,
+        confusion_matrix=matrix,
+        report_path=storage.join(output_dir, REPORT_FILE),
+    )
+
+
+def _sequence_dataset(data, validation_data, fraction, seed, text_column, label_column) -> dict:
+    texts, labels = read_labelled_texts(data, text_column=text_column, label_column=label_column)
+    if validation_data:
+        val_texts, val_labels = read_labelled_texts(
+            validation_data, text_column=text_column, label_column=label_column
+        )
+    else:
+        train_rows, val_rows = stratified_split(labels, fraction, seed)
+        val_texts = [texts[i] for i in val_rows]
+        val_labels = [labels[i] for i in val_rows]
+        texts = [texts[i] for i in train_rows]
+        labels = [labels[i] for i in train_rows]
+    label_names = sorted(set(labels))
+    if len(label_names) < 2:
+        raise UserInputError(
+            f"labelled data {data}: found only the label {label_names}; a classifier needs at "
+            "least 2 distinct labels"
+        )
+    unseen = sorted(set(val_labels) - set(label_names))
+    if unseen:
+        raise UserInputError(
+            f"validation data has labels {unseen} that the training data lacks; every "
+            "validation label needs training examples"
+        )
+    index = {name: i for i, name in enumerate(label_names)}
+    return {
+        "label_names": label_names,
+        "train": (texts, np.array([index[x] for x in labels], dtype=np.int32)),
+        "validation": (val_texts, np.array([index[x] for x in val_labels], dtype=np.int32)),
+    }
+
+
+def _token_dataset(data, validation_data, fraction, seed) -> dict:
+    sentences, tags = read_conll(data)
+    if validation_data:
+        val_sentences, val_tags = read_conll(validation_data)
+    else:
+        train_rows, val_rows = random_split(len(sentences), fraction, seed)
+        val_sentences = [sentences[i] for i in val_rows]
+        val_tags = [tags[i] for i in val_rows]
+        sentences = [sentences[i] for i in train_rows]
+        tags = [tags[i] for i in train_rows]
+    label_names = sorted({tag for sequence in tags for tag in sequence})
+    if len(label_names) < 2:
+        raise UserInputError(f"CoNLL file {data}: needs at least 2 distinct tags")
+    unseen = sorted({t for sequence in val_tags for t in sequence} - set(label_names))
+    if unseen:
+        raise UserInputError(f"validation data has tags {unseen} that the training data lacks")
+    index = {name: i for i, name in enumerate(label_names)}
+    return {
+        "label_names": label_names,
+        "train": (sentences, [[index[t] for t in seq] for seq in tags]),
+        "validation": (val_sentences, [[index[t] for t in seq] for seq in val_tags]),
+        "validation_tags": val_tags,
+    }
+
+
+def _encode_texts(tokenizer, split, max_seq_length):
+    texts, labels = split
+    encoded = tokenizer(
+        list(texts),
+        max_length=max_seq_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors="np",
+    )
+    x = {key: encoded[key].astype(np.int32) for key in ("input_ids", "attention_mask")}
+    return x, labels, None
+
+
+def _encode_words(tokenizer, split, max_seq_length):
+    """Word-level tags onto word pieces: the first piece of a word carries its tag, the other
+    pieces and the special tokens weigh 0 in the loss and are not scored."""
+    sentences, tags = split
+    encoded = tokenizer(
+        list(sentences),
+        is_split_into_words=True,
+        max_length=max_seq_length,
+        truncation=True,
+        padding="max_length",
+        return_tensors="np",
+    )
+    labels = np.full(encoded["input_ids"].shape, IGNORE_INDEX, dtype=np.int32)
+    for row, sentence_tags in enumerate(tags):
+        previous = None
+        for position, word in enumerate(encoded.word_ids(row)):
+            if word is not None and word != previous:
+                labels[row, position] = sentence_tags[word]
+            previous = word
+    weights = (labels != IGNORE_INDEX).astype(np.float32)
+    x = {key: encoded[key].astype(np.int32) for key in ("input_ids", "attention_mask")}
+    return x, np.maximum(labels, 0), weights
+
+
+def _score(model, validation, dataset, token_level: bool, batch_size: int) -> dict[str, Any]:
+    x, y, weights = validation
+    predictions = np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+    names = dataset["label_names"]
+    if not token_level:
+        return classification_metrics(y, predictions, len(names))
+    predicted_tags = []
+    for row, gold in enumerate(dataset["validation_tags"]):
+        scored = np.flatnonzero(weights[row] > 0)
+        tags = [names[i] for i in predictions[row, scored]]
+        # Words cut off by max_seq_length get no prediction: count them as "O".
+        predicted_tags.append(tags + ["O"] * (len(gold) - len(tags)))
+    return entity_metrics(dataset["validation_tags"], predicted_tags)
+
+
+def _report(task, label_names, dataset, metrics, matrix, budget) -> str:
+    keys = [k for k in next(iter(metrics.values())) if isinstance(metrics["pretrained"][k], float)]
+    lines = [
+        f"# Fine-tuning: {task}",
+        "",
+        f"{len(dataset['train'][1])} training and {len(dataset['validation'][1])} held-out "
+        f"examples, {len(label_names)} labels: {', '.join(label_names)}.",
+        "",
+        "| model | " + " | ".join(keys) + " | epochs |",
+        "|---|" + "---|" * (len(keys) + 1),
+    ]
+    for model, scores in metrics.items():
+        values = " | ".join(f"{scores[k]:.4f}" for k in keys)
+        lines.append(f"| {model} | {values} | {scores['epochs_trained']} |")
+    lines += [
+        "",
+        "`pretrained` starts from the exported encoder; `baseline` is the same architecture from "
+        "random initialisation, trained on the same data with the same budget.",
+        "",
+        "Budget: " + ", ".join(f"{k}={v}" for k, v in budget.items()),
+    ]
+    if matrix is not None:
+        lines += ["", "## Confusion matrix (pretrained; rows: true, columns: predicted)", ""]
+        lines.append("| | " + " | ".join(label_names) + " |")
+        lines.append("|---|" + "---|" * len(label_names))
+        for name, row in zip(label_names, matrix):
+            lines.append(f"| **{name}** | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _write_json(path: str, value: Any) -> None:
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(value, file, indent=2)
+        file.write("\n")
+
+
+# --- command line -------------------------------------------------------------------------------
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--encoder", required=True, help="`mlm export` directory")
+    parser.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL or CoNLL file")
+    parser.add_argument("--output", required=True, help="output directory")
+    parser.add_argument(
+        "--task", default="text_classification", help="e.g. sentiment_analysis, ner"
+    )
+    parser.add_argument("--validation-data", default=None, help="held-out file (default: split)")
+    parser.add_argument("--text-column", default="text")
+    parser.add_argument("--label-column", default="label")
+    parser.add_argument("--validation-fraction", type=float, default=0.2)
+    parser.add_argument("--max-seq-length", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--warmup-ratio", type=float, default=0.1)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--patience", type=int, default=3)
+    parser.add_argument("--pooling", default="cls", choices=("cls", "pooled", "mean"))
+    parser.add_argument(
+        "--baseline", action="store_true", help="also train a random-init encoder (same budget)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    result = finetune(
+        args.encoder,
+        args.data,
+        args.output,
+        task=args.task,
+        validation_data=args.validation_data,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        validation_fraction=args.validation_fraction,
+        max_seq_length=args.max_seq_length,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        warmup_ratio=args.warmup_ratio,
+        weight_decay=args.weight_decay,
+        patience=args.patience,
+        pooling=args.pooling,
+        baseline=args.baseline,
+        seed=args.seed,
+    )
+    print(json.dumps(result.flat_metrics(), indent=2))
+    return 0
