@@ -52,18 +52,17 @@ def _sentences(count: int, seed: int) -> list[str]:
 
 @pytest.fixture(scope="session")
 def training_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A tokenizer (vocabulary ~120) and 4+4 shards of 16-token examples made by the data code."""
-    from mlm.data.shards import write_shards
-    from mlm.data.tokenizer import save_tokenizer, train_wordpiece
+    """A tokenizer (vocabulary ~120) and 4+4 shards of 16-token examples, from the data steps."""
+    from mlm.steps.shard import shard
+    from mlm.steps.tokenize import tokenize
 
     root = tmp_path_factory.mktemp("training-data")
-    texts = _sentences(600, seed=7)
-    tokenizer = train_wordpiece(texts, vocab_size=120, min_frequency=1)
-    info = save_tokenizer(tokenizer, str(root / "tokenizer"))
-    write_shards(
-        texts,
-        tokenizer,
-        info,
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(_sentences(600, seed=7)) + "\n")
+    tokenize(str(corpus), str(root / "tokenizer"), vocab_size=120, min_frequency=1)
+    shard(
+        str(corpus),
+        str(root / "tokenizer"),
         str(root / "shards"),
         max_seq_length=16,
         num_shards=4,

@@ -1,0 +1,112 @@
+"""CheckpointKeeper: keep the last K, resume from the newest complete one, local and gs://."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mlm import storage
+from mlm.training.checkpoints import CheckpointKeeper
+
+
+def make_state():
+    import tensorflow as tf
+
+    step = tf.Variable(0, dtype=tf.int64)
+    weights = tf.Variable([0.0, 0.0, 0.0])
+    return tf.train.Checkpoint(step=step, weights=weights), step, weights
+
+
+def save_steps(keeper: CheckpointKeeper, step, weights, steps) -> None:
+    for number in steps:
+        step.assign(number)
+        weights.assign([float(number)] * 3)
+        keeper.save(number, {"history": {"step": list(range(1, number + 1))}})
+
+
+def test_keeps_the_last_k_and_restores_the_newest(tmp_path):
+    checkpoint, step, weights = make_state()
+    keeper = CheckpointKeeper(str(tmp_path / "ckpt"), checkpoint, keep=2)
+    assert keeper.restore_latest() is None
+    save_steps(keeper, step, weights, [3, 6, 9])
+    names = sorted(os.listdir(tmp_path / "ckpt"))
+    assert names == [
+        "checkpoint",
+        "ckpt-6.data-00000-of-00001", "ckpt-6.index", "ckpt-6.json",
+        "ckpt-9.data-00000-of-00001", "ckpt-9.index", "ckpt-9.json",
+    ]  # fmt: skip
+    keeper.close()
+
+    fresh, fresh_step, fresh_weights = make_state()
+    sidecar = CheckpointKeeper(str(tmp_path / "ckpt"), fresh, keep=2).restore_latest()
+    assert int(fresh_step.numpy()) == 9
+    assert fresh_weights.numpy().tolist() == [9.0, 9.0, 9.0]
+    assert sidecar == {"history": {"step": list(range(1, 10))}}
+
+
+def test_a_partial_checkpoint_is_never_the_latest(tmp_path):
+    """A save killed before the state file was updated leaves files that must be ignored."""
+    checkpoint, step, weights = make_state()
+    directory = tmp_path / "ckpt"
+    save_steps(CheckpointKeeper(str(directory), checkpoint, keep=3), step, weights, [2, 4])
+    # What a process killed in the middle of saving step 6 leaves behind: data, no index entry.
+    (directory / "ckpt-6.data-00000-of-00001").write_bytes(b"\0" * 10)
+    (directory / "ckpt-6.index").write_bytes(b"truncated")
+    (directory / "ckpt-6.json").write_text('{"history": {}}')
+    (directory / "ckpt-6_temp").mkdir()
+
+    fresh, fresh_step, _ = make_state()
+    keeper = CheckpointKeeper(str(directory), fresh, keep=3)
+    assert keeper.latest == str(directory / "ckpt-4")
+    keeper.restore_latest()
+    assert int(fresh_step.numpy()) == 4
+
+
+def test_non_chief_saves_to_scratch_and_restores_from_the_chief(tmp_path):
+    checkpoint, step, weights = make_state()
+    directory = tmp_path / "ckpt"
+    chief = CheckpointKeeper(str(directory), checkpoint, keep=2)
+    save_steps(chief, step, weights, [5])
+
+    other, other_step, _ = make_state()
+    worker = CheckpointKeeper(str(directory), other, is_chief=False, keep=2)
+    assert worker.restore_latest() == {"history": {"step": [1, 2, 3, 4, 5]}}
+    assert int(other_step.numpy()) == 5
+    other_step.assign(7)
+    assert worker.save(7) is None  # written to scratch and deleted
+    assert not (directory / "ckpt-7.index").exists()
+    assert not any(name.startswith("worker") for name in os.listdir(worker._scratch))
+    worker.close()
+    assert not os.path.exists(worker._scratch)
+
+
+def test_gcs_checkpoints_round_trip_through_the_emulator(gcs_emulator):
+    bucket = gcs_emulator.create_bucket()
+    directory = f"gs://{bucket}/run/checkpoints"
+    checkpoint, step, weights = make_state()
+    keeper = CheckpointKeeper(directory, checkpoint, keep=2)
+    assert keeper.restore_latest() is None
+    save_steps(keeper, step, weights, [1, 2, 3])
+    keeper.close()
+    remote = sorted(uri.rsplit("/", 1)[1] for uri in storage.glob(f"{directory}/*"))
+    assert remote == [
+        "checkpoint",
+        "ckpt-2.data-00000-of-00001", "ckpt-2.index", "ckpt-2.json",
+        "ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-3.json",
+    ]  # fmt: skip
+
+    fresh, fresh_step, fresh_weights = make_state()
+    restored = CheckpointKeeper(directory, fresh, keep=2)
+    assert restored.restore_latest()["history"]["step"] == [1, 2, 3]
+    assert int(fresh_step.numpy()) == 3
+    assert fresh_weights.numpy().tolist() == [3.0, 3.0, 3.0]
+
+    other, other_step, _ = make_state()
+    CheckpointKeeper(directory, other, is_chief=False).restore_latest()
+    assert int(other_step.numpy()) == 3
+
+
+def test_keep_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="at least 1"):
+        CheckpointKeeper(str(tmp_path), make_state()[0], keep=0)

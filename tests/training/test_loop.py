@@ -1,0 +1,163 @@
+"""The training loop in one process (default strategy): resume equivalence and divergence stops."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mlm.training.checkpoints import CheckpointKeeper
+from mlm.training.loop import LoopConfig, TrainingDivergedError, evaluate_loop, train_loop
+from tests.training.conftest import TINY_MODEL
+
+
+def build(data: dict[str, str], learning_rate=3e-3):
+    """A tiny, dropout-free MaskedLanguageModel with AdamW, seeded, plus its checkpoint."""
+    import keras
+    import tensorflow as tf
+
+    from mlm.data import read_tokenizer_info
+    from mlm.encoders.bert import BERT
+    from mlm.model import MaskedLanguageModel
+
+    info = read_tokenizer_info(data["tokenizer"])
+    keras.utils.set_random_seed(0)
+    encoder = BERT.from_variant(
+        "tiny",
+        vocab_size=info.vocab_size,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+        **TINY_MODEL,
+    )
+    model = MaskedLanguageModel(
+        encoder,
+        vocab_size=info.vocab_size,
+        mask_token_id=info.mask_token_id,
+        special_token_ids=tuple(info.special_token_ids),
+        mlm_head_dropout=0.0,
+    )
+    model.build(None)
+    optimizer = keras.optimizers.AdamW(learning_rate=learning_rate)
+    optimizer.build(model.trainable_variables)
+    step = tf.Variable(0, dtype=tf.int64)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    return model, optimizer, step, checkpoint
+
+
+def dataset_fn(data: dict[str, str], split: str = "train"):
+    from mlm.data import pretraining_dataset
+
+    def make(context, start_step=0):
+        dataset = pretraining_dataset(
+            data["shards"], context.get_per_replica_batch_size(8), split=split, seed=0,
+            input_context=context,
+        )  # fmt: skip
+        return dataset.skip(start_step)
+
+    return make
+
+
+class Collect:
+    def __init__(self):
+        self.reports = []
+
+    def report(self, metrics):
+        self.reports.append(dict(metrics))
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(training_data, tmp_path):
+    """Resuming repeats and loses no optimizer step: the weights match an uninterrupted run."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    make = dataset_fn(training_data)
+
+    model, optimizer, step, _ = build(training_data)
+    straight = train_loop(
+        model, optimizer, strategy, make, LoopConfig(total_steps=6, log_every_steps=2),
+        step_counter=step,
+    )  # fmt: skip
+    expected = [w.copy() for w in model.get_weights()]
+    assert straight.final_step == 6 and straight.history["step"] == [2, 4, 6]
+
+    directory = str(tmp_path / "ckpt")
+    model, optimizer, step, checkpoint = build(training_data)
+    first = train_loop(
+        model, optimizer, strategy, make,
+        LoopConfig(total_steps=3, log_every_steps=2, checkpoint_every_steps=2),
+        step_counter=step, checkpoints=CheckpointKeeper(directory, checkpoint),
+    )  # fmt: skip
+    assert (first.start_step, first.final_step) == (0, 3)
+    assert first.history["step"] == [2, 3]
+
+    model, optimizer, step, checkpoint = build(training_data)  # a new process, in effect
+    collect = Collect()
+    messages = []
+    second = train_loop(
+        model, optimizer, strategy, make,
+        LoopConfig(total_steps=6, log_every_steps=2, checkpoint_every_steps=2),
+        step_counter=step, checkpoints=CheckpointKeeper(directory, checkpoint),
+        reporters=[collect], log=messages.append,
+    )  # fmt: skip
+    assert messages[0] == "resumed from checkpoint at step 3"
+    assert (second.start_step, second.final_step) == (3, 6)
+    assert int(optimizer.iterations.numpy()) == 6
+    assert [r["step"] for r in collect.reports] == [4, 6]
+    assert second.history["step"] == [2, 3, 4, 6]
+    assert second.history["loss"][-1] == pytest.approx(straight.history["loss"][-1], rel=1e-4)
+    for got, want in zip(model.get_weights(), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+    report = collect.reports[-1]
+    assert set(report) >= {"loss", "accuracy", "learning_rate", "tokens_per_second"}
+    assert 0 < report["loss"] < 10 and 0 <= report["accuracy"] <= 1
+    assert report["learning_rate"] == pytest.approx(3e-3)
+    assert report["tokens_per_second"] > 0 and report["eta_seconds"] == 0
+
+    metrics = evaluate_loop(model, strategy, dataset_fn(training_data, "validation"), 2)
+    assert metrics["num_masked"] > 0
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
+
+
+class NaNAfter:
+    """A learning-rate schedule that turns NaN at a given optimizer iteration."""
+
+    def __init__(self, iteration: int):
+        import keras
+
+        class Schedule(keras.optimizers.schedules.LearningRateSchedule):
+            def __call__(self, step):
+                import tensorflow as tf
+
+                return tf.where(step < iteration, 1e-3, float("nan"))
+
+        self.schedule = Schedule()
+
+
+@pytest.mark.parametrize(
+    ("checkpoint_every", "message"),
+    [(2, "the weights hold NaN"), (10, "the training loss became nan at step 5")],
+)
+def test_nan_stops_training_and_keeps_the_last_good_checkpoint(
+    training_data, tmp_path, checkpoint_every, message
+):
+    """Iteration 3 (the 4th step) writes NaN weights; step 5's loss is NaN."""
+    import tensorflow as tf
+
+    model, _, step, _ = build(training_data)
+    import keras
+
+    optimizer = keras.optimizers.AdamW(learning_rate=NaNAfter(3).schedule)
+    optimizer.build(model.trainable_variables)
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step)
+    keeper = CheckpointKeeper(str(tmp_path / "ckpt"), checkpoint)
+    with pytest.raises(TrainingDivergedError, match=message):
+        train_loop(
+            model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data),
+            LoopConfig(total_steps=10, log_every_steps=1, checkpoint_every_steps=checkpoint_every),
+            step_counter=step, checkpoints=keeper, log=lambda _m: None,
+        )  # fmt: skip
+    expected_latest = "ckpt-2" if checkpoint_every == 2 else None
+    latest = keeper.latest
+    assert (latest and latest.rsplit("/", 1)[1]) == expected_latest

@@ -1,0 +1,215 @@
+"""`mlm pretrain` end to end, as real processes: one process, two workers, kill -9 and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+
+from mlm import storage
+from mlm.cli import main
+from tests.training.conftest import pretrain_argv, scrape, worker_env
+from tests.training.test_monitoring import read_scalars
+
+STEPS = 8
+
+
+def run(argv: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        argv, env=worker_env(), capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def single_run(training_data, pushgateway, tmp_path_factory):
+    """One `mlm pretrain` process: 8 steps of global batch 8, reporting to the Pushgateway."""
+    output = tmp_path_factory.mktemp("single") / "out"
+    result = run(
+        pretrain_argv(
+            training_data, output, "--steps", str(STEPS), "--log-every-steps", "2",
+            "--checkpoint-every-steps", "4", "--pushgateway", pushgateway, "--run-id", "single",
+        )
+    )  # fmt: skip
+    return output, result.stdout
+
+
+def test_single_process_writes_the_outputs(single_run):
+    output, stdout = single_run
+    assert sorted(os.listdir(output)) == [
+        "checkpoints", "encoder.keras", "history.json", "metrics.json", "mlm_model.keras",
+        "tensorboard", "workers",
+    ]  # fmt: skip
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["steps"] == STEPS and metrics["start_step"] == 0
+    assert metrics["num_workers"] == 1 and metrics["global_batch_size"] == 8
+    assert metrics["tokens"] > 0 and metrics["tokens_per_second"] > 0
+    assert 0 < metrics["final_loss"] < 10 and 0 <= metrics["final_accuracy"] <= 1
+    assert 0 < metrics["validation_loss"] < 10 and metrics["validation_perplexity"] > 1
+    history = json.loads((output / "history.json").read_text())
+    assert history["step"] == [2, 4, 6, 8]
+    assert history["loss"][-1] == pytest.approx(metrics["final_loss"])
+    assert sorted(os.listdir(output / "checkpoints")) == [
+        "checkpoint",
+        "ckpt-4.data-00000-of-00001", "ckpt-4.index", "ckpt-4.json",
+        "ckpt-8.data-00000-of-00001", "ckpt-8.index", "ckpt-8.json",
+    ]  # fmt: skip
+    lines = stdout.splitlines()
+    assert lines[0].startswith("pretrain: tiny BERT (")
+    progress = [line for line in lines if line.startswith("step ")]
+    assert [line.split()[1] for line in progress] == ["2/8", "4/8", "6/8", "8/8"]
+    assert all(" | loss " in line and " tok/s | eta " in line for line in progress)
+    assert lines[-1].startswith(f"pretrain: done at step {STEPS}: loss ")
+
+
+def test_single_process_models_load_and_predict(single_run):
+    import keras
+    import numpy as np
+
+    import mlm
+
+    mlm.register_serializables()
+    output, _ = single_run
+    model = keras.models.load_model(output / "mlm_model.keras")
+    encoder = keras.models.load_model(output / "encoder.keras")
+    ids = np.array([[2, 10, 11, 12, 3, 0, 0, 0]], dtype="int32")
+    mask = (ids > 0).astype("int32")
+    logits = model({"input_ids": ids, "attention_mask": mask})
+    assert tuple(logits.shape) == (1, 8, model.vocab_size)
+    hidden = encoder({"input_ids": ids, "attention_mask": mask})["last_hidden_state"]
+    np.testing.assert_allclose(
+        hidden, model.encoder({"input_ids": ids, "attention_mask": mask})["last_hidden_state"],
+        atol=1e-5,
+    )  # fmt: skip
+
+
+def test_single_process_tensorboard_events(single_run):
+    output, _ = single_run
+    scalars = read_scalars(output / "tensorboard")
+    assert set(scalars) == {"loss", "accuracy", "learning_rate", "tokens_per_second"}
+    history = json.loads((output / "history.json").read_text())
+    assert [step for step, _ in scalars["loss"]] == history["step"]
+    assert [value for _, value in scalars["loss"]] == pytest.approx(history["loss"], rel=1e-6)
+
+
+def test_single_process_pushed_to_the_pushgateway(single_run, pushgateway):
+    output, _ = single_run
+    metrics = json.loads((output / "metrics.json").read_text())
+    scraped = scrape(pushgateway)
+    labels = "instance=,job=mlm_pretrain,run_id=single"
+    assert scraped["mlm_global_step"][labels] == STEPS
+    assert scraped["mlm_train_loss"][labels] == pytest.approx(metrics["final_loss"], rel=1e-6)
+    assert scraped["mlm_train_accuracy"][labels] == pytest.approx(metrics["final_accuracy"])
+    assert scraped["mlm_learning_rate"][labels] >= 0
+    assert scraped["mlm_tokens_per_second"][labels] > 0
+    assert scraped["mlm_last_success_timestamp"][labels] > 1.7e9
+
+
+def test_two_local_workers_stay_in_sync_and_match_one_process(training_data, single_run, tmp_path):
+    """MultiWorkerMirroredStrategy over localhost: identical weights, loss like one process."""
+    output = tmp_path / "out"
+    result = run(
+        pretrain_argv(
+            training_data, output, "--steps", str(STEPS), "--log-every-steps", "2",
+            "--checkpoint-every-steps", "4", "--workers", "2", "--worker-timeout", "350",
+        )
+    )  # fmt: skip
+    assert "[worker 0] pretrain: tiny BERT" in result.stdout
+    assert "on 2 replica(s) / 2 worker(s)" in result.stdout
+    summaries = [json.loads((output / "workers" / f"worker-{i}.json").read_text()) for i in (0, 1)]
+    assert [s["step"] for s in summaries] == [STEPS, STEPS]
+    assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert metrics["num_workers"] == 2 and metrics["num_replicas"] == 2
+    assert metrics["weights_sha256"] == summaries[0]["weights_sha256"]
+    # Same global batch, seed and initial weights; the batches and masks differ in composition.
+    single = json.loads((single_run[0] / "metrics.json").read_text())
+    assert metrics["final_loss"] == pytest.approx(single["final_loss"], abs=0.3)
+    assert metrics["validation_loss"] == pytest.approx(single["validation_loss"], abs=0.3)
+
+
+def test_kill_9_then_rerun_resumes_on_gcs(training_data, gcs_emulator, tmp_path):
+    """A run killed mid-training resumes from its last checkpoint (kept on gs://)."""
+    output = f"gs://{gcs_emulator.create_bucket()}/run"
+    argv = pretrain_argv(
+        training_data, output, "--steps", "30", "--log-every-steps", "1",
+        "--checkpoint-every-steps", "3",
+    )  # fmt: skip
+    process = subprocess.Popen(
+        argv, env=worker_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    seen = []
+    try:
+        for line in process.stdout:
+            seen.append(line.rstrip())
+            if line.startswith("saved checkpoint at step 6"):
+                break
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL, "\n".join(seen[-20:])
+    assert not storage.exists(f"{output}/metrics.json")
+
+    result = run(argv)
+    lines = result.stdout.splitlines()
+    resumed = [line for line in lines if line.startswith("resumed from checkpoint at step ")]
+    assert len(resumed) == 1
+    start = int(resumed[0].rsplit(" ", 1)[1])
+    assert start >= 6 and start % 3 == 0
+    steps = [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("step ")]
+    assert steps == list(range(start + 1, 31))  # never backwards, never twice
+    metrics = storage.read_json(f"{output}/metrics.json")
+    assert (metrics["start_step"], metrics["steps"]) == (start, 30)
+    history = storage.read_json(f"{output}/history.json")
+    assert history["step"] == list(range(1, 31))
+    assert storage.exists(f"{output}/mlm_model.keras")
+    assert storage.glob(f"{output}/tensorboard/events.out.tfevents.*")
+    checkpoints = sorted(u.rsplit("/", 1)[1] for u in storage.glob(f"{output}/checkpoints/*.index"))
+    assert checkpoints == ["ckpt-24.index", "ckpt-27.index", "ckpt-30.index"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--batch-size", "0"], "batch_size=0: must be at least 1"),
+        (["--precision", "float8"], "precision='float8'"),
+        (["--learning-rate", "nan"], "learning_rate=nan"),
+        (["--model-overrides", '["layers"]'], "model_overrides must be a dict"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(training_data, tmp_path, capsys, extra, message):
+    argv = pretrain_argv(training_data, tmp_path / "out", *extra)[3:]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mlm pretrain: error: ") and message in err
+    assert "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_shards_is_a_user_error(training_data, tmp_path, capsys):
+    data = {**training_data, "shards": str(tmp_path / "nowhere")}
+    assert main(pretrain_argv(data, tmp_path / "out")[3:]) == 2
+    assert "has no manifest.json" in capsys.readouterr().err
+
+
+def test_workers_inside_a_cluster_is_refused(training_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TF_CONFIG", '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker"}}')
+    assert main(pretrain_argv(training_data, tmp_path / "out", "--workers", "2")[3:]) == 2
+    assert "TF_CONFIG is already set" in capsys.readouterr().err
+
+
+def test_a_failing_worker_fails_the_launch(training_data, tmp_path):
+    """A worker that cannot start (bad tokenizer) makes `--workers 2` exit non-zero, fast."""
+    data = {**training_data, "tokenizer": str(tmp_path / "no-tokenizer")}
+    result = subprocess.run(
+        pretrain_argv(data, tmp_path / "out", "--workers", "2", "--worker-timeout", "300"),
+        env=worker_env(), capture_output=True, text=True, timeout=400, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "mlm pretrain: error: worker " in result.stderr
+    assert "exited with status 2" in result.stderr
