@@ -36,7 +36,7 @@ def visualize_mlm_predictions(
     """Prints and returns, for a few sequences, the original, masked and predicted text.
 
     The prediction is the original sequence with each selected token replaced by the model's
-    most likely id. Padding and special tokens other than `[MASK]` are left out of the text.
+    most likely id. Positions holding padding or special tokens in the original are left out.
 
     Args:
         mlm_model: A `MaskedLanguageModel`.
@@ -61,11 +61,12 @@ def visualize_mlm_predictions(
     masked_ids = np.asarray(masked_inputs["input_ids"])
     attention = inputs.get("attention_mask")
     attention = np.ones_like(labels) if attention is None else np.asarray(attention)
-    hidden_ids = set(mlm_model.special_token_ids) - {mlm_model.mask_token_id}
+    # Shown positions: real tokens of the original text (not padding, [CLS], [SEP], ...), so a
+    # prediction of a special id at a selected position still shows.
+    shown = (attention != 0) & ~np.isin(labels, list(mlm_model.special_token_ids))
 
     def text(ids: np.ndarray, row: int) -> str:
-        keep = [int(t) for t, a in zip(ids, attention[row]) if a and int(t) not in hidden_ids]
-        return tokenizer.decode(keep)
+        return tokenizer.decode([int(t) for t in ids[shown[row]]])
 
     rule = "-" * _RULE_WIDTH
     lines = ["=" * _RULE_WIDTH, "MLM Prediction Visualization", "=" * _RULE_WIDTH]

@@ -522,7 +522,12 @@ class MaskedLanguageModel(keras.Model):
             scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply(gradients, variables)
+        if not self.optimizer.built:
+            self.optimizer.build(variables)
+        # Variables outside the MLM objective (e.g. BERT's pooler) get no gradient: skip them
+        # (as the optimizer would, minus its warning); its state still covers every variable.
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        self.optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         return self._update_metrics(out)
 
     def test_step(self, data):
