@@ -186,6 +186,8 @@ def test_base_and_large_parameter_counts_match_bert():
 def test_invalid_configuration_lists_valid_names():
     with pytest.raises(UserInputError, match=r"'tiny', 'small', 'base', 'large'"):
         BERT.from_variant("huge")
+    with pytest.raises(UserInputError, match=r"Unknown BERT argument\(s\) \['num_hidden_layers'\]"):
+        BERT.from_variant("tiny", num_hidden_layers=2)
     with pytest.raises(UserInputError, match=r"\['layer_norm', 'rms_norm'\]"):
         BERT(**TINY, normalization_type="batch_norm")
     with pytest.raises(UserInputError, match="'gelu'") as error:

@@ -9,6 +9,7 @@ options from later work: RMS normalization instead of LayerNorm, and stochastic 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -440,11 +441,21 @@ class BERT(keras.Model):
             **overrides: any constructor argument, e.g. `vocab_size=...`.
 
         Raises:
-            UserInputError: unknown variant or bad argument.
+            UserInputError: unknown variant, unknown argument or bad argument value.
         """
         if variant not in BERT_VARIANTS:
             raise UserInputError(
                 f"variant={variant!r} is not a BERT variant; use one of {list(BERT_VARIANTS)}."
+            )
+        arguments = [
+            name
+            for name in inspect.signature(cls.__init__).parameters
+            if name not in ("self", "kwargs")
+        ]
+        unknown = sorted(set(overrides) - set(arguments) - {"name", "dtype", "trainable"})
+        if unknown:
+            raise UserInputError(
+                f"Unknown BERT argument(s) {unknown}; valid arguments: {', '.join(arguments)}."
             )
         return cls(**{**BERT_VARIANTS[variant], **overrides})
 
