@@ -213,3 +213,22 @@ def test_a_failing_worker_fails_the_launch(training_data, tmp_path):
     assert result.returncode == 1
     assert "mlm pretrain: error: worker " in result.stderr
     assert "exited with status 2" in result.stderr
+
+
+def test_mixed_float16_with_accumulation_and_static_predictions(training_data, tmp_path):
+    """The Python API in this process: loss scaling, gradient accumulation, whole-word masking."""
+    import keras
+
+    from mlm.steps.pretrain import pretrain
+    from tests.training.conftest import TINY_MODEL
+
+    result = pretrain(
+        training_data["shards"], training_data["tokenizer"], str(tmp_path / "out"),
+        model_overrides=TINY_MODEL, batch_size=8, steps=4, learning_rate=3e-3,
+        precision="mixed_float16", gradient_accumulation_steps=2, whole_word_masking=True,
+        max_predictions_per_seq=4, tie_word_embeddings=True, validation_batches=1, quiet=True,
+    )  # fmt: skip
+    assert result.metrics["steps"] == 4 and result.metrics["precision"] == "mixed_float16"
+    assert 0 < result.metrics["final_loss"] < 10
+    assert result.model_path == str(tmp_path / "out" / "mlm_model.keras")
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards

@@ -1,0 +1,166 @@
+"""Benchmark of the pre-training step: MLM head gather vs. dense, XLA, and oneDNN.
+
+All on one synthetic batch and a small BERT, timed as interleaved rounds (A B C, A B C, ...) so
+that the CPU's run-to-run drift hits every variant alike; prints the median seconds per step and
+the median of the per-round ratios.
+
+- gather: the training step of `mlm pretrain` (`mlm.training.loop.make_train_step`), which
+  projects to the vocabulary only at the masked positions (`masked_lm_forward`);
+- dense (the peer): the same model and masking, but full logits `[batch, length, vocab]` and the
+  loss taken over the masked positions afterwards (the seed README's `train_step`);
+- gather + XLA: the gather step with `jit_compile=True`;
+- oneDNN: the gather step in fresh processes with `TF_ENABLE_ONEDNN_OPTS=0` and `=1`, interleaved.
+
+Usage: python bench/bench_training.py [--hidden 128] [--layers 2] [--vocab 8000] [--length 128]
+       [--batch 16] [--steps 5] [--rounds 5] [--onednn-pairs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def build(args: argparse.Namespace):
+    """A seeded BERT masked-LM model, its AdamW optimizer and one synthetic batch."""
+    import keras
+    import tensorflow as tf
+
+    from mlm.encoders.bert import BERT
+    from mlm.model import MaskedLanguageModel
+
+    keras.utils.set_random_seed(0)
+    encoder = BERT(
+        vocab_size=args.vocab,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=max(1, args.hidden // 64),
+        intermediate_size=4 * args.hidden,
+        max_position_embeddings=args.length,
+    )
+    model = MaskedLanguageModel(encoder, vocab_size=args.vocab, mask_token_id=4)
+    model.build(None)
+    optimizer = keras.optimizers.AdamW(learning_rate=1e-4)
+    optimizer.build(model.trainable_variables)
+    ids = tf.random.stateless_uniform(
+        (args.batch, args.length), seed=(1, 2), minval=5, maxval=args.vocab, dtype=tf.int32
+    )
+    batch = {"input_ids": ids, "attention_mask": tf.ones_like(ids)}
+    return model, optimizer, batch
+
+
+def dense_step(model, optimizer):
+    """The peer: full-vocabulary logits at every position, loss over the masked ones."""
+    import tensorflow as tf
+
+    @tf.function
+    def step(batch, seed):
+        masked_inputs, labels, mask = model._mask_tokens(batch, seed=seed)
+        with tf.GradientTape() as tape:
+            logits = model(masked_inputs, training=True)
+            losses = tf.keras.losses.sparse_categorical_crossentropy(
+                labels, logits, from_logits=True
+            )
+            weights = tf.cast(mask, tf.float32)
+            loss = tf.reduce_sum(losses * weights) / tf.maximum(tf.reduce_sum(weights), 1.0)
+        variables = model.trainable_variables
+        gradients = tape.gradient(loss, variables)
+        pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+        optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+        return loss
+
+    return lambda batch, i: step(batch, tf.constant([0, i], tf.int64))
+
+
+def gather_step(model, optimizer, batch, jit_compile: bool):
+    """The product's step on an endless iterator over the batch."""
+    import tensorflow as tf
+
+    from mlm.training.loop import make_train_step
+
+    strategy = tf.distribute.get_strategy()
+    train_step = make_train_step(model, optimizer, strategy, jit_compile=jit_compile)
+    iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
+    return lambda _batch, i: train_step(iterator, tf.constant(i, tf.int64), tf.constant(0.0))
+
+
+def seconds_per_step(step, batch, steps: int) -> float:
+    start = time.perf_counter()
+    for i in range(steps):
+        result = step(batch, i)
+    float(result.numpy().ravel()[0])  # wait for the last step
+    return (time.perf_counter() - start) / steps
+
+
+def measure(args: argparse.Namespace, names: list[str]) -> dict[str, list[float]]:
+    """Interleaved rounds of the named variants; returns seconds per step of each round."""
+    steps = {}
+    for name in names:  # a fresh model per variant: every variant starts from the same weights
+        model, optimizer, batch = build(args)
+        if name == "dense":
+            steps[name] = dense_step(model, optimizer)
+        else:
+            steps[name] = gather_step(model, optimizer, batch, jit_compile=name == "gather+xla")
+        seconds_per_step(steps[name], batch, 2)  # trace / compile
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(args.rounds):
+        for name in names:
+            times[name].append(seconds_per_step(steps[name], batch, args.steps))
+    return times
+
+
+def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--onednn-pairs", type=int, default=2, help="0 skips the oneDNN runs")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:  # one oneDNN setting, in a fresh process
+        print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
+        return 0
+
+    print(
+        f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; "
+        f"batch {args.batch} x {args.length}; {args.rounds} rounds of {args.steps} steps"
+    )
+    times = measure(args, ["gather", "dense", "gather+xla"])
+    for name, values in times.items():
+        print(f"{name:>12}: median {statistics.median(values) * 1000:8.1f} ms/step")
+    print(f"gather / dense (peer): {ratio(times, 'gather', 'dense'):.2f}  (below 1: gather faster)")
+    print(f"XLA / no XLA: {ratio(times, 'gather+xla', 'gather'):.2f}  (below 1: XLA faster)")
+
+    if args.onednn_pairs:
+        child = [sys.executable, __file__, "--child", *sys.argv[1:]]
+        onednn: dict[str, list[float]] = {"0": [], "1": []}
+        for _ in range(args.onednn_pairs):
+            for setting in ("0", "1"):
+                env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
+                out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
+                onednn[setting].append(float(out.stdout.strip().splitlines()[-1]))
+        for setting, values in onednn.items():
+            print(f"  oneDNN={setting}: median {statistics.median(values) * 1000:8.1f} ms/step")
+        print(f"oneDNN on / off: {ratio(onednn, '1', '0'):.2f}  (below 1: oneDNN faster)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
