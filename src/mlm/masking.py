@@ -17,8 +17,9 @@ sequence (whole words are dropped at random until the rest fit) and the selected
 back as fixed-size tensors, so every shape is static (as XLA needs).
 
 All randomness comes from stateless ops keyed by one seed, so a given seed always gives the same
-masking. Without a seed a fresh one is drawn from TensorFlow's global generator (reproducible
-after `keras.utils.set_random_seed`).
+masking (within one execution mode: XLA-compiled code draws another random stream). Without a
+seed a fresh one is drawn from TensorFlow's global generator (reproducible after
+`keras.utils.set_random_seed`).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ import numpy as np
 from mlm.errors import UserInputError
 
 _INT32_MAX = 2**31 - 1
+# Named rather than "auto_select", whose choice is left to the device. XLA-compiled code still
+# draws its own stream, so masks for a seed are the same within one execution mode.
+_RNG = "philox"
 
 
 def validate_masking_config(
@@ -174,7 +178,7 @@ def _select(maskable, continuation, mask_ratio, max_predictions, seed):
     starts, segment = _word_ids(maskable, continuation)
     batch, length = tf.shape(maskable)[0], tf.shape(maskable)[1]
     num_segments = batch * (length + 1)
-    score = tf.random.stateless_uniform(tf.shape(maskable), seed=seed)
+    score = tf.random.stateless_uniform(tf.shape(maskable), seed=seed, alg=_RNG)
     word_score = _per_word(score, segment, num_segments, starts, -1.0)
     selected = maskable & (word_score < mask_ratio)
     if max_predictions is None:
@@ -267,19 +271,19 @@ def mask_tokens(
     continuation = _isin(labels, _as_int_list(continuation_token_ids))
 
     select_seed, action_seed, random_seed = tf.unstack(
-        tf.random.experimental.stateless_split(_resolve_seed(seed), num=3)
+        tf.random.experimental.stateless_split(_resolve_seed(seed), num=3, alg=_RNG)
     )
     selected = _select(maskable, continuation, float(mask_ratio), max_predictions, select_seed)
 
     # One uniform draw per position decides its fate: [MASK] | random | unchanged.
-    action = tf.random.stateless_uniform(tf.shape(labels), seed=action_seed)
+    action = tf.random.stateless_uniform(tf.shape(labels), seed=action_seed, alg=_RNG)
     mask_cut = 1.0 - float(random_token_ratio) - float(unchanged_ratio)
     to_mask = selected & (action < mask_cut)
     to_random = selected & (action >= mask_cut) & (action < mask_cut + float(random_token_ratio))
     pool = _random_pool(vocab_size, unselectable)
     if pool.size:
         draw = tf.random.stateless_uniform(
-            tf.shape(labels), seed=random_seed, maxval=pool.size, dtype=tf.int32
+            tf.shape(labels), seed=random_seed, maxval=pool.size, dtype=tf.int32, alg=_RNG
         )
         random_ids = tf.gather(tf.constant(pool), draw)
     else:

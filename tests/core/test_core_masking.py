@@ -221,3 +221,27 @@ def test_bad_configuration_raises_a_value_error_naming_the_argument(kwargs, mess
 def test_bad_input_rank_is_a_user_error():
     with pytest.raises(UserInputError, match="input_ids"):
         mask_tokens(np.arange(8), vocab_size=VOCAB, mask_token_id=MASK)
+
+
+def test_masking_compiles_with_xla_and_keeps_its_invariants():
+    """XLA draws its own random stream, so only determinism and the invariants are compared."""
+    ids, attention = _batch(batch=16, length=24, seed=12)
+    kwargs = {
+        "vocab_size": VOCAB,
+        "mask_token_id": MASK,
+        "special_token_ids": SPECIAL,
+        "max_predictions": 5,
+        "continuation_token_ids": [150, 151],
+        "mask_ratio": 0.3,
+    }
+    compiled = tf.function(lambda x, a, s: mask_tokens(x, a, seed=s, **kwargs), jit_compile=True)
+    seed = tf.constant([1, 2], tf.int64)
+    first = {k: v.numpy() for k, v in compiled(ids, attention, seed).items()}
+    again = compiled(ids, attention, seed)
+    for key in first:
+        np.testing.assert_array_equal(first[key], again[key].numpy(), err_msg=key)
+    assert first["mask_positions"].shape == (16, 5)
+    is_maskable = (attention == 1) & ~np.isin(ids, SPECIAL)
+    assert first["mask"].any() and not (first["mask"] & ~is_maskable).any()
+    assert (first["mask"].sum(axis=1) <= 5).all()
+    np.testing.assert_array_equal(first["mask_weights"].sum(axis=1), first["mask"].sum(axis=1))
