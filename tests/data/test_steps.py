@@ -60,6 +60,12 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, tokenizer_dir, capsys):
     assert main(["shard", "--corpus", str(tmp_path / "c.txt"), "--tokenizer", str(tmp_path),
                  "--output", str(tmp_path / "s")]) == 2  # fmt: skip
     assert "has no mlm_tokenizer.json" in capsys.readouterr().err
+    (tmp_path / "blank.txt").write_text("\n \n")
+    # The error is raised inside the Rust trainer's iteration and must surface unchanged.
+    assert main(["tokenize", "--corpus", str(tmp_path / "blank.txt"), "--output",
+                 str(tmp_path / "t")]) == 2  # fmt: skip
+    assert "blank.txt: no text found" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()
 
 
 def test_gcs_corpus_tokenizer_and_shards(gcs_emulator, corpus_dir, tmp_path):
@@ -109,6 +115,22 @@ def test_default_corpus_is_prose_split_by_hash(default_corpus, tmp_path, monkeyp
     cached = default_corpus_dir()
     assert cached.startswith(str(tmp_path))
     assert Path(cached, "validation.txt").read_text().splitlines() == lines["validation"]
+
+
+def test_steps_default_to_the_built_in_corpus(tmp_path, monkeypatch, default_corpus):
+    from mlm.steps.shard import shard
+    from mlm.steps.tokenize import tokenize
+
+    monkeypatch.setenv("MLM_CACHE_DIR", str(tmp_path / "cache"))
+    result = tokenize(None, str(tmp_path / "tok"), vocab_size=500)
+    assert result.corpus["files"] == 2 and result.corpus["units"] > 2000
+    sharded = shard(None, str(tmp_path / "tok"), str(tmp_path / "shards"), max_seq_length=32,
+                    num_shards=2)  # fmt: skip
+    validation_bytes = Path(default_corpus["validation"]).stat().st_size
+    assert sharded.corpus["bytes"] == Path(default_corpus["train"]).stat().st_size + (
+        validation_bytes
+    )
+    assert sharded.manifest["splits"]["validation"]["tokens"] > validation_bytes / 10
 
 
 def test_default_labels_are_balanced(tmp_path, default_corpus):

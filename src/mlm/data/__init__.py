@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "TokenizerInfo": "mlm.data.tokenizer",
     "train_wordpiece": "mlm.data.tokenizer",
     "load_tokenizer": "mlm.data.tokenizer",
+    "load_backend_tokenizer": "mlm.data.tokenizer",
     "read_tokenizer_info": "mlm.data.tokenizer",
     "check_tokenizer_matches": "mlm.data.tokenizer",
     "ShardManifest": "mlm.data.shards",

@@ -198,8 +198,20 @@ def read_units(
         raise UserInputError(
             f"min_words/max_words: need 1 <= min_words <= max_words, got {min_words}/{max_words}"
         )
-    files = resolve_corpus(corpus)
+    files = resolve_corpus(corpus)  # now, so a bad path fails before any work starts
     stats = stats if stats is not None else CorpusStats()
+    return _units(files, layout, strict_utf8, clean, min_words, max_words, stats)
+
+
+def _units(
+    files: list[str],
+    layout: str,
+    strict_utf8: bool,
+    clean: bool,
+    min_words: int,
+    max_words: int | None,
+    stats: CorpusStats,
+) -> Iterator[str]:
     for uri in files:
         stats.files += 1
         for unit in _file_units(uri, layout, strict_utf8, stats):

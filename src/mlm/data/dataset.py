@@ -7,6 +7,7 @@ tokenizes in batches in Python (the Rust tokenizer) instead of one `tf.py_functi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -51,7 +52,8 @@ def pretraining_dataset(
 
     Args:
         shard_dir: a directory written by `mlm shard` (local or `gs://`; `gs://` shards are
-            copied to local temporary space first, as TensorFlow cannot read a GCS emulator).
+            copied to local temporary space first, as TensorFlow cannot read a GCS emulator;
+            a later call for the same URI fetches only files that changed).
         batch_size: examples per batch (per input pipeline when `input_context` is given).
         split: "train" or "validation".
         shuffle: shuffle the file order and the examples.
@@ -73,7 +75,10 @@ def pretraining_dataset(
     manifest = read_manifest(shard_dir, tokenizer_hash=tokenizer_hash)
     files = manifest.files(split)
     if storage.is_gcs(shard_dir):
-        local_dir = storage.stage_to_local(shard_dir, tempfile.mkdtemp(prefix="mlm-shards-"))
+        # A fixed place per URI: staging again only fetches files that changed.
+        key = hashlib.sha256(shard_dir.encode()).hexdigest()[:16]
+        cache = os.path.join(tempfile.gettempdir(), f"mlm-shards-{key}")
+        local_dir = storage.stage_to_local(shard_dir, cache)
         files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
     seq_length = manifest.seq_length
     spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in FEATURES}
@@ -119,6 +124,41 @@ def pretraining_dataset(
     return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
+def _fixed_length_encoder(tokenizer: Any, max_length: int) -> Any:
+    """A function encoding a list of texts into int32 arrays `[n, max_length]` (truncated, padded).
+
+    Works on a private copy of the Rust tokenizer, so the caller's tokenizer keeps its settings.
+    """
+    import numpy as np
+    from tokenizers import Tokenizer
+
+    from mlm.data.tokenizer import load_existing_tokenizer
+
+    if isinstance(tokenizer, (str, os.PathLike)):
+        tokenizer = load_existing_tokenizer(os.fspath(tokenizer))
+    backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+    if not isinstance(backend, Tokenizer):
+        raise UserInputError(
+            f"tokenizer: {type(tokenizer).__name__} is not a fast tokenizer; pass a tokenizer "
+            "directory, a transformers fast tokenizer or a tokenizers.Tokenizer"
+        )
+    pad_id = backend.token_to_id("[PAD]")
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.enable_truncation(max_length)
+    backend.enable_padding(length=max_length, pad_id=pad_id or 0, pad_token="[PAD]")
+    encode_batch = getattr(backend, "encode_batch_fast", backend.encode_batch)
+
+    def encode(texts: list[str]) -> dict[str, Any]:
+        encodings = encode_batch(texts)
+        return {
+            "input_ids": np.array([e.ids for e in encodings], np.int32),
+            "attention_mask": np.array([e.attention_mask for e in encodings], np.int32),
+            "token_type_ids": np.array([e.type_ids for e in encodings], np.int32),
+        }
+
+    return encode
+
+
 def create_mlm_dataset(
     text_file: str | Sequence[str],
     tokenizer: Any,
@@ -132,13 +172,15 @@ def create_mlm_dataset(
 ) -> Any:
     """A dataset for MLM pre-training straight from text, one example per line (seed API).
 
-    Lines are read in a stream and tokenized `tokenize_batch_size` at a time by the fast
-    tokenizer (truncated and padded to `max_length`), then shuffled and batched by `tf.data`.
+    Lines are read in a stream and tokenized `tokenize_batch_size` at a time by the Rust
+    tokenizer (`encode_batch`: truncated to `max_length` with `[CLS]`/`[SEP]`, padded), then
+    shuffled and batched by `tf.data`.
     For large corpora prefer `mlm shard` + `pretraining_dataset` (tokenized once, packed).
 
     Args:
         text_file: a corpus (file, `.gz`, directory, glob or `gs://` URI; one sentence per line).
-        tokenizer: a `transformers` tokenizer or a tokenizer directory path.
+        tokenizer: a `transformers` fast tokenizer, a `tokenizers.Tokenizer`, or the path of a
+            tokenizer directory / `vocab.txt`.
         batch_size: examples per batch.
         max_length: tokens per example.
         buffer_size: shuffle buffer size.
@@ -151,21 +193,11 @@ def create_mlm_dataset(
     """
     import tensorflow as tf
 
-    from mlm.data.tokenizer import load_existing_tokenizer
-
-    if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = load_existing_tokenizer(os.fspath(tokenizer))
+    encode = _fixed_length_encoder(tokenizer, max_length)
 
     def generate() -> Iterator[dict[str, Any]]:
         for lines in batched(read_units(text_file, layout=layout), tokenize_batch_size):
-            encoded = tokenizer(
-                lines,
-                max_length=max_length,
-                truncation=True,
-                padding="max_length",
-                return_tensors="np",
-            )
-            yield {name: encoded[name].astype("int32") for name in FEATURES}
+            yield encode(lines)
 
     signature = {name: tf.TensorSpec([None, max_length], tf.int32) for name in FEATURES}
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()

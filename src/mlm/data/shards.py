@@ -27,6 +27,7 @@ from typing import Any
 from mlm import storage
 from mlm.data.artifacts import check_replaceable
 from mlm.data.corpus import batched, is_validation
+from mlm.data.tfrecord import TFRecordWriter, serialize_int64_example
 from mlm.data.tokenizer import TokenizerInfo
 from mlm.errors import UserInputError
 
@@ -174,35 +175,25 @@ class ExamplePacker:
 
 
 def _serialize(ids: list[int], seq_length: int, pad_id: int) -> bytes:
-    import tensorflow as tf
-
     padding = seq_length - len(ids)
-    values = {
-        "input_ids": ids + [pad_id] * padding,
-        "attention_mask": [1] * len(ids) + [0] * padding,
-        "token_type_ids": [0] * seq_length,
-    }
-    feature = {
-        name: tf.train.Feature(int64_list=tf.train.Int64List(value=values[name]))
-        for name in FEATURES
-    }
-    example = tf.train.Example(features=tf.train.Features(feature=feature))
-    return example.SerializeToString(deterministic=True)
+    return serialize_int64_example(
+        {
+            "input_ids": ids + [pad_id] * padding,
+            "attention_mask": [1] * len(ids) + [0] * padding,
+            "token_type_ids": [0] * seq_length,
+        }
+    )
 
 
 class _SplitWriter:
     """The K TFRecord files of one split, filled round-robin."""
 
     def __init__(self, directory: str, split: str, num_shards: int, compression: str | None):
-        import tensorflow as tf
-
-        options = tf.io.TFRecordOptions(compression_type="GZIP" if compression else "")
         self.info = SplitInfo(
             files=[shard_file_name(split, i, num_shards, compression) for i in range(num_shards)]
         )
-        self._writers = [
-            tf.io.TFRecordWriter(os.path.join(directory, name), options) for name in self.info.files
-        ]
+        self._files = [open(os.path.join(directory, name), "wb") for name in self.info.files]  # noqa: SIM115
+        self._writers = [TFRecordWriter(file, compression) for file in self._files]
 
     def write(self, record: bytes, tokens: int) -> None:
         self._writers[self.info.examples % len(self._writers)].write(record)
@@ -210,8 +201,9 @@ class _SplitWriter:
         self.info.tokens += tokens
 
     def close(self) -> None:
-        for writer in self._writers:
+        for writer, file in zip(self._writers, self._files):
             writer.close()
+            file.close()
 
 
 def write_shards(
@@ -231,7 +223,7 @@ def write_shards(
 
     Args:
         texts: the corpus units (streamed once).
-        tokenizer: the `transformers` fast tokenizer described by `info`.
+        tokenizer: the `tokenizers.Tokenizer` described by `info` (`load_backend_tokenizer`).
         info: its `TokenizerInfo` (special ids, content hash recorded in the manifest).
         output_dir: local directory or `gs://` prefix; replaced when it is an earlier shard
             directory, refused when it holds anything else.
@@ -254,10 +246,7 @@ def write_shards(
     if not 0 <= validation_fraction < 1:
         raise UserInputError(f"validation_fraction={validation_fraction}: need 0 <= value < 1")
     check_replaceable(output_dir, MANIFEST, "shard")
-    backend = tokenizer.backend_tokenizer
-    backend.no_truncation()
-    backend.no_padding()
-    encode = getattr(backend, "encode_batch_fast", backend.encode_batch)  # no offsets: faster
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: faster
     splits = SPLITS if validation_fraction > 0 else SPLITS[:1]
     with storage.atomic_directory(output_dir, last=[MANIFEST]) as staging:
         writers = {split: _SplitWriter(staging, split, num_shards, compression) for split in splits}

@@ -230,6 +230,26 @@ def load_tokenizer(tokenizer_dir: str) -> Any:
     return load_existing_tokenizer(tokenizer_dir)
 
 
+def load_backend_tokenizer(tokenizer_dir: str) -> Any:
+    """The `tokenizers.Tokenizer` (Rust) of a tokenizer directory, without importing transformers.
+
+    This is what bulk tokenization uses (`encode_batch`); truncation and padding are off.
+    """
+    from tokenizers import Tokenizer
+
+    read_tokenizer_info(tokenizer_dir)  # refuse unfinished directories
+    path = storage.join(tokenizer_dir, "tokenizer.json")
+    if not storage.exists(path):
+        raise UserInputError(
+            f"tokenizer directory {tokenizer_dir} has no tokenizer.json; re-create it with "
+            "`mlm tokenize`"
+        )
+    backend = Tokenizer.from_str(storage.read_text(path))
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
+
+
 def check_tokenizer_matches(info: TokenizerInfo, vocab_size: int, mask_token_id: int) -> None:
     """Fail when a model's vocabulary size or mask id disagrees with the tokenizer's.
 

@@ -1,0 +1,90 @@
+"""Writing `tf.train.Example` TFRecord files without TensorFlow (fast and byte-stable).
+
+The shard step serializes hundreds of thousands of fixed-shape int64 examples. Encoding the
+protobuf directly (three packed int64 features, keys in sorted order, exactly what
+`Example.SerializeToString(deterministic=True)` produces) is several times faster than building
+`tf.train.Example` objects, and the TFRecord framing is a few lines (length, CRC32C, data,
+CRC32C). Without TensorFlow, sharding starts in a fraction of the time and memory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from collections.abc import Mapping, Sequence
+from typing import BinaryIO
+
+import google_crc32c
+
+_VARINT_CACHE_SIZE = 1 << 16  # covers the ids of any WordPiece vocabulary in use
+
+
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 two's complement, as protobuf encodes negative int64
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_VARINTS = [_varint(i) for i in range(_VARINT_CACHE_SIZE)]
+
+
+def _packed(values: Sequence[int]) -> bytes:
+    low, high = min(values), max(values)
+    if low >= 0 and high < 0x80:
+        return bytes(values)  # one byte per value: masks, type ids, small ids
+    if low >= 0 and high < _VARINT_CACHE_SIZE:
+        cache = _VARINTS
+        return b"".join([cache[v] for v in values])
+    return b"".join([_varint(v) for v in values])
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def serialize_int64_example(features: Mapping[str, Sequence[int]]) -> bytes:
+    """The bytes of a `tf.train.Example` whose features are int64 lists.
+
+    Identical to `tf.train.Example(...).SerializeToString(deterministic=True)`: map entries in
+    sorted key order; each `Feature` holds `int64_list` (field 3) with packed values.
+    """
+    entries = []
+    for key in sorted(features):
+        int64_list = _field(1, _packed(features[key])) if len(features[key]) else b""
+        feature = _field(3, int64_list)
+        entries.append(_field(1, _field(1, key.encode("utf-8")) + _field(2, feature)))
+    return _field(1, b"".join(entries))
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+class TFRecordWriter:
+    """Writes TFRecord framing to a binary file object (optionally gzip, readable by TF's GZIP).
+
+    Args:
+        file: an open binary file; it is not closed by `close()`.
+        compression: None or "gzip" (written with mtime 0, so output is byte-stable).
+    """
+
+    def __init__(self, file: BinaryIO, compression: str | None = None):
+        self._gzip = (
+            gzip.GzipFile(fileobj=file, mode="wb", mtime=0, filename="") if compression else None
+        )
+        self._out = self._gzip or file
+
+    def write(self, record: bytes) -> None:
+        length = struct.pack("<Q", len(record))
+        self._out.write(length + _masked_crc(length) + record + _masked_crc(record))
+
+    def close(self) -> None:
+        if self._gzip is not None:
+            self._gzip.close()
