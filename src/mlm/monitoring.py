@@ -104,6 +104,7 @@ class TensorBoardWriter:
         self._writer = tf.summary.create_file_writer(logdir)
         plugin = summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars")
         self._metadata = summary_pb2.SummaryMetadata(plugin_data=plugin).SerializeToString()
+        self._closed = False
 
     def report(self, metrics: Mapping[str, float]) -> None:
         """Records the training scalars at `metrics["step"]` and flushes the event file."""
@@ -116,8 +117,10 @@ class TensorBoardWriter:
         self._writer.flush()
 
     def close(self) -> None:
-        """Flushes and closes the event file."""
-        self._writer.close()
+        """Flushes and closes the event file (again: no-op)."""
+        if not self._closed:
+            self._writer.close()
+            self._closed = True
 
 
 class PushgatewayReporter:

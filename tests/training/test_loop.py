@@ -108,6 +108,16 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(training
     assert second.history["loss"][-1] == pytest.approx(straight.history["loss"][-1], rel=1e-4)
     for got, want in zip(model.get_weights(), expected):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+    assert second.tokens == straight.tokens  # counted since step 0, across the resume
+
+    # Rerunning a finished run trains nothing and still reports its last numbers.
+    model, optimizer, step, checkpoint = build(training_data)
+    third = train_loop(
+        model, optimizer, strategy, make, LoopConfig(total_steps=6, log_every_steps=2),
+        step_counter=step, checkpoints=CheckpointKeeper(directory, checkpoint), log=print,
+    )  # fmt: skip
+    assert (third.start_step, third.final_step) == (6, 6)
+    assert third.final_loss == second.final_loss and third.history == second.history
 
     report = collect.reports[-1]
     assert set(report) >= {"loss", "accuracy", "learning_rate", "tokens_per_second"}
@@ -161,3 +171,16 @@ def test_nan_stops_training_and_keeps_the_last_good_checkpoint(
     expected_latest = "ckpt-2" if checkpoint_every == 2 else None
     latest = keeper.latest
     assert (latest and latest.rsplit("/", 1)[1]) == expected_latest
+
+
+def test_time_based_checkpoints(training_data, tmp_path):
+    import tensorflow as tf
+
+    model, optimizer, step, checkpoint = build(training_data)
+    keeper = CheckpointKeeper(str(tmp_path / "ckpt"), checkpoint, keep=5)
+    train_loop(
+        model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data),
+        LoopConfig(total_steps=3, checkpoint_every_steps=None, checkpoint_every_minutes=1e-9),
+        step_counter=step, checkpoints=keeper, log=lambda _m: None,
+    )  # fmt: skip
+    assert sorted(p.rsplit("-", 1)[1] for p in keeper._manager.checkpoints) == ["1", "2", "3"]

@@ -204,6 +204,7 @@ def _launch_local(options: dict[str, Any]) -> PretrainResult:
 
 
 def _train(o: dict[str, Any]) -> PretrainResult:
+    """Set-up, train, evaluate, write: one process of a (possibly one-process) job."""
     from mlm.training.cluster import resolve_cluster
     from mlm.training.strategy import make_strategy
 
@@ -213,30 +214,28 @@ def _train(o: dict[str, Any]) -> PretrainResult:
     import keras
     import tensorflow as tf
 
-    from mlm.data import pretraining_dataset, read_manifest, read_tokenizer_info
-    from mlm.monitoring import ProgressPrinter, PushgatewayReporter, TensorBoardWriter
+    from mlm.data import read_manifest, read_tokenizer_info
+    from mlm.monitoring import ProgressPrinter
     from mlm.training.checkpoints import CheckpointKeeper
-    from mlm.training.loop import LoopConfig, evaluate_loop, train_loop
+    from mlm.training.loop import LoopConfig, train_loop
 
     info = read_tokenizer_info(o["tokenizer_dir"])
     manifest = read_manifest(o["shard_dir"], tokenizer_hash=info.content_hash)
     replicas = strategy.num_replicas_in_sync
-    batch_size = o["batch_size"]
-    if batch_size % replicas:
+    if o["batch_size"] % replicas:
         raise UserInputError(
-            f"batch_size={batch_size} is the global batch and must divide evenly over the "
+            f"batch_size={o['batch_size']} is the global batch and must divide evenly over the "
             f"{replicas} replicas; use a multiple of {replicas}"
         )
-    steps = o["steps"]
-    log_every = o["log_every_steps"] or max(1, steps // 20)
     output_dir = o["output_dir"]
     storage.makedirs(output_dir)
     scratch = tempfile.mkdtemp(prefix="mlm-pretrain-")
     keras.utils.set_random_seed(o["seed"])
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(o["precision"])
+    printer = ProgressPrinter(o["steps"], quiet=o["quiet"])
     reporters: list[Any] = []
-    pushgateway = None
+    tensorboard = pushgateway = keeper = None
     try:
         with strategy.scope():
             model = _build_model(o, info, manifest.seq_length)
@@ -249,81 +248,52 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             is_chief=cluster.is_chief,
             keep=o["keep_checkpoints"],
         )
-        printer = ProgressPrinter(steps, quiet=o["quiet"])
         tensorboard_dir = (
             os.path.join(scratch, "tensorboard")
             if storage.is_gcs(output_dir)
             else os.path.join(output_dir, "tensorboard")
         )
         if cluster.is_chief:
-            reporters = [printer, TensorBoardWriter(tensorboard_dir)]
-            if o["pushgateway_url"]:
-                pushgateway = PushgatewayReporter(o["pushgateway_url"], o["run_id"])
-                reporters.append(pushgateway)
+            tensorboard, pushgateway = _chief_reporters(o, tensorboard_dir)
+            reporters = [r for r in (printer, tensorboard, pushgateway) if r is not None]
             printer.message(
                 f"pretrain: {o['variant']} BERT ({model.count_params():,} parameters), "
-                f"{steps} steps of {batch_size} x {manifest.seq_length} tokens on {replicas} "
-                f"replica(s) / {cluster.num_workers} worker(s), precision {o['precision']}"
+                f"{o['steps']} steps of {o['batch_size']} x {manifest.seq_length} tokens on "
+                f"{replicas} replica(s) / {cluster.num_workers} worker(s), "
+                f"precision {o['precision']}"
             )
-
-        def make_dataset(context: tf.distribute.InputContext, start_step: int) -> tf.data.Dataset:
-            dataset = pretraining_dataset(
-                o["shard_dir"],
-                context.get_per_replica_batch_size(batch_size),
-                split="train",
-                seed=o["seed"],
-                input_context=context,
-            )
-            return dataset.skip(start_step)
-
         config = LoopConfig(
-            total_steps=steps,
-            log_every_steps=log_every,
+            total_steps=o["steps"],
+            log_every_steps=o["log_every_steps"] or max(1, o["steps"] // 20),
             checkpoint_every_steps=o["checkpoint_every_steps"] or None,
             checkpoint_every_minutes=o["checkpoint_every_minutes"],
             jit_compile=o["jit_compile"],
             seed=o["seed"],
         )
-        log = printer.message if cluster.is_chief else (lambda _text: None)
         result = train_loop(
             model,
             optimizer,
             strategy,
-            make_dataset,
+            lambda context, start_step: _dataset(o, "train", context).skip(start_step),
             config,
             step_counter=step_counter,
             checkpoints=keeper,
             reporters=reporters,
-            log=log,
+            log=printer.message if cluster.is_chief else (lambda _text: None),
         )
-        validation = {}
-        has_validation = (
-            manifest.splits.get("validation") and manifest.splits["validation"].examples
-        )
-        if o["validation_batches"] and has_validation:
-
-            def make_validation(context: tf.distribute.InputContext) -> tf.data.Dataset:
-                return pretraining_dataset(
-                    o["shard_dir"],
-                    context.get_per_replica_batch_size(batch_size),
-                    split="validation",
-                    shuffle=False,
-                    input_context=context,
-                )
-
-            validation = evaluate_loop(
-                model, strategy, make_validation, o["validation_batches"], seed=o["seed"]
-            )
+        validation = _validate_model(o, model, strategy, manifest)
         digest = weights_digest(model)
-        _write_worker_summary(output_dir, cluster.worker_id, result.final_step, digest)
-        keeper.close()
+        summary = {"worker": cluster.worker_id, "step": result.final_step, "weights_sha256": digest}
+        storage.write_json(
+            storage.join(output_dir, "workers", f"worker-{cluster.worker_id}.json"), summary
+        )
         if not cluster.is_chief:
             return PretrainResult(output_dir, "", "", {})
 
         metrics = {
             "steps": result.final_step,
             "start_step": result.start_step,
-            "global_batch_size": batch_size,
+            "global_batch_size": o["batch_size"],
             "seq_length": manifest.seq_length,
             "tokens": result.tokens,
             "train_seconds": result.seconds,
@@ -340,7 +310,7 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             "run_id": o["run_id"],
             "weights_sha256": digest,
         }
-        final = {  # for the Pushgateway's final push
+        final_report = {
             "step": result.final_step,
             "loss": result.final_loss,
             "accuracy": result.final_accuracy,
@@ -348,15 +318,16 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             "tokens_per_second": result.tokens_per_second,
         }
         if pushgateway is not None:
-            pushgateway.report(final)
+            pushgateway.report(final_report)
         model_path = storage.join(output_dir, "mlm_model.keras")
         encoder_path = storage.join(output_dir, "encoder.keras")
         save_keras(model, model_path)
         save_keras(model.encoder, encoder_path)
         storage.write_json(storage.join(output_dir, "history.json"), result.history)
         if storage.is_gcs(output_dir):
+            tensorboard.close()
             storage.sync_dir(tensorboard_dir, storage.join(output_dir, "tensorboard"))
-        storage.write_json(storage.join(output_dir, "metrics.json"), metrics)
+        storage.write_json(storage.join(output_dir, "metrics.json"), metrics)  # last: "done"
         printer.message(
             f"pretrain: done at step {result.final_step}: loss {result.final_loss:.4f}, "
             f"accuracy {result.final_accuracy:.4f}, {result.tokens_per_second:.0f} tokens/s; "
@@ -364,11 +335,52 @@ def _train(o: dict[str, Any]) -> PretrainResult:
         )
         return PretrainResult(output_dir, model_path, encoder_path, metrics)
     finally:
-        for reporter in reporters:
-            if hasattr(reporter, "close"):
-                reporter.close()
+        if tensorboard is not None:
+            tensorboard.close()
+        if keeper is not None:
+            keeper.close()
         keras.mixed_precision.set_global_policy(previous_policy)
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _chief_reporters(o: dict[str, Any], tensorboard_dir: str) -> tuple[Any, Any]:
+    """The chief's TensorBoard writer and Pushgateway reporter (None when not configured)."""
+    from mlm.monitoring import PushgatewayReporter, TensorBoardWriter
+
+    pushgateway = None
+    if o["pushgateway_url"]:
+        pushgateway = PushgatewayReporter(o["pushgateway_url"], o["run_id"])
+    return TensorBoardWriter(tensorboard_dir), pushgateway
+
+
+def _dataset(o: dict[str, Any], split: str, context: Any) -> Any:
+    """One input pipeline's per-replica batches of a split (repeating; shuffled for training)."""
+    from mlm.data import pretraining_dataset
+
+    return pretraining_dataset(
+        o["shard_dir"],
+        context.get_per_replica_batch_size(o["batch_size"]),
+        split=split,
+        shuffle=split == "train",
+        seed=o["seed"],
+        input_context=context,
+    )
+
+
+def _validate_model(o: dict[str, Any], model: Any, strategy: Any, manifest: Any) -> dict:
+    """Masked-LM metrics on `validation_batches` validation batches ({} when there are none)."""
+    from mlm.training.loop import evaluate_loop
+
+    split = manifest.splits.get("validation")
+    if not o["validation_batches"] or not split or not split.examples:
+        return {}
+    return evaluate_loop(
+        model,
+        strategy,
+        lambda context: _dataset(o, "validation", context),
+        o["validation_batches"],
+        seed=o["seed"],
+    )
 
 
 def _build_model(o: dict[str, Any], info: Any, seq_length: int) -> Any:
@@ -433,11 +445,6 @@ def weights_digest(model: Any) -> str:
     for weight in model.get_weights():
         digest.update(weight.tobytes())
     return digest.hexdigest()
-
-
-def _write_worker_summary(output_dir: str, worker_id: int, step: int, digest: str) -> None:
-    summary = {"worker": worker_id, "step": step, "weights_sha256": digest}
-    storage.write_json(storage.join(output_dir, "workers", f"worker-{worker_id}.json"), summary)
 
 
 def save_keras(model: Any, uri: str) -> None:

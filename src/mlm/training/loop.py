@@ -74,7 +74,7 @@ class LoopResult:
     Attributes:
         start_step: the step training started from (> 0 after a resume).
         final_step: the step it reached.
-        tokens: non-padding tokens trained on in this call.
+        tokens: non-padding tokens trained on since step 0 (restored ones included).
         seconds: wall time of this call's training steps after the first (which traces).
         tokens_per_second: steady-state throughput (the first step left out).
         history: per logging interval: step, loss, accuracy, learning_rate, tokens_per_second
@@ -207,7 +207,8 @@ def train_loop(
     """
     import tensorflow as tf
 
-    history = {key: [] for key in HISTORY_KEYS}
+    history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
+    restored_tokens = 0.0
     if checkpoints is not None:
         restored = checkpoints.restore_latest()
         if restored is not None:
@@ -219,6 +220,7 @@ def train_loop(
                     for value, step in zip(saved.get(key, []), saved.get("step", []))
                     if step <= start
                 ]
+            restored_tokens = float(restored.get("tokens", 0.0))
             log(f"resumed from checkpoint at step {start}")
     start_step = int(step_counter.numpy())
     _check_same_step(strategy, start_step)
@@ -238,6 +240,8 @@ def train_loop(
     total_tokens = timed_tokens = timed_seconds = 0.0
     last_save = time.monotonic()
     result = LoopResult(start_step=start_step, final_step=step, tokens=0.0, seconds=0.0)
+    if history["step"]:  # a resumed run that has nothing left to do still has a last report
+        result.final_loss, result.final_accuracy = history["loss"][-1], history["accuracy"][-1]
 
     while step < config.total_steps:
         minutes = config.checkpoint_every_minutes
@@ -295,13 +299,14 @@ def train_loop(
                     "without saving this state (the last checkpoint is kept). Lower the learning "
                     "rate or enable gradient clipping, then rerun"
                 )
-            path = checkpoints.save(step, {"history": history})
+            sidecar = {"history": history, "tokens": restored_tokens + total_tokens}
+            path = checkpoints.save(step, sidecar)
             if path:
                 log(f"saved checkpoint at step {step}: {path}")
             last_save = time.monotonic()
 
     result.final_step = step
-    result.tokens = total_tokens
+    result.tokens = restored_tokens + total_tokens
     result.seconds = timed_seconds
     result.tokens_per_second = _ratio(timed_tokens, timed_seconds)
     result.history = history
