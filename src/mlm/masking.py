@@ -37,7 +37,7 @@ _INT32_MAX = 2**31 - 1
 _RNG = "philox"
 
 
-def validate_masking_config(
+def masking_config(
     *,
     vocab_size: int,
     mask_token_id: int,
@@ -47,8 +47,10 @@ def validate_masking_config(
     unchanged_ratio: float = 0.1,
     max_predictions: int | None = None,
     continuation_token_ids: Iterable[int] | None = None,
-) -> None:
-    """Checks masking parameters and raises a `UserInputError` (a `ValueError`) naming the bad one.
+) -> dict[str, Any]:
+    """Checks masking parameters and returns them normalized (plain floats, ints, tuples).
+
+    A bad parameter raises a `UserInputError` (a `ValueError`) that names it.
 
     Args:
         vocab_size: Number of token ids; must be at least 2.
@@ -59,7 +61,13 @@ def validate_masking_config(
         unchanged_ratio: Fraction of selected tokens left unchanged, in `[0, 1]`.
         max_predictions: Optional positive cap on selected tokens per sequence.
         continuation_token_ids: Optional ids of word-continuation pieces, in `[0, vocab_size)`.
+
+    Returns:
+        The keyword arguments of `mask_tokens` other than `vocab_size` and `seed`.
     """
+    special_token_ids = tuple(special_token_ids)
+    if continuation_token_ids is not None:
+        continuation_token_ids = tuple(continuation_token_ids)
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
         raise UserInputError(f"vocab_size must be an integer, got {vocab_size!r}.")
     if vocab_size < 2:
@@ -96,6 +104,17 @@ def validate_masking_config(
             "random_token_ratio > 0 needs at least one non-special token id to draw from; "
             "every id in [0, vocab_size) is special."
         )
+    return {
+        "mask_token_id": int(mask_token_id),
+        "special_token_ids": tuple(_as_int_list(special_token_ids)),
+        "mask_ratio": float(mask_ratio),
+        "random_token_ratio": float(random_token_ratio),
+        "unchanged_ratio": float(unchanged_ratio),
+        "max_predictions": None if max_predictions is None else int(max_predictions),
+        "continuation_token_ids": (
+            None if continuation_token_ids is None else tuple(_as_int_list(continuation_token_ids))
+        ),
+    }
 
 
 def _as_int_list(ids: Iterable[int] | None) -> list[int]:
@@ -249,7 +268,7 @@ def mask_tokens(
     """
     import tensorflow as tf
 
-    validate_masking_config(
+    config = masking_config(
         vocab_size=vocab_size,
         mask_token_id=mask_token_id,
         special_token_ids=special_token_ids,
@@ -259,7 +278,9 @@ def mask_tokens(
         max_predictions=max_predictions,
         continuation_token_ids=continuation_token_ids,
     )
-    unselectable = sorted(set(_as_int_list(special_token_ids)) | {int(mask_token_id)})
+    mask_id, max_predictions = config["mask_token_id"], config["max_predictions"]
+    random_ratio, unchanged_ratio = config["random_token_ratio"], config["unchanged_ratio"]
+    unselectable = sorted(set(config["special_token_ids"]) | {mask_id})
     labels = tf.cast(input_ids, tf.int32)
     if labels.shape.rank != 2:
         raise UserInputError(
@@ -268,18 +289,18 @@ def mask_tokens(
     maskable = ~_isin(labels, unselectable)
     if attention_mask is not None:
         maskable &= tf.cast(attention_mask, tf.bool)
-    continuation = _isin(labels, _as_int_list(continuation_token_ids))
+    continuation = _isin(labels, config["continuation_token_ids"] or ())
 
     select_seed, action_seed, random_seed = tf.unstack(
         tf.random.experimental.stateless_split(_resolve_seed(seed), num=3, alg=_RNG)
     )
-    selected = _select(maskable, continuation, float(mask_ratio), max_predictions, select_seed)
+    selected = _select(maskable, continuation, config["mask_ratio"], max_predictions, select_seed)
 
     # One uniform draw per position decides its fate: [MASK] | random | unchanged.
     action = tf.random.stateless_uniform(tf.shape(labels), seed=action_seed, alg=_RNG)
-    mask_cut = 1.0 - float(random_token_ratio) - float(unchanged_ratio)
+    mask_cut = 1.0 - random_ratio - unchanged_ratio
     to_mask = selected & (action < mask_cut)
-    to_random = selected & (action >= mask_cut) & (action < mask_cut + float(random_token_ratio))
+    to_random = selected & (action >= mask_cut) & (action < mask_cut + random_ratio)
     pool = _random_pool(vocab_size, unselectable)
     if pool.size:
         draw = tf.random.stateless_uniform(
@@ -288,11 +309,11 @@ def mask_tokens(
         random_ids = tf.gather(tf.constant(pool), draw)
     else:
         random_ids = labels
-    masked = tf.where(to_mask, tf.constant(mask_token_id, tf.int32), labels)
+    masked = tf.where(to_mask, tf.constant(mask_id, tf.int32), labels)
     masked = tf.where(to_random, random_ids, masked)
 
     result = {"masked_input_ids": masked, "labels": labels, "mask": selected}
     if max_predictions is not None:
-        positions, ids, weights = _gather_predictions(selected, labels, int(max_predictions))
+        positions, ids, weights = _gather_predictions(selected, labels, max_predictions)
         result.update(mask_positions=positions, mask_ids=ids, mask_weights=weights)
     return result

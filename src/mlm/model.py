@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from mlm.errors import UserInputError
-from mlm.masking import mask_tokens, validate_masking_config
+from mlm.masking import mask_tokens, masking_config
 
 # The seed README's recommended configurations (keyword arguments of MaskedLanguageModel).
 MLM_PRESETS: dict[str, dict[str, Any]] = {
@@ -44,16 +44,17 @@ MLM_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _ENCODER_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-# Masking settings, exposed as validated attributes; changing one re-traces train/test steps.
-_MASKING_ATTRIBUTES = (
-    "mask_ratio",
-    "mask_token_id",
-    "random_token_ratio",
-    "unchanged_ratio",
-    "special_token_ids",
-    "max_predictions_per_seq",
-    "continuation_token_ids",
-)
+# Masking settings exposed as validated attributes (name -> `mask_tokens` keyword); setting one
+# re-traces the train/test steps.
+_MASKING_ATTRIBUTES = {
+    "mask_ratio": "mask_ratio",
+    "mask_token_id": "mask_token_id",
+    "random_token_ratio": "random_token_ratio",
+    "unchanged_ratio": "unchanged_ratio",
+    "special_token_ids": "special_token_ids",
+    "max_predictions_per_seq": "max_predictions",
+    "continuation_token_ids": "continuation_token_ids",
+}
 
 
 def _activation_names() -> list[str]:
@@ -229,7 +230,7 @@ class MaskedLanguageModel(keras.Model):
             random_token_ratio=random_token_ratio,
             unchanged_ratio=unchanged_ratio,
             special_token_ids=special_token_ids,
-            max_predictions_per_seq=max_predictions_per_seq,
+            max_predictions=max_predictions_per_seq,
             continuation_token_ids=continuation_token_ids,
         )
 
@@ -262,27 +263,9 @@ class MaskedLanguageModel(keras.Model):
     # --- masking settings: settable after loading (e.g. `model.mask_ratio = 0.10`) -------------
 
     def _store_masking(self, **settings: Any) -> None:
-        validate_masking_config(
-            vocab_size=self.vocab_size,
-            mask_token_id=settings["mask_token_id"],
-            special_token_ids=settings["special_token_ids"],
-            mask_ratio=settings["mask_ratio"],
-            random_token_ratio=settings["random_token_ratio"],
-            unchanged_ratio=settings["unchanged_ratio"],
-            max_predictions=settings["max_predictions_per_seq"],
-            continuation_token_ids=settings["continuation_token_ids"],
-        )
-        normalized = {
-            "mask_ratio": float(settings["mask_ratio"]),
-            "mask_token_id": int(settings["mask_token_id"]),
-            "random_token_ratio": float(settings["random_token_ratio"]),
-            "unchanged_ratio": float(settings["unchanged_ratio"]),
-            "special_token_ids": tuple(int(i) for i in settings["special_token_ids"]),
-            "max_predictions_per_seq": _optional_int(settings["max_predictions_per_seq"]),
-            "continuation_token_ids": _optional_ids(settings["continuation_token_ids"]),
-        }
+        """Validates and keeps the `mask_tokens` keyword arguments used by every step."""
         # Stored outside Keras attribute tracking: plain settings, not model state.
-        self.__dict__["_masking"] = normalized
+        self.__dict__["_masking"] = masking_config(vocab_size=self.vocab_size, **settings)
         self._reset_compiled_functions()
 
     @property
@@ -358,19 +341,12 @@ class MaskedLanguageModel(keras.Model):
         return masked_inputs, masked["labels"], masked["mask"]
 
     def _mask(self, inputs: dict, seed) -> dict:
-        settings = self._masking
         return mask_tokens(
             inputs["input_ids"],
             inputs.get("attention_mask"),
             vocab_size=self.vocab_size,
-            mask_token_id=settings["mask_token_id"],
-            special_token_ids=settings["special_token_ids"],
-            mask_ratio=settings["mask_ratio"],
-            random_token_ratio=settings["random_token_ratio"],
-            unchanged_ratio=settings["unchanged_ratio"],
-            max_predictions=settings["max_predictions_per_seq"],
-            continuation_token_ids=settings["continuation_token_ids"],
             seed=seed,
+            **self._masking,
         )
 
     def masked_lm_forward(
@@ -398,7 +374,7 @@ class MaskedLanguageModel(keras.Model):
         masked_inputs = dict(inputs)
         masked_inputs["input_ids"] = masked["masked_input_ids"]
         hidden = self._encode(masked_inputs, training)
-        if self._masking["max_predictions_per_seq"] is not None:
+        if self._masking["max_predictions"] is not None:
             hidden = tf.gather(hidden, masked["mask_positions"], batch_dims=1)
             labels, weights = masked["mask_ids"], masked["mask_weights"]
         else:
@@ -459,7 +435,7 @@ class MaskedLanguageModel(keras.Model):
             )
         if loss_scale not in (None, "dynamic"):
             raise UserInputError(f"loss_scale must be None or 'dynamic', got {loss_scale!r}.")
-        static_shapes = self._masking["max_predictions_per_seq"] is not None
+        static_shapes = self._masking["max_predictions"] is not None
         if jit_compile is True and not static_shapes:
             raise UserInputError(
                 "jit_compile=True needs static shapes: set max_predictions_per_seq on the model."
@@ -539,28 +515,21 @@ class MaskedLanguageModel(keras.Model):
     # --- serialization --------------------------------------------------------------------------
 
     def get_config(self) -> dict:
-        masking = self._masking
+        masking = {
+            attribute: _json_value(self._masking[key])
+            for attribute, key in _MASKING_ATTRIBUTES.items()
+        }
         return {
             "name": self.name,
             "trainable": self.trainable,
             "encoder": keras.saving.serialize_keras_object(self.encoder),
             "vocab_size": self.vocab_size,
-            "mask_ratio": masking["mask_ratio"],
-            "mask_token_id": masking["mask_token_id"],
-            "random_token_ratio": masking["random_token_ratio"],
-            "unchanged_ratio": masking["unchanged_ratio"],
-            "special_token_ids": list(masking["special_token_ids"]),
             "mlm_head_activation": self.mlm_head_activation,
             "initializer_range": self.initializer_range,
             "mlm_head_dropout": self.mlm_head_dropout,
             "layer_norm_eps": self.layer_norm_eps,
             "tie_word_embeddings": self.tie_word_embeddings,
-            "max_predictions_per_seq": masking["max_predictions_per_seq"],
-            "continuation_token_ids": (
-                None
-                if masking["continuation_token_ids"] is None
-                else list(masking["continuation_token_ids"])
-            ),
+            **masking,
         }
 
     @classmethod
@@ -570,26 +539,22 @@ class MaskedLanguageModel(keras.Model):
         return cls(**config)
 
 
-def _masking_property(name: str) -> property:
+def _masking_property(key: str) -> property:
     def getter(self: MaskedLanguageModel) -> Any:
-        return self._masking[name]
+        return self._masking[key]
 
     def setter(self: MaskedLanguageModel, value: Any) -> None:
-        self._store_masking(**{**self._masking, name: value})
+        self._store_masking(**{**self._masking, key: value})
 
-    return property(getter, setter, doc=f"Masking setting `{name}`; settable, validated.")
-
-
-for _name in _MASKING_ATTRIBUTES:
-    setattr(MaskedLanguageModel, _name, _masking_property(_name))
+    return property(getter, setter, doc=f"Masking setting `{key}`; validated when set.")
 
 
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
+for _attribute, _key in _MASKING_ATTRIBUTES.items():
+    setattr(MaskedLanguageModel, _attribute, _masking_property(_key))
 
 
-def _optional_ids(ids: Iterable[int] | None) -> tuple[int, ...] | None:
-    return None if ids is None else tuple(int(i) for i in ids)
+def _json_value(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _as_input_dict(inputs) -> dict:
