@@ -492,9 +492,7 @@ class MaskedLanguageModel(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             out = self.masked_lm_forward(x, training=True, return_predictions=True)
-            loss = out["loss"]
-            if self.losses:
-                loss = loss + tf.add_n([tf.cast(v, tf.float32) for v in self.losses])
+            loss = _replica_loss(out, self.losses)
             scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -537,6 +535,26 @@ class MaskedLanguageModel(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
+
+
+def _replica_loss(out: dict, extra_losses: Sequence) -> tf.Tensor:
+    """This replica's share of the loss to differentiate: gradients are summed over replicas.
+
+    The masked-LM part divides this replica's loss sum by every replica's selected tokens, so the
+    sum is the mean over the global batch; extra (regularization) losses are split evenly. With
+    one replica this is `out["loss"] + sum(extra_losses)`.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    loss = out["loss"]
+    if replicas > 1:
+        global_masked = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.stop_gradient(out["num_masked"])
+        )
+        loss = tf.math.divide_no_nan(out["loss_sum"], global_masked)
+    if extra_losses:
+        loss += tf.add_n([tf.cast(v, tf.float32) for v in extra_losses]) / replicas
+    return loss
 
 
 def _masking_property(key: str) -> property:
