@@ -7,6 +7,7 @@ import os
 import pytest
 
 from mlm import storage
+from mlm.errors import UserInputError
 from mlm.training.checkpoints import CheckpointKeeper
 
 
@@ -110,3 +111,13 @@ def test_gcs_checkpoints_round_trip_through_the_emulator(gcs_emulator):
 def test_keep_must_be_positive(tmp_path):
     with pytest.raises(ValueError, match="at least 1"):
         CheckpointKeeper(str(tmp_path), make_state()[0], keep=0)
+
+
+def test_a_checkpoint_of_another_model_is_a_user_error(tmp_path):
+    import tensorflow as tf
+
+    checkpoint, step, weights = make_state()
+    save_steps(CheckpointKeeper(str(tmp_path), checkpoint), step, weights, [1])
+    other = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64), weights=tf.Variable([0.0]))
+    with pytest.raises(UserInputError, match=r"cannot resume from checkpoint .*ckpt-1.*different"):
+        CheckpointKeeper(str(tmp_path), other).restore_latest()

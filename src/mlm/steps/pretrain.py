@@ -460,13 +460,22 @@ def save_keras(model: Any, uri: str) -> None:
 # Command line
 # ------------------------------------------------------------------------------------------------
 
+
+def _json_object(text: str) -> dict[str, Any]:
+    """argparse type: a JSON object such as '{"num_layers": 2}'."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error}): {text!r}") from None
+
+
 # (flag, pretrain() argument, type, help); "bool" flags are switches.
 _OPTIONS: list[tuple[str, str, Any, str]] = [
     ("--variant", "variant", str, "BERT size: tiny, small, base, large (default tiny)"),
     (
         "--model-overrides",
         "model_overrides",
-        json.loads,
+        _json_object,
         'JSON of BERT arguments, e.g. \'{"num_layers": 2, "hidden_size": 64}\'',
     ),
     ("--batch-size", "batch_size", int, "global batch size over all workers (default 32)"),
@@ -556,7 +565,7 @@ def to_argv(options: dict[str, Any]) -> list[str]:
             continue
         if kind is bool:
             argv.append(flag)
-        elif kind is json.loads:
+        elif kind is _json_object:
             argv += [flag, json.dumps(value)]
         else:
             argv += [flag, str(value)]
@@ -569,6 +578,7 @@ def to_argv(options: dict[str, Any]) -> list[str]:
 def run_cli(args: argparse.Namespace) -> int:
     """Runs `mlm pretrain`; returns the exit status."""
     from mlm.launch.local import WorkersFailedError
+    from mlm.training.loop import TrainingDivergedError
 
     kwargs = {name: getattr(args, name) for _, name, _, _ in _OPTIONS}
     kwargs = {name: value for name, value in kwargs.items() if value is not None}
@@ -580,11 +590,7 @@ def run_cli(args: argparse.Namespace) -> int:
     except WorkersFailedError as error:
         print(f"mlm pretrain: error: {error}", file=sys.stderr)
         return 1
-    except Exception as error:
-        from mlm.training.loop import TrainingDivergedError
-
-        if isinstance(error, TrainingDivergedError):
-            print(f"mlm pretrain: error: {error}", file=sys.stderr)
-            return 3
-        raise
+    except TrainingDivergedError as error:
+        print(f"mlm pretrain: error: {error}", file=sys.stderr)
+        return 3
     return 0

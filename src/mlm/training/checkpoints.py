@@ -24,6 +24,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from mlm import storage
+from mlm.errors import UserInputError
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -87,11 +88,21 @@ class CheckpointKeeper:
         Returns:
             The checkpoint's JSON sidecar (an empty dict if it has none), or None when there was
             nothing to restore.
+
+        Raises:
+            UserInputError: the checkpoint does not fit the tracked objects.
         """
         path = restore_path or self._manager_latest_shared()
         if not path:
             return None
-        self.checkpoint.restore(path).assert_existing_objects_matched()
+        try:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        except Exception as error:  # shape or structure mismatch, unreadable files
+            raise UserInputError(
+                f"cannot resume from checkpoint {path}: {str(error).splitlines()[0]}. It was "
+                "written by a different model or optimizer configuration (or is damaged): use "
+                f"another output directory, or delete {self.directory} to start over"
+            ) from error
         sidecar = path + ".json"
         if os.path.exists(sidecar):
             with open(sidecar, encoding="utf-8") as handle:
