@@ -232,3 +232,39 @@ def test_mixed_float16_with_accumulation_and_static_predictions(training_data, t
     assert 0 < result.metrics["final_loss"] < 10
     assert result.model_path == str(tmp_path / "out" / "mlm_model.keras")
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
+
+
+def test_to_argv_round_trips_through_the_command_line():
+    """What the local and Kubernetes launchers pass to workers parses back to the same options."""
+    import argparse
+
+    from mlm.steps.pretrain import add_cli_arguments, options_from_args, to_argv
+
+    options = {
+        "variant": "small", "model_overrides": {"num_layers": 2, "hidden_act": "gelu"},
+        "batch_size": 64, "steps": 500, "learning_rate": 2e-4, "warmup_steps": 0,
+        "schedule": "constant", "optimizer": "lamb", "weight_decay": 0.0,
+        "gradient_clipping": None, "gradient_accumulation_steps": 4, "mask_ratio": 0.2,
+        "whole_word_masking": True, "max_predictions_per_seq": 20, "tie_word_embeddings": True,
+        "precision": "mixed_bfloat16", "jit_compile": True, "workers": 1,
+        "checkpoint_every_steps": None, "checkpoint_every_minutes": 2.5, "keep_checkpoints": 1,
+        "log_every_steps": 7, "validation_batches": 0, "pushgateway_url": "http://pg:9091",
+        "run_id": "run-1", "seed": 3, "quiet": True, "worker_timeout": 60.0,
+    }  # fmt: skip
+    paths = {"shard_dir": "gs://b/shards", "tokenizer_dir": "/tok", "output_dir": "out dir"}
+    parser = argparse.ArgumentParser()
+    add_cli_arguments(parser)
+    args = parser.parse_args(to_argv({**paths, **options}))
+    assert (args.shards, args.tokenizer, args.output) == ("gs://b/shards", "/tok", "out dir")
+    parsed = options_from_args(args)
+    assert parsed == {k: v for k, v in options.items() if v is not None or k in parsed}
+    assert parsed["gradient_clipping"] is None and parsed["checkpoint_every_steps"] is None
+    # Defaults stay defaults: only what was given travels.
+    assert to_argv(paths) == [
+        "--shards",
+        "gs://b/shards",
+        "--tokenizer",
+        "/tok",
+        "--output",
+        "out dir",
+    ]

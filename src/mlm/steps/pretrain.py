@@ -575,18 +575,23 @@ def to_argv(options: dict[str, Any]) -> list[str]:
     return argv
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """Runs `mlm pretrain`; returns the exit status."""
-    from mlm.launch.local import WorkersFailedError
-    from mlm.training.loop import TrainingDivergedError
-
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The `pretrain()` keyword arguments given on the command line (the inverse of `to_argv`)."""
     kwargs = {name: getattr(args, name) for _, name, _, _ in _OPTIONS}
     kwargs = {name: value for name, value in kwargs.items() if value is not None}
     for name in _ZERO_MEANS_OFF:
         if kwargs.get(name) == 0:
             kwargs[name] = None
+    return kwargs
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """Runs `mlm pretrain`; returns the exit status."""
+    from mlm.launch.local import WorkersFailedError
+    from mlm.training.loop import TrainingDivergedError
+
     try:
-        pretrain(args.shards, args.tokenizer, args.output, **kwargs)
+        pretrain(args.shards, args.tokenizer, args.output, **options_from_args(args))
     except WorkersFailedError as error:
         print(f"mlm pretrain: error: {error}", file=sys.stderr)
         return 1
