@@ -134,7 +134,11 @@ def test_compile_rejects_an_external_loss_and_bad_loss_scale():
 
 def test_save_and_load_round_trip_whole_model_and_encoder(tmp_path):
     model = _model(tie_word_embeddings=True, continuation_token_ids=[100, 101])
-    model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+    model.compile(
+        optimizer=keras.optimizers.AdamW(1e-3),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="mlm_accuracy")],
+        loss_scale="dynamic",
+    )
     model.fit(_dataset(batches=2), epochs=1, verbose=0)
     batch = _ids(2, seed=4)
     model.save(tmp_path / "mlm.keras")
@@ -150,7 +154,11 @@ def test_save_and_load_round_trip_whole_model_and_encoder(tmp_path):
         model.get_config(), sort_keys=True
     )
     assert loaded.mlm_output.kernel is None  # still tied
-    assert isinstance(loaded.optimizer, keras.optimizers.AdamW)
+    # The compile settings come back too: loss scaling around AdamW, the user's metric.
+    assert isinstance(loaded.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert isinstance(loaded.optimizer.inner_optimizer, keras.optimizers.AdamW)
+    assert [m.name for m in loaded.metrics] == ["loss", "mlm_accuracy"]
+    assert isinstance(loaded.metrics[1], keras.metrics.SparseCategoricalAccuracy)
     assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations) > 0
     # Loaded models keep training (continual pre-training).
     loaded.fit(_dataset(batches=1), epochs=1, verbose=0)
