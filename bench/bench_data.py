@@ -35,8 +35,6 @@ def _peak_rss_mb() -> float:
 
 
 def _child_steps(corpus: str, workdir: str) -> dict:
-    import tensorflow  # noqa: F401  (imported before timing: both steps need it loaded)
-
     from mlm.steps.shard import shard
     from mlm.steps.tokenize import tokenize
 

@@ -65,11 +65,11 @@ def shard(
     from mlm.data.corpus import CorpusStats, read_units
     from mlm.data.default_corpus import default_corpus_dir
     from mlm.data.shards import write_shards
-    from mlm.data.tokenizer import load_tokenizer, read_tokenizer_info
+    from mlm.data.tokenizer import load_backend_tokenizer, read_tokenizer_info
 
     start = time.perf_counter()
     info = read_tokenizer_info(tokenizer_dir)
-    tokenizer = load_tokenizer(tokenizer_dir)
+    tokenizer = load_backend_tokenizer(tokenizer_dir)
     stats = CorpusStats()
     texts = read_units(
         corpus if corpus is not None else default_corpus_dir(),
@@ -105,15 +105,28 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     add_corpus_arguments(parser)
     parser.add_argument("--tokenizer", required=True, help="tokenizer directory (mlm tokenize)")
     parser.add_argument("--output", required=True, help="shard directory to write")
-    parser.add_argument("--max-seq-length", type=int, default=128)
-    parser.add_argument("--num-shards", type=int, default=8)
-    parser.add_argument("--validation-fraction", type=float, default=0.05)
+    parser.add_argument(
+        "--max-seq-length", type=int, default=128, help="tokens per example with [CLS]/[SEP]"
+    )
+    parser.add_argument(
+        "--num-shards", type=int, default=8, help="TFRecord files per split (default 8)"
+    )
+    parser.add_argument(
+        "--validation-fraction",
+        type=float,
+        default=0.05,
+        help="share of lines/documents held out, chosen by content hash (0: no validation)",
+    )
     parser.add_argument(
         "--line-by-line", action="store_true", help="one padded example per line (no packing)"
     )
-    parser.add_argument("--compression", choices=("gzip",), default=None)
-    parser.add_argument("--min-words", type=int, default=1)
-    parser.add_argument("--max-words", type=int, default=None)
+    parser.add_argument("--compression", choices=("gzip",), default=None, help="gzip the shards")
+    parser.add_argument(
+        "--min-words", type=int, default=1, help="skip lines/documents with fewer words"
+    )
+    parser.add_argument(
+        "--max-words", type=int, default=None, help="skip lines/documents with more words"
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:

@@ -18,7 +18,11 @@ DEFAULT_VOCAB_SIZE = 8000
 
 @dataclasses.dataclass
 class TokenizeResult:
-    """What `tokenize` wrote: the directory, the tokenizer's facts, and corpus counts."""
+    """What `tokenize` wrote: the directory, the tokenizer's facts, and corpus counts.
+
+    `info` is the content of `mlm_tokenizer.json` with `continuation_token_ids` given as a count
+    (the full list stays in the file); `corpus` is the `CorpusStats` of the training pass.
+    """
 
     output_dir: str
     info: dict[str, Any]
@@ -112,7 +116,12 @@ def add_corpus_arguments(parser: argparse.ArgumentParser) -> None:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     add_corpus_arguments(parser)
     parser.add_argument("--output", required=True, help="tokenizer directory to write")
-    parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+    parser.add_argument(
+        "--vocab-size",
+        type=int,
+        default=DEFAULT_VOCAB_SIZE,
+        help=f"vocabulary size, special tokens included (default {DEFAULT_VOCAB_SIZE})",
+    )
     parser.add_argument(
         "--cased", action="store_true", help="keep case and accents (default: uncased)"
     )
@@ -120,7 +129,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--tokenizer",
         help="adopt an existing tokenizer (transformers directory or vocab.txt) instead of training",
     )
-    parser.add_argument("--min-frequency", type=int, default=2)
+    parser.add_argument(
+        "--min-frequency", type=int, default=2, help="minimum count of a merged WordPiece"
+    )
 
 
 def run_cli(args: argparse.Namespace) -> int:
