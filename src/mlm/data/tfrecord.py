@@ -45,7 +45,9 @@ def _packed(values: Sequence[int]) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited protobuf field."""
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+    size = len(payload)
+    length = _VARINTS[size] if size < _VARINT_CACHE_SIZE else _varint(size)
+    return _VARINTS[number << 3 | 2] + length + payload
 
 
 def serialize_int64_example(features: Mapping[str, Sequence[int]]) -> bytes:
