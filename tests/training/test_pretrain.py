@@ -204,15 +204,22 @@ def test_workers_inside_a_cluster_is_refused(training_data, tmp_path, capsys, mo
 
 
 def test_a_failing_worker_fails_the_launch(training_data, tmp_path):
-    """A worker that cannot start (bad tokenizer) makes `--workers 2` exit non-zero, fast."""
-    data = {**training_data, "tokenizer": str(tmp_path / "no-tokenizer")}
-    result = subprocess.run(
-        pretrain_argv(data, tmp_path / "out", "--workers", "2", "--worker-timeout", "300"),
-        env=worker_env(), capture_output=True, text=True, timeout=400, check=False,
+    """Workers that stop with an error make `--workers 2` exit non-zero and show the error.
+
+    (Here: gradient accumulation, which Keras cannot run across several replicas.)
+    """
+    argv = pretrain_argv(
+        training_data, tmp_path / "out", "--workers", "2", "--worker-timeout", "300",
+        "--gradient-accumulation-steps", "2",
     )  # fmt: skip
+    result = subprocess.run(
+        argv, env=worker_env(), capture_output=True, text=True, timeout=400, check=False
+    )
     assert result.returncode == 1
     assert "mlm pretrain: error: worker " in result.stderr
     assert "exited with status 2" in result.stderr
+    assert "gradient_accumulation_steps=2 works only with one replica" in result.stderr
+    assert not (tmp_path / "out" / "metrics.json").exists()
 
 
 def test_mixed_float16_with_accumulation_and_static_predictions(training_data, tmp_path):

@@ -227,6 +227,13 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             f"batch_size={o['batch_size']} is the global batch and must divide evenly over the "
             f"{replicas} replicas; use a multiple of {replicas}"
         )
+    if o["gradient_accumulation_steps"] > 1 and replicas > 1:
+        # Keras applies accumulated gradients under a cond, which cannot hold the cross-replica
+        # gradient sum of tf.distribute.
+        raise UserInputError(
+            f"gradient_accumulation_steps={o['gradient_accumulation_steps']} works only with one "
+            f"replica; this job has {replicas}: raise batch_size instead (it is the global batch)"
+        )
     output_dir = o["output_dir"]
     storage.makedirs(output_dir)
     scratch = tempfile.mkdtemp(prefix="mlm-pretrain-")

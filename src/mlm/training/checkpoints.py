@@ -76,14 +76,11 @@ class CheckpointKeeper:
         """Path prefix of the newest complete checkpoint (None when there is none)."""
         return self._manager.latest_checkpoint if self.is_chief else None
 
-    def restore_latest(self, restore_path: str | None = None) -> dict[str, Any] | None:
+    def restore_latest(self) -> dict[str, Any] | None:
         """Restores the newest complete checkpoint into the tracked objects.
 
-        Every worker restores the same files: pass the chief's `latest` path to the others when
-        they cannot see the chief's directory (a shared local disk or gs:// is assumed here).
-
-        Args:
-            restore_path: a checkpoint prefix to restore instead of the newest one.
+        Every worker restores the same files, read from `directory` (so all workers must see it:
+        gs:// or a shared volume).
 
         Returns:
             The checkpoint's JSON sidecar (an empty dict if it has none), or None when there was
@@ -92,7 +89,7 @@ class CheckpointKeeper:
         Raises:
             UserInputError: the checkpoint does not fit the tracked objects.
         """
-        path = restore_path or self._manager_latest_shared()
+        path = self._latest_for_restore()
         if not path:
             return None
         try:
@@ -109,7 +106,7 @@ class CheckpointKeeper:
                 return json.load(handle)
         return {}
 
-    def _manager_latest_shared(self) -> str | None:
+    def _latest_for_restore(self) -> str | None:
         """The newest checkpoint as every worker sees it (the chief's directory)."""
         if self.is_chief:
             return self._manager.latest_checkpoint
