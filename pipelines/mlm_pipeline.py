@@ -72,6 +72,7 @@ def mlm_pretraining_pipeline(
     eval_batches: int = 0,
     finetune_task: str = "text_classification",
     finetune_validation_uri: str = "",
+    finetune_validation_fraction: float = 0.2,
     finetune_max_seq_length: int = 128,
     finetune_batch_size: int = 16,
     finetune_epochs: int = 10,
@@ -104,6 +105,8 @@ def mlm_pretraining_pipeline(
         eval_batches: Validation batches to score (0 = the whole split).
         finetune_task: "text_classification", "sentiment_analysis", "ner", ...
         finetune_validation_uri: Held-out labelled file ("" = stratified split of labels_uri).
+        finetune_validation_fraction: Share of labels_uri held out when there is no
+            validation file.
         finetune_max_seq_length: Tokens per fine-tuning example.
         finetune_batch_size: Fine-tuning batch size.
         finetune_epochs: Most fine-tuning epochs (early stopping on validation loss).
@@ -176,6 +179,7 @@ def mlm_pretraining_pipeline(
         labels_uri=labels_uri,
         task=finetune_task,
         validation_uri=finetune_validation_uri,
+        validation_fraction=finetune_validation_fraction,
         max_seq_length=finetune_max_seq_length,
         batch_size=finetune_batch_size,
         epochs=finetune_epochs,
