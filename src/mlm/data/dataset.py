@@ -7,14 +7,13 @@ tokenizes in batches in Python (the Rust tokenizer) instead of one `tf.py_functi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mlm import storage
+from mlm.data.artifacts import local_copy
 from mlm.data.corpus import batched, read_units
 from mlm.data.shards import FEATURES, read_manifest
 from mlm.errors import UserInputError
@@ -75,10 +74,7 @@ def pretraining_dataset(
     manifest = read_manifest(shard_dir, tokenizer_hash=tokenizer_hash)
     files = manifest.files(split)
     if storage.is_gcs(shard_dir):
-        # A fixed place per URI: staging again only fetches files that changed.
-        key = hashlib.sha256(shard_dir.encode()).hexdigest()[:16]
-        cache = os.path.join(tempfile.gettempdir(), f"mlm-shards-{key}")
-        local_dir = storage.stage_to_local(shard_dir, cache)
+        local_dir = local_copy(shard_dir, "shards")
         files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
     seq_length = manifest.seq_length
     spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in FEATURES}

@@ -13,12 +13,11 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from typing import Any
 
 from mlm import storage
-from mlm.data.artifacts import check_replaceable
+from mlm.data.artifacts import check_replaceable, local_copy
 from mlm.errors import UserInputError
 
 INFO_FILE = "mlm_tokenizer.json"
@@ -134,7 +133,9 @@ def load_existing_tokenizer(path: str, *, lowercase: bool = True) -> Any:
                 "token per line"
             )
         return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=lowercase)
-    local = _local_copy(path)
+    if not storage.is_gcs(path) and not os.path.isdir(path):
+        raise UserInputError(f"tokenizer: directory {path} does not exist")
+    local = local_copy(path, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(local)
     except (OSError, ValueError) as error:
@@ -147,14 +148,6 @@ def load_existing_tokenizer(path: str, *, lowercase: bool = True) -> Any:
             f"tokenizer: {path} is not a fast tokenizer; save it with tokenizer.json"
         )
     return tokenizer
-
-
-def _local_copy(uri: str) -> str:
-    if not storage.is_gcs(uri):
-        if not os.path.isdir(uri):
-            raise UserInputError(f"tokenizer: directory {uri} does not exist")
-        return uri
-    return storage.stage_to_local(uri, tempfile.mkdtemp(prefix="mlm-tokenizer-"))
 
 
 def tokenizer_info(tokenizer: Any) -> TokenizerInfo:
