@@ -234,6 +234,11 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             f"gradient_accumulation_steps={o['gradient_accumulation_steps']} works only with one "
             f"replica; this job has {replicas}: raise batch_size instead (it is the global batch)"
         )
+    if o["jit_compile"] and replicas > 1 and not tf.config.list_logical_devices("GPU"):
+        raise UserInputError(
+            "jit_compile with several CPU replicas is not supported: TensorFlow cannot compile "
+            "collectives with XLA on CPU. Drop --jit-compile (on CPU it is usually slower anyway)"
+        )
     output_dir = o["output_dir"]
     storage.makedirs(output_dir)
     scratch = tempfile.mkdtemp(prefix="mlm-pretrain-")
