@@ -94,6 +94,8 @@ def test_line_by_line_splits_long_lines(tmp_path, tokenizer_dir):
     long_ids = tokenizer(long_line, add_special_tokens=False)["input_ids"]
     assert result.manifest["splits"]["train"]["examples"] == 1 + -(-len(long_ids) // (SEQ - 2))
     assert "validation" not in result.manifest["splits"]
+    with pytest.raises(UserInputError, match=r"no 'validation' split"):
+        pretraining_dataset(str(tmp_path / "s"), 2, split="validation")
     arrays = _all_examples(tmp_path / "s", "train")
     lengths = arrays["attention_mask"].sum(axis=1)
     bodies = [list(row[1 : n - 1]) for row, n in zip(arrays["input_ids"], lengths)]

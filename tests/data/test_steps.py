@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -45,6 +47,17 @@ def test_cli_tokenize_and_shard(tmp_path, corpus_dir, capsys):
     manifest = read_manifest(str(shards), tokenizer_hash=printed["info"]["content_hash"])
     assert manifest.compression == "gzip" and manifest.seq_length == 24
     assert result["manifest"]["splits"]["train"]["examples"] == manifest.splits["train"].examples
+
+
+def test_step_modules_import_no_heavy_libraries():
+    """`mlm --help` imports every step module; the data ones must stay light."""
+    code = (
+        "import sys, mlm.data, mlm.steps.tokenize, mlm.steps.shard\n"
+        "heavy = ('tensorflow', 'transformers', 'tokenizers', 'google.cloud.storage')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (output.returncode, output.stdout.strip()) == (0, "[]"), output.stderr
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path, tokenizer_dir, capsys):
