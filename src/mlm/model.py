@@ -334,20 +334,19 @@ class MaskedLanguageModel(keras.Model):
 
     def _mask_tokens(self, inputs, seed=None):
         """Masks a batch: returns (masked inputs dict, labels `[B, L]`, selected mask `[B, L]`)."""
-        inputs = _as_input_dict(inputs)
-        masked = self._mask(inputs, seed)
-        masked_inputs = dict(inputs)
-        masked_inputs["input_ids"] = masked["masked_input_ids"]
+        masked_inputs, masked = self._masked_batch(_as_input_dict(inputs), seed)
         return masked_inputs, masked["labels"], masked["mask"]
 
-    def _mask(self, inputs: dict, seed) -> dict:
-        return mask_tokens(
+    def _masked_batch(self, inputs: dict, seed) -> tuple[dict, dict]:
+        """The inputs with masked `input_ids`, and everything `mask_tokens` returned."""
+        masked = mask_tokens(
             inputs["input_ids"],
             inputs.get("attention_mask"),
             vocab_size=self.vocab_size,
             seed=seed,
             **self._masking,
         )
+        return {**inputs, "input_ids": masked["masked_input_ids"]}, masked
 
     def masked_lm_forward(
         self, inputs, training: bool, seed=None, return_predictions: bool = False
@@ -370,9 +369,7 @@ class MaskedLanguageModel(keras.Model):
         """
         inputs = _as_input_dict(inputs)
         self._ensure_built()
-        masked = self._mask(inputs, seed)
-        masked_inputs = dict(inputs)
-        masked_inputs["input_ids"] = masked["masked_input_ids"]
+        masked_inputs, masked = self._masked_batch(inputs, seed)
         hidden = self._encode(masked_inputs, training)
         if self._masking["max_predictions"] is not None:
             hidden = tf.gather(hidden, masked["mask_positions"], batch_dims=1)

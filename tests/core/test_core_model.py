@@ -205,6 +205,12 @@ def test_tied_output_projection_uses_the_encoder_embedding():
     untied = _model()
     untied.build()
     assert tuple(untied.mlm_output.kernel.shape) == (HIDDEN, VOCAB)
+    # `call` also takes a plain tensor of ids (no padding then).
+    ids = tf.constant(batch["input_ids"])
+    np.testing.assert_allclose(
+        untied(ids).numpy(), untied({"input_ids": ids}).numpy(), rtol=1e-6, atol=1e-6
+    )
+    assert tuple(untied(ids).shape) == (2, LENGTH, VOCAB)
 
 
 def test_static_shape_training_with_max_predictions_per_seq():
