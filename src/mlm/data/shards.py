@@ -158,14 +158,18 @@ class ExamplePacker:
             for start in range(0, len(ids), self.body):
                 yield self._example(ids[start : start + self.body])
             return
-        if self._buffer:
-            self._buffer.append(self.sep_id)
-        self._buffer.extend(ids)
-        while len(self._buffer) >= self.body:
-            body, self._buffer = self._buffer[: self.body], self._buffer[self.body :]
-            if self._buffer[:1] == [self.sep_id]:
-                self._buffer = self._buffer[1:]  # a text ended exactly at the block's end
+        buffer = self._buffer
+        if buffer:
+            buffer.append(self.sep_id)
+        buffer.extend(ids)
+        start = 0  # cut blocks by index: a very long text costs linear, not quadratic, time
+        while len(buffer) - start >= self.body:
+            body = buffer[start : start + self.body]
+            start += self.body
+            if buffer[start : start + 1] == [self.sep_id]:
+                start += 1  # a text ended exactly at the block's end
             yield self._example(body)
+        del buffer[:start]
 
     def flush(self) -> Iterator[list[int]]:
         """Yields the last, shorter example (packed mode) and resets."""
