@@ -161,9 +161,8 @@ def plot_training_curves(history: Any, path: str) -> str:
     Returns:
         `path`.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
+    # A Figure on an Agg canvas, not pyplot: no display needed, the user's backend untouched.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     from mlm import storage
@@ -188,6 +187,7 @@ def plot_training_curves(history: Any, path: str) -> str:
             f"history has no 'loss' or accuracy series to plot; got keys {sorted(history)}."
         )
     figure = Figure(figsize=(6 * len(panels), 4))
+    FigureCanvasAgg(figure)
     for index, (title, names) in enumerate(panels, start=1):
         axes = figure.add_subplot(1, len(panels), index)
         for name in names:

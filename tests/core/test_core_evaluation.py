@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import keras
+import matplotlib
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -126,7 +127,9 @@ def test_training_curves_png_is_written_atomically(tmp_path):
         "val_mlm_accuracy": [0.1, 0.15, 0.2],
     }
     path = str(tmp_path / "plots" / "curves.png")
+    backend = matplotlib.get_backend()
     assert plot_training_curves(history, path) == path
+    assert matplotlib.get_backend() == backend  # the user's backend is left alone
     assert _is_png(path)
     assert os.listdir(tmp_path / "plots") == ["curves.png"]
     # A keras History works too; a rejected history leaves the old file and no temp files.
