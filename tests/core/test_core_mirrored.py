@@ -64,7 +64,8 @@ CHILD = textwrap.dedent(
 
 
 def test_mirrored_fit_step_equals_the_single_device_step():
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parent), "src"])}
+    here = Path(__file__).resolve().parent
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(here), str(here.parents[1] / "src")])}
     result = subprocess.run(
         [sys.executable, "-c", CHILD],
         capture_output=True,
