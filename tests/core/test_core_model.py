@@ -224,6 +224,7 @@ def test_static_shape_training_with_max_predictions_per_seq():
 
 
 def test_mixed_float16_with_dynamic_loss_scaling_and_bfloat16():
+    previous = keras.config.dtype_policy()
     try:
         for policy, loss_scale in (("mixed_float16", "dynamic"), ("mixed_bfloat16", None)):
             keras.mixed_precision.set_global_policy(policy)
@@ -238,7 +239,7 @@ def test_mixed_float16_with_dynamic_loss_scaling_and_bfloat16():
             assert model.mlm_dense.compute_dtype == policy.split("_")[1]
             assert model.mlm_output.bias.dtype == "float32"
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def test_gradient_accumulation_applies_updates_every_n_steps():
