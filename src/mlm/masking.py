@@ -181,34 +181,38 @@ def _word_ids(maskable, continuation):
     return starts, row * (length + 1) + word
 
 
-def _per_word(values, segment, num_segments, starts, fill):
-    """Broadcasts each word's value at its first piece to all of the word's pieces."""
+def _per_word(values, segment, firsts, fill):
+    """Broadcasts the largest value among a word's `firsts` pieces to all of the word's pieces."""
     import tensorflow as tf
 
-    at_start = tf.where(starts, values, tf.fill(tf.shape(values), fill))
-    per_segment = tf.math.unsorted_segment_max(at_start, segment, num_segments)
+    num_segments = tf.size(values) + tf.shape(values)[0]  # B * (L + 1), as `_word_ids` numbers
+    at_first = tf.where(firsts, values, tf.fill(tf.shape(values), fill))
+    per_segment = tf.math.unsorted_segment_max(at_first, segment, num_segments)
     return tf.gather(per_segment, segment)
 
 
 def _select(maskable, continuation, mask_ratio, max_predictions, seed):
-    """Selects whole words with probability `mask_ratio`, capped at `max_predictions` tokens."""
+    """Selects words with probability `mask_ratio`, capped at `max_predictions` tokens.
+
+    `continuation` (bool `[B, L]`, or None for one word per token) marks "##" pieces.
+    """
     import tensorflow as tf
 
-    starts, segment = _word_ids(maskable, continuation)
-    batch, length = tf.shape(maskable)[0], tf.shape(maskable)[1]
-    num_segments = batch * (length + 1)
     score = tf.random.stateless_uniform(tf.shape(maskable), seed=seed, alg=_RNG)
-    word_score = _per_word(score, segment, num_segments, starts, -1.0)
-    selected = maskable & (word_score < mask_ratio)
+    if continuation is not None:
+        starts, segment = _word_ids(maskable, continuation)
+        score = _per_word(score, segment, starts, -1.0)  # a word's pieces share its first draw
+    selected = maskable & (score < mask_ratio)
     if max_predictions is None:
         return selected
     # Keep the selected words with the lowest scores while they fit: count, in score order, the
-    # selected tokens up to each position; a word survives when the count at its last piece fits.
-    order = tf.argsort(tf.where(selected, word_score, 2.0), axis=1, stable=True)
+    # selected tokens up to each position; a word survives when its largest count fits.
+    order = tf.argsort(tf.where(selected, score, 2.0), axis=1, stable=True)
     running = tf.cumsum(tf.cast(tf.gather(selected, order, batch_dims=1), tf.int32), axis=1)
     count = tf.gather(running, tf.argsort(order, axis=1), batch_dims=1)
-    word_count = _per_word(count, segment, num_segments, maskable, -1)
-    return selected & (word_count <= max_predictions)
+    if continuation is not None:
+        count = _per_word(count, segment, maskable, -1)
+    return selected & (count <= max_predictions)
 
 
 def _gather_predictions(selected, labels, max_predictions):
@@ -289,7 +293,8 @@ def mask_tokens(
     maskable = ~_isin(labels, unselectable)
     if attention_mask is not None:
         maskable &= tf.cast(attention_mask, tf.bool)
-    continuation = _isin(labels, config["continuation_token_ids"] or ())
+    whole_words = config["continuation_token_ids"] is not None
+    continuation = _isin(labels, config["continuation_token_ids"]) if whole_words else None
 
     select_seed, action_seed, random_seed = tf.unstack(
         tf.random.experimental.stateless_split(_resolve_seed(seed), num=3, alg=_RNG)
