@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import filecmp
-import functools
 import json
-import operator
 
 import numpy as np
 import pytest
@@ -98,9 +96,25 @@ def test_line_by_line_splits_long_lines(tmp_path, tokenizer_dir):
         pretraining_dataset(str(tmp_path / "s"), 2, split="validation")
     arrays = _all_examples(tmp_path / "s", "train")
     lengths = arrays["attention_mask"].sum(axis=1)
-    bodies = [list(row[1 : n - 1]) for row, n in zip(arrays["input_ids"], lengths)]
-    assert sorted(functools.reduce(operator.iadd, bodies, [])) == sorted(
+    tokens = [t for row, n in zip(arrays["input_ids"], lengths) for t in row[1 : n - 1]]
+    assert sorted(tokens) == sorted(
         long_ids + tokenizer("the model", add_special_tokens=False)["input_ids"]
+    )
+
+
+def test_empty_shard_files_are_left_out_of_file_sharding(tmp_path, tokenizer_dir):
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("the model reads text\nnotes and papers\nevery token\n")
+    shard(str(corpus), str(tokenizer_dir), str(tmp_path / "s"), max_seq_length=SEQ,
+          num_shards=8, validation_fraction=0, line_by_line=True)  # fmt: skip
+    context = tf.distribute.InputContext(2, 1, 2)
+    rows = pretraining_dataset(
+        str(tmp_path / "s"), 1, shuffle=False, repeat=False, input_context=context
+    )
+    assert len(list(rows)) == 1  # files 0-2 hold the 3 examples; pipeline 1 of 2 reads file 1
+    policy = pretraining_dataset(str(tmp_path / "s"), 1, num_workers=4).options()
+    assert policy.experimental_distribute.auto_shard_policy == (
+        tf.data.experimental.AutoShardPolicy.DATA
     )
 
 

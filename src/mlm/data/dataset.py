@@ -72,7 +72,9 @@ def pretraining_dataset(
     if batch_size < 1:
         raise UserInputError(f"batch_size={batch_size}: need a positive batch size")
     manifest = read_manifest(shard_dir, tokenizer_hash=tokenizer_hash)
-    files = manifest.files(split)
+    # Examples go to the files round-robin, so with fewer examples than files only the first
+    # ones hold data; leaving out the empty ones keeps file-level sharding from starving a worker.
+    files = manifest.files(split)[: manifest.splits[split].examples]
     if storage.is_gcs(shard_dir):
         local_dir = local_copy(shard_dir, "shards")
         files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
