@@ -1,7 +1,8 @@
 """Evaluation utilities for masked language models: predictions, perplexity, metrics, curves.
 
-All of them run `MaskedLanguageModel.masked_lm_forward` (the same computation as training) with a
-seed per batch, so a given seed always masks the same tokens and gives the same numbers.
+The metrics run `MaskedLanguageModel.masked_lm_forward` (the training step's own computation) and
+every function masks with a seed per batch, so a given seed always masks the same tokens and
+gives the same numbers.
 """
 
 from __future__ import annotations
