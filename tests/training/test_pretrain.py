@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 
@@ -275,3 +276,18 @@ def test_to_argv_round_trips_through_the_command_line():
         "--output",
         "out dir",
     ]
+
+
+def test_diverging_training_exits_3_without_outputs(training_data, tmp_path, capsys):
+    """Absurd initial weights make the loss NaN within steps: one-line error, exit 3, no outputs."""
+    from tests.training.conftest import TINY_MODEL
+
+    overrides = json.dumps({**TINY_MODEL, "initializer_range": 1e30})
+    argv = pretrain_argv(training_data, tmp_path / "out", "--steps", "4")[3:]
+    argv[argv.index("--model-overrides") + 1] = overrides
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert re.match(r"mlm pretrain: error: the training loss became (nan|inf) at step \d+;", err)
+    assert err.count("\n") == 1
+    assert not (tmp_path / "out" / "metrics.json").exists()
+    assert not (tmp_path / "out" / "checkpoints" / "checkpoint").exists()
