@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from mlm.errors import UserInputError
 from mlm.masking import mask_tokens, masking_config
+from mlm.optimization import optimizer_builder
 
 # The seed README's recommended configurations (keyword arguments of MaskedLanguageModel).
 MLM_PRESETS: dict[str, dict[str, Any]] = {
@@ -653,8 +654,9 @@ def create_mlm_training_model(
         mask_token_id: Id of `[MASK]`.
         preset: Optional name in `MLM_PRESETS` ("standard", "low_resource",
             "domain_adaptation"); explicit `mlm_kwargs` override its values.
-        optimizer: Optional Keras optimizer; by default AdamW(`learning_rate`, `weight_decay`)
-            with biases and LayerNorm parameters excluded from weight decay.
+        optimizer: Optional Keras optimizer; by default `mlm.optimization.optimizer_builder`'s
+            AdamW (`learning_rate`, `weight_decay`; no decay on biases and normalization
+            parameters).
         learning_rate: Learning rate of the default optimizer.
         weight_decay: Weight decay of the default optimizer.
         metrics: Optional extra metrics (see `MaskedLanguageModel.compile`).
@@ -676,7 +678,8 @@ def create_mlm_training_model(
         encoder=encoder, vocab_size=vocab_size, mask_token_id=mask_token_id, **settings
     )
     if optimizer is None:
-        optimizer = keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=weight_decay)
-        optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+        optimizer = optimizer_builder(
+            {"type": "adamw", "weight_decay": weight_decay}, learning_rate
+        )
     model.compile(optimizer=optimizer, metrics=metrics, loss_scale=loss_scale)
     return model
