@@ -20,7 +20,11 @@ SENTENCES = [
 
 @keras.saving.register_keras_serializable(package="mlm_tests")
 class CustomEncoder(keras.Model):
-    """The seed README's custom-encoder example: embedding + one self-attention block."""
+    """The seed README's custom-encoder example: embedding + one self-attention block.
+
+    With the `get_config` that the README's "Serialization Errors" section asks for (Keras does
+    not derive one for this subclass).
+    """
 
     def __init__(self, vocab_size: int, hidden_size: int, num_heads: int = 2, **kwargs):
         super().__init__(**kwargs)
