@@ -262,9 +262,6 @@ def schedule_run(
 def compile_package(output: str, image: str | None = None) -> str:
     """Compiles the pipeline to `output` with `pipelines/compile.py` (needs the repository root,
     or the directory holding `pipelines/` and `components/`, as the working directory)."""
-    if image:
-        # Components read the image when they are defined, i.e. on first import.
-        os.environ["MLM_IMAGE"] = image
     cwd = os.getcwd()
     if not Path(cwd, "pipelines", "compile.py").is_file():
         raise UserInputError(
@@ -275,7 +272,7 @@ def compile_package(output: str, image: str | None = None) -> str:
         sys.path.insert(0, cwd)
     from pipelines.compile import compile_pipeline
 
-    return compile_pipeline(output)
+    return compile_pipeline(output, image=image)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -285,6 +285,11 @@ def build_classifier(encoder: Any, task_config: Any, max_seq_length: int) -> Any
         for name in ("input_ids", "attention_mask")
     }
     head = create_nlp_head(task_config, input_dim=encoder.hidden_size)
+    pooler = getattr(encoder, "pooler", None)
+    if pooler is not None and (
+        task_config.task_type.is_token_level or task_config.pooling != "pooled"
+    ):
+        pooler.trainable = False  # unused by this head: no gradient, no weight decay
     return keras.Model(inputs, head(encoder(inputs)), name=f"{task_config.name}_classifier")
 
 
