@@ -256,3 +256,52 @@ def test_finetune_bad_inputs_are_user_errors(exported, tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("mlm finetune: error:") and "'text'" in err and "\n" not in err
+
+
+# --- gs:// --------------------------------------------------------------------------------------
+
+
+def test_steps_read_and_write_gcs(tiny_run, gcs_emulator, tmp_path):
+    """evaluate, export and finetune with every input and output on a real GCS emulator."""
+    from mlm import storage
+
+    bucket = f"gs://{gcs_emulator.create_bucket()}"
+    for name in ("model", "tokenizer", "shards"):
+        storage.upload_dir(getattr(tiny_run, name), f"{bucket}/{name}")
+    storage.write_text(
+        f"{bucket}/labels.csv", Path(write_labels(tmp_path / "labels.csv", 4)).read_text()
+    )
+
+    evaluation = evaluate(
+        f"{bucket}/model",
+        f"{bucket}/shards",
+        f"{bucket}/tokenizer",
+        f"{bucket}/eval",
+        num_batches=1,
+    )
+    assert storage.read_json(f"{bucket}/eval/metrics.json") == evaluation.metrics
+
+    result = export(
+        f"{bucket}/model",
+        f"{bucket}/tokenizer",
+        f"{bucket}/export",
+        evaluation_dir=f"{bucket}/eval",
+    )
+    assert storage.exists(f"{bucket}/export/saved_model/saved_model.pb")
+    assert storage.exists(f"{bucket}/export/tokenizer/mlm_tokenizer.json")
+    assert storage.read_json(f"{bucket}/export/export.json")["num_parameters"] == (
+        result.num_parameters
+    )
+
+    tuned = finetune(
+        f"{bucket}/export",
+        f"{bucket}/labels.csv",
+        f"{bucket}/ft",
+        max_seq_length=SEQ_LENGTH,
+        batch_size=8,
+        epochs=1,
+        validation_fraction=0.5,
+    )
+    assert storage.read_json(f"{bucket}/ft/metrics.json")["metrics"] == tuned.metrics
+    assert storage.exists(f"{bucket}/ft/classifier.keras")
+    assert storage.exists(f"{bucket}/ft/tokenizer/mlm_tokenizer.json")

@@ -447,104 +447,105 @@ def finetune(
         raise UserInputError(f"task={task!r}: unknown task; use one of {choices}") from None
 
     with local_copy(encoder_dir) as local_encoder_dir:
+        # Staged copy of a gs:// export: it must live until the tokenizer is copied out.
         encoder_path = find_file(
             local_encoder_dir, ENCODER_FILE, "an exported encoder", "run `mlm export` first"
         )
         tokenizer_dir = os.path.join(os.path.dirname(encoder_path), TOKENIZER_DIR)
         tokenizer = load_tokenizer(tokenizer_dir)
         encoder = load_keras(encoder_path)
-    limit = getattr(encoder, "max_position_embeddings", None)
-    if limit is not None and max_seq_length > limit:
-        raise UserInputError(
-            f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings="
-            f"{limit}; use at most {limit}"
-        )
+        limit = getattr(encoder, "max_position_embeddings", None)
+        if limit is not None and max_seq_length > limit:
+            raise UserInputError(
+                f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings="
+                f"{limit}; use at most {limit}"
+            )
 
-    if task_type.is_token_level:
-        dataset = _token_dataset(data, validation_data, validation_fraction, seed)
-    else:
-        dataset = _sequence_dataset(
-            data, validation_data, validation_fraction, seed, text_column, label_column
-        )
-    label_names = dataset["label_names"]
-    encode = _encode_words if task_type.is_token_level else _encode_texts
-    train = encode(tokenizer, dataset["train"], max_seq_length)
-    validation = encode(tokenizer, dataset["validation"], max_seq_length)
+        if task_type.is_token_level:
+            dataset = _token_dataset(data, validation_data, validation_fraction, seed)
+        else:
+            dataset = _sequence_dataset(
+                data, validation_data, validation_fraction, seed, text_column, label_column
+            )
+        label_names = dataset["label_names"]
+        encode = _encode_words if task_type.is_token_level else _encode_texts
+        train = encode(tokenizer, dataset["train"], max_seq_length)
+        validation = encode(tokenizer, dataset["validation"], max_seq_length)
 
-    config = NLPTaskConfig(
-        name=task_type.value,
-        task_type=task_type,
-        num_classes=len(label_names),
-        dropout_rate=dropout_rate,
-        pooling=pooling,
-    )
-    budget = {
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "learning_rate": learning_rate,
-        "warmup_ratio": warmup_ratio,
-        "weight_decay": weight_decay,
-        "patience": patience,
-        "seed": seed,
-    }
-    starts = {"pretrained": encoder}
-    if baseline:
-        # Same architecture and config, fresh random weights.
-        keras.utils.set_random_seed(seed + 1)
-        starts["baseline"] = type(encoder).from_config(encoder.get_config())
-
-    metrics: dict[str, dict[str, Any]] = {}
-    histories: dict[str, dict[str, list[float]]] = {}
-    models: dict[str, Any] = {}
-    for name, start in starts.items():
-        keras.utils.set_random_seed(seed)  # same head init and batch order for both
-        model = build_classifier(start, config, max_seq_length)
-        histories[name] = _train(model, train, validation, **budget)
-        metrics[name] = _score(model, validation, dataset, task_type.is_token_level, batch_size)
-        metrics[name]["epochs_trained"] = len(histories[name]["loss"])
-        models[name] = model
-
-    matrix = metrics["pretrained"].pop("confusion_matrix", None)
-    for scores in metrics.values():
-        scores.pop("confusion_matrix", None)
-    report = _report(task_type.value, label_names, dataset, metrics, matrix, budget)
-    with output_directory(output_dir, METRICS_FILE, "fine-tune") as staging:
-        models["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
-        copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
-        _write_json(
-            os.path.join(staging, LABELS_FILE),
-            {
-                "task": task_type.value,
-                "label_names": label_names,
-                "max_seq_length": max_seq_length,
-                "head": config.to_dict(),
-            },
+        config = NLPTaskConfig(
+            name=task_type.value,
+            task_type=task_type,
+            num_classes=len(label_names),
+            dropout_rate=dropout_rate,
+            pooling=pooling,
         )
-        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
-            file.write(report)
-        _write_json(
-            os.path.join(staging, METRICS_FILE),
-            {
-                "task": task_type.value,
-                "label_names": label_names,
-                "num_train": len(train[1]),
-                "num_validation": len(validation[1]),
-                "metrics": metrics,
-                "confusion_matrix": matrix,
-                "history": histories,
-                "settings": budget | {"max_seq_length": max_seq_length, "data": data},
-            },
+        budget = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "warmup_ratio": warmup_ratio,
+            "weight_decay": weight_decay,
+            "patience": patience,
+            "seed": seed,
+        }
+        starts = {"pretrained": encoder}
+        if baseline:
+            # Same architecture and config, fresh random weights.
+            keras.utils.set_random_seed(seed + 1)
+            starts["baseline"] = type(encoder).from_config(encoder.get_config())
+
+        metrics: dict[str, dict[str, Any]] = {}
+        histories: dict[str, dict[str, list[float]]] = {}
+        models: dict[str, Any] = {}
+        for name, start in starts.items():
+            keras.utils.set_random_seed(seed)  # same head init and batch order for both
+            model = build_classifier(start, config, max_seq_length)
+            histories[name] = _train(model, train, validation, **budget)
+            metrics[name] = _score(model, validation, dataset, task_type.is_token_level, batch_size)
+            metrics[name]["epochs_trained"] = len(histories[name]["loss"])
+            models[name] = model
+
+        matrix = metrics["pretrained"].pop("confusion_matrix", None)
+        for scores in metrics.values():
+            scores.pop("confusion_matrix", None)
+        report = _report(task_type.value, label_names, dataset, metrics, matrix, budget)
+        with output_directory(output_dir, METRICS_FILE, "fine-tune") as staging:
+            models["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
+            copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
+            _write_json(
+                os.path.join(staging, LABELS_FILE),
+                {
+                    "task": task_type.value,
+                    "label_names": label_names,
+                    "max_seq_length": max_seq_length,
+                    "head": config.to_dict(),
+                },
+            )
+            with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
+                file.write(report)
+            _write_json(
+                os.path.join(staging, METRICS_FILE),
+                {
+                    "task": task_type.value,
+                    "label_names": label_names,
+                    "num_train": len(train[1]),
+                    "num_validation": len(validation[1]),
+                    "metrics": metrics,
+                    "confusion_matrix": matrix,
+                    "history": histories,
+                    "settings": budget | {"max_seq_length": max_seq_length, "data": data},
+                },
+            )
+        return FinetuneResult(
+            output_dir=output_dir,
+            task=task_type.value,
+            label_names=label_names,
+            num_train=len(train[1]),
+            num_validation=len(validation[1]),
+            metrics=metrics,
+            confusion_matrix=matrix,
+            report_path=storage.join(output_dir, REPORT_FILE),
         )
-    return FinetuneResult(
-        output_dir=output_dir,
-        task=task_type.value,
-        label_names=label_names,
-        num_train=len(train[1]),
-        num_validation=len(validation[1]),
-        metrics=metrics,
-        confusion_matrix=matrix,
-        report_path=storage.join(output_dir, REPORT_FILE),
-    )
 
 
 def _sequence_dataset(data, validation_data, fraction, seed, text_column, label_column) -> dict:
