@@ -86,6 +86,7 @@ def run_local(
         sys.path.insert(0, str(REPO_ROOT))
     from kfp import local
 
+    from mlm import storage
     from mlm.data.default_corpus import default_corpus_dir, write_default_labels
     from pipelines.mlm_pipeline import PIPELINE_NAME, TASK_ORDER, mlm_pretraining_pipeline
 
@@ -114,7 +115,7 @@ def run_local(
         "finetune": finetuned["metrics"],
         "artifacts": {task: os.path.join(run_dir, task) for task in TASK_ORDER},
     }
-    Path(output, "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    storage.write_json(os.path.join(output, "summary.json"), summary)
     return summary
 
 
