@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from mlm.errors import UserInputError
-from mlm.steps.finetune import (
+from mlm.steps._classification_metrics import (
     classification_metrics,
     confusion_matrix,
     entity_metrics,
     entity_spans,
+)
+from mlm.steps._labelled_data import (
     random_split,
     read_conll,
     read_labelled_texts,

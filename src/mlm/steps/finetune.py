@@ -3,10 +3,11 @@
 Sequence classification reads a labelled CSV, TSV (header with `text` and `label` columns) or
 JSONL file (one `{"text": ..., "label": ...}` object per line). Token classification (NER, tagging)
 reads CoNLL/IOB files: one token per line with its tag in the last column, blank lines between
-sentences. Without `validation_data` the rows are split deterministically (stratified by label for
-sequence tasks). Training uses AdamW with linear warm-up and decay (`mlm.optimization`) and early
-stopping on the validation loss. The held-out scores are computed here with numpy: accuracy,
-macro-F1 and the confusion matrix; entity-level precision/recall/F1 for NER.
+sentences (readers and splits: `mlm.steps._labelled_data`). Without `validation_data` the rows are
+split deterministically (stratified by label for sequence tasks). Training uses AdamW with linear
+warm-up and decay (`mlm.optimization`) and early stopping on the validation loss. The held-out
+scores are computed with numpy (`mlm.steps._classification_metrics`): accuracy, macro-F1 and the
+confusion matrix; entity-level precision/recall/F1 for NER.
 
 With `baseline=True` the same architecture is also trained from random initialisation on the same
 data with the same budget, so the value of pre-training shows in one report.
@@ -18,13 +19,10 @@ Output directory: `classifier.keras`, `tokenizer/`, `labels.json`, `report.md` a
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -40,234 +38,19 @@ from mlm.steps._artifacts import (
     local_copy,
     output_directory,
 )
+from mlm.steps._classification_metrics import classification_metrics, entity_metrics
+from mlm.steps._labelled_data import (
+    random_split,
+    read_conll,
+    read_labelled_texts,
+    stratified_split,
+)
 
 CLASSIFIER_FILE = "classifier.keras"
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
 LABELS_FILE = "labels.json"
 IGNORE_INDEX = -100  # label of word pieces after the first one of a word (not scored)
-_JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
-_DELIMITERS = {".csv": ",", ".tsv": "\t"}
-
-
-# --- labelled data ------------------------------------------------------------------------------
-
-
-def read_labelled_texts(
-    uri: str, *, text_column: str = "text", label_column: str = "label"
-) -> tuple[list[str], list[str]]:
-    """Reads `(texts, labels)` from a CSV, TSV or JSONL file (local or `gs://`).
-
-    Raises:
-        UserInputError: unknown format, missing columns, empty texts or labels.
-    """
-    suffix = os.path.splitext(uri.lower())[1]
-    if suffix not in _DELIMITERS and suffix not in _JSONL_SUFFIXES:
-        raise UserInputError(
-            f"labelled data {uri}: unknown format {suffix or '(no suffix)'}; use .csv or .tsv "
-            f"(header with {text_column},{label_column}) or .jsonl"
-        )
-    if not storage.exists(uri):
-        raise UserInputError(f"labelled data {uri} does not exist; check the path")
-    content = storage.read_text(uri)
-    if suffix in _DELIMITERS:
-        rows = list(csv.DictReader(io.StringIO(content), delimiter=_DELIMITERS[suffix]))
-        missing = [c for c in (text_column, label_column) if c not in (rows[0] if rows else {})]
-        if not rows or missing:
-            raise UserInputError(
-                f"labelled data {uri}: needs a header row with the columns {text_column!r} and "
-                f"{label_column!r} and at least one row (missing: {missing or 'rows'})"
-            )
-        line_numbers = range(2, len(rows) + 2)
-    else:
-        rows, line_numbers = [], []
-        for number, line in enumerate(content.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise UserInputError(
-                    f"labelled data {uri}, line {number}: not a JSON object ({error.msg})"
-                ) from None
-            if not isinstance(row, dict) or text_column not in row or label_column not in row:
-                raise UserInputError(
-                    f"labelled data {uri}, line {number}: expected an object with "
-                    f"{text_column!r} and {label_column!r}"
-                )
-            rows.append(row)
-            line_numbers.append(number)
-    texts, labels = [], []
-    for number, row in zip(line_numbers, rows):
-        text = str(row[text_column] or "").strip()
-        label = str(row[label_column] if row[label_column] is not None else "").strip()
-        if not text or not label:
-            raise UserInputError(
-                f"labelled data {uri}, line {number}: empty {text_column if not text else label_column}"
-            )
-        texts.append(text)
-        labels.append(label)
-    if not texts:
-        raise UserInputError(f"labelled data {uri} has no rows")
-    return texts, labels
-
-
-def read_conll(uri: str) -> tuple[list[list[str]], list[list[str]]]:
-    """Reads `(sentences, tags)` from a CoNLL/IOB file: `token ... tag` per line, blank lines
-    between sentences, `-DOCSTART-` lines ignored.
-
-    Raises:
-        UserInputError: a line without a tag, or no sentences.
-    """
-    if not storage.exists(uri):
-        raise UserInputError(f"labelled data {uri} does not exist; check the path")
-    sentences, tags = [], []
-    words: list[str] = []
-    word_tags: list[str] = []
-    for number, line in enumerate([*storage.read_text(uri).splitlines(), ""], start=1):
-        fields = line.split()
-        if not fields or fields[0] == "-DOCSTART-":
-            if words:
-                sentences.append(words)
-                tags.append(word_tags)
-                words, word_tags = [], []
-            continue
-        if len(fields) < 2:
-            raise UserInputError(
-                f"CoNLL file {uri}, line {number}: {line.strip()!r} has no tag; write "
-                "`token tag` (tag in the last column, e.g. B-PER, I-PER, O)"
-            )
-        words.append(fields[0])
-        word_tags.append(fields[-1])
-    if not sentences:
-        raise UserInputError(f"CoNLL file {uri} has no sentences")
-    return sentences, tags
-
-
-def stratified_split(
-    labels: Sequence[str], validation_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic stratified split: each label keeps `validation_fraction` of its rows (at
-    least one) for validation. Returns sorted (train indices, validation indices)."""
-    _check_fraction(validation_fraction)
-    rng = np.random.default_rng(seed)
-    labels = np.asarray(labels)
-    train, validation = [], []
-    for label in sorted(set(labels.tolist())):
-        rows = np.flatnonzero(labels == label)
-        if len(rows) < 2:
-            raise UserInputError(
-                f"label {label!r} has only one example, so none can be held out for validation; "
-                "add examples or pass a separate validation file"
-            )
-        rows = rng.permutation(rows)
-        count = min(len(rows) - 1, max(1, round(validation_fraction * len(rows))))
-        validation.extend(rows[:count])
-        train.extend(rows[count:])
-    return np.sort(train), np.sort(validation)
-
-
-def random_split(
-    count: int, validation_fraction: float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic random split of `count` rows (at least one on each side)."""
-    _check_fraction(validation_fraction)
-    if count < 2:
-        raise UserInputError("need at least 2 examples to hold one out for validation")
-    rows = np.random.default_rng(seed).permutation(count)
-    held_out = min(count - 1, max(1, round(validation_fraction * count)))
-    return np.sort(rows[held_out:]), np.sort(rows[:held_out])
-
-
-def _check_fraction(fraction: float) -> None:
-    if not 0 < fraction < 1:
-        raise UserInputError(f"validation_fraction={fraction}: need 0 < value < 1")
-
-
-# --- metrics ------------------------------------------------------------------------------------
-
-
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
-    """`[num_classes, num_classes]` counts; rows are true classes, columns predictions."""
-    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(matrix, (np.asarray(y_true, dtype=np.int64), np.asarray(y_pred, dtype=np.int64)), 1)
-    return matrix
-
-
-def classification_metrics(
-    y_true: Sequence[int], y_pred: Sequence[int], num_classes: int
-) -> dict[str, Any]:
-    """Accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix.
-
-    Macro-F1 averages the F1 of every class that occurs in `y_true` or `y_pred` (a class that is
-    never right scores 0), as scikit-learn's `f1_score(average="macro")` does.
-    """
-    matrix = confusion_matrix(y_true, y_pred, num_classes)
-    true_positive = np.diag(matrix).astype(np.float64)
-    predicted = matrix.sum(axis=0)
-    actual = matrix.sum(axis=1)
-    precision = np.divide(true_positive, predicted, out=np.zeros(num_classes), where=predicted > 0)
-    recall = np.divide(true_positive, actual, out=np.zeros(num_classes), where=actual > 0)
-    denominator = precision + recall
-    f1 = np.divide(
-        2 * precision * recall, denominator, out=np.zeros(num_classes), where=denominator > 0
-    )
-    present = (predicted + actual) > 0
-    total = matrix.sum()
-    return {
-        "accuracy": float(true_positive.sum() / total) if total else 0.0,
-        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
-        "precision": precision.tolist(),
-        "recall": recall.tolist(),
-        "f1": f1.tolist(),
-        "support": actual.tolist(),
-        "confusion_matrix": matrix.tolist(),
-    }
-
-
-def entity_spans(tags: Sequence[str]) -> set[tuple[str, int, int]]:
-    """Entities `(type, start, end_exclusive)` of one IOB1/IOB2 tag sequence.
-
-    An entity starts at `B-X`, or at `I-X` after `O` or another type (IOB1 and stray `I-`, as
-    conlleval reads them), and ends before `O`, a `B-` or a change of type.
-    """
-    spans = set()
-    start, kind = None, None
-    for index, tag in enumerate([*tags, "O"]):
-        prefix, _, tag_type = tag.partition("-") if tag != "O" else ("O", "", "")
-        continues = prefix == "I" and kind == tag_type
-        if start is not None and not continues:
-            spans.add((kind, start, index))
-            start, kind = None, None
-        if prefix in ("B", "I") and not continues:
-            start, kind = index, tag_type
-    return spans
-
-
-def entity_metrics(
-    true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]
-) -> dict[str, float]:
-    """Entity-level micro precision, recall and F1 (an entity counts when type and span match),
-    plus token accuracy."""
-    found = correct = expected = 0
-    tokens = right = 0
-    for true, pred in zip(true_tags, pred_tags):
-        gold, guess = entity_spans(true), entity_spans(pred)
-        expected += len(gold)
-        found += len(guess)
-        correct += len(gold & guess)
-        tokens += len(true)
-        right += sum(t == p for t, p in zip(true, pred))
-    precision = correct / found if found else 0.0
-    recall = correct / expected if expected else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {
-        "entity_precision": precision,
-        "entity_recall": recall,
-        "entity_f1": f1,
-        "accuracy": right / tokens if tokens else 0.0,
-        "num_entities": float(expected),
-    }
 
 
 # --- models -------------------------------------------------------------------------------------
