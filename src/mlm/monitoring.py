@@ -26,6 +26,9 @@ GAUGES: dict[str, tuple[str, str]] = {
     "mlm_tokens_per_second": ("tokens_per_second", "Non-padding tokens trained per second."),
     "mlm_global_step": ("step", "Training steps completed."),
     "mlm_last_success_timestamp": ("timestamp", "Unix time of the last successful report."),
+    # 0 while training; 1 once the outputs are written, so alerts can tell a finished run from a
+    # stalled one without deleting the run's group (its final values stay visible).
+    "mlm_training_finished": ("finished", "1 once the run has written its outputs, else 0."),
 }
 
 

@@ -34,6 +34,7 @@ GAUGES = {
     "mlm_tokens_per_second",
     "mlm_global_step",
     "mlm_last_success_timestamp",
+    "mlm_training_finished",
 }
 # Series the rules may use besides the gauges: the Pushgateway's own and Prometheus's.
 OTHER_SERIES = {"push_time_seconds", "up"}
@@ -304,7 +305,7 @@ def test_grafana_dashboard_is_loaded_by_the_sidecar_and_shows_every_gauge():
     for expr in exprs:
         assert promql_problems(expr.replace("$run_id", "")) == [], expr
     shown = {word for expr in exprs for word in re.findall(r"mlm_\w+", expr)}
-    assert shown >= GAUGES - {"mlm_last_success_timestamp"}
+    assert shown >= GAUGES - {"mlm_last_success_timestamp", "mlm_training_finished"}
 
 
 BAD_MANIFESTS = """

@@ -108,6 +108,7 @@ def test_single_process_pushed_to_the_pushgateway(single_run, pushgateway):
     assert scraped["mlm_learning_rate"][labels] >= 0
     assert scraped["mlm_tokens_per_second"][labels] > 0
     assert scraped["mlm_last_success_timestamp"][labels] > 1.7e9
+    assert scraped["mlm_training_finished"][labels] == 1
 
 
 def test_two_local_workers_stay_in_sync_and_match_one_process(training_data, single_run, tmp_path):

@@ -329,13 +329,13 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             "learning_rate": float(optimizer.learning_rate),
             "tokens_per_second": result.tokens_per_second,
         }
-        if pushgateway is not None:
-            pushgateway.report(final_report)
         model_path = storage.join(output_dir, "mlm_model.keras")
         encoder_path = storage.join(output_dir, "encoder.keras")
         save_keras(model, model_path)
         save_keras(model.encoder, encoder_path)
         storage.write_json(storage.join(output_dir, "history.json"), result.history)
+        if pushgateway is not None:
+            pushgateway.report({**final_report, "finished": 1.0})
         if storage.is_gcs(output_dir):
             tensorboard.close()
             storage.sync_dir(tensorboard_dir, storage.join(output_dir, "tensorboard"))
