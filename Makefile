@@ -61,10 +61,10 @@ deploy: $(STAMP)
 	$(VENV)/bin/kubectl apply -k manifests/overlays/$(OVERLAY)
 
 submit: compile
-	$(MLM) pipeline submit --host $(KFP_HOST) --package $(PIPELINE_YAML)
+	$(MLM) pipeline submit $(if $(KFP_HOST),--host $(KFP_HOST)) --package $(PIPELINE_YAML)
 
 schedule: compile
-	$(MLM) pipeline schedule --host $(KFP_HOST) --package $(PIPELINE_YAML) --cron "$(CRON)"
+	$(MLM) pipeline schedule $(if $(KFP_HOST),--host $(KFP_HOST)) --package $(PIPELINE_YAML) --cron "$(CRON)"
 
 clean:
 	rm -rf $(VENV) runs build .pytest_cache .ruff_cache

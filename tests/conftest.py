@@ -7,3 +7,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 pytest_plugins = ["tests.gcs_emulator"]
+
+# Compile-time pipeline options come from the environment; the tests check the defaults.
+for _name in ("MLM_IMAGE", "MLM_GPU_NODE_SELECTOR"):
+    os.environ.pop(_name, None)
