@@ -172,7 +172,8 @@ def create_mlm_dataset(
 
     Lines are read in a stream and tokenized `tokenize_batch_size` at a time by the Rust
     tokenizer (`encode_batch`: truncated to `max_length` with `[CLS]`/`[SEP]`, padded), then
-    shuffled and batched by `tf.data`.
+    shuffled and batched by `tf.data`. The corpus is counted first (one extra read, no
+    tokenizing), so the dataset has a known length: `len(dataset)` is the number of batches.
     For large corpora prefer `mlm shard` + `pretraining_dataset` (tokenized once, packed).
 
     Args:
@@ -197,8 +198,12 @@ def create_mlm_dataset(
         for lines in batched(read_units(text_file, layout=layout), tokenize_batch_size):
             yield encode(lines)
 
+    num_examples = sum(1 for _ in read_units(text_file, layout=layout))
     signature = {name: tf.TensorSpec([None, max_length], tf.int32) for name in FEATURES}
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature).unbatch()
+    # A generator's length is unknown to tf.data; stating it makes `len()` work (the seed
+    # README sizes its schedule with `len(train_dataset)`).
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_examples))
     dataset = dataset.shuffle(buffer_size)
     dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
     return dataset.prefetch(tf.data.AUTOTUNE)
