@@ -34,7 +34,13 @@ _EXPORTS: dict[str, str] = {
 }
 
 # Modules holding @keras.saving.register_keras_serializable classes.
-_SERIALIZABLE_MODULES = ("mlm.encoders.bert", "mlm.model", "mlm.heads")
+_SERIALIZABLE_MODULES = (
+    "mlm.layers",
+    "mlm.encoders.bert",
+    "mlm.model",
+    "mlm.heads",
+    "mlm.optimization",
+)
 
 __all__ = sorted(_EXPORTS)
 

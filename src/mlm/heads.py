@@ -35,6 +35,7 @@ import keras
 from keras import ops
 
 from mlm.errors import UserInputError
+from mlm.layers import Dropout
 
 
 class NLPTaskType(str, enum.Enum):
@@ -169,7 +170,7 @@ class _TaskHead(keras.layers.Layer):
                 name="hidden",
             )
         )
-        self.dropout = keras.layers.Dropout(self.dropout_rate, dtype=self.dtype_policy)
+        self.dropout = Dropout(self.dropout_rate, dtype=self.dtype_policy)
         self.classifier = keras.layers.Dense(
             self.num_classes,
             kernel_initializer=initializer,

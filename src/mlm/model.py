@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from mlm.errors import UserInputError
+from mlm.layers import Dropout
 from mlm.masking import mask_tokens, masking_config
 from mlm.optimization import optimizer_builder
 
@@ -243,7 +244,7 @@ class MaskedLanguageModel(keras.Model):
             kernel_initializer=initializer,
             name="mlm_dense",
         )
-        self.mlm_dropout = keras.layers.Dropout(float(mlm_head_dropout), name="mlm_dropout")
+        self.mlm_dropout = Dropout(float(mlm_head_dropout), name="mlm_dropout")
         self.mlm_norm = keras.layers.LayerNormalization(
             epsilon=self.layer_norm_eps, name="mlm_norm"
         )

@@ -281,3 +281,40 @@ def test_mixed_precision_policy():
     outputs = encoder(_batch())
     assert outputs["last_hidden_state"].dtype == tf.bfloat16
     assert encoder.token_embedding.embeddings.dtype == "float32"
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_block_attention_equals_keras_multi_head_attention(policy):
+    # The block computes attention itself (fused projection, batched matmuls) with the weights of
+    # its Keras MultiHeadAttention; both must give the same result, padding mask included.
+    block = TransformerEncoderBlock(32, 4, 64, dtype=policy)
+    block.build((3, 10, 32))
+    rng = np.random.default_rng(0)
+    for weight in block.attention.weights:  # large random weights: differences would show
+        weight.assign(rng.normal(size=weight.shape).astype("float32"))
+    inputs = tf.cast(rng.normal(size=(3, 10, 32)).astype("float32"), block.compute_dtype)
+    keep = rng.random((3, 1, 10)) > 0.3
+    keep[2] = False  # a sequence with every key masked: no context, only the output bias
+    for mask in (tf.constant(keep), None):
+        want = block.attention(query=inputs, value=inputs, attention_mask=mask)
+        got = block._self_attention(inputs, mask, training=False)
+        assert got.dtype == want.dtype == block.compute_dtype
+        scale = float(tf.reduce_max(tf.abs(tf.cast(want, tf.float32))))
+        np.testing.assert_allclose(
+            tf.cast(got, tf.float32), tf.cast(want, tf.float32), atol=1e-5 * scale, rtol=1e-2
+        )
+
+
+def test_attention_probabilities_dropout_is_used_in_training():
+    block = TransformerEncoderBlock(32, 4, 64, hidden_dropout_prob=0.0)
+    block.build((2, 10, 32))
+    inputs = tf.random.stateless_normal((2, 10, 32), seed=(0, 1))
+    inference = block._self_attention(inputs, None, training=False)
+    np.testing.assert_array_equal(inference, block._self_attention(inputs, None, training=False))
+    assert not np.allclose(inference, block._self_attention(inputs, None, training=True))
+    no_dropout = TransformerEncoderBlock(32, 4, 64, attention_probs_dropout_prob=0.0)
+    no_dropout.build((2, 10, 32))
+    no_dropout.set_weights(block.get_weights())
+    np.testing.assert_allclose(
+        no_dropout._self_attention(inputs, None, training=True), inference, atol=1e-6
+    )

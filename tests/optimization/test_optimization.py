@@ -10,6 +10,8 @@ import pytest
 
 from mlm.errors import UserInputError
 from mlm.optimization import (
+    Adam,
+    AdamW,
     LinearWarmup,
     learning_rate_schedule_builder,
     optimizer_builder,
@@ -158,11 +160,11 @@ def test_linear_warmup_rejects_zero_steps():
 @pytest.mark.parametrize(
     "config, cls, expected",
     [
-        ({"type": "adamw"}, keras.optimizers.AdamW,
+        ({"type": "adamw"}, AdamW,
          {"weight_decay": 0.01, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-6}),
         ({"type": "adamw", "weight_decay": 0.1, "beta_2": 0.98, "epsilon": 1e-8},
-         keras.optimizers.AdamW, {"weight_decay": 0.1, "beta_2": 0.98, "epsilon": 1e-8}),
-        ({"type": "adam", "beta_1": 0.8}, keras.optimizers.Adam,
+         AdamW, {"weight_decay": 0.1, "beta_2": 0.98, "epsilon": 1e-8}),
+        ({"type": "adam", "beta_1": 0.8}, Adam,
          {"beta_1": 0.8, "weight_decay": None}),
         ({"type": "lamb", "weight_decay": 0.01}, keras.optimizers.Lamb,
          {"weight_decay": 0.01, "epsilon": 1e-6}),
@@ -172,7 +174,7 @@ def test_linear_warmup_rejects_zero_steps():
         ({"type": "sgd", "gradient_clipping_by_norm": 1.0, "gradient_accumulation_steps": 4},
          keras.optimizers.SGD, {"global_clipnorm": 1.0, "clipnorm": None,
                                 "gradient_accumulation_steps": 4}),
-        ({"type": "adam", "gradient_accumulation_steps": 1}, keras.optimizers.Adam,
+        ({"type": "adam", "gradient_accumulation_steps": 1}, Adam,
          {"gradient_accumulation_steps": None, "global_clipnorm": None}),
     ],
 )  # fmt: skip
@@ -273,3 +275,102 @@ def test_weight_decay_on_the_bert_encoder_hits_only_kernels_and_embeddings():
         name = path.rsplit("/", 1)[-1]
         assert was_decayed == (name in ("kernel", "embeddings")), path
     assert any(changed.values()) and not all(changed.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused Adam / AdamW update
+# ---------------------------------------------------------------------------------------------
+
+
+def _train_pair(cls, gradients_of, steps=5, **kwargs):
+    """Weights after `steps` updates of a [50, 8] embedding-like and an [8] bias variable."""
+    import tensorflow as tf
+
+    variables = [
+        keras.Variable(np.random.default_rng(0).normal(size=(50, 8)).astype("float32"), name="w"),
+        keras.Variable(np.ones(8, "float32"), name="bias"),
+    ]
+    optimizer = cls(learning_rate=1e-2, epsilon=1e-6, **kwargs)
+    if kwargs.get("weight_decay"):
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    optimizer.build(variables)
+
+    @tf.function
+    def step(i):
+        optimizer.apply(gradients_of(i), variables)
+
+    for i in range(steps):
+        step(tf.constant(i))
+    return [np.array(v) for v in variables], optimizer
+
+
+def _slices(indices):
+    import tensorflow as tf
+
+    def gradients_of(i):
+        values = tf.random.stateless_normal((len(indices), 8), seed=tf.stack([i, 0]))
+        rows = tf.IndexedSlices(values, tf.constant(indices), tf.constant([50, 8]))
+        return [rows, tf.random.stateless_normal((8,), seed=tf.stack([i, 1]))]
+
+    return gradients_of
+
+
+def _dense(indices):
+    import tensorflow as tf
+
+    def gradients_of(i):
+        rows, bias = _slices(indices)(i)
+        return [tf.convert_to_tensor(rows), bias]
+
+    return gradients_of
+
+
+@pytest.mark.parametrize(
+    ("fused", "reference", "kwargs"),
+    [(AdamW, keras.optimizers.AdamW, {"weight_decay": 0.1}),
+     (Adam, keras.optimizers.Adam, {}),
+     (AdamW, keras.optimizers.AdamW, {"weight_decay": 0.1, "gradient_accumulation_steps": 2})],
+)  # fmt: skip
+def test_fused_update_equals_the_keras_optimizer(fused, reference, kwargs):
+    for gradients_of in (_dense([1, 3, 3, 7]), _slices([1, 3, 7])):
+        got, optimizer = _train_pair(fused, gradients_of, **kwargs)
+        want, keras_optimizer = _train_pair(reference, gradients_of, **kwargs)
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+        assert [v.shape for v in optimizer.variables] == [
+            v.shape for v in keras_optimizer.variables
+        ]
+    # The update moved the weights: the comparison is not between two untouched copies.
+    assert not np.allclose(got[0], np.random.default_rng(0).normal(size=(50, 8)))
+
+
+def test_fused_update_squares_the_summed_gradient_of_repeated_rows():
+    # An embedding lookup's gradient repeats a row index once per occurrence of the token. Keras'
+    # Adam squares each repeated slice before summing them (sum of squares); the fused update
+    # squares the summed gradient, as Adam on the dense gradient does.
+    repeated = [1, 3, 3, 7]
+    fused_slices, _ = _train_pair(AdamW, _slices(repeated), weight_decay=0.1)
+    fused_dense, _ = _train_pair(AdamW, _dense(repeated), weight_decay=0.1)
+    keras_dense, _ = _train_pair(keras.optimizers.AdamW, _dense(repeated), weight_decay=0.1)
+    keras_slices, _ = _train_pair(keras.optimizers.AdamW, _slices(repeated), weight_decay=0.1)
+    np.testing.assert_allclose(fused_slices[0], fused_dense[0], rtol=1e-6)
+    np.testing.assert_allclose(fused_slices[0], keras_dense[0], rtol=1e-5, atol=1e-6)
+    assert np.abs(keras_slices[0][3] - keras_dense[0][3]).max() > 1e-3  # Keras' row 3 differs
+
+
+def test_fused_optimizers_serialize_and_train_in_fit(tmp_path):
+    optimizer = optimizer_builder({"type": "adamw", "weight_decay": 0.05}, 0.05)
+    restored = keras.optimizers.deserialize(keras.optimizers.serialize(optimizer))
+    assert type(restored) is AdamW and restored.weight_decay == pytest.approx(0.05)
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=optimizer, loss="mse")
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = x @ np.array([[1.0], [-2.0], [0.5], [3.0]], "float32")
+    history = model.fit(x, y, epochs=20, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < 0.5 * history.history["loss"][0]
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    assert type(loaded.optimizer) is AdamW
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)

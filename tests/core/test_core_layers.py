@@ -1,0 +1,63 @@
+"""mlm.layers.Dropout: the 16-bit dropout keeps the Keras layer's statistics and contract."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from mlm.layers import Dropout
+
+
+@pytest.mark.parametrize("shape", [(64, 128, 256), (1001, 33)])  # even / odd last axis
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_drop_rate_and_mean_match_the_rate(shape, rate):
+    layer = Dropout(rate, seed=3)
+    inputs = tf.ones(shape)
+    outputs = layer(inputs, training=True).numpy()
+    kept = outputs != 0
+    size = kept.size
+    # Binomial standard error of the drop fraction, 5 sigma.
+    assert abs((1 - kept.mean()) - rate) < 5 * np.sqrt(rate * (1 - rate) / size)
+    np.testing.assert_allclose(outputs[kept], 1.0 / (1.0 - round(rate * 65536) / 65536))
+    assert abs(outputs.mean() - 1.0) < 5 * np.sqrt(rate / (1 - rate) / size)
+
+
+def test_inference_is_identity_and_training_draws_new_masks():
+    layer = Dropout(0.3, seed=1)
+    inputs = tf.random.stateless_normal((8, 16), seed=(0, 1))
+    np.testing.assert_array_equal(layer(inputs, training=False), inputs)
+    first = layer(inputs, training=True).numpy()
+    second = layer(inputs, training=True).numpy()
+    assert not np.array_equal(first == 0, second == 0)  # the seed generator advanced
+
+
+def test_same_seed_gives_same_mask_and_gradient_is_zero_where_dropped():
+    inputs = tf.random.stateless_normal((4, 10, 6), seed=(2, 3))
+    a, b = Dropout(0.4, seed=7), Dropout(0.4, seed=7)
+    with tf.GradientTape() as tape:
+        tape.watch(inputs)
+        outputs = a(inputs, training=True)
+        total = tf.reduce_sum(outputs)
+    gradient = tape.gradient(total, inputs).numpy()
+    np.testing.assert_array_equal(outputs, b(inputs, training=True))
+    dropped = outputs.numpy() == 0
+    assert dropped.any() and (gradient[dropped] == 0).all()
+    np.testing.assert_allclose(gradient[~dropped], 1 / (1 - round(0.4 * 65536) / 65536))
+
+
+def test_mixed_precision_and_edge_rates():
+    half = Dropout(0.2, dtype="mixed_bfloat16")
+    assert half(tf.ones((4, 8)), training=True).dtype == tf.bfloat16
+    np.testing.assert_array_equal(Dropout(1.0)(tf.ones((3, 4)), training=True), 0.0)
+    np.testing.assert_array_equal(Dropout(0.0)(tf.ones((3, 4)), training=True), 1.0)
+    shared = Dropout(0.5, noise_shape=(3, 1), seed=0)(tf.ones((3, 4)), training=True).numpy()
+    assert all(len(set(row)) == 1 for row in shared)  # Keras' noise_shape path
+
+
+def test_config_round_trip():
+    layer = Dropout(0.25, noise_shape=None, seed=5, name="drop")
+    restored = keras.layers.deserialize(keras.layers.serialize(layer))
+    assert type(restored) is Dropout
+    assert restored.get_config() == layer.get_config()
