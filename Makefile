@@ -5,6 +5,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 MLM := $(VENV)/bin/mlm
 STAMP := $(VENV)/.installed
+# Benchmarks run in their own virtualenv: the peers (PyTorch, keras-hub) are not project deps.
+BENCH_VENV ?= .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_OUT ?= bench/results
 
 # Pipeline / cluster knobs (override on the command line: make run CORPUS=... LABELS=...).
 CORPUS ?=
@@ -45,8 +49,21 @@ format: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
-	@set -e; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script; done
+$(BENCH_STAMP): pyproject.toml bench/requirements.txt
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e . -r bench/requirements.txt
+	@touch $(BENCH_STAMP)
+
+# Every benchmark, then one Markdown report (tables, commands, versions) and the PNG plot.
+bench: $(BENCH_STAMP)
+	@mkdir -p $(BENCH_OUT)
+	@set -e; for script in bench/bench_*.py; do \
+		echo "== $$script"; $(BENCH_VENV)/bin/python $$script --output $(BENCH_OUT); done
+	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/training.md $(BENCH_OUT)/encoder.md \
+		$(BENCH_OUT)/data.md \
+		$(BENCH_OUT)/multiworker.md > $(BENCH_OUT)/report.md
+	@echo "report: $(BENCH_OUT)/report.md, plot: $(BENCH_OUT)/peers.png"
 
 compile: $(STAMP)
 	$(PY) pipelines/compile.py --output $(PIPELINE_YAML)

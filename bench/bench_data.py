@@ -9,9 +9,12 @@ Measures, each in a fresh subprocess (so peak RSS is that of one run):
   with the same tokenizer, on a small slice, extrapolated to MB/s; and this package's
   `create_mlm_dataset` (batched tokenization) on the same slice.
 
-Prints a table and the ratios against the peer measured in the same run.
+Prints a Markdown table and the ratios against the peer measured in the same run, and writes
+them to `<output>/data.md`. The input pipeline's batches/s against the training step's
+consumption is measured by bench_peers.py (the `mlm` worker reads these shards).
 
 Usage: python bench/bench_data.py [--sizes-mb 10 100] [--peer-mb 1] [--pairs 3]
+       [--output bench/results]
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
@@ -127,6 +131,7 @@ def main() -> None:
     parser.add_argument("--sizes-mb", type=float, nargs="+", default=[10, 100])
     parser.add_argument("--peer-mb", type=float, default=1.0)
     parser.add_argument("--pairs", type=int, default=3, help="interleaved peer/ours repetitions")
+    parser.add_argument("--output", type=Path, default=Path("bench/results"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -165,34 +170,44 @@ def main() -> None:
             ours = _run_child("peer", peer_file, tokenizer_dir, "ours")
             pairs.append((seed["mb_s"], ours["mb_s"]))
 
-    print()
-    print(f"{'corpus':<20} {'MB':>7} {'tokenize MB/s':>14} {'shard MB/s':>11} "
-          f"{'both MB/s':>10} {'peak RSS MB':>12}")  # fmt: skip
-    for name, r in rows:
-        print(
-            f"{name:<20} {r['megabytes']:>7.1f} {r['tokenize_mb_s']:>14.2f} "
-            f"{r['shard_mb_s']:>11.2f} {r['both_mb_s']:>10.2f} {r['peak_rss_mb']:>12.0f}"
-        )
     seed_mb_s = statistics.median(p[0] for p in pairs)
     ours_mb_s = statistics.median(p[1] for p in pairs)
-    print()
-    print(f"peer on a {args.peer_mb:g} MB slice (per-line tf.py_function, seed README):")
-    print(f"  seed create_mlm_dataset:       {seed_mb_s:8.3f} MB/s (median of {len(pairs)})")
-    print(f"  batched create_mlm_dataset:    {ours_mb_s:8.3f} MB/s  "
-          f"ratio {ours_mb_s / seed_mb_s:5.1f}x (pairs: "
-          f"{', '.join(f'{o / s:.1f}x' for s, o in pairs)})")  # fmt: skip
-    largest = rows[-1][1]
-    print(
-        f"  shard step ({rows[-1][0]}): {largest['shard_mb_s']:8.3f} MB/s  "
-        f"ratio {largest['shard_mb_s'] / seed_mb_s:5.1f}x"
-    )
-    if len(rows) > 2:
-        small, large = rows[-2][1], rows[-1][1]
-        print(
-            f"peak RSS {rows[-1][0]} / {rows[-2][0]}: "
-            f"{large['peak_rss_mb'] / small['peak_rss_mb']:.2f} "
-            f"(corpus {large['megabytes'] / small['megabytes']:.0f}x larger)"
+    largest_name, largest = rows[-1]
+    lines = [
+        "# Data steps: tokenize + shard throughput and peak memory",
+        "",
+        f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; "
+        f"{os.cpu_count()} CPUs; each step in a fresh process (peak RSS is one run's).",
+        "",
+        "| corpus | MB | tokenize MB/s | shard MB/s | both MB/s | peak RSS MB |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in rows:
+        lines.append(
+            f"| {name} | {r['megabytes']:.1f} | {r['tokenize_mb_s']:.2f} "
+            f"| {r['shard_mb_s']:.2f} | {r['both_mb_s']:.2f} | {r['peak_rss_mb']:.0f} |"
         )
+    lines += [
+        "",
+        f"Peer on a {args.peer_mb:g} MB slice, {len(pairs)} interleaved pairs, medians: the seed "
+        "README's `create_mlm_dataset` (one `tf.py_function` tokenizer call per line) "
+        f"{seed_mb_s:.3f} MB/s; this package's batched `create_mlm_dataset` {ours_mb_s:.3f} MB/s "
+        f"({ours_mb_s / seed_mb_s:.1f}x; pairs "
+        + ", ".join(f"{o / s:.1f}x" for s, o in pairs)
+        + f"); the shard step on {largest_name} {largest['shard_mb_s']:.3f} MB/s "
+        f"({largest['shard_mb_s'] / seed_mb_s:.1f}x).",
+    ]
+    if len(rows) > 2:
+        small_name, small = rows[-2]
+        lines.append(
+            f"Peak RSS {largest_name} / {small_name}: "
+            f"{largest['peak_rss_mb'] / small['peak_rss_mb']:.2f} for a "
+            f"{largest['megabytes'] / small['megabytes']:.0f}x larger corpus (the steps stream)."
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "data.md").write_text(text)
 
 
 if __name__ == "__main__":

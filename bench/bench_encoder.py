@@ -11,7 +11,10 @@ outputs are compared first). Timed, interleaved A B A B on the same batch:
 Prints the median time of each and the median of the per-pair ratios ours / peer (below 1 means
 ours is faster). Needs `torch`; without it, says so and exits 0.
 
+Writes the table to `<output>/encoder.md`.
+
 Usage: python bench/bench_encoder.py [--variant tiny] [--batch 8] [--length 128] [--pairs 5]
+       [--output bench/results]
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
@@ -76,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("--output", type=Path, default=Path("bench/results"))
     args = parser.parse_args(argv)
 
     if (
@@ -140,10 +145,17 @@ def _compare(ours, conn, ids, mask, peer_output, args, threads) -> int:
 
     valid = mask.astype(bool)
     difference = np.abs(inference().numpy() - peer_output)[valid].max()
-    print(
-        f"BERT-{args.variant} (vocab {args.vocab_size}), batch {args.batch} x {args.length} tokens,"
-        f" {threads} threads each; max |ours - peer| on real tokens: {difference:.2e}"
-    )
+    lines = [
+        "# BERT encoder: mlm vs transformers `BertModel` (PyTorch), same weights",
+        "",
+        f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; "
+        f"BERT-{args.variant} (vocab {args.vocab_size}), batch {args.batch} x {args.length} "
+        f"tokens (a padded quarter), {threads} threads each; {args.pairs} interleaved pairs, "
+        f"medians; max |ours - peer| on real tokens: {difference:.2e}.",
+        "",
+        "| case | mlm ms | transformers ms | mlm / transformers |",
+        "|---|---:|---:|---:|",
+    ]
     if difference > 1e-3:
         print("error: the two models disagree; the comparison would be meaningless")
         return 1
@@ -152,7 +164,6 @@ def _compare(ours, conn, ids, mask, peer_output, args, threads) -> int:
         conn.send(case)
         return conn.recv()
 
-    print(f"{'case':<10} {'ours ms':>9} {'peer ms':>9} {'ratio ours/peer':>16}")
     for case, ours_fn in (("inference", inference), ("training", training)):
         for _ in range(2):  # warm-up: tracing, allocators, thread pools
             ours_fn()
@@ -162,11 +173,16 @@ def _compare(ours, conn, ids, mask, peer_output, args, threads) -> int:
             ours_times.append(_timed(ours_fn))
             peer_times.append(peer_call(case))
         ratios = [a / b for a, b in zip(ours_times, peer_times)]
-        print(
-            f"{case:<10} {1e3 * statistics.median(ours_times):>9.1f}"
-            f" {1e3 * statistics.median(peer_times):>9.1f}"
-            f" {statistics.median(ratios):>16.2f}"
+        lines.append(
+            f"| {case} | {1e3 * statistics.median(ours_times):.1f} "
+            f"| {1e3 * statistics.median(peer_times):.1f} | {statistics.median(ratios):.2f} |"
         )
+    text = "\n".join(
+        [*lines, "", "Below 1: mlm is faster. Training: forward + backward, no optimizer.", ""]
+    )
+    print(text)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "encoder.md").write_text(text)
     return 0
 
 

@@ -10,7 +10,9 @@ weight decay 0.01, dropout 0.1, float32) in its own worker process:
   `DataCollatorForLanguageModeling` every step, `torch.optim.AdamW` (a plain training loop, what
   `Trainer` runs without its bookkeeping);
 - `keras-hub`: `keras_hub.models.BertMaskedLM` (logits at up to 24 masked positions per sequence)
-  trained with `fit` on a `tf.data` pipeline that masks with `keras_hub.layers.MaskedLMMaskGenerator`.
+  trained with `fit` on a `tf.data` pipeline that masks with `keras_hub.layers.MaskedLMMaskGenerator`;
+- `mlm-bf16`: the `mlm` step with `mixed_bfloat16` (what `mlm pretrain --precision mixed_bfloat16`
+  runs), shown for reference: the peers run float32, and the targets compare `mlm` in float32.
 
 The workers are built and warmed up first; then the driver asks them in turn for a few steps each
 (round robin, so the machine's drift hits all alike) and reports the median tokens/s, the median of
@@ -49,7 +51,8 @@ SPECIAL_IDS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID = 4
 WEIGHT_DECAY = 0.01
 LEARNING_RATE = 1e-4
-POOL = 4  # distinct batches cycled through
+POOL = 4  # distinct batches cycled through by the peers
+PIPELINE_BATCHES = 200  # batches timed through mlm's input pipeline alone
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,16 @@ class Config:
 
 
 CONFIGS = {"tiny": Config(4, 256, 4), "small": Config(6, 512, 8)}
-IMPLEMENTATIONS = ("mlm", "hf-torch", "keras-hub")
+IMPLEMENTATIONS = ("mlm", "hf-torch", "keras-hub", "mlm-bf16")
 PEERS = ("hf-torch", "keras-hub")
 TARGETS = {"tiny": 1.5, "small": 1.4}  # tokens/s of mlm over the faster peer
 # Fraction of the positions at which each implementation computes vocabulary logits.
-LOGIT_FRACTION = {"mlm": MASK_RATE, "hf-torch": 1.0, "keras-hub": KERAS_HUB_MASK_LENGTH / LENGTH}
+LOGIT_FRACTION = {
+    "mlm": MASK_RATE,
+    "mlm-bf16": MASK_RATE,
+    "hf-torch": 1.0,
+    "keras-hub": KERAS_HUB_MASK_LENGTH / LENGTH,
+}
 
 
 def training_flops_per_token(config: Config, logit_fraction: float) -> float:
@@ -100,16 +108,28 @@ def synthetic_ids(seed: int):
 
 
 class MlmWorker:
-    def __init__(self, config: Config) -> None:
+    """The product's training step on the product's input pipeline.
+
+    Batches come from `mlm.data.pretraining_dataset` over shards that `mlm tokenize` and `mlm
+    shard` wrote from the built-in corpus (the vocabulary stays 30522, so the model is the
+    peers'). The output projection is tied to the token embedding, as in both peers
+    (`mlm pretrain --tie-word-embeddings`).
+    """
+
+    def __init__(self, config: Config, workdir: Path, precision: str = "float32") -> None:
         import keras
         import tensorflow as tf
 
+        from mlm.data import read_tokenizer_info
+        from mlm.data.dataset import pretraining_dataset
         from mlm.encoders.bert import BERT
         from mlm.model import MaskedLanguageModel
         from mlm.optimization import optimizer_builder
         from mlm.training.loop import make_train_step
 
         keras.utils.set_random_seed(0)
+        keras.config.set_dtype_policy(precision)  # what `mlm pretrain --precision` sets
+        info = read_tokenizer_info(str(workdir / "tokenizer"))
         encoder = BERT(
             vocab_size=VOCAB,
             hidden_size=config.hidden,
@@ -118,20 +138,27 @@ class MlmWorker:
             intermediate_size=config.intermediate,
         )
         model = MaskedLanguageModel(
-            encoder, vocab_size=VOCAB, mask_ratio=MASK_RATE, mask_token_id=MASK_ID,
-            special_token_ids=SPECIAL_IDS,
+            encoder, vocab_size=VOCAB, mask_ratio=MASK_RATE, mask_token_id=info.mask_token_id,
+            special_token_ids=tuple(info.special_token_ids), tie_word_embeddings=True,
         )  # fmt: skip
         model.build(None)
         optimizer = optimizer_builder(
             {"type": "adamw", "weight_decay": WEIGHT_DECAY}, LEARNING_RATE
         )
         optimizer.build(model.trainable_variables)
-        ids = synthetic_ids(0).reshape(-1, LENGTH)
-        dataset = tf.data.Dataset.from_tensor_slices(
-            {"input_ids": ids, "attention_mask": tf.ones_like(ids)}
-        )
-        dataset = dataset.repeat().batch(BATCH, drop_remainder=True).prefetch(2)
-        self.iterator = iter(dataset)
+
+        def batches():
+            return iter(pretraining_dataset(str(workdir / "shards"), BATCH, seed=0))
+
+        # The input pipeline alone, from a fresh iterator after a warm-up.
+        iterator = batches()
+        for _ in range(10):
+            next(iterator)
+        start = time.perf_counter()
+        for _ in range(PIPELINE_BATCHES):
+            next(iterator)
+        self.pipeline_batches_per_second = PIPELINE_BATCHES / (time.perf_counter() - start)
+        self.iterator = batches()
         self.step_fn = make_train_step(model, optimizer, tf.distribute.get_strategy())
         self.step = 0
         self.tf = tf
@@ -274,13 +301,16 @@ def worker_main(name: str, config_name: str, workdir: Path) -> int:
     """Builds one implementation, warms it up, then answers `steps` lines with seconds."""
     config = CONFIGS[config_name]
     if name == "mlm":
-        worker = MlmWorker(config)
+        worker = MlmWorker(config, workdir)
+    elif name == "mlm-bf16":
+        worker = MlmWorker(config, workdir, precision="mixed_bfloat16")
     elif name == "hf-torch":
         worker = HuggingFaceWorker(config, workdir)
     else:
         worker = KerasHubWorker(config)
     worker.run(3)  # tracing, allocation, first-step costs
-    print("ready", flush=True)
+    pipeline = getattr(worker, "pipeline_batches_per_second", None)
+    print(json.dumps({"ready": True, "pipeline_batches_per_second": pipeline}), flush=True)
     for line in sys.stdin:
         print(json.dumps(worker.run(int(line))), flush=True)
     return 0
@@ -309,10 +339,13 @@ class Worker:
 
     def wait_ready(self) -> None:
         line = self.process.stdout.readline()
-        if line.strip() != "ready":
+        try:
+            self.pipeline_batches_per_second = json.loads(line)["pipeline_batches_per_second"]
+        except (ValueError, KeyError, TypeError):
             self.process.kill()
             tail = "\n".join(self.log.read_text().splitlines()[-20:])
-            raise SystemExit(f"worker {self.name} failed (exit {self.process.wait()}):\n{tail}")
+            message = f"worker {self.name} failed (exit {self.process.wait()}):\n{tail}"
+            raise SystemExit(message) from None
 
     def seconds(self, steps: int) -> float:
         self.process.stdin.write(f"{steps}\n")
@@ -327,13 +360,27 @@ class Worker:
         self.process.wait(timeout=60)
 
 
-def measure_config(config: str, args: argparse.Namespace) -> dict[str, list[float]]:
-    """Tokens/s per round of each implementation, interleaved round robin."""
+def prepare_shards(workdir: Path) -> None:
+    """`mlm tokenize` + `mlm shard` of the built-in corpus into `workdir` (for the mlm worker)."""
+    from mlm.steps.shard import shard
+    from mlm.steps.tokenize import tokenize
+
+    tokenize(None, str(workdir / "tokenizer"), vocab_size=VOCAB)
+    shard(None, str(workdir / "tokenizer"), str(workdir / "shards"), max_seq_length=LENGTH)
+
+
+def measure_config(
+    config: str, args: argparse.Namespace, pipelines: dict[str, float]
+) -> dict[str, list[float]]:
+    """Tokens/s per round of each implementation, interleaved round robin; records the input
+    pipeline's batches/s of the mlm worker in `pipelines[config]`."""
     workers = []
     for name in IMPLEMENTATIONS:  # one at a time, so that warm-ups do not overlap
         worker = Worker(name, config, args.output)
         worker.wait_ready()
         workers.append(worker)
+        if name == "mlm":
+            pipelines[config] = worker.pipeline_batches_per_second
     rates: dict[str, list[float]] = {w.name: [] for w in workers}
     try:
         for round_index in range(args.rounds):
@@ -372,7 +419,9 @@ def cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-def report(results: dict, peak: dict[str, float], args: argparse.Namespace) -> str:
+def report(
+    results: dict, peak: dict[str, float], pipelines: dict[str, float], args: argparse.Namespace
+) -> str:
     best_matmul = max(peak.values())
     lines = [
         "# MLM training throughput: mlm vs Hugging Face (PyTorch) vs keras-hub",
@@ -382,12 +431,14 @@ def report(results: dict, peak: dict[str, float], args: argparse.Namespace) -> s
         + ".",
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"Setup: sequence {LENGTH}, batch {BATCH}, vocabulary {VOCAB}, {MASK_RATE:.0%} masking "
-        f"(80/10/10), AdamW, float32; {args.rounds} interleaved rounds of {args.steps} steps "
-        "after 3 warm-up steps; medians.",
+        f"(80/10/10), AdamW (weight decay {WEIGHT_DECAY}), dropout 0.1, output projection tied "
+        f"to the token embedding (all three); {args.rounds} interleaved rounds of {args.steps} "
+        "steps after 3 warm-up steps; medians.",
         "Best float32 matmul (square, 1024-3072): "
         + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
         + f"; the limit used below is {best_matmul:.0f} GFLOP/s.",
         "",
+        "`mlm-bf16` runs mixed_bfloat16 (this CPU has AVX512-BF16); the others run float32. "
         "Model FLOPs count the MLM head at the masked positions only (the same work for all); "
         "executed FLOPs count it where each implementation computes it (all positions for "
         "Hugging Face, 24 per sequence for keras-hub).",
@@ -420,6 +471,17 @@ def report(results: dict, peak: dict[str, float], args: argparse.Namespace) -> s
                     f"- {config}: mlm {ratio:.2f}x {faster_peer}; target {target}x: {met}."
                 )
     lines += ["", "Targets (tokens/s of mlm over the faster peer):", *verdicts, ""]
+    lines.append(
+        "Input pipeline (`mlm.data.pretraining_dataset` over shards of the built-in corpus, "
+        f"batch {BATCH} x {LENGTH}, read alone) against what the float32 training step consumes:"
+    )
+    for config, rate in pipelines.items():
+        steps_per_second = statistics.median(results[config]["mlm"]) / (BATCH * LENGTH)
+        lines.append(
+            f"- {config}: {rate:,.0f} batches/s vs {steps_per_second:.2f} steps/s "
+            f"({rate / steps_per_second:,.0f}x headroom)."
+        )
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -434,7 +496,9 @@ def plot(results: dict, path: Path) -> None:
     width = 0.8 / len(IMPLEMENTATIONS)
     for index, name in enumerate(IMPLEMENTATIONS):
         medians = [statistics.median(results[c][name]) for c in configs]
-        positions = [i + (index - 1) * width for i in range(len(configs))]
+        positions = [
+            i + (index - (len(IMPLEMENTATIONS) - 1) / 2) * width for i in range(len(configs))
+        ]
         bars = axis.bar(positions, medians, width, label=name)
         axis.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], fontsize=8)
     axis.set_xticks(range(len(configs)), [f"BERT {c}" for c in configs])
@@ -454,20 +518,23 @@ def main() -> int:
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker_main(args.worker, args.config, args.workdir)
+    if args.prepare:
+        prepare_shards(args.workdir)
+        return 0
 
     configs = [c for c in args.configs.split(",") if c]
     unknown = sorted(set(configs) - set(CONFIGS))
     if unknown:
         parser.error(f"--configs: unknown {unknown}; use any of {sorted(CONFIGS)}")
-    try:
-        import keras_hub  # noqa: F401
-        import torch  # noqa: F401
-        import transformers  # noqa: F401
-    except ImportError as error:
-        parser.error(f"{error.name} is missing: run `make bench`, which creates .venv-bench")
+    from importlib.util import find_spec
+
+    missing = [name for name in ("keras_hub", "torch", "transformers") if find_spec(name) is None]
+    if missing:
+        parser.error(f"{missing} not installed: run `make bench`, which creates .venv-bench")
     args.output.mkdir(parents=True, exist_ok=True)
 
     peak = {}
@@ -479,12 +546,27 @@ def main() -> int:
         peak[framework] = float(out.stdout.split()[-1])
         print(f"best float32 matmul, {framework}: {peak[framework]:.0f} GFLOP/s", flush=True)
 
-    results = {config: measure_config(config, args) for config in configs}
-    text = report(results, peak, args)
+    print("tokenizing and sharding the built-in corpus for the mlm worker", flush=True)
+    with (args.output / "prepare.log").open("w") as log:
+        subprocess.run(
+            [sys.executable, __file__, "--prepare", "--workdir", str(args.output)],
+            stdout=log, stderr=log, check=True,
+        )  # fmt: skip
+    pipelines: dict[str, float] = {}
+    results = {config: measure_config(config, args, pipelines) for config in configs}
+    text = report(results, peak, pipelines, args)
     print(text)
     (args.output / "peers.md").write_text(text + "\n")
     (args.output / "peers.json").write_text(
-        json.dumps({"matmul_gflops": peak, "tokens_per_second": results}, indent=1) + "\n"
+        json.dumps(
+            {
+                "matmul_gflops": peak,
+                "tokens_per_second": results,
+                "pipeline_batches_per_second": pipelines,
+            },
+            indent=1,
+        )
+        + "\n"
     )
     plot(results, args.output / "peers.png")
     print(f"wrote {args.output / 'peers.md'} and {args.output / 'peers.png'}")

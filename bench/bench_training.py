@@ -11,8 +11,10 @@ the median of the per-round ratios.
 - gather + XLA: the gather step with `jit_compile=True`;
 - oneDNN: the gather step in fresh processes with `TF_ENABLE_ONEDNN_OPTS=0` and `=1`, interleaved.
 
-Usage: python bench/bench_training.py [--hidden 128] [--layers 2] [--vocab 8000] [--length 128]
-       [--batch 16] [--steps 5] [--rounds 5] [--onednn-pairs 2]
+Writes a Markdown table to `<output>/training.md`.
+
+Usage: python bench/bench_training.py [--hidden 256] [--layers 4] [--vocab 30522] [--length 128]
+       [--batch 32] [--steps 3] [--rounds 3] [--onednn-pairs 2] [--output bench/results]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -123,13 +126,14 @@ def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--hidden", type=int, default=128)
-    parser.add_argument("--layers", type=int, default=2)
-    parser.add_argument("--vocab", type=int, default=8000)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--layers", type=int, default=4)
+    parser.add_argument("--vocab", type=int, default=30522)
     parser.add_argument("--length", type=int, default=128)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=5, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--output", type=Path, default=Path("bench/results"))
     parser.add_argument("--onednn-pairs", type=int, default=2, help="0 skips the oneDNN runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -138,16 +142,24 @@ def main() -> int:
         print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
         return 0
 
-    print(
-        f"model: hidden {args.hidden}, {args.layers} layers, vocab {args.vocab}; "
-        f"batch {args.batch} x {args.length}; {args.rounds} rounds of {args.steps} steps"
-    )
     times = measure(args, ["gather", "dense", "gather+xla"])
-    for name, values in times.items():
-        print(f"{name:>12}: median {statistics.median(values) * 1000:8.1f} ms/step")
-    print(f"gather / dense (peer): {ratio(times, 'gather', 'dense'):.2f}  (below 1: gather faster)")
-    print(f"XLA / no XLA: {ratio(times, 'gather+xla', 'gather'):.2f}  (below 1: XLA faster)")
-
+    lines = [
+        "# Training-step variants (mlm's own design choices)",
+        "",
+        f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; BERT hidden "
+        f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; batch {args.batch} x "
+        f"{args.length}; {args.rounds} interleaved rounds of {args.steps} steps; medians.",
+        "",
+        "| variant | ms/step |",
+        "|---|---:|",
+    ]
+    lines += [f"| {name} | {statistics.median(v) * 1000:.0f} |" for name, v in times.items()]
+    lines += [
+        "",
+        f"- gather / dense (vocabulary logits only at the masked positions / at every position): "
+        f"{ratio(times, 'gather', 'dense'):.2f} (below 1: gather faster)",
+        f"- XLA / graph mode: {ratio(times, 'gather+xla', 'gather'):.2f} (below 1: XLA faster)",
+    ]
     if args.onednn_pairs:
         child = [sys.executable, __file__, "--child", *sys.argv[1:]]
         onednn: dict[str, list[float]] = {"0": [], "1": []}
@@ -156,9 +168,18 @@ def main() -> int:
                 env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
                 out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
                 onednn[setting].append(float(out.stdout.strip().splitlines()[-1]))
-        for setting, values in onednn.items():
-            print(f"  oneDNN={setting}: median {statistics.median(values) * 1000:8.1f} ms/step")
-        print(f"oneDNN on / off: {ratio(onednn, '1', '0'):.2f}  (below 1: oneDNN faster)")
+        lines.append(
+            f"- oneDNN on / off: {ratio(onednn, '1', '0'):.2f} (below 1: oneDNN faster; "
+            + ", ".join(
+                f"{'on' if k == '1' else 'off'} {statistics.median(v) * 1000:.0f} ms"
+                for k, v in onednn.items()
+            )
+            + ")"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "training.md").write_text(text)
     return 0
 
 

@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from mlm.errors import UserInputError
-from mlm.layers import Dropout
+from mlm.layers import Dropout, LayerNormalization
 from mlm.masking import mask_tokens, masking_config
 from mlm.optimization import optimizer_builder
 
@@ -245,9 +245,7 @@ class MaskedLanguageModel(keras.Model):
             name="mlm_dense",
         )
         self.mlm_dropout = Dropout(float(mlm_head_dropout), name="mlm_dropout")
-        self.mlm_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_eps, name="mlm_norm"
-        )
+        self.mlm_norm = LayerNormalization(epsilon=self.layer_norm_eps, name="mlm_norm")
         self.mlm_output = MLMOutputProjection(
             self.vocab_size,
             tied=self.tie_word_embeddings,

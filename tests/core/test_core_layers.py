@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlm.layers import Dropout
+from mlm.layers import Dropout, LayerNormalization
 
 
 @pytest.mark.parametrize("shape", [(64, 128, 256), (1001, 33)])  # even / odd last axis
@@ -61,3 +61,44 @@ def test_config_round_trip():
     restored = keras.layers.deserialize(keras.layers.serialize(layer))
     assert type(restored) is Dropout
     assert restored.get_config() == layer.get_config()
+
+
+@pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
+def test_layer_norm_values_and_gradients_equal_keras(policy):
+    rng = np.random.default_rng(0)
+    inputs = tf.constant(rng.normal(2.0, 3.0, size=(4, 6, 32)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(4, 6, 32)).astype("float32"))
+    ours = LayerNormalization(epsilon=1e-12, dtype=policy)
+    reference = keras.layers.LayerNormalization(epsilon=1e-12, dtype=policy)
+    ours.build(inputs.shape)
+    reference.build(inputs.shape)
+    gamma = rng.normal(1.0, 0.5, size=32).astype("float32")  # non-trivial scale and shift
+    beta = rng.normal(0.0, 0.5, size=32).astype("float32")
+    for layer in (ours, reference):
+        layer.gamma.assign(gamma)
+        layer.beta.assign(beta)
+
+    def forward_and_gradients(layer):
+        with tf.GradientTape() as tape:
+            tape.watch(inputs)
+            outputs = layer(inputs)
+            total = tf.reduce_sum(tf.cast(outputs, tf.float32) * upstream)
+        return outputs, tape.gradient(total, [inputs, layer.gamma, layer.beta])
+
+    got, got_grads = forward_and_gradients(ours)
+    want, want_grads = forward_and_gradients(reference)
+    assert got.dtype == want.dtype
+    tolerance = 1e-5 if policy == "float32" else 2e-2
+    np.testing.assert_allclose(
+        tf.cast(got, tf.float32), tf.cast(want, tf.float32), atol=tolerance, rtol=tolerance
+    )
+    for a, b in zip(got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(a, b, atol=tolerance * 10, rtol=tolerance)
+    assert {**ours.get_config(), "name": ""} == {**reference.get_config(), "name": ""}
+
+
+def test_layer_norm_other_axes_use_the_keras_implementation():
+    inputs = tf.random.stateless_normal((3, 5, 4), seed=(1, 1))
+    ours = LayerNormalization(axis=1)
+    reference = keras.layers.LayerNormalization(axis=1)
+    np.testing.assert_allclose(ours(inputs), reference(inputs), atol=1e-6)

@@ -18,7 +18,7 @@ import keras
 from keras import ops
 
 from mlm.errors import UserInputError
-from mlm.layers import Dropout
+from mlm.layers import Dropout, LayerNormalization
 
 # Sizes of the BERT family (Turc et al., 2019 for tiny/small; Devlin et al., 2018 for base/large).
 BERT_VARIANTS: dict[str, dict[str, int]] = {
@@ -104,7 +104,7 @@ def make_normalization(
         UserInputError: unknown `normalization_type`.
     """
     if normalization_type == "layer_norm":
-        return keras.layers.LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
+        return LayerNormalization(epsilon=epsilon, name=name, dtype=dtype)
     if normalization_type == "rms_norm":
         return keras.layers.RMSNormalization(epsilon=epsilon, name=name, dtype=dtype)
     raise UserInputError(
