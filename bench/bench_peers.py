@@ -501,9 +501,17 @@ def plot(results: dict, path: Path) -> None:
         ]
         bars = axis.bar(positions, medians, width, label=name)
         axis.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], fontsize=8)
+    for i, config in enumerate(configs):  # the target: a multiple of the faster peer
+        target = TARGETS[config] * max(statistics.median(results[config][p]) for p in PEERS)
+        axis.hlines(target, i - 0.45, i + 0.45, colors="black", linestyles="dashed")
+        axis.annotate(f"target {TARGETS[config]}x faster peer", (i + 0.45, target), fontsize=8,
+                      xytext=(0, 3), textcoords="offset points", ha="right")  # fmt: skip
     axis.set_xticks(range(len(configs)), [f"BERT {c}" for c in configs])
     axis.set_ylabel("training tokens/s (median)")
-    axis.set_title(f"MLM training, seq {LENGTH}, batch {BATCH}, vocab {VOCAB}, float32, CPU")
+    axis.set_title(
+        f"MLM training on CPU, seq {LENGTH}, batch {BATCH}, vocab {VOCAB}\n"
+        "float32, except mlm-bf16 (mixed bfloat16)"
+    )
     axis.legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
