@@ -8,8 +8,8 @@ all-reduced every step). The runs alternate (1, 2, 1, 2, ...) and the throughput
 left out). On one machine the two workers share its cores, so the ratio measures what the
 multi-worker path costs (collectives, the split batch, two processes), not a speed-up.
 
-Usage: python bench/bench_multiworker.py [--variant tiny] [--steps 30] [--batch-size 32]
-       [--pairs 2] [--output bench/results]
+Usage: python bench/bench_multiworker.py [--variant tiny] [--vocab-size 8000] [--steps 30]
+       [--batch-size 32] [--pairs 2] [--output bench/results]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def run(command: list[str], log: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="tiny")
+    parser.add_argument("--vocab-size", type=int, default=8000)
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--pairs", type=int, default=2)
@@ -54,7 +55,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="mlm-bench-") as workdir:
         work = Path(workdir)
-        run([*mlm_command(), "tokenize", "--output", str(work / "tok")], log)
+        tokenize = ["tokenize", "--output", str(work / "tok"), "--vocab-size", str(args.vocab_size)]
+        run([*mlm_command(), *tokenize], log)
         shard = ["shard", "--tokenizer", str(work / "tok"), "--output", str(work / "shards")]
         run([*mlm_command(), *shard, "--num-shards", "4"], log)
         rates: dict[int, list[float]] = {1: [], 2: []}
@@ -91,7 +93,8 @@ def main() -> int:
         "# Multi-worker overhead: `mlm pretrain --workers 2` vs `--workers 1`",
         "",
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; {os.cpu_count()} CPUs, "
-        f"BERT {args.variant}, global batch {args.batch_size}, {args.steps} steps, "
+        f"BERT {args.variant}, built-in corpus, vocabulary {args.vocab_size}, "
+        f"global batch {args.batch_size}, {args.steps} steps, "
         f"{args.pairs} alternating pairs, medians.",
         "",
         "| workers | tokens/s | wall s (incl. start-up) |",

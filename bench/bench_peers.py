@@ -468,7 +468,7 @@ def report(
                 target = TARGETS[config]
                 met = "met" if ratio >= target else "NOT met"
                 verdicts.append(
-                    f"- {config}: mlm {ratio:.2f}x {faster_peer}; target {target}x: {met}."
+                    f"- {config}: mlm {ratio:.3f}x {faster_peer}; target {target}x: {met}."
                 )
     lines += ["", "Targets (tokens/s of mlm over the faster peer):", *verdicts, ""]
     lines.append(

@@ -10,18 +10,41 @@ import tensorflow as tf
 from mlm.layers import Dropout, LayerNormalization
 
 
-@pytest.mark.parametrize("shape", [(64, 128, 256), (1001, 33)])  # even / odd last axis
+@pytest.mark.parametrize(
+    ("shape", "scale_of"),
+    [((64, 128, 256), lambda rate: 1.0 / (1.0 - round(rate * 65536) / 65536)),  # 16-bit draws
+     ((1001, 33), lambda rate: 1.0 / (1.0 - rate))],  # odd last axis: Keras' dropout
+)  # fmt: skip
 @pytest.mark.parametrize("rate", [0.1, 0.5])
-def test_drop_rate_and_mean_match_the_rate(shape, rate):
+def test_drop_rate_and_mean_match_the_rate(shape, scale_of, rate):
     layer = Dropout(rate, seed=3)
-    inputs = tf.ones(shape)
-    outputs = layer(inputs, training=True).numpy()
+    outputs = layer(tf.ones(shape), training=True).numpy()
     kept = outputs != 0
     size = kept.size
     # Binomial standard error of the drop fraction, 5 sigma.
     assert abs((1 - kept.mean()) - rate) < 5 * np.sqrt(rate * (1 - rate) / size)
-    np.testing.assert_allclose(outputs[kept], 1.0 / (1.0 - round(rate * 65536) / 65536))
+    np.testing.assert_allclose(outputs[kept], scale_of(rate), rtol=1e-6)
     assert abs(outputs.mean() - 1.0) < 5 * np.sqrt(rate / (1 - rate) / size)
+
+
+def test_dynamic_shapes_compile_with_xla():
+    # The MLM head drops out a [positions, hidden] tensor whose first axis is only known at run
+    # time; under XLA the random op needs a static shape, so that case takes Keras' dropout.
+    layer = Dropout(0.5, seed=0)
+
+    @tf.function(jit_compile=True)
+    def head_dropout(hidden, mask):
+        return layer(tf.gather_nd(hidden, tf.where(mask)), training=True)
+
+    @tf.function(jit_compile=True)
+    def static_dropout(hidden):
+        return layer(hidden, training=True)
+
+    hidden = tf.ones((4, 6, 8))
+    mask = tf.constant(np.arange(24).reshape(4, 6) % 3 == 0)
+    dropped = head_dropout(hidden, mask).numpy()
+    assert dropped.shape == (8, 8) and 0 < (dropped == 0).mean() < 1
+    assert 0 < (static_dropout(hidden).numpy() == 0).mean() < 1
 
 
 def test_inference_is_identity_and_training_draws_new_masks():
