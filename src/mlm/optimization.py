@@ -304,8 +304,6 @@ class _FusedAdamUpdate:
 
         if self.amsgrad or keras.backend.backend() != "tensorflow":
             return super().update_step(gradient, variable, learning_rate)
-        if isinstance(variable, keras.Variable):
-            variable = variable.value  # the tf.Variable
         index = self._get_variable_index(variable)
         dtype = variable.dtype
         step = tf.cast(self.iterations + 1, dtype)
@@ -336,31 +334,8 @@ class AdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
     """`keras.optimizers.AdamW` with the fused TensorFlow update (same arguments).
 
     The decoupled weight decay is Keras' (`w -= lr * weight_decay * w` before the update,
-    skipping excluded variables), with `lr * weight_decay` formed as a scalar first so that each
-    variable takes one multiplication instead of two.
+    skipping excluded variables).
     """
-
-    def _apply_weight_decay(self, variables: list) -> None:
-        import tensorflow as tf
-
-        if self.weight_decay is None or keras.backend.backend() != "tensorflow":
-            return super()._apply_weight_decay(variables)
-
-        def decay(variable: tf.Variable) -> None:
-            if self._use_weight_decay(variable):
-                factor = tf.cast(self.learning_rate * self.weight_decay, variable.dtype)
-                variable.assign_sub(variable * factor)
-
-        def apply(distribution: tf.distribute.Strategy, variables: list) -> None:
-            for variable in variables:
-                if isinstance(variable, keras.Variable):
-                    variable = variable.value
-                distribution.extended.update(variable, decay, group=False)
-
-        tf.__internal__.distribute.interim.maybe_merge_call(
-            apply, self._distribution_strategy, variables
-        )
-        return None
 
 
 _OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {

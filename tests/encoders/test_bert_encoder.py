@@ -318,3 +318,24 @@ def test_attention_probabilities_dropout_is_used_in_training():
     np.testing.assert_allclose(
         no_dropout._self_attention(inputs, None, training=True), inference, atol=1e-6
     )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_exact_gelu_values_and_gradient_equal_keras(dtype):
+    # The encoder's exact GELU has a hand-written gradient; both must equal Keras' gelu.
+    from mlm.encoders.bert import get_activation
+
+    inputs = tf.cast(tf.linspace(-8.0, 8.0, 1001), dtype)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(inputs)
+        ours = get_activation("gelu")(inputs)
+        reference = keras.activations.gelu(inputs, approximate=False)
+    tolerance = 1e-6 if dtype == "float32" else 1e-2
+    np.testing.assert_allclose(
+        tf.cast(ours, tf.float32), tf.cast(reference, tf.float32), atol=tolerance
+    )
+    np.testing.assert_allclose(
+        tf.cast(tape.gradient(ours, inputs), tf.float32),
+        tf.cast(tape.gradient(reference, inputs), tf.float32),
+        atol=tolerance,
+    )
