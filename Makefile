@@ -24,16 +24,24 @@ CRON ?= 0 0 3 * * 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: install run test lint format bench compile images deploy submit schedule clean
+.PHONY: install system-packages run test lint format bench compile images deploy submit schedule clean
 
-# Re-install only when the project metadata changes (fast when already installed).
+# Programs the tests start for real, as COMMAND=DEBIAN_PACKAGE (installed when missing, as root).
+SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway
+
+# Re-install only when the project metadata changes (fast when already installed). The build
+# requirements come first: a new venv's setuptools is too old for pyproject's [build-system].
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet --upgrade pip $$($(PY) -c 'import tomllib; \
+		print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
 	$(PY) -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+system-packages:
+	@scripts/install-system-packages.sh $(SYSTEM_PACKAGES)
 
 run: $(STAMP)
 	$(PY) pipelines/run_local.py --output $(OUTPUT) $(if $(CORPUS),--corpus $(CORPUS)) $(if $(LABELS),--labels $(LABELS))
@@ -46,7 +54,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint
+test: lint system-packages
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 $(BENCH_STAMP): pyproject.toml bench/requirements.txt

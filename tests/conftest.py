@@ -11,3 +11,15 @@ pytest_plugins = ["tests.gcs_emulator"]
 # Compile-time pipeline options come from the environment; the tests check the defaults.
 for _name in ("MLM_IMAGE", "MLM_GPU_NODE_SELECTOR"):
     os.environ.pop(_name, None)
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    """A skipped test counts as a failure: `make test` installs everything every test needs."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if skipped and exitstatus == 0:
+        reporter.write_line(
+            f"{skipped} test(s) skipped: `make test` should have installed what they need",
+            red=True,
+        )
+        session.exitstatus = 1
