@@ -27,7 +27,7 @@ export KERAS_BACKEND := tensorflow
 .PHONY: install system-packages run test lint format bench compile images deploy submit schedule clean
 
 # Programs the tests start for real, as COMMAND=DEBIAN_PACKAGE (installed when missing, as root).
-SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway
+SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway promtool=prometheus
 
 # Re-install only when the project metadata changes (fast when already installed). The build
 # requirements come first: a new venv's setuptools is too old for pyproject's [build-system].

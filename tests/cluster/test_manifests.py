@@ -35,12 +35,16 @@ GAUGES = {
     "mlm_global_step",
     "mlm_last_success_timestamp",
     "mlm_training_finished",
+    "mlm_total_steps",
+    "mlm_eta_seconds",
+    "mlm_training_diverged",
 }
 # Series the rules may use besides the gauges: the Pushgateway's own and Prometheus's.
 OTHER_SERIES = {"push_time_seconds", "up"}
 PROMQL_WORDS = {
     "time", "max", "min", "avg", "sum", "by", "without", "on", "ignoring", "and", "or", "unless",
-    "changes", "abs", "avg_over_time", "offset", "Inf", "NaN", "rate", "delta", "job", "run_id",
+    "changes", "abs", "avg_over_time", "max_over_time", "absent", "offset", "Inf", "NaN", "rate",
+    "delta", "job", "run_id",
 }  # fmt: skip
 
 
@@ -281,7 +285,9 @@ def test_alert_rules_cover_stalls_nan_and_throughput():
         "MLMTrainingNoProgress",
         "MLMTrainingLossNaN",
         "MLMThroughputDrop",
+        "MLMTrainingMetricsVanished",
         "MLMPushgatewayDown",
+        "MLMPushgatewayAbsent",
     }
     for name, rule in alerts.items():
         assert promql_problems(rule["expr"]) == [], name
@@ -289,10 +295,10 @@ def test_alert_rules_cover_stalls_nan_and_throughput():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
     assert "push_time_seconds" in alerts["MLMTrainingMetricsStale"]["expr"]
-    assert "changes(mlm_global_step" in alerts["MLMTrainingNoProgress"]["expr"]
-    assert "mlm_train_loss != mlm_train_loss" in re.sub(
-        r"\{[^}]*\}", "", alerts["MLMTrainingLossNaN"]["expr"]
-    )
+    assert "mlm_last_success_timestamp" in alerts["MLMTrainingNoProgress"]["expr"]
+    nan_expr = re.sub(r"\{[^}]*\}", "", alerts["MLMTrainingLossNaN"]["expr"])
+    assert "mlm_train_loss != mlm_train_loss" in nan_expr and "mlm_training_diverged" in nan_expr
+    assert "absent(up" in alerts["MLMPushgatewayAbsent"]["expr"]
     assert "mlm_tokens_per_second" in alerts["MLMThroughputDrop"]["expr"]
 
 
@@ -306,6 +312,9 @@ def test_grafana_dashboard_is_loaded_by_the_sidecar_and_shows_every_gauge():
         assert promql_problems(expr.replace("$run_id", "")) == [], expr
     shown = {word for expr in exprs for word in re.findall(r"mlm_\w+", expr)}
     assert shown >= GAUGES - {"mlm_last_success_timestamp", "mlm_training_finished"}
+    # Progress and ETA: steps done against total_steps, and the pushed estimate.
+    assert any("mlm_global_step" in e and "mlm_total_steps" in e for e in exprs)
+    assert any(e.startswith("mlm_eta_seconds") for e in exprs)
 
 
 BAD_MANIFESTS = """
