@@ -157,7 +157,7 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
     assert pod["spec"]["serviceAccountName"] == launch.DEFAULT_SERVICE_ACCOUNT
     (container,) = pod["spec"]["containers"]
     assert container["name"] == launch.JOB_KINDS["trainjob"].container
-    assert container["command"] == ["mlm", "pretrain"]
+    assert container["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MLM_WORKER_PORT"]["value"] == str(launch.WORKER_PORT)
     assert env["JOBSET_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
