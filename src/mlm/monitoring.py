@@ -193,7 +193,7 @@ class PushgatewayReporter:
 
         Ignored after `close`.
         """
-        values = {key: float(value) for key, value in metrics.items()}
+        values = {key: float(metrics[key]) for key, _ in self._gauges.values() if key in metrics}
         values["timestamp"] = time.time()
         with self._condition:
             if self._closed:
