@@ -218,28 +218,44 @@ def test_pushgateway_recovery_is_logged(pushgateway, caplog):
     assert sum("work again" in m for m in messages) == 2
 
 
-def test_divergence_is_pushed_before_the_loop_stops(training_data, pushgateway):
-    """A real loop whose loss turns NaN at step 5: the gateway holds diverged=1 and loss NaN."""
+@pytest.mark.parametrize(
+    ("checkpoint_every", "message", "step", "loss_is_nan"),
+    [
+        (10, "the training loss became nan at step 5", 5, True),
+        (2, "the weights hold NaN", 4, False),
+    ],
+    ids=["nan-loss", "nan-weights"],
+)
+def test_divergence_is_pushed_before_the_loop_stops(
+    training_data, pushgateway, tmp_path, checkpoint_every, message, step, loss_is_nan
+):
+    """A real loop whose 4th update writes NaN weights: the gateway holds diverged=1 and the
+    step it stopped at (the NaN loss of step 5, or the last finite loss when the checkpoint-time
+    weight check stops it at step 4)."""
     import keras
     import tensorflow as tf
 
+    from mlm.training.checkpoints import CheckpointKeeper
     from mlm.training.loop import LoopConfig, TrainingDivergedError, train_loop
     from tests.training.test_loop import NaNAfter, build, dataset_fn
 
-    model, _, step, _ = build(training_data)
+    model, _, counter, _ = build(training_data)
     optimizer = keras.optimizers.AdamW(learning_rate=NaNAfter(3).schedule)
     optimizer.build(model.trainable_variables)
-    reporter = PushgatewayReporter(pushgateway, "diverges")
-    with pytest.raises(TrainingDivergedError, match="loss became nan at step 5"):
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=counter)
+    keeper = CheckpointKeeper(str(tmp_path / "ckpt"), checkpoint)
+    run_id = f"diverges-{checkpoint_every}"
+    reporter = PushgatewayReporter(pushgateway, run_id)
+    config = LoopConfig(total_steps=10, log_every_steps=1, checkpoint_every_steps=checkpoint_every)
+    with pytest.raises(TrainingDivergedError, match=message):
         train_loop(
-            model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data),
-            LoopConfig(total_steps=10, log_every_steps=1), step_counter=step,
-            reporters=[reporter], log=lambda _m: None,
+            model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data), config,
+            step_counter=counter, checkpoints=keeper, reporters=[reporter], log=lambda _m: None,
         )  # fmt: skip
     assert reporter.close()
     metrics = scrape(pushgateway)
-    labels = LABELS.format("diverges")
+    labels = LABELS.format(run_id)
     assert metrics["mlm_training_diverged"][labels] == 1
-    assert math.isnan(metrics["mlm_train_loss"][labels])
-    assert metrics["mlm_global_step"][labels] == 5
+    assert math.isnan(metrics["mlm_train_loss"][labels]) == loss_is_nan
+    assert metrics["mlm_global_step"][labels] == step
     assert metrics["mlm_total_steps"][labels] == 10

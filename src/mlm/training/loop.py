@@ -298,7 +298,7 @@ def train_loop(
         due = (every and step % every == 0) or values["save_requests"] > 0
         if checkpoints is not None and (due or step == config.total_steps):
             if not all_finite(model.trainable_variables):
-                _report_divergence(reporters, step, config.total_steps, result.final_loss)
+                _report_divergence(reporters, step, config.total_steps)
                 raise TrainingDivergedError(
                     f"the weights hold NaN or infinite values after step {step}; training stopped "
                     "without saving this state (the last checkpoint is kept). Lower the learning "
@@ -319,10 +319,13 @@ def train_loop(
 
 
 def _report_divergence(
-    reporters: Sequence[Reporter], step: int, total_steps: int, loss: float
+    reporters: Sequence[Reporter], step: int, total_steps: int, loss: float | None = None
 ) -> None:
-    """Reports `diverged=1` (and the loss) before the loop stops, so monitoring sees why."""
-    metrics = {"step": step, "total_steps": total_steps, "loss": loss, "diverged": 1.0}
+    """Reports `diverged=1` (and the non-finite loss) before the loop stops, so monitoring sees
+    why the run ended."""
+    metrics = {"step": step, "total_steps": total_steps, "diverged": 1.0}
+    if loss is not None:
+        metrics["loss"] = loss
     for reporter in reporters:
         reporter.report(metrics)
 
