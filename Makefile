@@ -24,10 +24,10 @@ CRON ?= 0 0 3 * * 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: install system-packages run test lint format bench compile images deploy submit schedule clean
+.PHONY: install system-packages run test lint format bench compile images lock deploy submit schedule clean
 
 # Programs the tests start for real, as COMMAND=DEBIAN_PACKAGE (installed when missing, as root).
-SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway
+SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway promtool=prometheus
 
 # Re-install only when the project metadata changes (fast when already installed). The build
 # requirements come first: a new venv's setuptools is too old for pyproject's [build-system].
@@ -78,6 +78,16 @@ bench: $(BENCH_STAMP)
 
 compile: $(STAMP)
 	$(PY) pipelines/compile.py --output $(PIPELINE_YAML)
+
+# The images' hashed lock files: pyproject.toml's runtime dependencies (plus the CUDA wheels for
+# the GPU image), resolved for the images' Python and platform. The Dockerfiles install them in a
+# layer before the mlm wheel, so a source change does not reinstall TensorFlow.
+LOCK := $(VENV)/bin/uv pip compile --quiet --generate-hashes --python-version 3.11 \
+	--python-platform x86_64-manylinux_2_36 --custom-compile-command "make lock"
+
+lock: $(STAMP)
+	$(LOCK) pyproject.toml -o images/requirements.lock
+	$(LOCK) pyproject.toml images/requirements-gpu.in -o images/requirements-gpu.lock
 
 images:
 	docker build -f images/cpu.Dockerfile -t $(REGISTRY)/mlm:$(TAG) .

@@ -2,13 +2,16 @@
 
 All three take the same dict of scalars per logging step (`loss`, `accuracy`, `learning_rate`,
 `tokens_per_second`, ...), so the training loop reports once and each sink picks what it shows.
-Nothing here may stop training: a Pushgateway that is down costs one warning per failure streak.
+Nothing here may stop or slow training: Pushgateway pushes run on their own thread, and a gateway
+that is down costs one warning per failure streak.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from typing import TextIO
@@ -29,6 +32,11 @@ GAUGES: dict[str, tuple[str, str]] = {
     # 0 while training; 1 once the outputs are written, so alerts can tell a finished run from a
     # stalled one without deleting the run's group (its final values stay visible).
     "mlm_training_finished": ("finished", "1 once the run has written its outputs, else 0."),
+    "mlm_total_steps": ("total_steps", "The step count the run stops at."),
+    "mlm_eta_seconds": ("eta_seconds", "Estimated seconds until the last step."),
+    # 1 when the loss or the weights became NaN or infinite: pushed before training stops, so
+    # the alert fires although the run never reports again.
+    "mlm_training_diverged": ("diverged", "1 once training stopped on a NaN/inf loss, else 0."),
 }
 
 
@@ -127,7 +135,15 @@ class TensorBoardWriter:
 
 
 class PushgatewayReporter:
-    """Pushes the training gauges to a Prometheus Pushgateway, never failing training.
+    """Pushes the training gauges to a Prometheus Pushgateway from a background thread.
+
+    `report` only records the values and returns: a thread of this reporter does the HTTP push, so
+    a gateway that is down, slow or hanging costs the training loop nothing. The queue holds one
+    entry: values reported while a push is in flight are merged into it (newer values win), and
+    since each push replaces the whole group, only the newest state matters. Between reports the
+    thread re-pushes the newest values every `heartbeat` seconds, so `push_time_seconds` shows
+    the process is alive even when the step does not advance (a hung collective). `close` (also
+    run at interpreter exit) pushes what is left, waiting at most its timeout.
 
     Each push replaces the group `job=<job>, run_id=<run_id>` on the gateway. Failures (gateway
     down, timeout, HTTP error) are logged as one warning per streak of failures, then one info line
@@ -138,30 +154,115 @@ class PushgatewayReporter:
         run_id: the grouping key that tells runs apart.
         job: the Prometheus job label.
         timeout: seconds one push may take.
+        heartbeat: seconds between re-pushes of unchanged values (None: never).
     """
 
-    def __init__(self, url: str, run_id: str, job: str = PUSHGATEWAY_JOB, timeout: float = 5.0):
+    def __init__(
+        self,
+        url: str,
+        run_id: str,
+        job: str = PUSHGATEWAY_JOB,
+        timeout: float = 5.0,
+        heartbeat: float | None = 60.0,
+    ):
         from prometheus_client import CollectorRegistry, Gauge
 
         self.url = url
         self.run_id = run_id
         self.job = job
         self.timeout = timeout
+        self.heartbeat = heartbeat
         self.registry = CollectorRegistry()
         self._gauges = {
             name: (key, Gauge(name, help_text, registry=self.registry))
             for name, (key, help_text) in GAUGES.items()
         }
         self._failing = False
+        self._condition = threading.Condition()
+        self._pending: dict[str, float] | None = None  # reported, not yet pushed (merged)
+        self._pushing = False
+        self._pushed_any = False
+        self._last_ok = False
+        self._closed = False
+        self._thread = threading.Thread(target=self._run, name="mlm-pushgateway", daemon=True)
+        self._thread.start()
+        atexit.register(self.close)
 
-    def report(self, metrics: Mapping[str, float]) -> bool:
-        """Sets the gauges present in `metrics` and pushes them; returns whether it worked."""
+    def report(self, metrics: Mapping[str, float]) -> None:
+        """Queues the values in `metrics` for the next push and returns at once.
+
+        Ignored after `close`.
+        """
+        values = {key: float(metrics[key]) for key, _ in self._gauges.values() if key in metrics}
+        values["timestamp"] = time.time()
+        with self._condition:
+            if self._closed:
+                return
+            self._pending = {**(self._pending or {}), **values}
+            self._condition.notify_all()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Waits until every reported value was pushed (or failed to be), at most `timeout` s.
+
+        Returns:
+            Whether the last push succeeded; False when the wait ran out first.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._pending is not None or self._pushing:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._condition.wait(remaining)
+            return self._last_ok
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Pushes what is left (again, if the last push failed) and stops the thread, waiting at
+        most `timeout` s (default: the push timeout).
+
+        Returns:
+            Whether the last push succeeded within the wait.
+        """
+        timeout = self.timeout if timeout is None else timeout
+        atexit.unregister(self.close)
+        with self._condition:
+            already_closed, self._closed = self._closed, True
+            retry = not already_closed and self._pushed_any and not self._last_ok
+            if retry and self._pending is None:
+                self._pending = {}  # the last push failed: one more try with the same values
+            self._condition.notify_all()
+        delivered = self.flush(timeout)
+        if not delivered and not already_closed:
+            logger.warning(
+                "Pushgateway %s: the last metrics were not delivered within %gs", self.url, timeout
+            )
+        return delivered
+
+    def _run(self) -> None:
+        """The push thread: pushes each queued state, re-pushes it as a heartbeat when idle."""
+        while True:
+            with self._condition:
+                while self._pending is None and not self._closed:
+                    if not self._condition.wait(self.heartbeat) and self._pushed_any:
+                        break  # idle for a heartbeat: push the same values again
+                if self._pending is None and self._closed:
+                    return
+                values, self._pending = self._pending or {}, None
+                self._pushing = True
+            ok = self._push(values)
+            with self._condition:
+                self._pushing = False
+                self._pushed_any = True
+                self._last_ok = ok
+                self._condition.notify_all()
+
+    def _push(self, values: Mapping[str, float]) -> bool:
+        """Sets the gauges present in `values` and pushes the registry; whether it worked."""
         from prometheus_client import push_to_gateway
 
-        values = {**metrics, "timestamp": time.time()}
         for key, gauge in self._gauges.values():
             if key in values:
-                gauge.set(float(values[key]))
+                gauge.set(values[key])
         try:
             push_to_gateway(
                 self.url,

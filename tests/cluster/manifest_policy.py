@@ -8,12 +8,20 @@
   and limits;
 - every image is pinned by a tag other than `latest`;
 - RBAC stays least-privilege: no ClusterRole / ClusterRoleBinding, no wildcards, only the job
-  kinds the launcher creates may be written, pods and pod logs may only be read.
+  kinds the launcher creates may be written, pods and pod logs may only be read;
+- the network is closed by default: every Namespace the manifests create has a NetworkPolicy
+  that selects all its pods and denies ingress and egress, and no policy rule opens a port to
+  any peer (a rule without `from` / `to`).
+
+`allowed(policies, source, destination, port)` evaluates NetworkPolicies the way Kubernetes does,
+so tests can ask which connections a built overlay lets through.
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,9 +128,38 @@ def _rbac_problems(resource: dict) -> Iterator[str]:
                     yield f"Role {name} grants access to {group or 'core'}/{plural}, which mlm never uses"
 
 
+def is_default_deny(policy: dict) -> bool:
+    """Whether a NetworkPolicy selects every pod of its namespace and allows nothing in or out."""
+    spec = policy.get("spec") or {}
+    return (
+        not any((spec.get("podSelector") or {}).values())
+        and {"Ingress", "Egress"} <= set(spec.get("policyTypes") or [])
+        and not spec.get("ingress")
+        and not spec.get("egress")
+    )
+
+
+def _network_problems(resources: list[dict]) -> Iterator[str]:
+    policies = [r for r in resources if r.get("kind") == "NetworkPolicy"]
+    for namespace in (r for r in resources if r.get("kind") == "Namespace"):
+        name = namespace["metadata"]["name"]
+        if not any(p["metadata"].get("namespace") == name and is_default_deny(p) for p in policies):
+            yield f"Namespace {name} has no default-deny NetworkPolicy for ingress and egress"
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        for direction, peers in (("ingress", "from"), ("egress", "to")):
+            for rule in spec.get(direction) or []:
+                if not rule.get(peers):
+                    yield (
+                        f"NetworkPolicy {policy['metadata']['name']} allows {direction} "
+                        f"{'from' if peers == 'from' else 'to'} any peer"
+                    )
+
+
 def check_policy(resources: Iterable[dict]) -> list[str]:
     """All policy violations in `resources` (parsed manifests), as readable lines."""
-    problems: list[str] = []
+    resources = list(resources)
+    problems: list[str] = list(_network_problems(resources))
     for resource in resources:
         label = f"{resource.get('kind')} {resource.get('metadata', {}).get('name')}"
         for where, template in pod_templates(resource):
@@ -138,3 +175,134 @@ def check_policy(resources: Iterable[dict]) -> list[str]:
         if resource.get("kind") in {"Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding"}:
             problems += list(_rbac_problems(resource))
     return problems
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One end of a connection: a pod (namespace and labels) or an address outside the cluster.
+
+    Attributes:
+        namespace: the pod's namespace (None: not a pod).
+        labels: the pod's labels.
+        namespace_labels: its namespace's labels besides kubernetes.io/metadata.name.
+        ip: the address, matched by ipBlock peers (give one to a pod to ask about ipBlocks).
+    """
+
+    namespace: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    namespace_labels: dict[str, str] = field(default_factory=dict)
+    ip: str | None = None
+
+    def all_namespace_labels(self) -> dict[str, str]:
+        return {**self.namespace_labels, "kubernetes.io/metadata.name": self.namespace or ""}
+
+
+def selects(selector: dict | None, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels, matchExpressions) against labels; {} selects everything."""
+    selector = selector or {}
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator, values = expression["key"], expression["operator"], expression.get("values")
+        present = key in labels
+        if not {
+            "In": present and labels.get(key) in (values or []),
+            "NotIn": not present or labels.get(key) not in (values or []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[operator]:
+            return False
+    return True
+
+
+def _peer_matches(peer: dict, policy_namespace: str, other: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        if other.ip is None:
+            return False
+        address = ipaddress.ip_address(other.ip)
+        block = peer["ipBlock"]
+        network = ipaddress.ip_network(block["cidr"])
+        if address.version != network.version or address not in network:
+            return False
+        return not any(
+            address.version == ipaddress.ip_network(c).version
+            and address in ipaddress.ip_network(c)
+            for c in block.get("except") or []
+        )
+    if other.namespace is None:
+        return False
+    if "namespaceSelector" in peer:
+        if not selects(peer["namespaceSelector"], other.all_namespace_labels()):
+            return False
+    elif other.namespace != policy_namespace:
+        return False
+    return selects(peer.get("podSelector"), other.labels)
+
+
+def _port_matches(ports: list[dict] | None, port: int, protocol: str) -> bool:
+    if not ports:
+        return True
+    for entry in ports:
+        if entry.get("protocol", "TCP") != protocol:
+            continue
+        if "port" not in entry:
+            return True
+        low = entry["port"]
+        if isinstance(low, int) and low <= port <= entry.get("endPort", low):
+            return True
+    return False
+
+
+def _direction_allows(
+    policies: list[dict], pod: Endpoint, other: Endpoint, port: int, protocol: str, kind: str
+) -> bool:
+    """Whether `pod`'s policies of `kind` ("Ingress"/"Egress") let `other` through on `port`."""
+    direction, peers = ("ingress", "from") if kind == "Ingress" else ("egress", "to")
+    isolating = [
+        p
+        for p in policies
+        if p["metadata"].get("namespace") == pod.namespace
+        and selects(p["spec"].get("podSelector"), pod.labels)
+        and kind in (p["spec"].get("policyTypes") or ["Ingress"])
+    ]
+    if not isolating:
+        return True  # not isolated in this direction
+    return any(
+        _port_matches(rule.get("ports"), port, protocol)
+        and (
+            not rule.get(peers)
+            or any(_peer_matches(peer, p["metadata"]["namespace"], other) for peer in rule[peers])
+        )
+        for p in isolating
+        for rule in p["spec"].get(direction) or []
+    )
+
+
+def allowed(
+    resources: Iterable[dict],
+    source: Endpoint,
+    destination: Endpoint,
+    port: int,
+    protocol: str = "TCP",
+    directions: tuple[str, ...] = ("Egress", "Ingress"),
+) -> bool:
+    """Whether the NetworkPolicies in `resources` let `source` open `port` on `destination`.
+
+    Kubernetes semantics: a pod selected by a policy of a direction is isolated in it and accepts
+    only what some such policy's rule allows; the rules of all policies add up. Egress is checked
+    on the source pod, ingress on the destination pod; an address outside the cluster has none.
+    `directions=("Ingress",)` asks only the destination's side (what a source whose own egress
+    is open, e.g. in another namespace, would get).
+    """
+    policies = [r for r in resources if r.get("kind") == "NetworkPolicy"]
+    if (
+        "Egress" in directions
+        and source.namespace is not None
+        and not _direction_allows(policies, source, destination, port, protocol, "Egress")
+    ):
+        return False
+    return (
+        "Ingress" not in directions
+        or destination.namespace is None
+        or _direction_allows(policies, destination, source, port, protocol, "Ingress")
+    )

@@ -8,10 +8,13 @@ Operator kinds field by field, alert expressions for shape and known metric name
 
 from __future__ import annotations
 
+import atexit
 import json
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 from functools import cache
 from pathlib import Path
 
@@ -20,11 +23,12 @@ import yaml
 from kubernetes_validate import validate
 
 from mlm.launch import kubernetes as launch
-from tests.cluster.manifest_policy import REPO, check_policy
+from tests.cluster.manifest_policy import REPO, Endpoint, allowed, check_policy, is_default_deny
 
 KUBECTL = Path(sys.executable).with_name("kubectl")
 KUBERNETES_VERSION = "1.33.0"
 OVERLAYS = ["dev", "gke-gpu"]
+GCP_PROJECT = "mlm-test-project"
 TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
 BUILT_IN_GROUPS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "networking.k8s.io/v1"}
 GAUGES = {
@@ -35,24 +39,45 @@ GAUGES = {
     "mlm_global_step",
     "mlm_last_success_timestamp",
     "mlm_training_finished",
+    "mlm_total_steps",
+    "mlm_eta_seconds",
+    "mlm_training_diverged",
 }
 # Series the rules may use besides the gauges: the Pushgateway's own and Prometheus's.
 OTHER_SERIES = {"push_time_seconds", "up"}
 PROMQL_WORDS = {
     "time", "max", "min", "avg", "sum", "by", "without", "on", "ignoring", "and", "or", "unless",
-    "changes", "abs", "avg_over_time", "offset", "Inf", "NaN", "rate", "delta", "job", "run_id",
+    "changes", "abs", "avg_over_time", "max_over_time", "absent", "offset", "Inf", "NaN", "rate",
+    "delta", "job", "run_id",
 }  # fmt: skip
+
+
+# The values an operator must set before an overlay builds (the files are not committed).
+SETTINGS = {"overlays/gke-gpu/gcp.env": f"GCP_PROJECT={GCP_PROJECT}\n"}
+
+
+def kustomize(directory: Path) -> subprocess.CompletedProcess:
+    """`kubectl kustomize <directory>`."""
+    return subprocess.run(
+        [str(KUBECTL), "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
+
+
+@cache
+def configured_manifests() -> Path:
+    """A copy of manifests/ with the operator's settings files written (removed at exit)."""
+    root = Path(tempfile.mkdtemp(prefix="mlm-manifests-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
+    shutil.copytree(REPO / "manifests", root / "manifests")
+    for path, text in SETTINGS.items():
+        (root / "manifests" / path).write_text(text)
+    return root / "manifests"
 
 
 @cache
 def build(target: str) -> tuple[dict, ...]:
-    """`kubectl kustomize manifests/<target>`, parsed."""
-    result = subprocess.run(
-        [str(KUBECTL), "kustomize", str(REPO / "manifests" / target)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    """`kubectl kustomize manifests/<target>` with the settings written, parsed."""
+    result = kustomize(configured_manifests() / target)
     assert result.returncode == 0, result.stderr
     return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
 
@@ -132,7 +157,7 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
     assert pod["spec"]["serviceAccountName"] == launch.DEFAULT_SERVICE_ACCOUNT
     (container,) = pod["spec"]["containers"]
     assert container["name"] == launch.JOB_KINDS["trainjob"].container
-    assert container["command"] == ["mlm", "pretrain"]
+    assert container["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]
     env = {e["name"]: e for e in container["env"]}
     assert env["MLM_WORKER_PORT"]["value"] == str(launch.WORKER_PORT)
     assert env["JOBSET_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
@@ -155,14 +180,44 @@ def test_gke_gpu_overlay_patches_gpus_spot_and_workload_identity():
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert container["image"].endswith("-gpu")
     account = one(resources, "ServiceAccount")
-    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"].endswith(
-        ".iam.gserviceaccount.com"
+    assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
+        f"mlm-trainer@{GCP_PROJECT}.iam.gserviceaccount.com"
     )
-    # Everything else is the base, unchanged: overlays patch, never copy.
+    # Everything else is the base, unchanged (overlays patch, never copy), plus the metadata
+    # server's egress policy; the build-time ConfigMap holding the project is not in the output.
     base = {(r["kind"], r["metadata"]["name"]): r for r in build("base")}
+    added = {("NetworkPolicy", "mlm-trainer-gke-metadata")}
+    assert {(r["kind"], r["metadata"]["name"]) for r in resources} == base.keys() | added
     for resource in resources:
-        if resource["kind"] not in {"ClusterTrainingRuntime", "ServiceAccount"}:
-            assert resource == base[(resource["kind"], resource["metadata"]["name"])]
+        key = (resource["kind"], resource["metadata"]["name"])
+        if resource["kind"] not in {"ClusterTrainingRuntime", "ServiceAccount"} and key in base:
+            assert resource == base[key]
+
+
+@pytest.fixture
+def manifests_copy(tmp_path) -> Path:
+    """A copy of the configured manifests/ the test may change."""
+    return Path(shutil.copytree(configured_manifests(), tmp_path / "manifests"))
+
+
+def test_gke_gpu_overlay_fails_to_build_until_the_project_is_set(manifests_copy):
+    overlay = manifests_copy / "overlays/gke-gpu"
+    settings = overlay / "gcp.env"
+    settings.unlink()
+    result = kustomize(overlay)
+    assert result.returncode != 0 and "gcp.env" in result.stderr
+    settings.write_text("PROJECT=my-project\n")  # the wrong key
+    result = kustomize(overlay)
+    assert result.returncode != 0 and "data.GCP_PROJECT" in result.stderr
+    # The committed example works once copied, and no placeholder is left anywhere.
+    shutil.copy(REPO / "manifests/overlays/gke-gpu/gcp.env.example", settings)
+    result = kustomize(overlay)
+    assert result.returncode == 0, result.stderr
+    assert "iam.gke.io/gcp-service-account: mlm-trainer@my-project.iam.gserviceaccount.com" in (
+        result.stdout
+    )
+    assert "GCP_PROJECT" not in result.stdout and "PROJECT_ID" not in result.stdout
+    assert "mlm-gcp" not in result.stdout
 
 
 def test_dev_overlay_is_cpu_only():
@@ -177,7 +232,9 @@ def test_overlays_only_reference_the_base(overlay):
     kustomization = yaml.safe_load(
         (REPO / "manifests/overlays" / overlay / "kustomization.yaml").read_text()
     )
-    assert kustomization["resources"] == ["../../base"]
+    base, *own = kustomization["resources"]
+    assert base == "../../base"
+    assert all((REPO / "manifests/overlays" / overlay / path).is_file() for path in own)
 
 
 def test_rbac_grants_exactly_what_the_launcher_uses():
@@ -213,7 +270,10 @@ def test_rbac_grants_exactly_what_the_launcher_uses():
 def test_pushgateway_is_scraped_with_honor_labels_and_fenced_by_a_network_policy():
     resources = build("base")
     service, monitor = one(resources, "Service"), one(resources, "ServiceMonitor")
-    deployment, policy = one(resources, "Deployment"), one(resources, "NetworkPolicy")
+    deployment = one(resources, "Deployment")
+    (policy,) = (
+        p for p in by_kind(resources, "NetworkPolicy") if p["metadata"]["name"] == "mlm-pushgateway"
+    )
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     assert (
         monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
@@ -232,6 +292,165 @@ def test_pushgateway_is_scraped_with_honor_labels_and_fenced_by_a_network_policy
     assert all(
         rule["ports"] == [{"port": 9091, "protocol": "TCP"}] for rule in policy["spec"]["ingress"]
     )
+
+
+def trainer(job: str = "mlm-pretrain-a", namespace: str = "mlm") -> Endpoint:
+    """A training pod of `job`, labelled as the ClusterTrainingRuntime labels its pods."""
+    runtime = one(build("base"), "ClusterTrainingRuntime")
+    template = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
+    labels = {
+        **template["template"]["metadata"]["labels"],
+        launch.JOB_KINDS["trainjob"].pod_label: job,
+    }
+    return Endpoint(namespace, labels)
+
+
+def pushgateway() -> Endpoint:
+    return Endpoint(
+        "mlm", one(build("base"), "Deployment")["spec"]["template"]["metadata"]["labels"]
+    )
+
+
+PROMETHEUS = Endpoint("monitoring", {"app.kubernetes.io/name": "prometheus"})
+INTRUDER = Endpoint("mlm", {"app": "intruder"})
+KUBE_DNS = Endpoint("kube-system", {"k8s-app": "kube-dns"})
+MINIO = Endpoint("kubeflow", {"app": "minio"})
+GCS = Endpoint(ip="142.250.102.207")
+METADATA_SERVER = Endpoint(ip="169.254.169.254")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_network_is_closed_by_default_and_open_only_where_training_needs_it(target):
+    resources = build(target)
+    policies = {p["metadata"]["name"]: p for p in by_kind(resources, "NetworkPolicy")}
+    assert is_default_deny(policies["mlm-default-deny"])
+    assert policies["mlm-default-deny"]["metadata"]["namespace"] == "mlm"
+    worker, peer, pushgateway_pod = trainer(), trainer(), pushgateway()
+    # The TFJob pods the launcher builds carry the labels the policies select on, too.
+    assert launch.POD_LABELS.items() <= worker.labels.items()
+    tfjob_worker = Endpoint("mlm", {**launch.POD_LABELS, "training.kubeflow.org/job-name": "j"})
+
+    def can(source, destination, port, protocol="TCP"):
+        return allowed(resources, source, destination, port, protocol)
+
+    def accepts(destination, source, port, protocol="TCP"):
+        """The destination's ingress alone (the source's own egress not counted)."""
+        return allowed(resources, source, destination, port, protocol, directions=("Ingress",))
+
+    # gRPC only between training pods of this namespace.
+    assert can(worker, peer, 2222) and can(tfjob_worker, tfjob_worker, 2222)
+    assert not can(INTRUDER, worker, 2222) and not accepts(worker, INTRUDER, 2222)
+    assert not can(PROMETHEUS, worker, 2222) and not accepts(worker, PROMETHEUS, 2222)
+    assert not accepts(worker, Endpoint("attacker", {}), 2222)
+    assert not accepts(worker, Endpoint("attacker", worker.labels), 2222)
+    assert not can(Endpoint("default", worker.labels), worker, 2222)  # same labels, elsewhere
+    assert not can(worker, Endpoint("default", worker.labels), 2222)
+    assert not can(worker, peer, 22) and not can(worker, peer, 2223)
+    # The documented limit: labels cannot tell concurrent jobs of one namespace apart.
+    assert can(trainer("mlm-pretrain-b"), worker, 2222)
+    # Egress: DNS, storage, the Pushgateway; nothing else.
+    assert can(worker, KUBE_DNS, 53, "UDP") and can(worker, KUBE_DNS, 53, "TCP")
+    assert not can(worker, Endpoint("kube-system", {"k8s-app": "other"}), 53, "UDP")
+    assert can(worker, GCS, 443) and not can(worker, GCS, 80) and not can(worker, GCS, 22)
+    assert can(worker, MINIO, 9000) and not can(worker, Endpoint("default", {}), 9000)
+    assert can(worker, pushgateway_pod, 9091) and not can(worker, pushgateway_pod, 9092)
+    # The Pushgateway: pushes from trainers, scrapes from Prometheus; it opens no connections.
+    assert can(PROMETHEUS, pushgateway_pod, 9091)
+    assert not can(INTRUDER, pushgateway_pod, 9091)
+    assert not accepts(pushgateway_pod, INTRUDER, 9091)
+    assert not accepts(pushgateway_pod, Endpoint("attacker", worker.labels), 9091)
+    assert not accepts(pushgateway_pod, Endpoint("monitoring", {"app": "grafana"}), 9091)
+    assert not accepts(pushgateway_pod, worker, 9092)
+    assert not can(pushgateway_pod, GCS, 443) and not can(pushgateway_pod, KUBE_DNS, 53, "UDP")
+    # Any other pod of the namespace gets nothing in or out.
+    assert not can(INTRUDER, GCS, 443) and not can(INTRUDER, KUBE_DNS, 53, "UDP")
+    # Workload Identity tokens come from the GKE metadata server: only where the overlay uses it.
+    assert can(worker, METADATA_SERVER, 80) == (target == "overlays/gke-gpu")
+
+
+def test_reachability_follows_kubernetes_semantics():
+    """The evaluator itself: no policy allows all; ipBlock except; namespace + pod selectors."""
+    pod = Endpoint("ns", {"app": "a"})
+    assert allowed([], pod, Endpoint(ip="10.0.0.1"), 80)
+    policy = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "p", "namespace": "ns"},
+        "spec": {
+            "podSelector": {
+                "matchExpressions": [{"key": "app", "operator": "In", "values": ["a"]}]
+            },
+            "policyTypes": ["Egress"],
+            "egress": [
+                {"to": [{"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}]},
+                {
+                    "to": [
+                        {"namespaceSelector": {"matchLabels": {"team": "x"}}, "podSelector": {}}
+                    ],
+                    "ports": [{"port": 8000, "endPort": 8080, "protocol": "TCP"}],
+                },
+            ],
+        },
+    }
+    assert allowed([policy], pod, Endpoint(ip="10.0.0.1"), 1)
+    assert not allowed([policy], pod, Endpoint(ip="10.1.0.1"), 1)
+    assert not allowed([policy], pod, Endpoint(ip="192.168.0.1"), 1)
+    team_x = Endpoint("other", {}, {"team": "x"})
+    assert allowed([policy], pod, team_x, 8080) and not allowed([policy], pod, team_x, 8081)
+    assert not allowed([policy], pod, team_x, 8000, "UDP")
+    assert allowed([policy], Endpoint("ns", {"app": "b"}), Endpoint(ip="192.168.0.1"), 1)
+
+
+def without_default_deny(manifests: Path, patch: str) -> tuple[dict, ...]:
+    """The dev overlay built through one more overlay that applies `patch` to the default-deny."""
+    overlay = manifests / "overlays/patched"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["../dev"], "patches": [{"patch": patch}]})
+    )
+    result = kustomize(overlay)
+    assert result.returncode == 0, result.stderr
+    return tuple(doc for doc in yaml.safe_load_all(result.stdout) if doc)
+
+
+DEFAULT_DENY_HEADER = """apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata:
+  name: mlm-default-deny
+  namespace: mlm
+"""
+
+
+@pytest.mark.parametrize(
+    "patch",
+    [
+        "$patch: delete\n" + DEFAULT_DENY_HEADER,
+        DEFAULT_DENY_HEADER + "spec:\n  policyTypes: [Ingress]\n",
+        DEFAULT_DENY_HEADER + "spec:\n  podSelector: {matchLabels: {app: x}}\n",
+    ],
+    ids=["deleted", "ingress-only", "not-every-pod"],
+)
+def test_policy_checker_rejects_an_overlay_without_default_deny(manifests_copy, patch):
+    resources = without_default_deny(manifests_copy, patch)
+    assert check_policy(resources) == [
+        "Namespace mlm has no default-deny NetworkPolicy for ingress and egress"
+    ]
+
+
+def test_policy_checker_rejects_a_rule_open_to_any_peer():
+    policy = {
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "open", "namespace": "mlm"},
+        "spec": {
+            "podSelector": {},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"ports": [{"port": 2222}]}],
+            "egress": [{"to": []}],
+        },
+    }
+    assert check_policy([policy]) == [
+        "NetworkPolicy open allows ingress from any peer",
+        "NetworkPolicy open allows egress to any peer",
+    ]
 
 
 def promql_problems(expr: str) -> list[str]:
@@ -281,7 +500,9 @@ def test_alert_rules_cover_stalls_nan_and_throughput():
         "MLMTrainingNoProgress",
         "MLMTrainingLossNaN",
         "MLMThroughputDrop",
+        "MLMTrainingMetricsVanished",
         "MLMPushgatewayDown",
+        "MLMPushgatewayAbsent",
     }
     for name, rule in alerts.items():
         assert promql_problems(rule["expr"]) == [], name
@@ -289,10 +510,10 @@ def test_alert_rules_cover_stalls_nan_and_throughput():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
         assert rule["annotations"]["summary"] and rule["annotations"]["description"], name
     assert "push_time_seconds" in alerts["MLMTrainingMetricsStale"]["expr"]
-    assert "changes(mlm_global_step" in alerts["MLMTrainingNoProgress"]["expr"]
-    assert "mlm_train_loss != mlm_train_loss" in re.sub(
-        r"\{[^}]*\}", "", alerts["MLMTrainingLossNaN"]["expr"]
-    )
+    assert "mlm_last_success_timestamp" in alerts["MLMTrainingNoProgress"]["expr"]
+    nan_expr = re.sub(r"\{[^}]*\}", "", alerts["MLMTrainingLossNaN"]["expr"])
+    assert "mlm_train_loss != mlm_train_loss" in nan_expr and "mlm_training_diverged" in nan_expr
+    assert "absent(up" in alerts["MLMPushgatewayAbsent"]["expr"]
     assert "mlm_tokens_per_second" in alerts["MLMThroughputDrop"]["expr"]
 
 
@@ -306,6 +527,9 @@ def test_grafana_dashboard_is_loaded_by_the_sidecar_and_shows_every_gauge():
         assert promql_problems(expr.replace("$run_id", "")) == [], expr
     shown = {word for expr in exprs for word in re.findall(r"mlm_\w+", expr)}
     assert shown >= GAUGES - {"mlm_last_success_timestamp", "mlm_training_finished"}
+    # Progress and ETA: steps done against total_steps, and the pushed estimate.
+    assert any("mlm_global_step" in e and "mlm_total_steps" in e for e in exprs)
+    assert any(e.startswith("mlm_eta_seconds") for e in exprs)
 
 
 BAD_MANIFESTS = """

@@ -257,6 +257,8 @@ def train_loop(
         step_counter.assign(step)
         values = dict(zip(_SUMS, (float(v) for v in sums)))
         if not math.isfinite(values["loss_sum"]):
+            loss = values["loss_sum"] / max(values["num_masked"], 1.0)  # stays NaN / inf
+            _report_divergence(reporters, step, config.total_steps, loss)
             raise TrainingDivergedError(
                 f"the training loss became {values['loss_sum']} at step {step}; training stopped "
                 "without saving this state. Lower the learning rate, enable gradient clipping, or "
@@ -281,6 +283,8 @@ def train_loop(
                 "tokens_per_second": _ratio(interval_timed_tokens, interval_seconds),
                 "eta_seconds": _ratio(timed_seconds, step - start_step - 1)
                 * (config.total_steps - step),
+                "total_steps": config.total_steps,
+                "diverged": 0.0,
             }
             for key in HISTORY_KEYS:
                 history[key].append(metrics[key])
@@ -294,6 +298,7 @@ def train_loop(
         due = (every and step % every == 0) or values["save_requests"] > 0
         if checkpoints is not None and (due or step == config.total_steps):
             if not all_finite(model.trainable_variables):
+                _report_divergence(reporters, step, config.total_steps)
                 raise TrainingDivergedError(
                     f"the weights hold NaN or infinite values after step {step}; training stopped "
                     "without saving this state (the last checkpoint is kept). Lower the learning "
@@ -311,6 +316,18 @@ def train_loop(
     result.tokens_per_second = _ratio(timed_tokens, timed_seconds)
     result.history = history
     return result
+
+
+def _report_divergence(
+    reporters: Sequence[Reporter], step: int, total_steps: int, loss: float | None = None
+) -> None:
+    """Reports `diverged=1` (and the non-finite loss) before the loop stops, so monitoring sees
+    why the run ended."""
+    metrics = {"step": step, "total_steps": total_steps, "diverged": 1.0}
+    if loss is not None:
+        metrics["loss"] = loss
+    for reporter in reporters:
+        reporter.report(metrics)
 
 
 def _ratio(numerator: float, denominator: float) -> float:
