@@ -71,7 +71,10 @@ bench: $(BENCH_STAMP)
 	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/training.md $(BENCH_OUT)/encoder.md \
 		$(BENCH_OUT)/data.md \
 		$(BENCH_OUT)/multiworker.md > $(BENCH_OUT)/report.md
-	@echo "report: $(BENCH_OUT)/report.md, plot: $(BENCH_OUT)/peers.png"
+	@{ cat bench/performance_intro.md; echo; echo "## The last run"; echo; \
+		cat $(BENCH_OUT)/report.md; } > docs/performance.md.tmp && mv docs/performance.md.tmp docs/performance.md
+	@cp $(BENCH_OUT)/peers.png docs/performance-peers.png
+	@echo "report: docs/performance.md (and $(BENCH_OUT)/report.md), plot: docs/performance-peers.png"
 
 compile: $(STAMP)
 	$(PY) pipelines/compile.py --output $(PIPELINE_YAML)

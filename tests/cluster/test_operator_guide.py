@@ -1,0 +1,112 @@
+"""The commands of docs/operators.md that can be checked without a cluster.
+
+Every kustomize directory the guide applies builds with the real `kubectl kustomize`; the
+multi-user component binds the profile's `default-editor` and refuses to build without its
+profile; the label selectors and resource names the guide tells operators to use are the ones the
+launcher and the RBAC role use.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mlm.launch import kubernetes as launch
+from tests.cluster.manifest_policy import REPO, check_policy
+
+KUBECTL = Path(sys.executable).with_name("kubectl")
+GUIDE = (REPO / "docs" / "operators.md").read_text()
+
+
+def kustomize(directory: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(KUBECTL), "kustomize", str(directory)], capture_output=True, text=True, check=False
+    )
+
+
+def guide_commands() -> list[str]:
+    """The shell lines of the guide's bash blocks."""
+    blocks = re.findall(r"```bash\n(.*?)```", GUIDE, re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()]
+
+
+def kustomize_targets() -> set[str]:
+    targets = set()
+    for line in guide_commands():
+        targets.update(
+            re.findall(r"kubectl (?:kustomize|apply -k|delete -k) (manifests/\S+)", line)
+        )
+        targets.update(f"manifests/overlays/{o}" for o in re.findall(r"OVERLAY=(\S+)", line))
+    return targets
+
+
+def test_the_guide_applies_kustomize_directories_that_build(tmp_path):
+    targets = kustomize_targets()
+    assert {"manifests/overlays/dev", "manifests/overlays/multi-user"} <= targets
+    # As an operator would: with each overlay's settings file made from its example.
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    for example in (tmp_path / "manifests").rglob("*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    for target in sorted(targets):
+        result = kustomize(tmp_path / target)
+        assert result.returncode == 0, f"{target}: {result.stderr}"
+
+
+def test_multi_user_overlay_binds_the_profiles_default_editor():
+    result = kustomize(REPO / "manifests/overlays/multi-user")
+    resources = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (binding,) = [r for r in resources if r["kind"] == "RoleBinding"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"},
+        {"kind": "ServiceAccount", "name": "default-editor",
+         "namespace": "kubeflow-user-example-com"},
+    ]  # fmt: skip
+    # The ConfigMap is only the replacement's source: nothing to apply.
+    assert not [r for r in resources if r["metadata"]["name"] == "mlm-kubeflow-profile"]
+    assert check_policy(resources) == []
+
+
+def test_the_component_without_a_profile_fails_the_build(tmp_path):
+    shutil.copytree(REPO / "manifests", tmp_path / "manifests")
+    overlay = tmp_path / "manifests/overlays/no-profile"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+        "resources: [../dev]\ncomponents: [../../components/kubeflow-profile]\n"
+    )
+    result = kustomize(overlay)
+    assert result.returncode != 0
+    assert "mlm-kubeflow-profile" in result.stderr
+
+
+@pytest.mark.parametrize("kind", sorted(launch.JOB_KINDS))
+def test_the_guides_log_selectors_are_the_launchers_pod_labels(kind):
+    label = launch.JOB_KINDS[kind].pod_label
+    selectors = [
+        selector
+        for line in guide_commands()
+        if line.startswith("kubectl logs")
+        for selector in re.findall(r"-l (\S+)", line)
+    ]
+    assert any(selector.startswith(f"{label}=<job>,") for selector in selectors), selectors
+
+
+def test_the_guides_pod_selector_and_job_kinds_match_the_launcher_and_its_role():
+    component = launch.POD_LABELS["app.kubernetes.io/component"]
+    assert f"-l app.kubernetes.io/component={component}" in GUIDE
+    role = yaml.safe_load_all((REPO / "manifests/base/app/rbac.yaml").read_text())
+    resources = {r for doc in role if doc["kind"] == "Role" for rule in doc["rules"]
+                 for r in rule["resources"]}  # fmt: skip
+    for line in guide_commands():
+        for plural in re.findall(r"kubectl (?:get|delete) (\w+)", line):
+            if plural in ("pods", "-k"):
+                continue
+            plural = plural if plural.endswith("s") else plural + "s"
+            assert plural in {k.plural for k in launch.JOB_KINDS.values()}, line
+            assert plural in resources, line
