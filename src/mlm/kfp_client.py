@@ -1,33 +1,46 @@
-"""`mlm pipeline`: compile the pipeline, submit a run or schedule a recurring run on a KFP server.
+"""`mlm pipeline`: compile, upload, run and schedule the pipeline on a KFP server.
 
 - `mlm pipeline compile [--output YAML] [--image IMAGE]` writes the pipeline's IR YAML (run it from
   the repository root, where the `pipelines/` and `components/` packages live).
-- `mlm pipeline submit --host URL --package YAML [--experiment NAME] [--param KEY=VALUE ...]`
-  creates one run from a compiled package.
-- `mlm pipeline schedule --host URL --package YAML --cron "0 0 3 * * 0"` creates a recurring run
-  (KFP's 6-field cron with seconds first, at most one run at a time, no back-filling of missed runs).
+- `mlm pipeline upload --package YAML` creates the pipeline `mlm-pretraining` once, and one
+  pipeline version per package version + git revision + package content (re-uploading the same
+  package is a no-op).
+- `mlm pipeline submit --package YAML [--experiment NAME] [--param KEY=VALUE ...]` uploads (as
+  above) and starts one run of that version.
+- `mlm pipeline schedule --name N --cron "0 0 3 * * 0" [--start-time T] [--end-time T]` uploads and
+  creates or updates THE recurring run named N: KFP's 6-field cron with seconds first, at most one
+  run at a time, no back-filling of missed runs. Calling it again with a new package replaces the
+  old recurring run by one on the new version; with nothing changed it keeps it.
+- `mlm pipeline schedules list|pause|resume|delete [--name N]` manages recurring runs.
 
-Authentication: `--token` (or the `KFP_TOKEN` environment variable) is sent as a bearer token;
-without `--host` the client uses the in-cluster endpoint and service-account token, as
-`kfp.Client(host=None)` does inside a Kubeflow cluster.
+Authentication and TLS: see `mlm.kfp_auth` (bearer token from a file or `$KFP_TOKEN`, in-cluster
+service-account token, IAP, Dex/oauth2-proxy session cookie, custom CA bundle).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime
+import hashlib
 import json
 import os
 import re
+import subprocess
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlm.errors import UserInputError
+from mlm.kfp_auth import SA_TOKEN_PATH, KFPConnection, client_arguments, explain_server_error
 
 DEFAULT_EXPERIMENT = "mlm-pretraining"
 DEFAULT_PACKAGE = "pipelines/mlm_pretraining_pipeline.yaml"
-TOKEN_ENV = "KFP_TOKEN"
+DEFAULT_PIPELINE_NAME = "mlm-pretraining"
+DEFAULT_SCHEDULE_NAME = "mlm-pretraining-recurring"
+# Set by image builds and CI where the source is not a git checkout.
+REVISION_ENV = "MLM_GIT_REVISION"
 
 # robfig/cron (what the KFP scheduler uses) with seconds: name, lowest, highest, names allowed.
 _CRON_FIELDS: tuple[tuple[str, int, int, tuple[str, ...]], ...] = (
@@ -149,24 +162,134 @@ def _check_package(package: str) -> str:
     return str(path)
 
 
-def make_client(host: str | None, token: str | None = None, namespace: str | None = None) -> Any:
-    """Creates a `kfp.Client`.
+def validate_time(value: str | None, flag: str) -> str | None:
+    """Checks an RFC 3339 time (e.g. 2026-12-01T03:00:00Z) and returns it in UTC with a "Z"."""
+    if not value:
+        return None
+    try:
+        moment = datetime.datetime.fromisoformat(value.replace("z", "Z"))
+    except ValueError:
+        raise UserInputError(
+            f"{flag} {value!r}: write an RFC 3339 time such as 2026-12-01T03:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise UserInputError(f"{flag} {value!r}: add a time zone, e.g. {value}Z for UTC")
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-    Args:
-        host: KFP API endpoint (e.g. https://kubeflow.example.com/pipeline); None uses the
-            in-cluster endpoint and the pod's service-account token.
-        token: Bearer token for the API (None: the client's own credentials discovery).
-        namespace: Kubeflow profile namespace for multi-user deployments.
 
-    Returns:
-        The client.
-    """
+def validate_window(start_time: str | None, end_time: str | None) -> tuple[str | None, ...]:
+    """Checks a schedule's optional start and end times; returns them normalized to UTC."""
+    start_time = validate_time(start_time, "--start-time")
+    end_time = validate_time(end_time, "--end-time")
+    if start_time and end_time and end_time <= start_time:
+        raise UserInputError(f"--end-time {end_time} must be after --start-time {start_time}")
+    return start_time, end_time
+
+
+def make_client(connection: KFPConnection) -> Any:
+    """Creates a `kfp.Client` for a connection (see `mlm.kfp_auth`)."""
     import kfp
 
-    kwargs: dict[str, Any] = {"host": host or None, "existing_token": token or None}
-    if namespace:
-        kwargs["namespace"] = namespace
-    return kfp.Client(**kwargs)
+    return kfp.Client(**client_arguments(connection))
+
+
+def git_revision(directory: str | None = None) -> str:
+    """The short git revision of the source (`$MLM_GIT_REVISION` first; "unknown" outside git)."""
+    if os.environ.get(REVISION_ENV):
+        return os.environ[REVISION_ENV]
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "--short=10", "HEAD"],
+            cwd=directory or os.getcwd(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def version_name(package: str, revision: str | None = None) -> str:
+    """The pipeline version name of a package: `<mlm version>-<git revision>-<content digest>`.
+
+    The content digest keeps two different packages from one revision (other compile options,
+    uncommitted changes) apart; the same package always gets the same name.
+    """
+    from mlm import __version__
+
+    digest = hashlib.sha256(Path(package).read_bytes()).hexdigest()[:8]
+    return f"{__version__}-{revision or git_revision()}-{digest}"
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineVersion:
+    """A pipeline version on the server.
+
+    Attributes:
+        pipeline_id: The pipeline's id.
+        version_id: The version's id.
+        name: The version's name (see `version_name`).
+        created: Whether this call uploaded it (False: it existed).
+    """
+
+    pipeline_id: str
+    version_id: str
+    name: str
+    created: bool
+
+
+def _pages(list_page: Callable[[str], Any], items: str) -> Iterator[Any]:
+    """Every item of a paginated KFP list call (`list_page(page_token)`)."""
+    token = ""
+    while True:
+        response = list_page(token)
+        yield from getattr(response, items, None) or ()
+        token = getattr(response, "next_page_token", "") or ""
+        if not token:
+            return
+
+
+def _name_filter(key: str, value: str) -> str:
+    return json.dumps({"predicates": [{"operation": "EQUALS", "key": key, "stringValue": value}]})
+
+
+def upload_pipeline(
+    client: Any,
+    package: str,
+    *,
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+    version: str | None = None,
+    namespace: str | None = None,
+) -> PipelineVersion:
+    """Uploads a compiled package as a version of `pipeline_name`, creating the pipeline once.
+
+    Idempotent: an existing version of the same name is returned, not uploaded again.
+    """
+    package = _check_package(package)
+    version = version or version_name(package)
+    pipeline_id = client.get_pipeline_id(pipeline_name)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(package, pipeline_name=pipeline_name, namespace=namespace)
+        pipeline_id = pipeline.pipeline_id
+    existing = list(
+        _pages(
+            lambda token: client.list_pipeline_versions(
+                pipeline_id, page_token=token, filter=_name_filter("display_name", version)
+            ),
+            "pipeline_versions",
+        )
+    )
+    if existing:
+        return PipelineVersion(pipeline_id, existing[0].pipeline_version_id, version, False)
+    created = client.upload_pipeline_version(
+        package, pipeline_version_name=version, pipeline_id=pipeline_id
+    )
+    return PipelineVersion(pipeline_id, created.pipeline_version_id, version, True)
+
+
+def _experiment_id(client: Any, experiment: str, namespace: str | None) -> str:
+    return client.create_experiment(name=experiment, namespace=namespace).experiment_id
 
 
 def submit_run(
@@ -180,33 +303,98 @@ def submit_run(
     pipeline_root: str | None = None,
     enable_caching: bool | None = None,
     service_account: str | None = None,
-) -> Any:
-    """Creates one run of a compiled pipeline package.
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+) -> tuple[Any, PipelineVersion | None]:
+    """Starts one run: of the package's pipeline version (uploaded when new).
 
-    Args:
-        client: A `kfp.Client` (or an object with the same `create_run_from_pipeline_package`).
-        package: Path of the compiled pipeline YAML.
-        params: Pipeline arguments.
-        experiment: Experiment the run belongs to (created when missing).
-        run_name: Display name of the run (None: KFP's default).
-        namespace: Kubeflow profile namespace.
-        pipeline_root: Where the run's artifacts go (None: the server's default).
-        enable_caching: Override the compiled caching options for every task (None: keep them).
-        service_account: Kubernetes service account for the run's pods.
+    With `enable_caching` set, the run is made from the package itself instead (KFP applies a
+    caching override only to an inline package), and no version is uploaded.
 
     Returns:
-        KFP's `RunPipelineResult` (has `run_id`).
+        KFP's run (has `run_id`) and the pipeline version it runs (None for an inline package).
     """
-    return client.create_run_from_pipeline_package(
-        _check_package(package),
-        arguments=dict(params or {}),
-        run_name=run_name,
-        experiment_name=experiment,
-        namespace=namespace,
+    package = _check_package(package)
+    if enable_caching is not None:
+        result = client.create_run_from_pipeline_package(
+            package,
+            arguments=dict(params or {}),
+            run_name=run_name,
+            experiment_name=experiment,
+            namespace=namespace,
+            pipeline_root=pipeline_root,
+            enable_caching=enable_caching,
+            service_account=service_account,
+        )
+        return result, None
+    version = upload_pipeline(client, package, pipeline_name=pipeline_name, namespace=namespace)
+    run = client.run_pipeline(
+        experiment_id=_experiment_id(client, experiment, namespace),
+        job_name=run_name or f"{pipeline_name} {version.name}",
+        params=dict(params or {}),
+        pipeline_id=version.pipeline_id,
+        version_id=version.version_id,
         pipeline_root=pipeline_root,
-        enable_caching=enable_caching,
         service_account=service_account,
     )
+    return run, version
+
+
+def find_recurring_runs(
+    client: Any, name: str | None = None, *, namespace: str | None = None
+) -> list[Any]:
+    """The recurring runs named `name` (all of them when None), oldest first."""
+    return list(
+        _pages(
+            lambda token: client.list_recurring_runs(
+                page_token=token,
+                page_size=100,
+                sort_by="created_at",
+                namespace=namespace,
+                filter=_name_filter("display_name", name) if name else None,
+            ),
+            "recurring_runs",
+        )
+    )
+
+
+def _schedule_of(recurring_run: Any) -> tuple[Any, ...]:
+    """What makes two recurring runs the same schedule: version, cron, window, parameters."""
+    reference = getattr(recurring_run, "pipeline_version_reference", None)
+    trigger = getattr(recurring_run, "trigger", None)
+    cron = getattr(trigger, "cron_schedule", None)
+    runtime = getattr(recurring_run, "runtime_config", None)
+    return (
+        getattr(reference, "pipeline_version_id", None),
+        getattr(cron, "cron", None),
+        _time_text(getattr(cron, "start_time", None)),
+        _time_text(getattr(cron, "end_time", None)),
+        json.dumps(getattr(runtime, "parameters", None) or {}, sort_keys=True),
+    )
+
+
+def _time_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime.datetime):
+        return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return validate_time(str(value), "time")
+
+
+@dataclasses.dataclass(frozen=True)
+class ScheduleResult:
+    """What `schedule_run` did.
+
+    Attributes:
+        recurring_run: The recurring run now named `name` (KFP's `V2beta1RecurringRun`).
+        version: The pipeline version it runs.
+        action: "created", "updated" (older ones replaced) or "unchanged".
+        replaced: Ids of the recurring runs deleted.
+    """
+
+    recurring_run: Any
+    version: PipelineVersion
+    action: str
+    replaced: tuple[str, ...]
 
 
 def schedule_run(
@@ -214,48 +402,94 @@ def schedule_run(
     package: str,
     cron: str,
     *,
-    job_name: str,
+    name: str = DEFAULT_SCHEDULE_NAME,
     params: Mapping[str, Any] | None = None,
     experiment: str = DEFAULT_EXPERIMENT,
     namespace: str | None = None,
+    start_time: str | None = None,
+    end_time: str | None = None,
     pipeline_root: str | None = None,
-    enable_caching: bool | None = None,
     service_account: str | None = None,
-) -> Any:
-    """Creates a recurring run of a compiled pipeline package on a cron schedule.
+    pipeline_name: str = DEFAULT_PIPELINE_NAME,
+) -> ScheduleResult:
+    """Creates or updates the one recurring run named `name`.
 
     Runs never overlap (max_concurrency=1) and missed intervals are not back-filled
-    (no_catchup=True): a retraining schedule only needs the latest run.
-
-    Args:
-        client: A `kfp.Client` (or an object with `create_experiment` and `create_recurring_run`).
-        package: Path of the compiled pipeline YAML.
-        cron: KFP 6-field cron expression (see `validate_cron`).
-        job_name: Display name of the recurring run.
-        params: Pipeline arguments for every run.
-        experiment: Experiment the runs belong to (created when missing).
-        namespace: Kubeflow profile namespace.
-        pipeline_root: Where the runs' artifacts go (None: the server's default).
-        enable_caching: Override the compiled caching options (None: keep them).
-        service_account: Kubernetes service account for the runs' pods.
-
-    Returns:
-        KFP's `V2beta1RecurringRun`.
+    (no_catchup=True): a retraining schedule only needs the latest run. The package is uploaded
+    as a pipeline version first, so every run carries the version. An existing recurring run of
+    that name with the same version, cron, window and parameters is kept; otherwise a new one is
+    created first and the old ones are deleted after, so the schedule is never missing.
     """
     cron = validate_cron(cron)
-    package = _check_package(package)
-    experiment_id = client.create_experiment(name=experiment, namespace=namespace).experiment_id
-    return client.create_recurring_run(
-        experiment_id=experiment_id,
-        job_name=job_name,
+    start_time, end_time = validate_window(start_time, end_time)
+    version = upload_pipeline(client, package, pipeline_name=pipeline_name, namespace=namespace)
+    existing = find_recurring_runs(client, name, namespace=namespace)
+    wanted = (
+        version.version_id,
+        cron,
+        start_time,
+        end_time,
+        json.dumps(dict(params or {}), sort_keys=True),
+    )
+    if len(existing) == 1 and _schedule_of(existing[0]) == wanted:
+        return ScheduleResult(existing[0], version, "unchanged", ())
+    created = client.create_recurring_run(
+        experiment_id=_experiment_id(client, experiment, namespace),
+        job_name=name,
+        description=f"{pipeline_name} {version.name}",
+        start_time=start_time,
+        end_time=end_time,
         cron_expression=cron,
         max_concurrency=1,
         no_catchup=True,
         params=dict(params or {}),
-        pipeline_package_path=package,
+        pipeline_id=version.pipeline_id,
+        version_id=version.version_id,
+        enabled=True,
         pipeline_root=pipeline_root,
-        enable_caching=enable_caching,
         service_account=service_account,
+    )
+    replaced = tuple(old.recurring_run_id for old in existing)
+    for recurring_run_id in replaced:
+        client.delete_recurring_run(recurring_run_id)
+    return ScheduleResult(created, version, "updated" if replaced else "created", replaced)
+
+
+SCHEDULE_ACTIONS = ("list", "pause", "resume", "delete")
+
+
+def manage_schedules(
+    client: Any, action: str, name: str | None = None, *, namespace: str | None = None
+) -> list[Any]:
+    """Lists, pauses, resumes or deletes the recurring runs named `name` (all when listing
+    without a name). Returns the recurring runs it acted on."""
+    if action not in SCHEDULE_ACTIONS:
+        raise UserInputError(f"schedules {action!r}: use one of {', '.join(SCHEDULE_ACTIONS)}")
+    if action != "list" and not name:
+        raise UserInputError(f"mlm pipeline schedules {action} needs --name")
+    found = find_recurring_runs(client, name, namespace=namespace)
+    if action != "list" and not found:
+        raise UserInputError(f"no recurring run named {name!r}; `schedules list` shows them")
+    method = {
+        "pause": client.disable_recurring_run,
+        "resume": client.enable_recurring_run,
+        "delete": client.delete_recurring_run,
+    }.get(action)
+    for recurring_run in found if method else ():
+        method(recurring_run.recurring_run_id)
+    return found
+
+
+def describe_recurring_run(recurring_run: Any) -> str:
+    """One line: id, name, status, cron and the version it runs."""
+    trigger = getattr(recurring_run, "trigger", None)
+    cron = getattr(getattr(trigger, "cron_schedule", None), "cron", None) or "-"
+    reference = getattr(recurring_run, "pipeline_version_reference", None)
+    version = getattr(reference, "pipeline_version_id", None) or "inline package"
+    status = getattr(recurring_run, "status", None) or getattr(recurring_run, "mode", "?")
+    return (
+        f"{recurring_run.recurring_run_id}  {recurring_run.display_name}  {status}  "
+        f"cron {cron!r}  version {version}"
     )
 
 
@@ -276,9 +510,12 @@ def compile_package(output: str, image: str | None = None) -> str:
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    # allow_abbrev=False: a retired `--token VALUE` must not silently mean `--token-file`.
     sub = parser.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
 
-    compile_parser = sub.add_parser("compile", help="write the pipeline's IR YAML")
+    compile_parser = sub.add_parser(
+        "compile", allow_abbrev=False, help="write the pipeline's IR YAML"
+    )
     compile_parser.add_argument("--output", default=DEFAULT_PACKAGE, help="YAML path to write")
     compile_parser.add_argument(
         "--image", default=None, help="container image for every step (default: $MLM_IMAGE)"
@@ -290,14 +527,41 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
             default=None,
             help="KFP API endpoint; omit inside the cluster to use the in-cluster endpoint",
         )
-        sub_parser.add_argument(
-            "--token",
-            default=os.environ.get(TOKEN_ENV),
-            help=f"bearer token for the KFP API (default: ${TOKEN_ENV})",
-        )
         sub_parser.add_argument("--namespace", default=None, help="Kubeflow profile namespace")
+        auth = sub_parser.add_argument_group("credentials (at most one; see mlm.kfp_auth)")
+        auth.add_argument(
+            "--token-file", default=None, help="file with a bearer token (default: $KFP_TOKEN)"
+        )
+        auth.add_argument(
+            "--sa-token",
+            nargs="?",
+            const=SA_TOKEN_PATH,
+            default=None,
+            metavar="PATH",
+            help="send this pod's service-account token (default path: KFP's projected token)",
+        )
+        auth.add_argument("--iap-client-id", default=None, help="OAuth client id of IAP")
+        auth.add_argument(
+            "--cookie-file",
+            default=None,
+            help="file with a Dex/oauth2-proxy session cookie name=value (default: $KFP_COOKIE)",
+        )
+        auth.add_argument("--ca-bundle", default=None, help="PEM file of CAs to trust")
+
+    def run_options(sub_parser: argparse.ArgumentParser) -> None:
         sub_parser.add_argument("--package", default=DEFAULT_PACKAGE, help="compiled YAML")
-        sub_parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
+        sub_parser.add_argument(
+            "--pipeline-name", default=DEFAULT_PIPELINE_NAME, help="pipeline to add versions to"
+        )
+
+    upload_parser = sub.add_parser(
+        "upload", allow_abbrev=False, help="upload the package as a pipeline version"
+    )
+    server_options(upload_parser)
+    run_options(upload_parser)
+
+    def launch_options(sub_parser: argparse.ArgumentParser) -> None:
+        sub_parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="experiment")
         sub_parser.add_argument(
             "--param",
             action="append",
@@ -306,50 +570,135 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
             help="pipeline argument (repeatable), e.g. --param steps=2000",
         )
         sub_parser.add_argument("--pipeline-root", default=None, help="artifact root URI")
-        sub_parser.add_argument("--service-account", default=None)
         sub_parser.add_argument(
-            "--no-cache", action="store_true", help="run every task, ignoring cached results"
+            "--service-account", default=None, help="Kubernetes service account of the pods"
         )
 
-    submit_parser = sub.add_parser("submit", help="create a run from a compiled package")
+    submit_parser = sub.add_parser(
+        "submit", allow_abbrev=False, help="upload the package and start one run"
+    )
     server_options(submit_parser)
-    submit_parser.add_argument("--run-name", default=None)
+    run_options(submit_parser)
+    launch_options(submit_parser)
+    submit_parser.add_argument("--run-name", default=None, help="display name of the run")
+    submit_parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every task, ignoring cached results (runs the package inline, unversioned)",
+    )
 
-    schedule_parser = sub.add_parser("schedule", help="create a recurring run (cron)")
+    schedule_parser = sub.add_parser(
+        "schedule", allow_abbrev=False, help="create or update a recurring run (cron)"
+    )
     server_options(schedule_parser)
+    run_options(schedule_parser)
+    launch_options(schedule_parser)
     schedule_parser.add_argument(
         "--cron",
         required=True,
         help='6-field cron, seconds first: "0 0 3 * * 0" = Sundays 03:00',
     )
-    schedule_parser.add_argument("--job-name", default="mlm-pretraining-recurring")
+    schedule_parser.add_argument(
+        "--name", default=DEFAULT_SCHEDULE_NAME, help="the recurring run to create or update"
+    )
+    schedule_parser.add_argument("--start-time", default=None, help="RFC 3339 time of the first")
+    schedule_parser.add_argument("--end-time", default=None, help="RFC 3339 time of the last")
+
+    schedules_parser = sub.add_parser(
+        "schedules", allow_abbrev=False, help="list, pause, resume or delete"
+    )
+    schedules_parser.add_argument("action", choices=SCHEDULE_ACTIONS, help="what to do")
+    server_options(schedules_parser)
+    schedules_parser.add_argument(
+        "--name", default=None, help="recurring run name (all when listing without it)"
+    )
+
+
+def connection_from_args(args: argparse.Namespace) -> KFPConnection:
+    """The `KFPConnection` that the server flags describe."""
+    return KFPConnection(
+        **{field.name: getattr(args, field.name) for field in dataclasses.fields(KFPConnection)}
+    )
 
 
 def run_cli(args: argparse.Namespace, client_factory: Callable[..., Any] | None = None) -> int:
-    client_factory = client_factory or make_client
     if args.pipeline_command == "compile":
         print(compile_package(args.output, image=args.image))
+        return 0
+    connection = connection_from_args(args)
+    try:
+        return _run_server_command(args, connection, client_factory or make_client)
+    except UserInputError:
+        raise
+    except Exception as error:
+        message = explain_server_error(error, connection)
+        if message is None:
+            raise
+        raise UserInputError(message) from None
+
+
+def _run_server_command(
+    args: argparse.Namespace, connection: KFPConnection, client_factory: Callable[..., Any]
+) -> int:
+    command = args.pipeline_command
+    if command == "schedules":
+        client = client_factory(connection)
+        found = manage_schedules(client, args.action, args.name, namespace=connection.namespace)
+        verb = {"list": "", "pause": "paused ", "resume": "resumed ", "delete": "deleted "}
+        for recurring_run in found:
+            print(verb[args.action] + describe_recurring_run(recurring_run))
+        if not found:
+            print("no recurring runs")
+        return 0
+
+    # Check everything local before contacting the server.
+    _check_package(args.package)
+    if command == "upload":
+        version = upload_pipeline(
+            client_factory(connection),
+            args.package,
+            pipeline_name=args.pipeline_name,
+            namespace=connection.namespace,
+        )
+        state = "uploaded" if version.created else "already there"
+        print(f"pipeline {args.pipeline_name} version {version.name}: {state}")
         return 0
 
     params = parse_params(args.param)
     common = {
         "params": params,
         "experiment": args.experiment,
-        "namespace": args.namespace,
+        "namespace": connection.namespace,
         "pipeline_root": args.pipeline_root,
-        "enable_caching": False if args.no_cache else None,
         "service_account": args.service_account,
+        "pipeline_name": args.pipeline_name,
     }
-    if args.pipeline_command == "schedule":
-        cron = validate_cron(args.cron)  # before contacting the server
-        _check_package(args.package)
-        client = client_factory(args.host, args.token, args.namespace)
-        job = schedule_run(client, args.package, cron, job_name=args.job_name, **common)
-        print(f"recurring run {getattr(job, 'recurring_run_id', '?')} scheduled: {cron}")
+    if command == "schedule":
+        cron = validate_cron(args.cron)
+        validate_window(args.start_time, args.end_time)
+        result = schedule_run(
+            client_factory(connection),
+            args.package,
+            cron,
+            name=args.name,
+            start_time=args.start_time,
+            end_time=args.end_time,
+            **common,
+        )
+        print(
+            f"recurring run {args.name} {result.action} "
+            f"({getattr(result.recurring_run, 'recurring_run_id', '?')}): {cron}, "
+            f"version {result.version.name}"
+        )
         return 0
 
-    _check_package(args.package)
-    client = client_factory(args.host, args.token, args.namespace)
-    result = submit_run(client, args.package, run_name=args.run_name, **common)
-    print(f"run {getattr(result, 'run_id', '?')} submitted to experiment {args.experiment}")
+    run, version = submit_run(
+        client_factory(connection),
+        args.package,
+        run_name=args.run_name,
+        enable_caching=False if args.no_cache else None,
+        **common,
+    )
+    what = f"version {version.name}" if version else "the package inline"
+    print(f"run {getattr(run, 'run_id', '?')} of {what} submitted to experiment {args.experiment}")
     return 0
