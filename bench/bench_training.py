@@ -66,7 +66,7 @@ def dense_step(model, optimizer):
 
     @tf.function
     def step(batch, seed):
-        masked_inputs, labels, mask = model._mask_tokens(batch, seed=seed)
+        masked_inputs, labels, mask = model.mask_inputs(batch, seed=seed)
         with tf.GradientTape() as tape:
             logits = model(masked_inputs, training=True)
             losses = tf.keras.losses.sparse_categorical_crossentropy(

@@ -1,8 +1,9 @@
 """Evaluation utilities for masked language models: predictions, perplexity, metrics, curves.
 
 The metrics run `MaskedLanguageModel.masked_lm_forward` (the training step's own computation) and
-every function masks with a seed per batch, so a given seed always masks the same tokens and
-gives the same numbers.
+every function masks batch `i` with seed `mask_seed(seed, i)`, so a given seed always masks the
+same tokens and gives the same numbers. `masked_lm_metrics` is the one evaluator: the evaluate
+step and the pretrain step's validation (on any `tf.distribute` strategy) both use it.
 """
 
 from __future__ import annotations
@@ -14,10 +15,8 @@ from typing import Any
 from mlm.errors import UserInputError
 
 _RULE_WIDTH = 80
-
-
-def _batch_seed(seed: int, index: int) -> list[int]:
-    return [int(seed), int(index)]
+# exp(709.8) overflows a float: larger mean losses report perplexity exp(700).
+_MAX_LOG_PERPLEXITY = 700.0
 
 
 def _features(batch: Any) -> Any:
@@ -54,7 +53,7 @@ def visualize_mlm_predictions(
     if num_samples < 1:
         raise UserInputError(f"num_samples must be at least 1, got {num_samples}.")
     inputs = _features(inputs)
-    masked_inputs, labels, mask = mlm_model._mask_tokens(inputs, seed=_batch_seed(seed, 0))
+    masked_inputs, labels, mask = mlm_model.mask_inputs(inputs, seed=mask_seed(seed, 0))
     logits = mlm_model(masked_inputs, training=False)
     predicted = np.argmax(np.asarray(logits), axis=-1)
     labels = np.asarray(labels)
@@ -87,39 +86,62 @@ def visualize_mlm_predictions(
 
 
 def masked_lm_metrics(
-    mlm_model: Any, dataset: Any, num_batches: int = 100, seed: int = 0
+    mlm_model: Any,
+    dataset: Any,
+    num_batches: int = 100,
+    seed: int = 0,
+    *,
+    strategy: Any = None,
 ) -> dict[str, float]:
     """Masked-LM loss, accuracy and perplexity over the first batches of a dataset.
 
+    The one evaluator: the evaluate step and the pretrain step's validation both call it, so the
+    same model, batches and seed give the same numbers. It sums the cross-entropy, the selected
+    tokens and the correct predictions over every batch (and replica) and divides at the end.
+
     Args:
         mlm_model: A `MaskedLanguageModel`.
-        dataset: A `tf.data.Dataset` (or any iterable) of batch dicts.
-        num_batches: Number of batches read (fewer when the dataset is shorter).
-        seed: Seed of the masking; batch `i` is masked with seed `[seed, i]`.
+        dataset: A `tf.data.Dataset` or any iterable of batch dicts (or `(x, y, ...)` tuples);
+            with a `strategy`, also a function `input_context -> dataset` of per-replica batches
+            (as `strategy.distribute_datasets_from_function` takes).
+        num_batches: Number of (global) batches read (fewer when the dataset is shorter).
+        seed: Seed of the masking; batch `i` is masked with seed `[seed, i]` (with several
+            replicas, replica `r` of `n` masks its part with `[seed, i * n + r]`).
+        strategy: The `tf.distribute` strategy the model was created under (default: the current
+            one, TensorFlow's default strategy outside any scope).
 
     Returns:
         Dict with `loss` (mean cross-entropy over the selected tokens), `accuracy`,
-        `perplexity` (exp of the loss) and `num_masked` (number of selected tokens).
+        `perplexity` (exp of the loss, capped at exp(700)) and `num_masked` (number of selected
+        tokens).
     """
+    import numpy as np
     import tensorflow as tf
 
     if num_batches < 1:
         raise UserInputError(f"num_batches must be at least 1, got {num_batches}.")
-    step = tf.function(
-        lambda batch, batch_seed: mlm_model.masked_lm_forward(
-            batch, training=False, seed=batch_seed
-        ),
-        reduce_retracing=True,
-    )
-    loss_sum = num_masked = num_correct = 0.0
-    batches = dataset.take(num_batches) if hasattr(dataset, "take") else dataset
-    for index, batch in enumerate(batches):
-        if index >= num_batches:
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+
+    def replica_sums(batch, index):
+        context = tf.distribute.get_replica_context()
+        batch_seed = mask_seed(seed, index, context.replica_id_in_sync_group, replicas)
+        out = mlm_model.masked_lm_forward(_features(batch), training=False, seed=batch_seed)
+        return tf.stack([out["loss_sum"], out["num_masked"], out["num_correct"]])
+
+    @tf.function(reduce_retracing=True)
+    def step(batch, index):
+        per_replica = strategy.run(replica_sums, args=(batch, index))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    batches = iter(_distribute(dataset, strategy, num_batches))
+    sums = np.zeros(3)  # loss sum, selected tokens, correct predictions (float64)
+    for index in range(num_batches):
+        batch = next(batches, None)
+        if batch is None:
             break
-        out = step(_features(batch), tf.constant(_batch_seed(seed, index), tf.int64))
-        loss_sum += float(out["loss_sum"])
-        num_masked += float(out["num_masked"])
-        num_correct += float(out["num_correct"])
+        sums += step(batch, tf.constant(index, tf.int64)).numpy()
+    loss_sum, num_masked, num_correct = (float(value) for value in sums)
     if num_masked == 0:
         raise UserInputError(
             f"No token was selected for prediction in the first {num_batches} batches: the "
@@ -129,9 +151,36 @@ def masked_lm_metrics(
     return {
         "loss": loss,
         "accuracy": num_correct / num_masked,
-        "perplexity": math.exp(loss),
+        "perplexity": math.exp(min(loss, _MAX_LOG_PERPLEXITY)),
         "num_masked": num_masked,
     }
+
+
+def mask_seed(seed: Any, index: Any, replica_id: Any = 0, num_replicas: int = 1) -> Any:
+    """The masking seed of batch `index` (of replica `replica_id`): int64 `[seed, index * n + r]`.
+
+    Every evaluation masks with it, so a batch gets the same mask wherever it is scored.
+    """
+    import tensorflow as tf
+
+    position = tf.cast(index, tf.int64) * num_replicas + tf.cast(replica_id, tf.int64)
+    return tf.stack([tf.cast(seed, tf.int64), position])
+
+
+def _distribute(dataset: Any, strategy: Any, num_batches: int) -> Any:
+    """The batches of `dataset` as `strategy.run` takes them (per replica when distributed)."""
+    import tensorflow as tf
+
+    if isinstance(dataset, tf.data.Dataset):
+        return strategy.experimental_distribute_dataset(dataset.take(num_batches))
+    if callable(dataset):
+        return strategy.distribute_datasets_from_function(dataset)
+    if strategy.num_replicas_in_sync > 1:
+        raise UserInputError(
+            f"dataset: with {strategy.num_replicas_in_sync} replicas pass a tf.data.Dataset or a "
+            f"function input_context -> dataset, not a {type(dataset).__name__}."
+        )
+    return dataset
 
 
 def calculate_perplexity(

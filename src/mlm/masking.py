@@ -24,6 +24,7 @@ seed a fresh one is drawn from TensorFlow's global generator (reproducible after
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -37,22 +38,15 @@ _INT32_MAX = 2**31 - 1
 _RNG = "philox"
 
 
-def masking_config(
-    *,
-    vocab_size: int,
-    mask_token_id: int,
-    special_token_ids: Iterable[int] = (),
-    mask_ratio: float = 0.15,
-    random_token_ratio: float = 0.1,
-    unchanged_ratio: float = 0.1,
-    max_predictions: int | None = None,
-    continuation_token_ids: Iterable[int] | None = None,
-) -> dict[str, Any]:
-    """Checks masking parameters and returns them normalized (plain floats, ints, tuples).
+@dataclasses.dataclass(frozen=True)
+class MaskingSpec:
+    """Validated masking settings: everything `mask_tokens` needs but the batch and the seed.
 
-    A bad parameter raises a `UserInputError` (a `ValueError`) that names it.
+    Construction normalizes the values (plain ints and floats, tuples of ids) and checks them; a
+    bad one raises a `UserInputError` (a `ValueError`) that names it. Change a setting with
+    `dataclasses.replace(spec, mask_ratio=0.1)`, which validates again.
 
-    Args:
+    Attributes:
         vocab_size: Number of token ids; must be at least 2.
         mask_token_id: Id of `[MASK]`, in `[0, vocab_size)`.
         special_token_ids: Ids that are never selected nor drawn as random replacements.
@@ -61,35 +55,65 @@ def masking_config(
         unchanged_ratio: Fraction of selected tokens left unchanged, in `[0, 1]`.
         max_predictions: Optional positive cap on selected tokens per sequence.
         continuation_token_ids: Optional ids of word-continuation pieces, in `[0, vocab_size)`.
-
-    Returns:
-        The keyword arguments of `mask_tokens` other than `vocab_size` and `seed`.
     """
-    special_token_ids = tuple(special_token_ids)
-    if continuation_token_ids is not None:
-        continuation_token_ids = tuple(continuation_token_ids)
+
+    vocab_size: int
+    mask_token_id: int
+    special_token_ids: tuple[int, ...] = ()
+    mask_ratio: float = 0.15
+    random_token_ratio: float = 0.1
+    unchanged_ratio: float = 0.1
+    max_predictions: int | None = None
+    continuation_token_ids: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        # frozen: fields are set here only. Ids may come as any iterable: read them once.
+        object.__setattr__(self, "special_token_ids", tuple(self.special_token_ids))
+        if self.continuation_token_ids is not None:
+            object.__setattr__(self, "continuation_token_ids", tuple(self.continuation_token_ids))
+        _validate(self)
+        normalized = {
+            "vocab_size": int(self.vocab_size),
+            "mask_token_id": int(self.mask_token_id),
+            "special_token_ids": tuple(_as_int_list(self.special_token_ids)),
+            "mask_ratio": float(self.mask_ratio),
+            "random_token_ratio": float(self.random_token_ratio),
+            "unchanged_ratio": float(self.unchanged_ratio),
+            "max_predictions": None if self.max_predictions is None else int(self.max_predictions),
+            "continuation_token_ids": (
+                None
+                if self.continuation_token_ids is None
+                else tuple(_as_int_list(self.continuation_token_ids))
+            ),
+        }
+        for name, value in normalized.items():
+            object.__setattr__(self, name, value)
+
+
+def _validate(spec: MaskingSpec) -> None:
+    """Raises a `UserInputError` naming the first bad setting of `spec` (not yet normalized)."""
+    vocab_size, mask_token_id = spec.vocab_size, spec.mask_token_id
+    special_token_ids, continuation_token_ids = spec.special_token_ids, spec.continuation_token_ids
     if isinstance(vocab_size, bool) or not isinstance(vocab_size, (int, np.integer)):
         raise UserInputError(f"vocab_size must be an integer, got {vocab_size!r}.")
     if vocab_size < 2:
         raise UserInputError(f"vocab_size must be at least 2, got {vocab_size}.")
-    for name, value in (
-        ("mask_ratio", mask_ratio),
-        ("random_token_ratio", random_token_ratio),
-        ("unchanged_ratio", unchanged_ratio),
-    ):
+    for name in ("mask_ratio", "random_token_ratio", "unchanged_ratio"):
+        value = getattr(spec, name)
         if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
             raise UserInputError(f"{name} must be a number in [0, 1], got {value!r}.")
         if not 0.0 <= float(value) <= 1.0:
             raise UserInputError(f"{name} must be in [0, 1], got {value}.")
-    if float(random_token_ratio) + float(unchanged_ratio) > 1.0:
+    if float(spec.random_token_ratio) + float(spec.unchanged_ratio) > 1.0:
         raise UserInputError(
             "random_token_ratio + unchanged_ratio must be at most 1 (the rest of the selected "
-            f"tokens become [MASK]), got {random_token_ratio} + {unchanged_ratio}."
+            f"tokens become [MASK]), got {spec.random_token_ratio} + {spec.unchanged_ratio}."
         )
     _check_ids("mask_token_id", [mask_token_id], vocab_size)
     _check_ids("special_token_ids", special_token_ids, vocab_size)
     if continuation_token_ids is not None:
         _check_ids("continuation_token_ids", continuation_token_ids, vocab_size)
+    max_predictions = spec.max_predictions
     if max_predictions is not None and (
         isinstance(max_predictions, bool)
         or not isinstance(max_predictions, (int, np.integer))
@@ -99,22 +123,11 @@ def masking_config(
             f"max_predictions must be a positive integer or None, got {max_predictions!r}."
         )
     non_special = set(range(vocab_size)) - set(_as_int_list(special_token_ids)) - {mask_token_id}
-    if float(random_token_ratio) > 0 and not non_special:
+    if float(spec.random_token_ratio) > 0 and not non_special:
         raise UserInputError(
             "random_token_ratio > 0 needs at least one non-special token id to draw from; "
             "every id in [0, vocab_size) is special."
         )
-    return {
-        "mask_token_id": int(mask_token_id),
-        "special_token_ids": tuple(_as_int_list(special_token_ids)),
-        "mask_ratio": float(mask_ratio),
-        "random_token_ratio": float(random_token_ratio),
-        "unchanged_ratio": float(unchanged_ratio),
-        "max_predictions": None if max_predictions is None else int(max_predictions),
-        "continuation_token_ids": (
-            None if continuation_token_ids is None else tuple(_as_int_list(continuation_token_ids))
-        ),
-    }
 
 
 def _as_int_list(ids: Iterable[int] | None) -> list[int]:
@@ -237,32 +250,20 @@ def mask_tokens(
     input_ids,
     attention_mask=None,
     *,
-    vocab_size: int,
-    mask_token_id: int,
-    special_token_ids: Iterable[int] = (),
-    mask_ratio: float = 0.15,
-    random_token_ratio: float = 0.1,
-    unchanged_ratio: float = 0.1,
-    max_predictions: int | None = None,
-    continuation_token_ids: Iterable[int] | None = None,
+    spec: MaskingSpec | None = None,
     seed: Any = None,
+    **settings: Any,
 ) -> dict:
     """Applies BERT masking to a batch of token ids.
 
     Args:
         input_ids: `[B, L]` integer token ids.
         attention_mask: Optional `[B, L]`; positions where it is 0 (padding) are never selected.
-        vocab_size: Number of token ids (random replacements are drawn below it).
-        mask_token_id: Id of `[MASK]`.
-        special_token_ids: Ids never selected and never drawn as random replacements.
-        mask_ratio: Fraction of maskable tokens to select.
-        random_token_ratio: Fraction of selected tokens replaced by a random non-special id.
-        unchanged_ratio: Fraction of selected tokens left as they are.
-        max_predictions: Optional cap on selected tokens per sequence; also returns the
-            fixed-size `mask_positions`, `mask_ids` and `mask_weights`.
-        continuation_token_ids: Optional ids of word-continuation pieces ("##..."); turns on
-            whole-word masking.
+        spec: The masking settings, as a `MaskingSpec`.
         seed: Optional int or `[2]` integer tensor for deterministic (stateless) masking.
+        **settings: Instead of `spec`, its fields as keywords (`vocab_size`, `mask_token_id`,
+            `special_token_ids`, `mask_ratio`, `random_token_ratio`, `unchanged_ratio`,
+            `max_predictions`, `continuation_token_ids`; see `MaskingSpec`).
 
     Returns:
         A dict with `masked_input_ids` (`[B, L]` int32), `labels` (`[B, L]` int32, the original
@@ -272,19 +273,16 @@ def mask_tokens(
     """
     import tensorflow as tf
 
-    config = masking_config(
-        vocab_size=vocab_size,
-        mask_token_id=mask_token_id,
-        special_token_ids=special_token_ids,
-        mask_ratio=mask_ratio,
-        random_token_ratio=random_token_ratio,
-        unchanged_ratio=unchanged_ratio,
-        max_predictions=max_predictions,
-        continuation_token_ids=continuation_token_ids,
-    )
-    mask_id, max_predictions = config["mask_token_id"], config["max_predictions"]
-    random_ratio, unchanged_ratio = config["random_token_ratio"], config["unchanged_ratio"]
-    unselectable = sorted(set(config["special_token_ids"]) | {mask_id})
+    if spec is None:
+        spec = MaskingSpec(**settings)
+    elif settings:
+        raise TypeError(
+            f"mask_tokens takes the masking settings as `spec` or as keywords, not both; got "
+            f"spec and {sorted(settings)}."
+        )
+    mask_id, max_predictions = spec.mask_token_id, spec.max_predictions
+    random_ratio, unchanged_ratio = spec.random_token_ratio, spec.unchanged_ratio
+    unselectable = sorted(set(spec.special_token_ids) | {mask_id})
     labels = tf.cast(input_ids, tf.int32)
     if labels.shape.rank != 2:
         raise UserInputError(
@@ -293,20 +291,20 @@ def mask_tokens(
     maskable = ~_isin(labels, unselectable)
     if attention_mask is not None:
         maskable &= tf.cast(attention_mask, tf.bool)
-    whole_words = config["continuation_token_ids"] is not None
-    continuation = _isin(labels, config["continuation_token_ids"]) if whole_words else None
+    whole_words = spec.continuation_token_ids is not None
+    continuation = _isin(labels, spec.continuation_token_ids) if whole_words else None
 
     select_seed, action_seed, random_seed = tf.unstack(
         tf.random.experimental.stateless_split(_resolve_seed(seed), num=3, alg=_RNG)
     )
-    selected = _select(maskable, continuation, config["mask_ratio"], max_predictions, select_seed)
+    selected = _select(maskable, continuation, spec.mask_ratio, max_predictions, select_seed)
 
     # One uniform draw per position decides its fate: [MASK] | random | unchanged.
     action = tf.random.stateless_uniform(tf.shape(labels), seed=action_seed, alg=_RNG)
     mask_cut = 1.0 - random_ratio - unchanged_ratio
     to_mask = selected & (action < mask_cut)
     to_random = selected & (action >= mask_cut) & (action < mask_cut + random_ratio)
-    pool = _random_pool(vocab_size, unselectable)
+    pool = _random_pool(spec.vocab_size, unselectable)
     if pool.size:
         draw = tf.random.stateless_uniform(
             tf.shape(labels), seed=random_seed, maxval=pool.size, dtype=tf.int32, alg=_RNG

@@ -10,7 +10,8 @@ layer's cost; `call` still returns full logits for inference.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable, Sequence
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -18,7 +19,7 @@ import tensorflow as tf
 
 from mlm.errors import UserInputError
 from mlm.layers import Dropout, LayerNormalization
-from mlm.masking import mask_tokens, masking_config
+from mlm.masking import MaskingSpec, mask_tokens
 from mlm.optimization import optimizer_builder
 
 # The seed README's recommended configurations (keyword arguments of MaskedLanguageModel).
@@ -46,7 +47,7 @@ MLM_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _ENCODER_INPUT_KEYS = ("input_ids", "attention_mask", "token_type_ids")
-# Masking settings exposed as validated attributes (name -> `mask_tokens` keyword); setting one
+# Masking settings exposed as validated attributes (name -> `MaskingSpec` field); setting one
 # re-traces the train/test steps.
 _MASKING_ATTRIBUTES = {
     "mask_ratio": "mask_ratio",
@@ -227,13 +228,16 @@ class MaskedLanguageModel(keras.Model):
         self.layer_norm_eps = float(layer_norm_eps)
         self.tie_word_embeddings = bool(tie_word_embeddings)
         self._store_masking(
-            mask_ratio=mask_ratio,
-            mask_token_id=mask_token_id,
-            random_token_ratio=random_token_ratio,
-            unchanged_ratio=unchanged_ratio,
-            special_token_ids=special_token_ids,
-            max_predictions=max_predictions_per_seq,
-            continuation_token_ids=continuation_token_ids,
+            MaskingSpec(
+                vocab_size=self.vocab_size,
+                mask_ratio=mask_ratio,
+                mask_token_id=mask_token_id,
+                random_token_ratio=random_token_ratio,
+                unchanged_ratio=unchanged_ratio,
+                special_token_ids=special_token_ids,
+                max_predictions=max_predictions_per_seq,
+                continuation_token_ids=continuation_token_ids,
+            )
         )
 
         # === Layers ===
@@ -262,10 +266,10 @@ class MaskedLanguageModel(keras.Model):
 
     # --- masking settings: settable after loading (e.g. `model.mask_ratio = 0.10`) -------------
 
-    def _store_masking(self, **settings: Any) -> None:
-        """Validates and keeps the `mask_tokens` keyword arguments used by every step."""
+    def _store_masking(self, spec: MaskingSpec) -> None:
+        """Keeps the (already validated) masking settings used by every step."""
         # Stored outside Keras attribute tracking: plain settings, not model state.
-        self.__dict__["_masking"] = masking_config(vocab_size=self.vocab_size, **settings)
+        self.__dict__["_masking"] = spec
         self._reset_compiled_functions()
 
     @property
@@ -332,19 +336,23 @@ class MaskedLanguageModel(keras.Model):
         self._ensure_built()
         return self._head(self._encode(inputs, training), training)
 
-    def _mask_tokens(self, inputs, seed=None):
-        """Masks a batch: returns (masked inputs dict, labels `[B, L]`, selected mask `[B, L]`)."""
+    def mask_inputs(self, inputs, seed=None):
+        """Masks a batch: returns (masked inputs dict, labels `[B, L]`, selected mask `[B, L]`).
+
+        Args:
+            inputs: Dict with `input_ids` (and `attention_mask`), or a tensor of ids.
+            seed: Optional int or `[2]` integer tensor for deterministic masking.
+        """
         masked_inputs, masked = self._masked_batch(_as_input_dict(inputs), seed)
         return masked_inputs, masked["labels"], masked["mask"]
+
+    # The seed README's name for `mask_inputs` (its perplexity example calls it).
+    _mask_tokens = mask_inputs
 
     def _masked_batch(self, inputs: dict, seed) -> tuple[dict, dict]:
         """The inputs with masked `input_ids`, and everything `mask_tokens` returned."""
         masked = mask_tokens(
-            inputs["input_ids"],
-            inputs.get("attention_mask"),
-            vocab_size=self.vocab_size,
-            seed=seed,
-            **self._masking,
+            inputs["input_ids"], inputs.get("attention_mask"), spec=self._masking, seed=seed
         )
         return {**inputs, "input_ids": masked["masked_input_ids"]}, masked
 
@@ -371,7 +379,7 @@ class MaskedLanguageModel(keras.Model):
         self._ensure_built()
         masked_inputs, masked = self._masked_batch(inputs, seed)
         hidden = self._encode(masked_inputs, training)
-        if self._masking["max_predictions"] is not None:
+        if self._masking.max_predictions is not None:
             hidden = tf.gather(hidden, masked["mask_positions"], batch_dims=1)
             labels, weights = masked["mask_ids"], masked["mask_weights"]
         else:
@@ -432,7 +440,7 @@ class MaskedLanguageModel(keras.Model):
             )
         if loss_scale not in (None, "dynamic"):
             raise UserInputError(f"loss_scale must be None or 'dynamic', got {loss_scale!r}.")
-        static_shapes = self._masking["max_predictions"] is not None
+        static_shapes = self._masking.max_predictions is not None
         if jit_compile is True and not static_shapes:
             raise UserInputError(
                 "jit_compile=True needs static shapes: set max_predictions_per_seq on the model."
@@ -489,7 +497,7 @@ class MaskedLanguageModel(keras.Model):
         x, _, _ = keras.utils.unpack_x_y_sample_weight(data)
         with tf.GradientTape() as tape:
             out = self.masked_lm_forward(x, training=True, return_predictions=True)
-            loss = _replica_loss(out, self.losses)
+            loss = replica_loss(out, self.losses)
             scaled = self.optimizer.scale_loss(loss) if self.optimizer is not None else loss
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
@@ -511,7 +519,7 @@ class MaskedLanguageModel(keras.Model):
 
     def get_config(self) -> dict:
         masking = {
-            attribute: _json_value(self._masking[key])
+            attribute: _json_value(getattr(self._masking, key))
             for attribute, key in _MASKING_ATTRIBUTES.items()
         }
         return {
@@ -534,12 +542,22 @@ class MaskedLanguageModel(keras.Model):
         return cls(**config)
 
 
-def _replica_loss(out: dict, extra_losses: Sequence) -> tf.Tensor:
+def replica_loss(out: Mapping[str, tf.Tensor], extra_losses: Sequence = ()) -> tf.Tensor:
     """This replica's share of the loss to differentiate: gradients are summed over replicas.
 
-    The masked-LM part divides this replica's loss sum by every replica's selected tokens, so the
-    sum is the mean over the global batch; extra (regularization) losses are split evenly. With
-    one replica this is `out["loss"] + sum(extra_losses)`.
+    The one definition of the training objective under any strategy, used by `train_step` (`fit`)
+    and by `mlm.training.loop`. The masked-LM part divides this replica's loss sum by every
+    replica's selected tokens (an all-reduce in the current replica context), so the sum over
+    replicas is the mean over the global batch; extra (regularization) losses are split evenly.
+    With one replica this is `out["loss"] + sum(extra_losses)`.
+
+    Args:
+        out: `masked_lm_forward`'s result on this replica's batch (`loss`, `loss_sum`,
+            `num_masked`).
+        extra_losses: Other losses of the model (`model.losses`).
+
+    Returns:
+        The scalar float32 loss to differentiate (before any loss scaling).
     """
     context = tf.distribute.get_replica_context()
     replicas = 1 if context is None else context.num_replicas_in_sync
@@ -556,10 +574,10 @@ def _replica_loss(out: dict, extra_losses: Sequence) -> tf.Tensor:
 
 def _masking_property(key: str) -> property:
     def getter(self: MaskedLanguageModel) -> Any:
-        return self._masking[key]
+        return getattr(self._masking, key)
 
     def setter(self: MaskedLanguageModel, value: Any) -> None:
-        self._store_masking(**{**self._masking, key: value})
+        self._store_masking(dataclasses.replace(self._masking, **{key: value}))
 
     return property(getter, setter, doc=f"Masking setting `{key}`; validated when set.")
 

@@ -51,7 +51,7 @@ def test_visualization_prints_the_seed_format_and_returns_it(model, tokenizer, c
     assert lines[3] == rule and lines[4] == "Sample 1" and lines[9] == "Sample 2"
     assert lines[8] == rule and lines[-1] == rule and len(lines) == 14
     # By hand: the same seeded masking, the model's argmax at the selected positions.
-    masked_inputs, labels, mask = model._mask_tokens(batch, seed=[4, 0])
+    masked_inputs, labels, mask = model.mask_inputs(batch, seed=[4, 0])
     predicted = np.argmax(model(masked_inputs).numpy(), axis=-1)
     for sample, first in ((0, 5), (1, 10)):
         real = batch["attention_mask"][sample] == 1
@@ -71,7 +71,7 @@ def test_visualization_prints_the_seed_format_and_returns_it(model, tokenizer, c
 def _perplexity_by_hand(model, dataset, num_batches, seed) -> tuple[float, float, float]:
     total = count = correct = 0.0
     for index, batch in enumerate(dataset.take(num_batches)):
-        masked_inputs, labels, mask = model._mask_tokens(batch, seed=[seed, index])
+        masked_inputs, labels, mask = model.mask_inputs(batch, seed=[seed, index])
         logits = model(masked_inputs).numpy().astype(np.float64)
         log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
         labels, mask = labels.numpy(), mask.numpy()

@@ -1,13 +1,15 @@
-"""Tests of mlm.masking.mask_tokens: statistics, protection of special/padding, whole words."""
+"""Tests of mlm.masking: statistics, protection of special/padding, whole words, MaskingSpec."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from mlm.errors import UserInputError
-from mlm.masking import mask_tokens
+from mlm.masking import MaskingSpec, mask_tokens
 
 PAD, UNK, CLS, SEP, MASK = 0, 1, 2, 3, 4
 SPECIAL = [PAD, UNK, CLS, SEP, MASK]
@@ -245,3 +247,30 @@ def test_masking_compiles_with_xla_and_keeps_its_invariants():
     assert first["mask"].any() and not (first["mask"] & ~is_maskable).any()
     assert (first["mask"].sum(axis=1) <= 5).all()
     np.testing.assert_array_equal(first["mask_weights"].sum(axis=1), first["mask"].sum(axis=1))
+
+
+def test_masking_spec_normalizes_is_frozen_and_masks_like_the_keywords():
+    spec = MaskingSpec(
+        vocab_size=np.int64(VOCAB),
+        mask_token_id=MASK,
+        special_token_ids=np.array(SPECIAL),
+        mask_ratio=0.3,
+        continuation_token_ids=iter([150, 151]),
+    )
+    assert spec.special_token_ids == tuple(SPECIAL) and spec.continuation_token_ids == (150, 151)
+    assert all(type(value) is int for value in (spec.vocab_size, *spec.special_token_ids))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.mask_ratio = 0.5
+    # Changing a setting builds a new spec, validated again.
+    assert dataclasses.replace(spec, mask_ratio=0.1).mask_ratio == 0.1
+    with pytest.raises(UserInputError, match=r"mask_ratio must be in \[0, 1\], got 2.0"):
+        dataclasses.replace(spec, mask_ratio=2.0)
+
+    ids, attention = _batch(batch=8, length=16, seed=3)
+    by_spec = mask_tokens(ids, attention, spec=spec, seed=4)
+    by_keywords = _mask(ids, attention, mask_ratio=0.3, continuation_token_ids=[150, 151], seed=4)
+    assert set(by_spec) == set(by_keywords)
+    for key, value in by_keywords.items():
+        np.testing.assert_array_equal(by_spec[key].numpy(), value)
+    with pytest.raises(TypeError, match="not both"):
+        mask_tokens(ids, attention, spec=spec, mask_ratio=0.2, seed=4)

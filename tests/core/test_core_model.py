@@ -56,7 +56,7 @@ def _tiny_bert() -> BERT:
 
 def _dense_loss(model: MaskedLanguageModel, batch: dict, seed) -> tuple[float, float, float]:
     """Loss from full [B, L, V] logits, computed with numpy."""
-    masked_inputs, labels, mask = model._mask_tokens(batch, seed=seed)
+    masked_inputs, labels, mask = model.mask_inputs(batch, seed=seed)
     logits = model(masked_inputs, training=False).numpy().astype(np.float64)
     log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     labels, mask = labels.numpy(), mask.numpy()
@@ -77,7 +77,7 @@ def test_sparse_loss_equals_the_dense_full_logits_computation(max_predictions):
     assert float(out["num_masked"]) == count
     assert float(out["num_correct"]) == correct
     # compute_loss (the seed README's API) gives the same value from full logits.
-    masked_inputs, labels, mask = model._mask_tokens(batch, seed=5)
+    masked_inputs, labels, mask = model.mask_inputs(batch, seed=5)
     same = model.compute_loss(y=labels, y_pred=model(masked_inputs), sample_weight=mask)
     np.testing.assert_allclose(float(same), loss, rtol=1e-5)
 

@@ -902,7 +902,7 @@ def test_domain_adaptation(workflow, tokenizer, workdir):
 
     def selected_fraction(model):
         ids = np.random.default_rng(0).integers(10, tokenizer.vocab_size, (64, SEQ))
-        _, _, mask = model._mask_tokens({"input_ids": ids.astype(np.int32)})
+        _, _, mask = model.mask_inputs({"input_ids": ids.astype(np.int32)})
         return float(np.mean(np.asarray(mask)))
 
     assert selected_fraction(mlm_model) == pytest.approx(0.15, abs=0.03)

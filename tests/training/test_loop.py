@@ -7,8 +7,9 @@ import math
 import numpy as np
 import pytest
 
+from mlm.evaluation import masked_lm_metrics
 from mlm.training.checkpoints import CheckpointKeeper
-from mlm.training.loop import LoopConfig, TrainingDivergedError, evaluate_loop, train_loop
+from mlm.training.loop import LoopConfig, TrainingDivergedError, train_loop
 from tests.training.conftest import TINY_MODEL
 
 
@@ -125,7 +126,9 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(training
     assert report["learning_rate"] == pytest.approx(3e-3)
     assert report["tokens_per_second"] > 0 and report["eta_seconds"] == 0
 
-    metrics = evaluate_loop(model, strategy, dataset_fn(training_data, "validation"), 2)
+    metrics = masked_lm_metrics(
+        model, dataset_fn(training_data, "validation"), 2, strategy=strategy
+    )
     assert metrics["num_masked"] > 0
     assert metrics["perplexity"] == pytest.approx(math.exp(metrics["loss"]))
 

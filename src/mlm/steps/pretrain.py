@@ -381,17 +381,17 @@ def _dataset(o: dict[str, Any], split: str, context: Any) -> Any:
 
 def _validate_model(o: dict[str, Any], model: Any, strategy: Any, manifest: Any) -> dict:
     """Masked-LM metrics on `validation_batches` validation batches ({} when there are none)."""
-    from mlm.training.loop import evaluate_loop
+    from mlm.evaluation import masked_lm_metrics
 
     split = manifest.splits.get("validation")
     if not o["validation_batches"] or not split or not split.examples:
         return {}
-    return evaluate_loop(
+    return masked_lm_metrics(
         model,
-        strategy,
         lambda context: _dataset(o, "validation", context),
         o["validation_batches"],
         seed=o["seed"],
+        strategy=strategy,
     )
 
 

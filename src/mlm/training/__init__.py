@@ -3,7 +3,8 @@
 - `cluster`: `resolve_cluster()` reads this process's identity (TF_CONFIG, a Kubeflow Trainer
   JobSet, or a single process);
 - `strategy`: `make_strategy()` picks MultiWorkerMirrored, Mirrored or the default strategy;
-- `loop`: `train_loop()` / `evaluate_loop()`, one step function on every strategy;
+- `loop`: `train_loop()`, one step function on every strategy (evaluation:
+  `mlm.evaluation.masked_lm_metrics(..., strategy=...)`);
 - `checkpoints`: `CheckpointKeeper`, periodic checkpoints with automatic resume (local or gs://).
 
 `mlm.steps.pretrain` puts them together; `mlm.launch.local` runs several workers on one machine.

@@ -132,6 +132,8 @@ def make_train_step(
     """
     import tensorflow as tf
 
+    from mlm.model import replica_loss
+
     def replica_step(batch, step, save_request):
         context = tf.distribute.get_replica_context()
         replica_seed = tf.stack(
@@ -140,15 +142,7 @@ def make_train_step(
         variables = model.trainable_variables
         with tf.GradientTape() as tape:
             out = model.masked_lm_forward(batch, training=True, seed=replica_seed)
-            global_masked = context.all_reduce(
-                tf.distribute.ReduceOp.SUM, tf.stop_gradient(out["num_masked"])
-            )
-            # Gradients are summed over replicas: dividing by the global count gives the mean.
-            loss = tf.math.divide_no_nan(out["loss_sum"], global_masked)
-            if model.losses:
-                regularization = tf.add_n([tf.cast(v, tf.float32) for v in model.losses])
-                loss += regularization / strategy.num_replicas_in_sync
-            scaled = optimizer.scale_loss(loss)
+            scaled = optimizer.scale_loss(replica_loss(out, model.losses))
         gradients = tape.gradient(scaled, variables)
         # Variables outside the MLM path (the encoder's pooler) get no gradient: skip them.
         pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
@@ -353,54 +347,3 @@ def _check_same_step(strategy: tf.distribute.Strategy, step: int) -> None:
             f"workers restored different steps (this one {step}, mean {mean:g}): every worker "
             "must see the same checkpoint directory (gs:// or a shared volume)"
         )
-
-
-def evaluate_loop(
-    model: keras.Model,
-    strategy: tf.distribute.Strategy,
-    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
-    num_batches: int,
-    *,
-    seed: int = 0,
-) -> dict[str, float]:
-    """Masked-LM loss, accuracy and perplexity over `num_batches` global batches, on any strategy.
-
-    Args:
-        model: the MaskedLanguageModel.
-        strategy: the strategy it was created under.
-        make_dataset: `input_context -> dataset` of per-replica batches (repeating).
-        num_batches: global batches to evaluate.
-        seed: masking seed (the same seed gives the same masks, so runs are comparable).
-
-    Returns:
-        Dict with loss, accuracy, perplexity and num_masked.
-    """
-    import tensorflow as tf
-
-    iterator = iter(strategy.distribute_datasets_from_function(make_dataset))
-
-    def replica_step(batch, step):
-        context = tf.distribute.get_replica_context()
-        replica_seed = tf.stack(
-            [tf.cast(seed, tf.int64) + step, tf.cast(context.replica_id_in_sync_group, tf.int64)]
-        )
-        out = model.masked_lm_forward(batch, training=False, seed=replica_seed)
-        return tf.stack([out["loss_sum"], out["num_masked"], out["num_correct"]])
-
-    @tf.function
-    def eval_step(iterator, step):
-        per_replica = strategy.run(replica_step, args=(next(iterator), step))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-
-    sums = [0.0, 0.0, 0.0]
-    for step in range(num_batches):
-        values = eval_step(iterator, tf.constant(step, tf.int64)).numpy()
-        sums = [total + float(value) for total, value in zip(sums, values)]
-    loss_sum, num_masked, num_correct = sums
-    loss = _ratio(loss_sum, num_masked)
-    return {
-        "loss": loss,
-        "accuracy": _ratio(num_correct, num_masked),
-        "perplexity": math.exp(min(loss, 700.0)),
-        "num_masked": num_masked,
-    }
