@@ -257,14 +257,20 @@ def _coerce(spec: dataclasses.Field, kind: Any, optional: bool, value: Any) -> A
     """`value` as the setting's type, checked against its metadata."""
     name = spec.name
     origin = typing.get_origin(kind) or kind
-    if optional and not isinstance(value, bool):
-        if value is None or value == "" or value == _EMPTY[origin]:
-            return None
+    if optional and _is_empty(value, origin):
+        return None
     if value is None:
         raise UserInputError(f"{name}: a value is required (it cannot be None)")
     value = _as_type(name, origin, value)
     _check_value(name, value, spec.metadata)
     return value
+
+
+def _is_empty(value: Any, kind: Any) -> bool:
+    """None, "" or the type's empty value (False is a value, not "empty")."""
+    if isinstance(value, bool):
+        return False
+    return value is None or value == "" or value == _EMPTY[kind]
 
 
 def _as_type(name: str, kind: Any, value: Any) -> Any:
