@@ -281,6 +281,18 @@ def test_python_api_errors_name_the_setting():
         PretrainConfig.create(**REQUIRED[PretrainConfig]).steps = 3
 
 
+def test_replace_changes_settings_by_name_and_keeps_the_rest():
+    base = PretrainConfig.create(
+        **REQUIRED[PretrainConfig], model_overrides={"num_layers": 2}, steps=9
+    )
+    changed = base.replace(model_overrides={"hidden_size": 64}, mask_ratio=0.3)
+    assert changed.model.model_overrides == {"hidden_size": 64}  # replaced, not merged
+    assert (changed.masking.mask_ratio, changed.steps) == (0.3, 9)
+    assert base.masking.mask_ratio == 0.15
+    with pytest.raises(UserInputError, match=r"^mask_ratio=0.0: must be greater than 0$"):
+        base.replace(mask_ratio=0)
+
+
 def test_empty_values_mean_not_set_everywhere():
     """KFP's "" / 0 / {} and the command line's 0 are None for optional settings."""
     config = PretrainConfig.create(

@@ -123,19 +123,14 @@ def _split_optional(annotation: Any) -> tuple[Any, bool]:
 class Config:
     """Base of the settings classes: typed, checked, frozen (use `replace` for variants)."""
 
-    # Extra checks that involve several settings: a function of the config returning an error
-    # message or None.
     def check(self) -> str | None:
+        """Checks that involve several settings: the problem, or None (subclasses add them)."""
         return None
 
     def __post_init__(self) -> None:
-        hints = _hints(type(self))
-        for spec in dataclasses.fields(self):
-            value = getattr(self, spec.name)
-            if spec.metadata.get("group"):
-                continue  # checked by its own __post_init__
-            kind, optional = _split_optional(hints[spec.name])
-            object.__setattr__(self, spec.name, _coerce(spec, kind, optional, value))
+        for field in _fields(type(self), recurse=False):
+            value = _coerce(field, getattr(self, field.name))
+            object.__setattr__(self, field.name, value)
         problem = self.check()
         if problem:
             raise UserInputError(problem)
@@ -177,21 +172,21 @@ class Config:
         """The settings as a nested dict (groups as sections): what a `--config` file holds."""
         return dataclasses.asdict(self)
 
-    def flat(self) -> dict[str, Any]:
-        """The settings as one flat dict of leaf names."""
-        return {f.name: f.value_in(self) for f in self.fields()}
-
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _fields(cls: type[Config], path: tuple[str, ...] = ()) -> Iterator[Field]:
+def _fields(
+    cls: type[Config], path: tuple[str, ...] = (), *, recurse: bool = True
+) -> Iterator[Field]:
+    """The leaf settings of `cls` (those of its groups too, when `recurse`)."""
     hints = _hints(cls)
     for spec in dataclasses.fields(cls):
         if spec.metadata.get("group"):
-            yield from _fields(hints[spec.name], (*path, spec.name))
+            if recurse:
+                yield from _fields(hints[spec.name], (*path, spec.name))
             continue
         kind, optional = _split_optional(hints[spec.name])
         origin = typing.get_origin(kind) or kind
@@ -253,16 +248,14 @@ def _build(cls: type[Config], nested: Mapping[str, Any]) -> Config:
 # --- conversion and checks ------------------------------------------------------------------
 
 
-def _coerce(spec: dataclasses.Field, kind: Any, optional: bool, value: Any) -> Any:
+def _coerce(field: Field, value: Any) -> Any:
     """`value` as the setting's type, checked against its metadata."""
-    name = spec.name
-    origin = typing.get_origin(kind) or kind
-    if optional and _is_empty(value, origin):
+    if field.optional and _is_empty(value, field.kind):
         return None
     if value is None:
-        raise UserInputError(f"{name}: a value is required (it cannot be None)")
-    value = _as_type(name, origin, value)
-    _check_value(name, value, spec.metadata)
+        raise UserInputError(f"{field.name}: a value is required (it cannot be None)")
+    value = _as_type(field.name, field.kind, value)
+    _check_value(field.name, value, field.metadata)
     return value
 
 
