@@ -342,22 +342,12 @@ def _write_yaml(path: Path, values: dict) -> str:
     return str(path)
 
 
+CORPUS_WORDS = "the model reads text and learns which word fits each masked position"
+
+
 def _corpus(path: Path) -> str:
     rng = random.Random(0)
-    words = [
-        "the",
-        "model",
-        "reads",
-        "text",
-        "and",
-        "learns",
-        "which",
-        "word",
-        "fits",
-        "each",
-        "masked",
-        "position",
-    ]
+    words = CORPUS_WORDS.split(" ")
     lines = [" ".join(rng.choices(words, k=rng.randint(5, 12))) + "." for _ in range(300)]
     path.write_text("\n".join(lines) + "\n")
     return str(path)
