@@ -2,6 +2,10 @@
 
 Each component's body imports its step inside the function (KFP ships only the function's source
 to the container) and runs in the project image, `MLM_IMAGE` at compile time (default below).
+
+Parameter defaults are literals (KFP reads them from the signature) and equal the settings'
+defaults in `mlm.config` (tests/test_config.py checks it); a KFP parameter cannot be None, so
+"not set" is the type's empty value ("", 0, {}), which `mlm.config` reads as None.
 """
 
 from __future__ import annotations

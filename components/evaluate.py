@@ -14,12 +14,12 @@ def evaluate(
     metrics: Output[Metrics],
     report: Output[Markdown],
     batch_size: int = 32,
-    num_batches: int = 0,
+    eval_batches: int = 0,
     seed: int = 0,
 ):
-    """Scores the pre-trained model on the validation split (fixed mask seed) and writes the
-    metrics (`perplexity`, `accuracy`, `loss`, `num_masked`) and a Markdown report with sample
-    predictions."""
+    """Scores the pre-trained model on `eval_batches` batches of the validation split (0: all;
+    fixed mask seed) and writes the metrics (`perplexity`, `accuracy`, `loss`, `num_masked`) and
+    a Markdown report with sample predictions."""
     import shutil
     import tempfile
 
@@ -32,7 +32,7 @@ def evaluate(
             tokenizer.path,
             workdir,
             batch_size=batch_size,
-            num_batches=num_batches or None,
+            eval_batches=eval_batches,  # 0 = the whole split
             seed=seed,
         )
         shutil.copyfile(result.report_path, report.path)

@@ -25,9 +25,10 @@ def finetune(
     seed: int = 0,
 ):
     """Fine-tunes a `task` model (sequence or token classification) on the labelled data at
-    `labels_uri` ("" = the built-in labelled set) starting from the `encoder` artifact; with `baseline`, also trains the same
-    architecture from random initialisation on the same data and budget. Logs held-out
-    accuracy and macro-F1 (entity F1 for NER) of both and the pretrained model's confusion matrix."""
+    `labels_uri` ("" = the built-in labelled set) starting from the `encoder` artifact; with
+    `baseline`, also trains the same architecture from random initialisation on the same data
+    and budget. Logs held-out accuracy and macro-F1 (entity F1 for NER) of both and the
+    pretrained model's confusion matrix."""
     import os
     import tempfile
 
@@ -43,7 +44,7 @@ def finetune(
         labels_uri,
         classifier.path,
         task=task,
-        validation_data=validation_uri or None,
+        validation_data=validation_uri,  # "" = split the labelled data
         validation_fraction=validation_fraction,
         max_seq_length=max_seq_length,
         batch_size=batch_size,

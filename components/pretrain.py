@@ -17,7 +17,7 @@ def pretrain(
     batch_size: int = 32,
     steps: int = 1000,
     learning_rate: float = 5e-4,
-    warmup_steps: int = 0,
+    warmup_ratio: float = 0.1,
     workers: int = 1,
     gpus_per_worker: int = 0,
     launcher: str = "local",
@@ -36,27 +36,34 @@ def pretrain(
 
     from mlm import storage
 
-    options = {
+    settings = {
         "variant": variant,
         # KFP passes a dict parameter as a protobuf Struct, whose numbers are all floats.
         "model_overrides": {
             key: int(value) if isinstance(value, float) and value.is_integer() else value
             for key, value in model_overrides.items()
-        }
-        or None,
+        },
         "batch_size": batch_size,
         "steps": steps,
         "learning_rate": learning_rate,
-        "warmup_steps": warmup_steps or None,  # 0 = 10% of the steps
-        "workers": workers,
-        "pushgateway_url": pushgateway_url or None,
-        "run_id": run_id or None,
+        "warmup_ratio": warmup_ratio,
+        "pushgateway_url": pushgateway_url,  # "" (like every empty value) = not set
+        "run_id": run_id,
         "seed": seed,
     }
     if launcher == "local":
-        from mlm.steps.pretrain import pretrain as run_pretrain
+        from mlm.config import PretrainLaunchConfig
+        from mlm.launch.local import run_pretraining
 
-        run_pretrain(shards.path, tokenizer.path, model.path, **options)
+        run_pretraining(
+            PretrainLaunchConfig.create(
+                shard_dir=shards.path,
+                tokenizer_dir=tokenizer.path,
+                output_dir=model.path,
+                workers=workers,
+                **settings,
+            )
+        )
     else:
         # Only needed (and only importable with the Kubernetes client) for cluster launchers.
         from mlm.launch.kubernetes import launch_pretraining
@@ -66,8 +73,9 @@ def pretrain(
             shard_dir=shards.uri,
             tokenizer_dir=tokenizer.uri,
             output_dir=model.uri,
+            workers=workers,
             gpus_per_worker=gpus_per_worker,
-            **options,
+            **settings,
         )
 
     # A cluster job writes to the artifact's URI; a local run to its (mounted) path.

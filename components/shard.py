@@ -19,7 +19,7 @@ def shard(
     from mlm.steps.shard import shard as run_shard
 
     result = run_shard(
-        corpus_uri or None,  # "" = the built-in corpus
+        corpus_uri,  # "" = the built-in corpus
         tokenizer.path,
         shards.path,
         max_seq_length=max_seq_length,

@@ -19,10 +19,10 @@ def tokenize(
     from mlm.steps.tokenize import tokenize as run_tokenize
 
     result = run_tokenize(
-        corpus_uri or None,  # "" = the built-in corpus
+        corpus_uri,  # "" = the built-in corpus
         tokenizer.path,
         vocab_size=vocab_size,
         lowercase=lowercase,
-        tokenizer=pretrained_tokenizer_uri or None,
+        tokenizer=pretrained_tokenizer_uri,  # "" = train one
     )
     tokenizer.metadata.update(result.to_dict())

@@ -1,6 +1,7 @@
 """The `mlm-pretraining` pipeline: tokenize → shard → pretrain → evaluate → export → finetune.
 
-It only wires the components in `components/` and sets task options:
+It only wires the components in `components/` and sets task options; parameter defaults equal
+the components' (and so `mlm.config`'s; tests/test_config.py checks both):
 
 - tokenize and shard are cached (same corpus and options → same artifacts); pretrain never is;
 - the pretrain pod requests `pretrain_pod_gpus` GPUs (`nvidia.com/gpu`, a runtime parameter) and
@@ -63,7 +64,7 @@ def mlm_pretraining_pipeline(
     batch_size: int = 32,
     steps: int = 1000,
     learning_rate: float = 5e-4,
-    warmup_steps: int = 0,
+    warmup_ratio: float = 0.1,
     workers: int = 1,
     gpus_per_worker: int = 0,
     pretrain_pod_gpus: int = 0,
@@ -96,7 +97,7 @@ def mlm_pretraining_pipeline(
         batch_size: Global pre-training batch size.
         steps: Pre-training optimizer steps.
         learning_rate: Peak pre-training learning rate.
-        warmup_steps: Linear warm-up steps (0 = 10% of the steps).
+        warmup_ratio: Share of the pre-training steps spent warming up linearly.
         workers: Training workers (local processes or job pods).
         gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
         pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").
@@ -138,7 +139,7 @@ def mlm_pretraining_pipeline(
         batch_size=batch_size,
         steps=steps,
         learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
+        warmup_ratio=warmup_ratio,
         workers=workers,
         gpus_per_worker=gpus_per_worker,
         launcher=launcher,
@@ -162,7 +163,7 @@ def mlm_pretraining_pipeline(
         model=pretrain_task.outputs["model"],
         shards=shard_task.outputs["shards"],
         tokenizer=tokenize_task.outputs["tokenizer"],
-        num_batches=eval_batches,
+        eval_batches=eval_batches,
         seed=seed,
     )
     evaluate_task.set_display_name("evaluate")

@@ -41,7 +41,7 @@ DEMO_SETTINGS: dict[str, Any] = {
     "batch_size": 32,
     "steps": 3000,
     "learning_rate": 2e-3,
-    "warmup_steps": 300,
+    "warmup_ratio": 0.1,
     "eval_batches": 0,
     # Few-shot fine-tuning (20 labelled paragraphs per class, the other 60 held out): the regime
     # where pre-training pays off, and a large held-out set for a stable comparison.

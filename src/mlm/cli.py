@@ -1,8 +1,9 @@
 """The `mlm` command: one subcommand per pipeline step, plus `pipeline` for KFP servers.
 
-Each subcommand lives in the module that implements it; that module provides
-`add_cli_arguments(parser)` and `run_cli(args) -> int`, and imports TensorFlow only inside
-`run_cli`, so `mlm --help` stays fast.
+A step's flags come from its settings class in `mlm.config` (one flag per setting, and
+`--config FILE.yaml`); the step's module runs it (`run_cli(config) -> int`). `pretrain` goes
+through the local launcher, which trains in this process or starts `--workers` processes.
+TensorFlow is imported only when a step runs, so `mlm --help` stays fast.
 """
 
 from __future__ import annotations
@@ -11,17 +12,46 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
+from mlm import config as settings
 from mlm.errors import UserInputError
 
-# subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "tokenize": ("mlm.steps.tokenize", "train or load a WordPiece tokenizer for a corpus"),
-    "shard": ("mlm.steps.shard", "pack a tokenized corpus into TFRecord shards"),
-    "pretrain": ("mlm.steps.pretrain", "pre-train a masked language model on shards"),
-    "evaluate": ("mlm.steps.evaluate", "perplexity and masked accuracy on validation shards"),
-    "export": ("mlm.steps.export", "export the encoder (.keras, SavedModel, tokenizer, card)"),
-    "finetune": ("mlm.steps.finetune", "fine-tune a classifier on an exported encoder"),
+# subcommand -> (settings class, "module:function" that runs it, one-line help)
+STEPS: dict[str, tuple[type[settings.Config], str, str]] = {
+    "tokenize": (
+        settings.TokenizeConfig,
+        "mlm.steps.tokenize:run_cli",
+        "train or load a WordPiece tokenizer for a corpus",
+    ),
+    "shard": (
+        settings.ShardConfig,
+        "mlm.steps.shard:run_cli",
+        "pack a tokenized corpus into TFRecord shards",
+    ),
+    "pretrain": (
+        settings.PretrainLaunchConfig,
+        "mlm.cli:run_pretrain",
+        "pre-train a masked language model on shards",
+    ),
+    "evaluate": (
+        settings.EvaluateConfig,
+        "mlm.steps.evaluate:run_cli",
+        "perplexity and masked accuracy on validation shards",
+    ),
+    "export": (
+        settings.ExportConfig,
+        "mlm.steps.export:run_cli",
+        "export the encoder (.keras, SavedModel, tokenizer, card)",
+    ),
+    "finetune": (
+        settings.FinetuneConfig,
+        "mlm.steps.finetune:run_cli",
+        "fine-tune a classifier on an exported encoder",
+    ),
+}
+# subcommand -> (module with add_cli_arguments(parser) and run_cli(args), one-line help)
+TOOLS: dict[str, tuple[str, str]] = {
     "pipeline": ("mlm.kfp_client", "compile, submit or schedule the KFP pipeline"),
 }
 
@@ -34,27 +64,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"mlm {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (module_name, help_text) in COMMANDS.items():
+    for name, (config_class, _runner, help_text) in STEPS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        settings.add_arguments(sub, config_class)
+    for name, (module_name, help_text) in TOOLS.items():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as error:
             if error.name != module_name:
                 raise
-            continue  # step not available in this build
+            continue  # not available in this build
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
         module.add_cli_arguments(sub)
         sub.set_defaults(_run=module.run_cli)
     return parser
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command in STEPS:
+        config_class, runner, _help = STEPS[args.command]
+        config = settings.from_args(config_class, args)
+        module_name, function = runner.split(":")
+        return int(getattr(importlib.import_module(module_name), function)(config) or 0)
+    return int(args._run(args) or 0)
+
+
+def run_pretrain(config: settings.PretrainLaunchConfig) -> int:
+    """Runs `mlm pretrain` (here, or as `config.workers` local processes); the exit status."""
+    from mlm.launch.local import WorkersFailedError, run_pretraining
+    from mlm.training.loop import TrainingDivergedError
+
+    try:
+        run_pretraining(config)
+    except WorkersFailedError as error:
+        print(f"mlm pretrain: error: {error}", file=sys.stderr)
+        return 1
+    except TrainingDivergedError as error:
+        print(f"mlm pretrain: error: {error}", file=sys.stderr)
+        return 3
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "_run", None):
+    args: Any = parser.parse_args(argv)
+    if args.command is None:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        return _run(args)
     except UserInputError as error:
         print(f"mlm {args.command}: error: {error}", file=sys.stderr)
         return 2

@@ -379,27 +379,15 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monke
         "--output", "gs://b/run-7/pretrain/model",
     ]  # fmt: skip
     flags = dict(zip(args[6::2], args[7::2]))
-    assert flags == {
-        "--variant": "tiny",
-        "--model-overrides": '{"num_layers": 2}',
-        "--steps": "50",
-        "--run-id": "run-7",
-    }
-    # The argument list is what the worker's `mlm pretrain` parses back into the same options.
-    import argparse
+    # Settings at their defaults (variant "tiny") do not travel.
+    assert flags == {"--model-overrides": '{"num_layers": 2}', "--steps": "50", "--run-id": "run-7"}
+    # The argument list is what the worker's `mlm pretrain` parses back into the same settings.
+    from mlm.config import PretrainConfig, from_argv
 
-    from mlm.steps.pretrain import add_cli_arguments
-
-    parser = argparse.ArgumentParser()
-    add_cli_arguments(parser)
-    parsed = parser.parse_args(args)
-    assert (parsed.variant, parsed.steps, parsed.run_id, parsed.workers) == (
-        "tiny",
-        50,
-        "run-7",
-        None,
-    )
-    assert parsed.model_overrides == {"num_layers": 2}
+    parsed = from_argv(PretrainConfig, args)
+    assert (parsed.model.variant, parsed.steps, parsed.run_id) == ("tiny", 50, "run-7")
+    assert parsed.model.model_overrides == {"num_layers": 2}
+    assert parsed.output_dir == "gs://b/run-7/pretrain/model"
 
 
 def test_a_trainjob_pod_environment_resolves_to_the_intended_cluster():

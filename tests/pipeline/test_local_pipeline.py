@@ -22,7 +22,7 @@ TINY_PIPELINE = {
     "batch_size": 8,
     "steps": 4,
     "learning_rate": 1e-3,
-    "warmup_steps": 1,
+    "warmup_ratio": 0.25,
     "eval_batches": 2,
     "finetune_max_seq_length": SEQ_LENGTH,
     "finetune_batch_size": 8,

@@ -127,7 +127,7 @@ def test_export_writes_tokenizer_card_and_facts(tiny_run, exported):
 
 def test_export_card_carries_evaluation_metrics(tiny_run, tmp_path):
     evaluation = evaluate(
-        tiny_run.model, tiny_run.shards, tiny_run.tokenizer, str(tmp_path / "eval"), num_batches=1
+        tiny_run.model, tiny_run.shards, tiny_run.tokenizer, str(tmp_path / "eval"), eval_batches=1
     )
     result = export(
         tiny_run.model,
@@ -216,6 +216,7 @@ def test_finetune_ner_reports_entity_f1(exported, tmp_path):
         max_seq_length=16,
         batch_size=8,
         epochs=1,
+        baseline=False,
     )
     assert result.task == "named_entity_recognition"
     assert result.label_names == ["B-LOC", "B-PER", "O"]
@@ -278,7 +279,7 @@ def test_steps_read_and_write_gcs(tiny_run, gcs_emulator, tmp_path):
         f"{bucket}/shards",
         f"{bucket}/tokenizer",
         f"{bucket}/eval",
-        num_batches=1,
+        eval_batches=1,
     )
     assert storage.read_json(f"{bucket}/eval/metrics.json") == evaluation.metrics
 
@@ -302,6 +303,7 @@ def test_steps_read_and_write_gcs(tiny_run, gcs_emulator, tmp_path):
         batch_size=8,
         epochs=1,
         validation_fraction=0.5,
+        baseline=False,
     )
     assert storage.read_json(f"{bucket}/ft/metrics.json")["metrics"] == tuned.metrics
     assert storage.exists(f"{bucket}/ft/classifier.keras")

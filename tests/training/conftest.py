@@ -138,7 +138,7 @@ def pretrain_argv(data: dict[str, str], output: Path | str, *extra: str) -> list
         "--model-overrides", json.dumps(TINY_MODEL),
         "--batch-size", "8",
         "--learning-rate", "3e-3",
-        "--warmup-steps", "2",
+        "--warmup-ratio", "0.25",
         "--validation-batches", "2",
         *extra,
     ]  # fmt: skip

@@ -33,7 +33,7 @@ def single_run(training_data, pushgateway, tmp_path_factory):
     result = run(
         pretrain_argv(
             training_data, output, "--steps", str(STEPS), "--log-every-steps", "2",
-            "--checkpoint-every-steps", "4", "--pushgateway", pushgateway, "--run-id", "single",
+            "--checkpoint-every-steps", "4", "--pushgateway-url", pushgateway, "--run-id", "single",
         )
     )  # fmt: skip
     return output, result.stdout
@@ -181,7 +181,8 @@ def test_kill_9_then_rerun_resumes_on_gcs(training_data, gcs_emulator, tmp_path)
         (["--batch-size", "0"], "batch_size=0: must be at least 1"),
         (["--precision", "float8"], "precision='float8'"),
         (["--learning-rate", "nan"], "learning_rate=nan"),
-        (["--model-overrides", '["layers"]'], "model_overrides must be a dict"),
+        (["--model-overrides", '["layers"]'], "model_overrides=['layers']: expected a mapping"),
+        (["--mask-ratio", "1.5"], "mask_ratio=1.5: must be less than 1"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(training_data, tmp_path, capsys, extra, message):
@@ -243,40 +244,18 @@ def test_mixed_float16_with_accumulation_and_static_predictions(training_data, t
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
-def test_to_argv_round_trips_through_the_command_line():
-    """What the local and Kubernetes launchers pass to workers parses back to the same options."""
-    import argparse
+def test_workers_get_the_same_config_as_flags():
+    """What the local launcher hands its workers is `to_argv` of the config it was given."""
+    from mlm.config import PretrainConfig, PretrainLaunchConfig, from_argv, to_argv
 
-    from mlm.steps.pretrain import add_cli_arguments, options_from_args, to_argv
-
-    options = {
-        "variant": "small", "model_overrides": {"num_layers": 2, "hidden_act": "gelu"},
-        "batch_size": 64, "steps": 500, "learning_rate": 2e-4, "warmup_steps": 0,
-        "schedule": "constant", "optimizer": "lamb", "weight_decay": 0.0,
-        "gradient_clipping": None, "gradient_accumulation_steps": 4, "mask_ratio": 0.2,
-        "whole_word_masking": True, "max_predictions_per_seq": 20, "tie_word_embeddings": True,
-        "precision": "mixed_bfloat16", "jit_compile": True, "workers": 1,
-        "checkpoint_every_steps": None, "checkpoint_every_minutes": 2.5, "keep_checkpoints": 1,
-        "log_every_steps": 7, "validation_batches": 0, "pushgateway_url": "http://pg:9091",
-        "run_id": "run-1", "seed": 3, "quiet": True, "worker_timeout": 60.0,
-    }  # fmt: skip
-    paths = {"shard_dir": "gs://b/shards", "tokenizer_dir": "/tok", "output_dir": "out dir"}
-    parser = argparse.ArgumentParser()
-    add_cli_arguments(parser)
-    args = parser.parse_args(to_argv({**paths, **options}))
-    assert (args.shards, args.tokenizer, args.output) == ("gs://b/shards", "/tok", "out dir")
-    parsed = options_from_args(args)
-    assert parsed == {k: v for k, v in options.items() if v is not None or k in parsed}
-    assert parsed["gradient_clipping"] is None and parsed["checkpoint_every_steps"] is None
-    # Defaults stay defaults: only what was given travels.
-    assert to_argv(paths) == [
-        "--shards",
-        "gs://b/shards",
-        "--tokenizer",
-        "/tok",
-        "--output",
-        "out dir",
-    ]
+    launch = PretrainLaunchConfig.create(
+        shard_dir="s", tokenizer_dir="t", output_dir="o", workers=3, worker_timeout=60,
+        steps=7, mask_ratio=0.2, quiet=True,
+    )  # fmt: skip
+    worker = from_argv(PretrainConfig, to_argv(launch.pretrain_config()))
+    assert worker == launch.pretrain_config()
+    assert type(worker) is PretrainConfig and worker.masking.mask_ratio == 0.2
+    assert "--workers" not in to_argv(launch.pretrain_config())
 
 
 def test_diverging_training_exits_3_without_outputs(training_data, tmp_path, capsys):

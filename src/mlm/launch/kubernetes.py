@@ -750,7 +750,7 @@ def launch_pretraining(
         run_id: the pipeline run id (also the metrics' run_id).
         namespace, image: where and what to run (see above).
         job_options: further `launch_pretraining_job` keywords (spot, node_selector, timeout_s, ...).
-        **pretrain_options: `mlm.steps.pretrain.pretrain` options (variant, steps, ...), passed
+        **pretrain_options: `mlm.config.PretrainConfig` settings (variant, steps, ...), passed
             to each worker as `mlm pretrain` flags.
 
     Returns:
@@ -761,18 +761,18 @@ def launch_pretraining(
         image = os.environ.get("MLM_JOB_IMAGE") or DEFAULT_IMAGE + (
             "-gpu" if gpus_per_worker else ""
         )
-    from mlm.steps.pretrain import to_argv
+    from mlm.config import PretrainConfig, to_argv
 
     # Each pod is one worker: its identity comes from the job, not from a local process count.
     pretrain_options.pop("workers", None)
     args = to_argv(
-        {
-            "shard_dir": shard_dir,
-            "tokenizer_dir": tokenizer_dir,
-            "output_dir": output_dir,
-            "run_id": run_id,
+        PretrainConfig.create(
+            shard_dir=shard_dir,
+            tokenizer_dir=tokenizer_dir,
+            output_dir=output_dir,
+            run_id=run_id,
             **pretrain_options,
-        }
+        )
     )
     return launch_pretraining_job(
         launcher,

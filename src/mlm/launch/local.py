@@ -4,6 +4,9 @@ Each worker gets `TF_CONFIG` with `cluster.worker = ["localhost:<port>", ...]` (
 ports) and its own task index; worker 0 is the chief. Their output is streamed line by line with a
 `[worker i]` prefix. If any worker fails, the others are stopped (SIGTERM, then SIGKILL after a
 grace period) and the failure is reported with that worker's last lines. A timeout bounds the run.
+
+`run_pretraining` is what `mlm pretrain` and the KFP pretrain component call: one process, or
+`--workers N` local processes each running `mlm pretrain` with the same settings.
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
+
+from mlm.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mlm.config import PretrainLaunchConfig
+    from mlm.steps.pretrain import PretrainResult
 
 TAIL_LINES = 30
 
@@ -185,3 +194,28 @@ def run_local_workers(
         _stop(workers, grace_period)  # no-op when all exited; covers KeyboardInterrupt
         for worker in workers:
             worker.reader.join(timeout=5)
+
+
+def run_pretraining(config: PretrainLaunchConfig) -> PretrainResult:
+    """Runs a pretrain config on this machine: in this process when `config.workers` is 1, else
+    as that many local worker processes (`mlm pretrain` with the config's flags, TF_CONFIG set).
+
+    Raises:
+        UserInputError: workers > 1 inside a cluster (TF_CONFIG already set).
+        WorkersFailedError: a worker failed, or the run took longer than `worker_timeout`.
+    """
+    from mlm.config import to_argv
+    from mlm.steps.pretrain import PretrainResult, pretrain_from_config
+
+    # Resolved once, so that every worker reports under the same run.
+    training = config.pretrain_config().with_run_identity()
+    if config.workers == 1:
+        return pretrain_from_config(training)
+    if os.environ.get("TF_CONFIG"):
+        raise UserInputError(
+            "workers > 1 starts local worker processes, but TF_CONFIG is already set (this "
+            "process is a worker of a cluster): drop --workers or unset TF_CONFIG"
+        )
+    command = [sys.executable, "-m", "mlm.cli", "pretrain", *to_argv(training)]
+    run_local_workers(command, config.workers, timeout=config.worker_timeout)
+    return PretrainResult.from_output_dir(training.output_dir)

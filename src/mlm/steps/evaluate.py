@@ -11,7 +11,6 @@ cross-entropy at the masked positions), `accuracy` (masked tokens predicted exac
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -19,6 +18,7 @@ import os
 from typing import Any
 
 from mlm import storage
+from mlm.config import EvaluateConfig
 from mlm.errors import UserInputError
 from mlm.steps._artifacts import MLM_MODEL_FILE, find_file, load_keras, local_copy, output_directory
 
@@ -48,16 +48,7 @@ def load_pretrained_model(model_dir: str) -> Any:
 
 
 def evaluate(
-    model_dir: str,
-    shard_dir: str,
-    tokenizer_dir: str,
-    output_dir: str,
-    *,
-    split: str = "validation",
-    batch_size: int = 32,
-    num_batches: int | None = None,
-    seed: int = 0,
-    num_samples: int = 4,
+    model_dir: str, shard_dir: str, tokenizer_dir: str, output_dir: str, **settings: Any
 ) -> EvaluateResult:
     """Scores a pre-trained masked language model on a shard split.
 
@@ -66,24 +57,35 @@ def evaluate(
         shard_dir: Shard directory written by `mlm shard` with the same tokenizer.
         tokenizer_dir: The tokenizer directory (decodes the sample predictions).
         output_dir: Where `metrics.json` and `report.md` go (replaced as a whole).
-        split: "validation" (default) or "train".
-        batch_size: Sequences per batch.
-        num_batches: Batches to score (None: the whole split, the last batch may be smaller).
-        seed: Mask seed; batch `i` is masked with `[seed, i]`.
-        num_samples: Sequences shown in the report's prediction visualisation.
+        **settings: `mlm.config.EvaluateConfig` settings by name: `split` ("validation" or
+            "train"), `batch_size`, `eval_batches` (None: the whole split, the last batch may be
+            smaller), `seed` (batch `i` is masked with `[seed, i]`), `num_samples` (sequences in
+            the report's prediction visualisation).
 
     Returns:
         An `EvaluateResult`.
     """
+    return evaluate_from_config(
+        EvaluateConfig.create(
+            model_dir=model_dir,
+            shard_dir=shard_dir,
+            tokenizer_dir=tokenizer_dir,
+            output_dir=output_dir,
+            **settings,
+        )
+    )
+
+
+def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
+    """`evaluate` with its settings as an `EvaluateConfig`."""
     from mlm.data import pretraining_dataset
     from mlm.data.shards import read_manifest
     from mlm.data.tokenizer import check_tokenizer_matches, load_tokenizer, read_tokenizer_info
     from mlm.evaluation import masked_lm_metrics, visualize_mlm_predictions
 
-    if batch_size < 1:
-        raise UserInputError(f"batch_size={batch_size}: must be at least 1")
-    if num_batches is not None and num_batches < 1:
-        raise UserInputError(f"num_batches={num_batches}: must be at least 1 (or None for all)")
+    model_dir, shard_dir, tokenizer_dir = config.model_dir, config.shard_dir, config.tokenizer_dir
+    split, batch_size, seed = config.split, config.batch_size, config.seed
+    num_batches = config.eval_batches
     info = read_tokenizer_info(tokenizer_dir)
     manifest = read_manifest(shard_dir, tokenizer_hash=info.content_hash)
     if split not in manifest.splits:
@@ -112,16 +114,16 @@ def evaluate(
         num_examples=float(min(examples, num_batches * batch_size)),
     )
     samples = visualize_mlm_predictions(
-        model, next(iter(dataset)), load_tokenizer(tokenizer_dir), num_samples, seed=seed
+        model, next(iter(dataset)), load_tokenizer(tokenizer_dir), config.num_samples, seed=seed
     )
     report = _report(model_dir, shard_dir, split, seed, metrics, samples)
-    with output_directory(output_dir, METRICS_FILE, "evaluation") as staging:
+    with output_directory(config.output_dir, METRICS_FILE, "evaluation") as staging:
         with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
             file.write(report)
         with open(os.path.join(staging, METRICS_FILE), "w", encoding="utf-8") as file:
             json.dump(metrics, file, indent=2)
             file.write("\n")
-    return EvaluateResult(output_dir, metrics, storage.join(output_dir, REPORT_FILE))
+    return EvaluateResult(config.output_dir, metrics, storage.join(config.output_dir, REPORT_FILE))
 
 
 def _report(
@@ -151,29 +153,7 @@ def _report(
     )
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="pretrain output directory")
-    parser.add_argument("--shards", required=True, help="shard directory")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer directory")
-    parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument("--split", default="validation", choices=("validation", "train"))
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--num-batches", type=int, default=None, help="default: the whole split")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-samples", type=int, default=4)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    result = evaluate(
-        args.model,
-        args.shards,
-        args.tokenizer,
-        args.output,
-        split=args.split,
-        batch_size=args.batch_size,
-        num_batches=args.num_batches,
-        seed=args.seed,
-        num_samples=args.num_samples,
-    )
-    print(json.dumps(result.metrics, indent=2))
+def run_cli(config: EvaluateConfig) -> int:
+    """Runs `mlm evaluate` and prints its metrics as JSON."""
+    print(json.dumps(evaluate_from_config(config).metrics, indent=2))
     return 0

@@ -14,7 +14,6 @@ Output directory:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -22,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlm import storage
+from mlm.config import ExportConfig
 from mlm.errors import UserInputError
 from mlm.steps._artifacts import (
     ENCODER_FILE,
@@ -95,7 +95,7 @@ def export(
     output_dir: str,
     *,
     evaluation_metrics: Mapping[str, Any] | None = None,
-    evaluation_dir: str | None = None,
+    **settings: Any,
 ) -> ExportResult:
     """Exports the encoder of a pre-training run.
 
@@ -104,11 +104,23 @@ def export(
         tokenizer_dir: The tokenizer directory the model was trained with.
         output_dir: The export directory (replaced as a whole).
         evaluation_metrics: Metrics for the model card (e.g. from `mlm evaluate`).
-        evaluation_dir: Or an `mlm evaluate` output directory to read them from.
+        **settings: `mlm.config.ExportConfig` settings by name: `evaluation_dir` (an
+            `mlm evaluate` output directory to read the card's metrics from).
 
     Returns:
         An `ExportResult`.
     """
+    config = ExportConfig.create(
+        model_dir=model_dir, tokenizer_dir=tokenizer_dir, output_dir=output_dir, **settings
+    )
+    return export_from_config(config, evaluation_metrics)
+
+
+def export_from_config(
+    config: ExportConfig, evaluation_metrics: Mapping[str, Any] | None = None
+) -> ExportResult:
+    """`export` with its settings as an `ExportConfig`."""
+    model_dir, tokenizer_dir, output_dir = config.model_dir, config.tokenizer_dir, config.output_dir
     from mlm.data.tokenizer import check_tokenizer_matches, read_tokenizer_info
 
     info = read_tokenizer_info(tokenizer_dir)
@@ -122,8 +134,8 @@ def export(
         pretrain_metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else {}
     check_tokenizer_matches(info, encoder.vocab_size, info.mask_token_id)
     evaluation = dict(evaluation_metrics or {})
-    if evaluation_dir:
-        evaluation.update(storage.read_json(storage.join(evaluation_dir, "metrics.json")))
+    if config.evaluation_dir:
+        evaluation.update(storage.read_json(storage.join(config.evaluation_dir, "metrics.json")))
 
     config = encoder.get_config()
     facts = {
@@ -236,16 +248,7 @@ def model_card(facts: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="pretrain output directory")
-    parser.add_argument("--tokenizer", required=True, help="tokenizer directory")
-    parser.add_argument("--output", required=True, help="export directory")
-    parser.add_argument(
-        "--evaluation", default=None, help="`mlm evaluate` output directory (for the model card)"
-    )
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    result = export(args.model, args.tokenizer, args.output, evaluation_dir=args.evaluation)
-    print(json.dumps(result.to_dict(), indent=2))
+def run_cli(config: ExportConfig) -> int:
+    """Runs `mlm export` and prints its result as JSON."""
+    print(json.dumps(export_from_config(config).to_dict(), indent=2))
     return 0

@@ -18,7 +18,6 @@ Output directory: `classifier.keras`, `tokenizer/`, `labels.json`, `report.md` a
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mlm import storage
+from mlm.config import FinetuneConfig
 from mlm.errors import UserInputError
 from mlm.steps._artifacts import (
     ENCODER_FILE,
@@ -164,72 +164,40 @@ class FinetuneResult:
         return dataclasses.asdict(self)
 
 
-def finetune(
-    encoder_dir: str,
-    data: str,
-    output_dir: str,
-    *,
-    task: str = "text_classification",
-    validation_data: str | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    validation_fraction: float = 0.2,
-    max_seq_length: int = 128,
-    batch_size: int = 16,
-    epochs: int = 10,
-    learning_rate: float = 1e-3,
-    warmup_ratio: float = 0.1,
-    weight_decay: float = 0.01,
-    patience: int = 3,
-    dropout_rate: float = 0.1,
-    pooling: str = "cls",
-    baseline: bool = False,
-    seed: int = 0,
-) -> FinetuneResult:
+def finetune(encoder_dir: str, data: str, output_dir: str, **settings: Any) -> FinetuneResult:
     """Fine-tunes a classifier on an exported encoder and scores it on held-out data.
 
     Args:
         encoder_dir: An `mlm export` directory (`encoder.keras` and `tokenizer/`), local or gs://.
         data: Labelled file: CSV/TSV/JSONL for sequence tasks, CoNLL/IOB for token tasks.
         output_dir: Where the classifier, metrics and report go (replaced as a whole).
-        task: An `NLPTaskType` value or name ("text_classification", "sentiment_analysis",
-            "ner", ...).
-        validation_data: Held-out file in the same format (None: split `data`).
-        text_column: Text column of CSV/TSV/JSONL.
-        label_column: Label column of CSV/TSV/JSONL.
-        validation_fraction: Share held out when `validation_data` is None (stratified by label).
-        max_seq_length: Tokens per example ([CLS] and [SEP] included); longer texts are cut.
-        batch_size: Examples per step.
-        epochs: Most passes over the training rows (early stopping may end sooner).
-        learning_rate: Peak learning rate (linear warm-up, then linear decay to 0).
-        warmup_ratio: Share of the steps spent warming up.
-        weight_decay: AdamW weight decay (not applied to biases and normalization).
-        patience: Epochs without a lower validation loss before stopping (best weights kept).
-        dropout_rate: Dropout in the head.
-        pooling: Sequence tasks: "cls", "pooled" or "mean" (see `mlm.heads`).
-        baseline: Also train the same architecture from random initialisation.
-        seed: Seed of the split, the initialisation and the batch order.
+        **settings: `mlm.config.FinetuneConfig` settings by name, e.g. `task="ner"`,
+            `validation_data=...`, `epochs=10`, `learning_rate=1e-3`, `baseline=False`.
 
     Returns:
         A `FinetuneResult`.
     """
+    config = FinetuneConfig.create(
+        encoder_dir=encoder_dir, data=data, output_dir=output_dir, **settings
+    )
+    return finetune_from_config(config)
+
+
+def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
+    """`finetune` with its settings as a `FinetuneConfig`."""
     import keras
 
     from mlm.data.tokenizer import load_tokenizer
     from mlm.heads import NLPTaskConfig, NLPTaskType
 
-    for name, value in (("batch_size", batch_size), ("epochs", epochs), ("patience", patience)):
-        if int(value) < 1:
-            raise UserInputError(f"{name}={value}: must be at least 1")
-    if learning_rate <= 0:
-        raise UserInputError(f"learning_rate={learning_rate}: must be positive")
+    max_seq_length, batch_size, seed = config.max_seq_length, config.batch_size, config.seed
     try:
-        task_type = NLPTaskType(task)
+        task_type = NLPTaskType(config.task)
     except ValueError:
         choices = ", ".join(sorted({t.value for t in NLPTaskType} | {"ner"}))
-        raise UserInputError(f"task={task!r}: unknown task; use one of {choices}") from None
+        raise UserInputError(f"task={config.task!r}: unknown task; use one of {choices}") from None
 
-    with local_copy(encoder_dir) as local_encoder_dir:
+    with local_copy(config.encoder_dir) as local_encoder_dir:
         # Staged copy of a gs:// export: it must live until the tokenizer is copied out.
         encoder_path = find_file(
             local_encoder_dir, ENCODER_FILE, "an exported encoder", "run `mlm export` first"
@@ -245,34 +213,41 @@ def finetune(
             )
 
         if task_type.is_token_level:
-            dataset = _token_dataset(data, validation_data, validation_fraction, seed)
+            dataset = _token_dataset(
+                config.data, config.validation_data, config.validation_fraction, seed
+            )
         else:
             dataset = _sequence_dataset(
-                data, validation_data, validation_fraction, seed, text_column, label_column
+                config.data,
+                config.validation_data,
+                config.validation_fraction,
+                seed,
+                config.text_column,
+                config.label_column,
             )
         label_names = dataset["label_names"]
         encode = _encode_words if task_type.is_token_level else _encode_texts
         train = encode(tokenizer, dataset["train"], max_seq_length)
         validation = encode(tokenizer, dataset["validation"], max_seq_length)
 
-        config = NLPTaskConfig(
+        task_config = NLPTaskConfig(
             name=task_type.value,
             task_type=task_type,
             num_classes=len(label_names),
-            dropout_rate=dropout_rate,
-            pooling=pooling,
+            dropout_rate=config.dropout_rate,
+            pooling=config.pooling,
         )
         budget = {
-            "epochs": epochs,
+            "epochs": config.epochs,
             "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "warmup_ratio": warmup_ratio,
-            "weight_decay": weight_decay,
-            "patience": patience,
+            "learning_rate": config.learning_rate,
+            "warmup_ratio": config.warmup_ratio,
+            "weight_decay": config.weight_decay,
+            "patience": config.patience,
             "seed": seed,
         }
         starts = {"pretrained": encoder}
-        if baseline:
+        if config.baseline:
             # Same architecture and config, fresh random weights.
             keras.utils.set_random_seed(seed + 1)
             starts["baseline"] = type(encoder).from_config(encoder.get_config())
@@ -282,7 +257,7 @@ def finetune(
         models: dict[str, Any] = {}
         for name, start in starts.items():
             keras.utils.set_random_seed(seed)  # same head init and batch order for both
-            model = build_classifier(start, config, max_seq_length)
+            model = build_classifier(start, task_config, max_seq_length)
             histories[name] = _train(model, train, validation, **budget)
             metrics[name] = _score(model, validation, dataset, task_type.is_token_level, batch_size)
             metrics[name]["epochs_trained"] = len(histories[name]["loss"])
@@ -292,7 +267,7 @@ def finetune(
         for scores in metrics.values():
             scores.pop("confusion_matrix", None)
         report = _report(task_type.value, label_names, dataset, metrics, matrix, budget)
-        with output_directory(output_dir, METRICS_FILE, "fine-tune") as staging:
+        with output_directory(config.output_dir, METRICS_FILE, "fine-tune") as staging:
             models["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
             copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
             _write_json(
@@ -301,7 +276,7 @@ def finetune(
                     "task": task_type.value,
                     "label_names": label_names,
                     "max_seq_length": max_seq_length,
-                    "head": config.to_dict(),
+                    "head": task_config.to_dict(),
                 },
             )
             with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
@@ -316,18 +291,18 @@ def finetune(
                     "metrics": metrics,
                     "confusion_matrix": matrix,
                     "history": histories,
-                    "settings": budget | {"max_seq_length": max_seq_length, "data": data},
+                    "settings": budget | {"max_seq_length": max_seq_length, "data": config.data},
                 },
             )
         return FinetuneResult(
-            output_dir=output_dir,
+            output_dir=config.output_dir,
             task=task_type.value,
             label_names=label_names,
             num_train=len(train[1]),
             num_validation=len(validation[1]),
             metrics=metrics,
             confusion_matrix=matrix,
-            report_path=storage.join(output_dir, REPORT_FILE),
+            report_path=storage.join(config.output_dir, REPORT_FILE),
         )
 
 
@@ -479,51 +454,7 @@ def _write_json(path: str, value: Any) -> None:
 # --- command line -------------------------------------------------------------------------------
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", required=True, help="`mlm export` directory")
-    parser.add_argument("--data", required=True, help="labelled CSV/TSV/JSONL or CoNLL file")
-    parser.add_argument("--output", required=True, help="output directory")
-    parser.add_argument(
-        "--task", default="text_classification", help="e.g. sentiment_analysis, ner"
-    )
-    parser.add_argument("--validation-data", default=None, help="held-out file (default: split)")
-    parser.add_argument("--text-column", default="text")
-    parser.add_argument("--label-column", default="label")
-    parser.add_argument("--validation-fraction", type=float, default=0.2)
-    parser.add_argument("--max-seq-length", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--learning-rate", type=float, default=1e-3)
-    parser.add_argument("--warmup-ratio", type=float, default=0.1)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--patience", type=int, default=3)
-    parser.add_argument("--pooling", default="cls", choices=("cls", "pooled", "mean"))
-    parser.add_argument(
-        "--baseline", action="store_true", help="also train a random-init encoder (same budget)"
-    )
-    parser.add_argument("--seed", type=int, default=0)
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    result = finetune(
-        args.encoder,
-        args.data,
-        args.output,
-        task=args.task,
-        validation_data=args.validation_data,
-        text_column=args.text_column,
-        label_column=args.label_column,
-        validation_fraction=args.validation_fraction,
-        max_seq_length=args.max_seq_length,
-        batch_size=args.batch_size,
-        epochs=args.epochs,
-        learning_rate=args.learning_rate,
-        warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay,
-        patience=args.patience,
-        pooling=args.pooling,
-        baseline=args.baseline,
-        seed=args.seed,
-    )
-    print(json.dumps(result.flat_metrics(), indent=2))
+def run_cli(config: FinetuneConfig) -> int:
+    """Runs `mlm finetune` and prints its held-out scores as JSON."""
+    print(json.dumps(finetune_from_config(config).flat_metrics(), indent=2))
     return 0

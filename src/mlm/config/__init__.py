@@ -1,0 +1,344 @@
+"""The settings of every step, declared once: name, type, default, checks and help text.
+
+The `mlm <step>` flags and `--config FILE.yaml` (`mlm.config.argv`), the step functions
+(`mlm.steps`), the pretrain workers' argv and, checked by a test, the KFP components' parameter
+defaults all come from these classes. Inputs and outputs (URIs) are required settings too, so a
+`--config` file can hold a whole run.
+
+Python:
+
+    from mlm.config import PretrainConfig
+    config = PretrainConfig.create(shard_dir="runs/shards", tokenizer_dir="runs/tokenizer",
+                                   output_dir="runs/pretrain", steps=100, mask_ratio=0.2)
+    config.masking.mask_ratio  # 0.2; groups: config.model, config.masking
+
+YAML (`mlm pretrain --config run.yaml --steps 200`: the flag wins):
+
+    shard_dir: runs/shards
+    tokenizer_dir: runs/tokenizer
+    output_dir: runs/pretrain
+    steps: 100
+    model: {variant: small, model_overrides: {num_layers: 4}}
+    masking: {mask_ratio: 0.2, whole_word_masking: true}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+import uuid
+
+from mlm.config.argv import add_arguments, from_args, from_argv, to_argv
+from mlm.config.base import Config, Field, group, setting
+
+__all__ = [
+    "Config",
+    "EvaluateConfig",
+    "ExportConfig",
+    "Field",
+    "FinetuneConfig",
+    "MaskingConfig",
+    "ModelConfig",
+    "PretrainConfig",
+    "PretrainLaunchConfig",
+    "ShardConfig",
+    "TokenizeConfig",
+    "add_arguments",
+    "from_args",
+    "from_argv",
+    "group",
+    "setting",
+    "to_argv",
+]
+
+dataclass = dataclasses.dataclass(frozen=True, kw_only=True)
+
+LAYOUTS = ("lines", "documents")
+VARIANTS = ("tiny", "small", "base", "large")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+SCHEDULES = ("cosine_decay", "polynomial_decay", "constant")
+OPTIMIZERS = ("adamw", "adam", "lamb", "sgd")
+POOLINGS = ("cls", "pooled", "mean")
+SPLITS = ("validation", "train")
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class CorpusConfig(Config):
+    """Where the text comes from and how it is read (`mlm.data.corpus.read_units`)."""
+
+    corpus: list[str] | None = setting(
+        None,
+        "text files, directories, globs, .gz files or gs:// prefixes (none: the built-in corpus "
+        "of Python standard-library docstrings)",
+    )
+    layout: str = setting(
+        "lines",
+        "lines: one sentence per line; documents: documents separated by blank lines",
+        choices=LAYOUTS,
+    )
+    strict_utf8: bool = setting(False, "fail on invalid UTF-8 instead of replacing it")
+    clean: bool = setting(False, "strip HTML and MediaWiki markup first")
+
+
+@dataclass
+class TokenizeConfig(CorpusConfig):
+    """`mlm tokenize`: train a WordPiece tokenizer on a corpus, or adopt an existing one."""
+
+    output_dir: str = setting(help="tokenizer directory to write (local or gs://)", flag="--output")
+    vocab_size: int = setting(8000, "vocabulary size, special tokens included", at_least=1)
+    lowercase: bool = setting(True, "uncased: lowercase and strip accents (--no-lowercase: cased)")
+    tokenizer: str | None = setting(
+        None,
+        "adopt this tokenizer (a transformers directory or a vocab.txt) instead of training one",
+    )
+    min_frequency: int = setting(2, "minimum count of a merged WordPiece", at_least=1)
+
+
+@dataclass
+class ShardConfig(CorpusConfig):
+    """`mlm shard`: tokenize a corpus into packed TFRecord shards."""
+
+    tokenizer_dir: str = setting(
+        help="tokenizer directory (from `mlm tokenize`)", flag="--tokenizer"
+    )
+    output_dir: str = setting(help="shard directory to write (local or gs://)", flag="--output")
+    max_seq_length: int = setting(128, "tokens per example, [CLS] and [SEP] included", at_least=3)
+    num_shards: int = setting(8, "TFRecord files per split", at_least=1)
+    validation_fraction: float = setting(
+        0.05,
+        "share of lines/documents held out, chosen by content hash (0: no validation split)",
+        at_least=0,
+        below=1,
+    )
+    line_by_line: bool = setting(False, "one padded example per line instead of packing")
+    compression: str | None = setting(None, "compress the shards: gzip", choices=(None, "gzip"))
+    min_words: int = setting(1, "skip lines/documents with fewer words", at_least=0)
+    max_words: int | None = setting(None, "skip lines/documents with more words (0: no limit)")
+
+
+# --- pretrain -----------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig(Config):
+    """The BERT encoder and the masked-LM output layer."""
+
+    variant: str = setting("tiny", "BERT size", choices=VARIANTS)
+    model_overrides: dict | None = setting(
+        None, 'BERT arguments that replace the variant\'s, as JSON, e.g. {"num_layers": 2}'
+    )
+    tie_word_embeddings: bool = setting(
+        False, "share the output projection with the token embedding"
+    )
+
+
+@dataclass
+class MaskingConfig(Config):
+    """Which tokens the model learns to predict, and how they are corrupted."""
+
+    mask_ratio: float = setting(
+        0.15, "fraction of tokens selected for prediction", above=0, below=1
+    )
+    random_token_ratio: float = setting(
+        0.1, "share of the selected tokens replaced by a random token", at_least=0, below=1
+    )
+    unchanged_ratio: float = setting(
+        0.1, "share of the selected tokens left unchanged", at_least=0, below=1
+    )
+    whole_word_masking: bool = setting(
+        False, 'select whole words (all "##" pieces of a word together)'
+    )
+    max_predictions_per_seq: int | None = setting(
+        None, "fixed number of predictions per sequence, for static shapes (0: dynamic)"
+    )
+
+    def check(self) -> str | None:
+        if self.random_token_ratio + self.unchanged_ratio > 1:
+            return (
+                f"random_token_ratio={self.random_token_ratio} + unchanged_ratio="
+                f"{self.unchanged_ratio}: their sum must be at most 1"
+            )
+        if self.max_predictions_per_seq is not None and self.max_predictions_per_seq < 1:
+            return f"max_predictions_per_seq={self.max_predictions_per_seq}: must be at least 1"
+        return None
+
+
+@dataclass
+class PretrainConfig(Config):
+    """`mlm pretrain`: one (possibly multi-worker) masked-LM pre-training run."""
+
+    shard_dir: str = setting(help="shard directory (from `mlm shard`)", flag="--shards")
+    tokenizer_dir: str = setting(
+        help="tokenizer directory the shards were made with", flag="--tokenizer"
+    )
+    output_dir: str = setting(help="output directory (local or gs://)", flag="--output")
+    model: ModelConfig = group(ModelConfig, "the encoder")
+    masking: MaskingConfig = group(MaskingConfig, "the masked-LM objective")
+    batch_size: int = setting(
+        32, "global batch size, split over all replicas of all workers", at_least=1
+    )
+    steps: int = setting(
+        1000, "training steps to reach (a resumed run trains the remainder)", at_least=1
+    )
+    learning_rate: float = setting(5e-4, "peak learning rate", above=0)
+    warmup_ratio: float = setting(
+        0.1, "share of the steps spent warming up linearly to the peak", at_least=0, below=1
+    )
+    schedule: str = setting("cosine_decay", "learning-rate decay after warm-up", choices=SCHEDULES)
+    optimizer: str = setting("adamw", "optimizer", choices=OPTIMIZERS)
+    weight_decay: float = setting(
+        0.01, "decoupled weight decay of AdamW/LAMB (not of LayerNorm and biases)", at_least=0
+    )
+    gradient_clipping: float | None = setting(
+        1.0, "clip gradients to this global norm (0: no clipping)", at_least=0
+    )
+    gradient_accumulation_steps: int = setting(
+        1, "apply the optimizer every this many batches (one replica only)", at_least=1
+    )
+    precision: str = setting(
+        "float32", "mixed_float16 adds dynamic loss scaling", choices=PRECISIONS
+    )
+    jit_compile: bool = setting(False, "XLA-compile the training step")
+    checkpoint_every_steps: int | None = setting(
+        1000, "save a checkpoint every this many steps (0: not by steps)", at_least=0
+    )
+    checkpoint_every_minutes: float | None = setting(
+        15.0, "also save one when this many minutes passed (0: not by time)", above=0
+    )
+    keep_checkpoints: int = setting(3, "how many recent checkpoints to keep", at_least=1)
+    log_every_steps: int | None = setting(
+        None, "report progress every this many steps (0: about 20 reports)", at_least=0
+    )
+    validation_batches: int = setting(
+        20,
+        "validation batches evaluated at the end of training (0: none)",
+        at_least=0,
+    )
+    pushgateway_url: str | None = setting(
+        None,
+        "Prometheus Pushgateway to push metrics to (none: $MLM_PUSHGATEWAY_URL, if set)",
+        aliases=("--pushgateway",),
+    )
+    run_id: str | None = setting(None, "grouping key of the pushed metrics (none: a unique id)")
+    seed: int = setting(0, "seed of weight initialisation, data order and masking")
+    quiet: bool = setting(False, "print only the start, checkpoint and final lines")
+
+    def warmup_steps(self) -> int:
+        """Linear warm-up steps: `warmup_ratio` of `steps`."""
+        return int(self.warmup_ratio * self.steps)
+
+    def with_run_identity(self) -> PretrainConfig:
+        """This config with `pushgateway_url` from $MLM_PUSHGATEWAY_URL and a new unique
+        `run_id` where they are not set: resolve once, before starting workers, so that all
+        workers report under the same run."""
+        run_id = self.run_id or f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        pushgateway = self.pushgateway_url or os.environ.get("MLM_PUSHGATEWAY_URL") or None
+        return dataclasses.replace(self, run_id=run_id, pushgateway_url=pushgateway)
+
+
+@dataclass
+class PretrainLaunchConfig(PretrainConfig):
+    """`mlm pretrain` on this machine: a `PretrainConfig` and how many processes run it."""
+
+    workers: int = setting(
+        1, "local worker processes wired by TF_CONFIG (1: train in this process)", at_least=1
+    )
+    worker_timeout: float | None = setting(
+        None, "with --workers above 1, seconds the whole run may take (0: no limit)", above=0
+    )
+
+    def pretrain_config(self) -> PretrainConfig:
+        """The settings of the training itself (what each worker runs)."""
+        names = {spec.name for spec in dataclasses.fields(PretrainConfig)}
+        return PretrainConfig(**{name: getattr(self, name) for name in names})
+
+
+# --- evaluate, export, finetune -----------------------------------------------------------------
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """`mlm evaluate`: masked-LM perplexity and accuracy of a pre-trained model on shards."""
+
+    model_dir: str = setting(
+        help="pretrain output directory (with mlm_model.keras)", flag="--model"
+    )
+    shard_dir: str = setting(help="shard directory (same tokenizer)", flag="--shards")
+    tokenizer_dir: str = setting(help="tokenizer directory", flag="--tokenizer")
+    output_dir: str = setting(help="where metrics.json and report.md go", flag="--output")
+    split: str = setting("validation", "the shard split to score", choices=SPLITS)
+    batch_size: int = setting(32, "sequences per batch", at_least=1)
+    eval_batches: int | None = setting(
+        None,
+        "batches to score (0: the whole split)",
+        aliases=("--num-batches",),
+        at_least=0,
+    )
+    seed: int = setting(0, "mask seed: batch i is masked with [seed, i]")
+    num_samples: int = setting(4, "sequences shown in the report's predictions", at_least=0)
+
+
+@dataclass
+class ExportConfig(Config):
+    """`mlm export`: the encoder alone (.keras, SavedModel, tokenizer, model card)."""
+
+    model_dir: str = setting(help="pretrain output directory (with encoder.keras)", flag="--model")
+    tokenizer_dir: str = setting(
+        help="tokenizer directory the model was trained with", flag="--tokenizer"
+    )
+    output_dir: str = setting(help="export directory (replaced as a whole)", flag="--output")
+    evaluation_dir: str | None = setting(
+        None,
+        "`mlm evaluate` output directory whose metrics go on the model card",
+        flag="--evaluation",
+    )
+
+
+@dataclass
+class FinetuneConfig(Config):
+    """`mlm finetune`: a classifier on an exported encoder, scored on held-out data."""
+
+    encoder_dir: str = setting(help="`mlm export` directory", flag="--encoder")
+    data: str = setting(help="labelled CSV/TSV/JSONL file, or CoNLL/IOB file for token tasks")
+    output_dir: str = setting(help="output directory (replaced as a whole)", flag="--output")
+    task: str = setting(
+        "text_classification", "an NLPTaskType: text_classification, sentiment_analysis, ner, ..."
+    )
+    validation_data: str | None = setting(
+        None, "held-out file in the same format (none: split --data)"
+    )
+    text_column: str = setting("text", "text column of CSV/TSV/JSONL")
+    label_column: str = setting("label", "label column of CSV/TSV/JSONL")
+    validation_fraction: float = setting(
+        0.2,
+        "share held out when there is no --validation-data (stratified by label)",
+        above=0,
+        below=1,
+    )
+    max_seq_length: int = setting(128, "tokens per example; longer texts are cut", at_least=3)
+    batch_size: int = setting(16, "examples per step", at_least=1)
+    epochs: int = setting(
+        10, "most passes over the data (early stopping may end sooner)", at_least=1
+    )
+    learning_rate: float = setting(1e-3, "peak learning rate (linear decay to 0)", above=0)
+    warmup_ratio: float = setting(
+        0.1, "share of the steps spent warming up linearly to the peak", at_least=0, below=1
+    )
+    weight_decay: float = setting(
+        0.01, "AdamW weight decay (not of biases and LayerNorm)", at_least=0
+    )
+    patience: int = setting(
+        3,
+        "epochs without a lower validation loss before stopping (best weights kept)",
+        at_least=1,
+    )
+    dropout_rate: float = setting(0.1, "dropout in the head", at_least=0, below=1)
+    pooling: str = setting("cls", "sequence tasks: how the head pools the tokens", choices=POOLINGS)
+    baseline: bool = setting(
+        True, "also train the same architecture from random initialisation (--no-baseline: skip)"
+    )
+    seed: int = setting(0, "seed of the split, the initialisation and the batch order")
