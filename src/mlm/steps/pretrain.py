@@ -243,6 +243,8 @@ def _train(config: PretrainConfig) -> PretrainResult:
     finally:
         if tensorboard is not None:
             tensorboard.close()
+        if pushgateway is not None:
+            pushgateway.close()  # the last values (finished, or diverged) reach the gateway
         if keeper is not None:
             keeper.close()
         keras.mixed_precision.set_global_policy(previous_policy)
