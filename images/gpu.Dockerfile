@@ -5,11 +5,13 @@
 # docker build -f images/gpu.Dockerfile .
 # For production, pin the base by digest too: python:3.11-slim-bookworm@sha256:<digest you pulled>.
 
-# --- build: the mlm wheel, from the package sources only -------------------------------------
+# --- build: the wheel (mlm, components, pipelines), from the package sources -----------------
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/
+COPY components/ components/
+COPY pipelines/ pipelines/
 RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels .
 
 # --- runtime: the wheel, its pinned dependencies and the CUDA wheels, run unprivileged -------

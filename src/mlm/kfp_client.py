@@ -1,7 +1,7 @@
 """`mlm pipeline`: compile the pipeline, submit a run or schedule a recurring run on a KFP server.
 
-- `mlm pipeline compile [--output YAML] [--image IMAGE]` writes the pipeline's IR YAML (run it from
-  the repository root, where the `pipelines/` and `components/` packages live).
+- `mlm pipeline compile [--output YAML] [--image IMAGE]` writes the pipeline's IR YAML (the
+  `pipelines` and `components` packages are installed with `mlm`, so it runs from any directory).
 - `mlm pipeline submit --host URL --package YAML [--experiment NAME] [--param KEY=VALUE ...]`
   creates one run from a compiled package.
 - `mlm pipeline schedule --host URL --package YAML --cron "0 0 3 * * 0"` creates a recurring run
@@ -18,15 +18,14 @@ import argparse
 import json
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlm.errors import UserInputError
+from pipelines.compile import DEFAULT_OUTPUT as DEFAULT_PACKAGE
 
 DEFAULT_EXPERIMENT = "mlm-pretraining"
-DEFAULT_PACKAGE = "pipelines/mlm_pretraining_pipeline.yaml"
 TOKEN_ENV = "KFP_TOKEN"
 
 # robfig/cron (what the KFP scheduler uses) with seconds: name, lowest, highest, names allowed.
@@ -260,16 +259,7 @@ def schedule_run(
 
 
 def compile_package(output: str, image: str | None = None) -> str:
-    """Compiles the pipeline to `output` with `pipelines/compile.py` (needs the repository root,
-    or the directory holding `pipelines/` and `components/`, as the working directory)."""
-    cwd = os.getcwd()
-    if not Path(cwd, "pipelines", "compile.py").is_file():
-        raise UserInputError(
-            f"mlm pipeline compile: no pipelines/compile.py under {cwd}; run it from the "
-            "repository root"
-        )
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    """Compiles the pipeline to `output` with `pipelines.compile` (installed with `mlm`)."""
     from pipelines.compile import compile_pipeline
 
     return compile_pipeline(output, image=image)

@@ -1,0 +1,111 @@
+"""The repository's layout as a package: what the wheel ships, and one version everywhere.
+
+`components/` and `pipelines/` stay at the top of the repository but are installed with `mlm`, so
+nothing patches `sys.path` and an installed `mlm pipeline compile` runs from any directory. The
+version is defined once (`mlm.__version__`); the image tags of the Makefile and the manifests
+must agree with it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+import components
+import mlm
+from mlm.launch import kubernetes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The project's wheel (built from this checkout) installed alone into a fresh directory."""
+    root = tmp_path_factory.mktemp("install")
+    # A copy of the sources, so the build leaves nothing in the checkout.
+    source = root / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("src", "components", "pipelines"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(root / "wheels"), str(source)],
+        check=True, capture_output=True, cwd=root,
+    )  # fmt: skip
+    (wheel,) = (root / "wheels").glob("mlm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"mlm/cli.py", "components/__init__.py", "pipelines/compile.py"} <= names
+    assert not [n for n in names if n.startswith("tests/")]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+         "--target", str(root / "site"), str(wheel)],
+        check=True, capture_output=True, cwd=root,
+    )  # fmt: skip
+    return root / "site"
+
+
+def test_installed_pipeline_compile_runs_from_any_directory(installed, tmp_path):
+    # Only the installed copy is importable (plus the venv's third-party packages): not the
+    # checkout, and the working directory is an empty temporary one.
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import mlm, components, pipelines; "
+         "print(mlm.__file__, components.__file__, pipelines.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert all(path.startswith(str(installed)) for path in where.stdout.split()), where.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "mlm.cli", "pipeline", "compile", "--output", "out.yaml",
+         "--image", "registry.example.com/mlm:7"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spec = next(yaml.safe_load_all((tmp_path / "out.yaml").read_text()))
+    assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/mlm:7"}
+
+
+def test_no_module_patches_sys_path():
+    sources = [*REPO.glob("src/mlm/**/*.py"), *REPO.glob("components/*.py")]
+    sources += REPO.glob("pipelines/*.py")
+    patched = [str(p.relative_to(REPO)) for p in sources if "sys.path" in p.read_text()]
+    assert patched == []
+
+
+def test_the_version_is_defined_once_and_the_image_tags_follow_it():
+    version = mlm.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mlm.__version__"}
+
+    image = f"{mlm.IMAGE_REPOSITORY}:{version}"
+    assert mlm.DEFAULT_IMAGE == components.DEFAULT_IMAGE == kubernetes.DEFAULT_IMAGE == image
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^TAG \?= (\S+)$", makefile, re.M).group(1) == version
+    assert re.search(r"^REGISTRY \?= (\S+)$", makefile, re.M).group(1) + "/mlm" == (
+        mlm.IMAGE_REPOSITORY
+    )
+    tags = {}
+    for overlay in ("dev", "gke-gpu"):
+        kustomization = yaml.safe_load(
+            (REPO / "manifests" / "overlays" / overlay / "kustomization.yaml").read_text()
+        )
+        (entry,) = kustomization["images"]
+        assert entry["name"] == mlm.IMAGE_REPOSITORY
+        tags[overlay] = entry["newTag"]
+    assert tags == {"dev": version, "gke-gpu": version + mlm.GPU_IMAGE_SUFFIX}
+    runtime = (REPO / "manifests/base/runtime/tensorflow-distributed.yaml").read_text()
+    assert re.findall(r"image: (\S+)", runtime) == [image]
