@@ -8,6 +8,7 @@ must agree with it.
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -109,3 +110,42 @@ def test_the_version_is_defined_once_and_the_image_tags_follow_it():
     assert tags == {"dev": version, "gke-gpu": version + mlm.GPU_IMAGE_SUFFIX}
     runtime = (REPO / "manifests/base/runtime/tensorflow-distributed.yaml").read_text()
     assert re.findall(r"image: (\S+)", runtime) == [image]
+
+
+def _imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package modules a source file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                qualified = f"{node.module}.{alias.name}"
+                found.add(qualified if qualified in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found & modules
+
+
+def test_the_library_has_no_import_cycles():
+    """Imports run one way (e.g. `data.corpus` uses `data.cleaning`, never the reverse)."""
+    paths = {}
+    for path in (REPO / "src").rglob("*.py"):
+        parts = path.relative_to(REPO / "src").with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    # `mlm` itself only re-exports lazily; every module may import it.
+    graph = {
+        name: _imported_modules(path, set(paths)) - {name, "mlm"} for name, path in paths.items()
+    }
+    cycles = []
+
+    def visit(module: str, chain: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in chain:
+                cycles.append([*chain[chain.index(imported) :], imported])
+            elif imported not in done:
+                visit(imported, [*chain, imported])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [module])
+    assert cycles == []

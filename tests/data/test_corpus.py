@@ -6,8 +6,15 @@ import gzip
 
 import pytest
 
-from mlm.data.cleaning import augment_text_dataset, clean_text, preprocess_wiki_dump
-from mlm.data.corpus import CorpusStats, batched, is_validation, read_units, resolve_corpus
+from mlm.data.cleaning import augment_text_dataset, clean_text
+from mlm.data.corpus import (
+    CorpusStats,
+    batched,
+    is_validation,
+    preprocess_wiki_dump,
+    read_units,
+    resolve_corpus,
+)
 from mlm.errors import UserInputError
 
 

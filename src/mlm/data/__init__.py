@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     "read_units": "mlm.data.corpus",
     "resolve_corpus": "mlm.data.corpus",
     "CorpusStats": "mlm.data.corpus",
-    "preprocess_wiki_dump": "mlm.data.cleaning",
+    "preprocess_wiki_dump": "mlm.data.corpus",
     "augment_text_dataset": "mlm.data.cleaning",
     "clean_text": "mlm.data.cleaning",
     "write_default_corpus": "mlm.data.default_corpus",

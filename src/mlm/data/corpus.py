@@ -5,6 +5,7 @@ per line, the seed README's format) or one per block of lines separated by blank
 (`layout="documents"`). Nothing holds more than one unit in memory, so memory stays flat as the
 corpus grows. The same module decides the train/validation split (`is_validation`), by a hash of
 each unit, so the split does not depend on file order or on how the corpus is cut into files.
+`preprocess_wiki_dump` writes a cleaned, length-filtered copy of a corpus.
 """
 
 from __future__ import annotations
@@ -231,3 +232,27 @@ def _units(
             f"corpus {where}: no {layout[:-1]} has between {min_words} and "
             f"{max_words or 'any number of'} words; lower min_words (or raise max_words)"
         )
+
+
+def preprocess_wiki_dump(
+    input_file: str, output_file: str, min_length: int = 10, max_length: int = 1000
+) -> CorpusStats:
+    """Clean a markup corpus into one line per sentence/paragraph, keeping lines by word count.
+
+    Args:
+        input_file: a corpus (file, `.gz`, directory, glob or `gs://` URI).
+        output_file: the cleaned text file (written atomically).
+        min_length: minimum number of words a kept line has.
+        max_length: maximum number of words a kept line has.
+
+    Returns:
+        The `CorpusStats` of the pass (lines read, units kept and filtered).
+    """
+    stats = CorpusStats()
+    units = read_units(
+        input_file, clean=True, min_words=min_length, max_words=max_length, stats=stats
+    )
+    with storage.atomic_write(output_file, "wb") as out:
+        for unit in units:
+            out.write(unit.encode("utf-8") + b"\n")
+    return stats
