@@ -149,3 +149,24 @@ def test_the_library_has_no_import_cycles():
     for module in sorted(graph):
         visit(module, [module])
     assert cycles == []
+
+
+def test_artifact_file_names_are_defined_once():
+    """Every artifact file name is written as a literal only in `mlm.artifacts`."""
+    from mlm import artifacts
+
+    names = {
+        value
+        for key, value in vars(artifacts).items()
+        if key.endswith(("_FILE", "_DIR")) and isinstance(value, str)
+    }
+    assert {"metrics.json", "encoder.keras", "manifest.json", "mlm_tokenizer.json"} <= names
+    names.discard(artifacts.TOKENIZER_DIR)  # "tokenizer" is also a word in messages and kinds
+    literals = []
+    for path in (REPO / "src").rglob("*.py"):
+        if path.name == "artifacts.py" and path.parent.name == "mlm":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                literals.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value}")
+    assert literals == []

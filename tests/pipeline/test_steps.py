@@ -12,8 +12,8 @@ import tensorflow as tf
 
 import mlm
 from mlm.cli import main
+from mlm.data.labelled import read_labelled_texts, stratified_split
 from mlm.errors import UserInputError
-from mlm.steps._labelled_data import read_labelled_texts, stratified_split
 from mlm.steps.evaluate import evaluate
 from mlm.steps.export import export
 from mlm.steps.finetune import finetune

@@ -28,6 +28,7 @@ import uuid
 from typing import Any
 
 from mlm import storage
+from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE
 from mlm.errors import UserInputError
 
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -192,9 +193,9 @@ def _launch_local(options: dict[str, Any]) -> PretrainResult:
     output_dir = options["output_dir"]
     return PretrainResult(
         output_dir=output_dir,
-        model_path=storage.join(output_dir, "mlm_model.keras"),
-        encoder_path=storage.join(output_dir, "encoder.keras"),
-        metrics=storage.read_json(storage.join(output_dir, "metrics.json")),
+        model_path=storage.join(output_dir, MLM_MODEL_FILE),
+        encoder_path=storage.join(output_dir, ENCODER_FILE),
+        metrics=storage.read_json(storage.join(output_dir, METRICS_FILE)),
     )
 
 
@@ -329,17 +330,17 @@ def _train(o: dict[str, Any]) -> PretrainResult:
             "learning_rate": float(optimizer.learning_rate),
             "tokens_per_second": result.tokens_per_second,
         }
-        model_path = storage.join(output_dir, "mlm_model.keras")
-        encoder_path = storage.join(output_dir, "encoder.keras")
+        model_path = storage.join(output_dir, MLM_MODEL_FILE)
+        encoder_path = storage.join(output_dir, ENCODER_FILE)
         save_keras(model, model_path)
         save_keras(model.encoder, encoder_path)
-        storage.write_json(storage.join(output_dir, "history.json"), result.history)
+        storage.write_json(storage.join(output_dir, HISTORY_FILE), result.history)
         if pushgateway is not None:
             pushgateway.report({**final_report, "finished": 1.0})
         if storage.is_gcs(output_dir):
             tensorboard.close()
             storage.sync_dir(tensorboard_dir, storage.join(output_dir, "tensorboard"))
-        storage.write_json(storage.join(output_dir, "metrics.json"), metrics)  # last: "done"
+        storage.write_json(storage.join(output_dir, METRICS_FILE), metrics)  # last: "done"
         printer.message(
             f"pretrain: done at step {result.final_step}: loss {result.final_loss:.4f}, "
             f"accuracy {result.final_accuracy:.4f}, {result.tokens_per_second:.0f} tokens/s; "
