@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from mlm.errors import UserInputError
+from mlm.startup import quiet_tensorflow
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_tensorflow()  # before any step imports TensorFlow
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):

@@ -49,6 +49,7 @@ from mlm.data.labelled import (
 )
 from mlm.errors import UserInputError
 from mlm.metrics import classification_metrics, entity_metrics
+from mlm.progress import keras_progress
 
 IGNORE_INDEX = -100  # label of word pieces after the first one of a word (not scored)
 
@@ -124,7 +125,8 @@ def _train(
         callbacks=[
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=patience, restore_best_weights=True
-            )
+            ),
+            keras_progress(total_steps, label="finetune: step"),
         ],
         verbose=0,
     )

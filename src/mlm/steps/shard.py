@@ -79,6 +79,7 @@ def shard(
         min_words=min_words,
         max_words=max_words,
         stats=stats,
+        progress="shard",
     )
     manifest = write_shards(
         texts,

@@ -79,6 +79,7 @@ def tokenize(
             strict_utf8=strict_utf8,
             clean=clean,
             stats=stats,
+            progress="tokenize",
         )
         loaded = train_wordpiece(
             texts, vocab_size=vocab_size, lowercase=lowercase, min_frequency=min_frequency
