@@ -14,8 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-# Relative to the working directory: the committed package when run from the repository root.
-DEFAULT_OUTPUT = "pipelines/mlm_pretraining_pipeline.yaml"
+from mlm.kfp_client import DEFAULT_PACKAGE as DEFAULT_OUTPUT
 
 
 def compile_pipeline(

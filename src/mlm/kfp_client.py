@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mlm.errors import UserInputError
-from pipelines.compile import DEFAULT_OUTPUT as DEFAULT_PACKAGE
 
 DEFAULT_EXPERIMENT = "mlm-pretraining"
+# Relative to the working directory: the committed package when run from the repository root.
+DEFAULT_PACKAGE = "pipelines/mlm_pretraining_pipeline.yaml"
 TOKEN_ENV = "KFP_TOKEN"
 
 # robfig/cron (what the KFP scheduler uses) with seconds: name, lowest, highest, names allowed.

@@ -98,7 +98,7 @@ class ProgressMeter:
 
     def finish(self) -> None:
         """Prints the final line (unless the last update printed it), even when quiet."""
-        if self._printed_done != self.done:
+        if self.total > 0 and self._printed_done != self.done:
             self.printer.message(self.printer.line(self._line_metrics(), 0.0))
             self._printed_done = self.done
 

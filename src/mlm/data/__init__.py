@@ -30,6 +30,10 @@ _EXPORTS: dict[str, str] = {
     "ShardManifest": "mlm.data.shards",
     "read_manifest": "mlm.data.shards",
     "write_shards": "mlm.data.shards",
+    "read_labelled_texts": "mlm.data.labelled",
+    "read_conll": "mlm.data.labelled",
+    "stratified_split": "mlm.data.labelled",
+    "random_split": "mlm.data.labelled",
 }
 
 __all__ = sorted(_EXPORTS)
