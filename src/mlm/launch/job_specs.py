@@ -333,18 +333,8 @@ def build_trainjob(
 def build_tfjob(
     name: str, namespace: str, spec: WorkerSpec, pretrain_args: Sequence[str], timeout_s: int
 ) -> dict[str, Any]:
-    """The TFJob manifest: `spec.num_workers` replicas of type Worker (worker 0 is the chief).
-
-    Args:
-        name: the job name (see `job_name`).
-        namespace: where the job runs.
-        spec: the workers.
-        pretrain_args: the arguments after `mlm pretrain`.
-        timeout_s: the job's active deadline, so the cluster stops it even without the launcher.
-
-    Returns:
-        The TFJob as a JSON-ready dict.
-    """
+    """The TFJob manifest: `spec.num_workers` replicas of type Worker (worker 0 is the chief),
+    as a JSON-ready dict. The arguments are those of `build_trainjob`."""
     from kubeflow.training.models import (
         KubeflowOrgV1ReplicaSpec,
         KubeflowOrgV1RunPolicy,
