@@ -36,7 +36,7 @@ class ProgressMeter:
         scale: how many units of `total` one shown unit is (e.g. 2**20 for MiB).
         quiet: print only the final line.
         stream: where to print (default: stderr, so a step's stdout keeps only its result).
-        every: the share of the work between two lines.
+        every: the share of the work between two lines (whole percents: 0.1 is 10%).
         clock: seconds, for the rate (tests pass a fake).
     """
 
@@ -59,7 +59,7 @@ class ProgressMeter:
         self.done = 0.0
         self.started = clock()
         self._printed_tenth = 0
-        self._printed_done: float | None = None
+        self._printed_step: int | None = None  # the count on the last line printed
         self._metrics: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
         self.printer = ProgressPrinter(
             self._shown(total),
@@ -91,16 +91,19 @@ class ProgressMeter:
         """
         self.done = done
         self._metrics = metrics
-        tenth = int(done / self.total / self.every) if self.total > 0 else 0
+        # By the counts as shown, so a line's percentage is never below the share it reports.
+        total = self.printer.total_steps
+        percent = 100 * self._shown(done) // total if total > 0 else 0
+        tenth = percent // max(round(100 * self.every), 1)
         if tenth > self._printed_tenth:
             self._printed_tenth = tenth
             self._print(self.eta_seconds())
 
     def finish(self) -> None:
         """Prints the final line (unless the last update printed it), even when quiet."""
-        if self.total > 0 and self._printed_done != self.done:
+        if self.total > 0 and self._printed_step != self._shown(self.done):
             self.printer.message(self.printer.line(self._line_metrics(), 0.0))
-            self._printed_done = self.done
+            self._printed_step = self._shown(self.done)
 
     def _line_metrics(self) -> dict[str, Any]:
         metrics = self._metrics() if callable(self._metrics) else self._metrics
@@ -111,7 +114,7 @@ class ProgressMeter:
         if self.printer.quiet and line_metrics["step"] < self.printer.total_steps:
             return
         self.printer.report({**line_metrics, **({"eta_seconds": eta} if eta is not None else {})})
-        self._printed_done = self.done
+        self._printed_step = line_metrics["step"]
 
 
 def keras_progress(
