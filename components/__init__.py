@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-DEFAULT_IMAGE = "ghcr.io/mlm-project/mlm:0.1.0"
+from mlm import DEFAULT_IMAGE
 
 # Read once, when the components are defined: set MLM_IMAGE before importing them to compile
 # against another image (`mlm pipeline compile --image ...` does that).

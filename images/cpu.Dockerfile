@@ -3,11 +3,13 @@
 # training worker runs. Build from the repository root: docker build -f images/cpu.Dockerfile .
 # For production, pin the base by digest too: python:3.11-slim-bookworm@sha256:<digest you pulled>.
 
-# --- build: the mlm wheel, from the package sources only -------------------------------------
+# --- build: the wheel (mlm, components, pipelines), from the package sources -----------------
 FROM python:3.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src/ src/
+COPY components/ components/
+COPY pipelines/ pipelines/
 RUN pip wheel --no-cache-dir --disable-pip-version-check --no-deps --wheel-dir /wheels .
 
 # --- runtime: locked dependencies, then the wheel, run by tini as an unprivileged user --------

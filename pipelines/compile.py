@@ -1,9 +1,9 @@
 """`make compile`: write the pipeline's IR YAML (`pipelines/mlm_pretraining_pipeline.yaml`).
 
-Usage: python pipelines/compile.py [--output YAML] [--image IMAGE] [--gpu-node-selector KEY=VALUE]
+Usage: python -m pipelines.compile [--output YAML] [--image IMAGE] [--gpu-node-selector KEY=VALUE]
 
 `--image` sets the container image of every step (default: $MLM_IMAGE or
-ghcr.io/mlm-project/mlm:0.1.0); `--gpu-node-selector` pins the pretrain pod to a GPU node pool.
+`mlm.DEFAULT_IMAGE`, the image of this version); `--gpu-node-selector` pins the pretrain pod to a GPU node pool.
 Both are compile-time: a KFP runtime parameter cannot change them.
 """
 
@@ -14,8 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_OUTPUT = str(REPO_ROOT / "pipelines" / "mlm_pretraining_pipeline.yaml")
+from mlm.kfp_client import DEFAULT_PACKAGE as DEFAULT_OUTPUT
 
 
 def compile_pipeline(
@@ -34,8 +33,6 @@ def compile_pipeline(
         os.environ["MLM_IMAGE"] = image
     if gpu_node_selector:
         os.environ["MLM_GPU_NODE_SELECTOR"] = gpu_node_selector
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
     from kfp import compiler
 
     from pipelines.mlm_pipeline import mlm_pretraining_pipeline

@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 # Small enough for a 2-core CPU in well under 15 minutes, large enough that pre-training helps
 # the downstream classifier (see the README section for measured numbers).
 DEMO_SETTINGS: dict[str, Any] = {
@@ -82,8 +80,6 @@ def run_local(
     Returns:
         The summary dict (also written to `<output>/summary.json`).
     """
-    if str(REPO_ROOT) not in sys.path:
-        sys.path.insert(0, str(REPO_ROOT))
     from kfp import local
 
     from mlm import storage

@@ -11,7 +11,12 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# The one definition of the version: pyproject.toml reads it, and the image tag is derived from it
+# (the Makefile's TAG and the manifests' image tags are checked against it by tests/test_setup.py).
 __version__ = "0.1.0"
+IMAGE_REPOSITORY = "ghcr.io/mlm-project/mlm"
+DEFAULT_IMAGE = f"{IMAGE_REPOSITORY}:{__version__}"
+GPU_IMAGE_SUFFIX = "-gpu"
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {

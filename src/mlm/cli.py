@@ -16,6 +16,7 @@ from typing import Any
 
 from mlm import config as settings
 from mlm.errors import UserInputError
+from mlm.startup import quiet_tensorflow
 
 # subcommand -> (settings class, "module:function" that runs it, one-line help)
 STEPS: dict[str, tuple[type[settings.Config], str, str]] = {
@@ -106,6 +107,7 @@ def run_pretrain(config: settings.PretrainLaunchConfig) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_tensorflow()  # before any step imports TensorFlow
     parser = build_parser()
     args: Any = parser.parse_args(argv)
     if args.command is None:

@@ -1,7 +1,7 @@
 """`mlm pipeline`: compile, upload, run and schedule the pipeline on a KFP server.
 
-- `mlm pipeline compile [--output YAML] [--image IMAGE]` writes the pipeline's IR YAML (run it from
-  the repository root, where the `pipelines/` and `components/` packages live).
+- `mlm pipeline compile [--output YAML] [--image IMAGE]` writes the pipeline's IR YAML (the
+  `pipelines` and `components` packages are installed with `mlm`, so it runs from any directory).
 - `mlm pipeline upload --package YAML` creates the pipeline `mlm-pretraining` once, and one
   pipeline version per package version + git revision + package content (re-uploading the same
   package is a no-op).
@@ -27,7 +27,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from mlm.errors import UserInputError
 from mlm.kfp_auth import SA_TOKEN_PATH, KFPConnection, client_arguments, explain_server_error
 
 DEFAULT_EXPERIMENT = "mlm-pretraining"
+# Relative to the working directory: the committed package when run from the repository root.
 DEFAULT_PACKAGE = "pipelines/mlm_pretraining_pipeline.yaml"
 DEFAULT_PIPELINE_NAME = "mlm-pretraining"
 DEFAULT_SCHEDULE_NAME = "mlm-pretraining-recurring"
@@ -494,16 +494,7 @@ def describe_recurring_run(recurring_run: Any) -> str:
 
 
 def compile_package(output: str, image: str | None = None) -> str:
-    """Compiles the pipeline to `output` with `pipelines/compile.py` (needs the repository root,
-    or the directory holding `pipelines/` and `components/`, as the working directory)."""
-    cwd = os.getcwd()
-    if not Path(cwd, "pipelines", "compile.py").is_file():
-        raise UserInputError(
-            f"mlm pipeline compile: no pipelines/compile.py under {cwd}; run it from the "
-            "repository root"
-        )
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
+    """Compiles the pipeline to `output` with `pipelines.compile` (installed with `mlm`)."""
     from pipelines.compile import compile_pipeline
 
     return compile_pipeline(output, image=image)

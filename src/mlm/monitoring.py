@@ -58,17 +58,29 @@ class ProgressPrinter:
         total_steps: the step count training stops at.
         quiet: print only the first and the final line (for logs of long runs).
         stream: where to print; stdout when None.
+        label: what is counted, written before the count (e.g. "finetune: step").
+        unit: written after the count (e.g. "MiB" for `read 3/12 MiB`); none by default.
     """
 
-    def __init__(self, total_steps: int, quiet: bool = False, stream: TextIO | None = None):
+    def __init__(
+        self,
+        total_steps: int,
+        quiet: bool = False,
+        stream: TextIO | None = None,
+        label: str = "step",
+        unit: str = "",
+    ):
         self.total_steps = total_steps
         self.quiet = quiet
         self.stream = stream
+        self.label = label
+        self.unit = unit
 
     def line(self, metrics: Mapping[str, float], eta_seconds: float | None) -> str:
         """Formats one progress line from a metrics dict (see the class docstring)."""
         step = int(metrics["step"])
-        parts = [f"step {step}/{self.total_steps} ({100 * step // max(self.total_steps, 1)}%)"]
+        count = f"{self.label} {step}/{self.total_steps}" + (f" {self.unit}" if self.unit else "")
+        parts = [f"{count} ({100 * step // max(self.total_steps, 1)}%)"]
         if "loss" in metrics:
             parts.append(f"loss {metrics['loss']:.4f}")
         if "accuracy" in metrics:

@@ -325,9 +325,14 @@ def test_context_is_small_and_leaves_out_local_state(rules):
     for path in context:
         assert not path.startswith((".venv/", ".git/", "runs/", "tests/")), path
         assert "__pycache__" not in path and ".egg-info" not in path, path
-    assert {"pyproject.toml", "README.md", "src/mlm/cli.py", "src/mlm/launch/kubernetes.py"} <= set(
-        context
-    )
+    assert {
+        "pyproject.toml",
+        "README.md",
+        "src/mlm/cli.py",
+        "src/mlm/launch/kubernetes.py",
+        "components/pretrain.py",
+        "pipelines/mlm_pipeline.py",
+    } <= set(context)
     assert len(context) < 300
 
 
@@ -347,6 +352,10 @@ def test_build_stage_makes_the_wheel_from_the_context_alone(tmp_path, rules):
     (wheel,) = (tmp_path / "wheels").glob("mlm-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "mlm/cli.py" in names and "mlm/launch/kubernetes.py" in names
+    # The KFP components and pipelines ship in the wheel: `mlm pipeline compile` in the image.
+    assert {"components/__init__.py", "components/pretrain.py", "pipelines/compile.py"} <= set(
+        names
+    )
     assert not [n for n in names if "__pycache__" in n]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mlm = mlm.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes_validate import validate
 
 from mlm.errors import UserInputError
+from mlm.launch import job_specs as specs
 from mlm.launch import kubernetes as launch
 from tests.cluster.fake_kube import FakeKubernetes, failed_pod
 from tests.cluster.manifest_policy import REPO, check_policy
@@ -77,15 +78,15 @@ def posts(kube):
 
 
 def test_job_name_is_deterministic_dns_safe_and_distinct():
-    first = launch.job_name("Run_2024-11-28T03:00:00Z/ABC", "gs://b/out/pretrain")
-    assert first == launch.job_name("Run_2024-11-28T03:00:00Z/ABC", "gs://b/out/pretrain")
+    first = specs.job_name("Run_2024-11-28T03:00:00Z/ABC", "gs://b/out/pretrain")
+    assert first == specs.job_name("Run_2024-11-28T03:00:00Z/ABC", "gs://b/out/pretrain")
     assert first.startswith("mlm-pretrain-run-2024-")
-    assert len(first) <= launch.MAX_JOB_NAME_LENGTH
-    launch.validate_job_name(first)
-    assert first != launch.job_name("Run_2024-11-28T03:00:00Z/ABC", "gs://b/out/other")
-    long = launch.job_name("x" * 300)
-    assert len(long) <= launch.MAX_JOB_NAME_LENGTH and long[-1].isalnum()
-    assert launch.job_name("", "gs://b/out").startswith("mlm-pretrain-")
+    assert len(first) <= specs.MAX_JOB_NAME_LENGTH
+    specs.validate_job_name(first)
+    assert first != specs.job_name("Run_2024-11-28T03:00:00Z/ABC", "gs://b/out/other")
+    long = specs.job_name("x" * 300)
+    assert len(long) <= specs.MAX_JOB_NAME_LENGTH and long[-1].isalnum()
+    assert specs.job_name("", "gs://b/out").startswith("mlm-pretrain-")
 
 
 @pytest.mark.parametrize(
@@ -93,7 +94,7 @@ def test_job_name_is_deterministic_dns_safe_and_distinct():
 )
 def test_bad_job_names_are_refused(bad):
     with pytest.raises(UserInputError, match="job name"):
-        launch.validate_job_name(bad)
+        specs.validate_job_name(bad)
 
 
 # --- manifests built -----------------------------------------------------------------------------
@@ -105,14 +106,14 @@ def runtime_manifest() -> dict:
 
 
 def test_trainjob_references_the_shipped_runtime_and_sets_worker_identity():
-    spec = launch.WorkerSpec(
+    spec = specs.WorkerSpec(
         image=IMAGE + "-gpu",
         num_workers=4,
         gpus_per_worker=2,
         spot=True,
         node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
     )
-    job = launch.build_trainjob("mlm-pretrain-x-0123456789", "mlm", spec, ARGS, 3600)
+    job = specs.build_trainjob("mlm-pretrain-x-0123456789", "mlm", spec, ARGS, 3600)
     runtime = runtime_manifest()
     assert job["spec"]["runtimeRef"] == {
         "apiGroup": "trainer.kubeflow.org",
@@ -121,7 +122,8 @@ def test_trainjob_references_the_shipped_runtime_and_sets_worker_identity():
     }
     trainer = job["spec"]["trainer"]
     assert trainer["numNodes"] == 4
-    assert trainer["command"] == ["mlm", "pretrain"] and trainer["args"] == ARGS
+    assert trainer["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]
+    assert trainer["args"] == ARGS
     assert {"name": "MLM_NUM_WORKERS", "value": "4"} in trainer["env"]
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == "2"
     assert trainer["resourcesPerNode"]["requests"] == {"cpu": "4", "memory": "16Gi"}
@@ -132,7 +134,7 @@ def test_trainjob_references_the_shipped_runtime_and_sets_worker_identity():
     runtime_job = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]
     assert replicated["name"] == runtime_job["name"] == "node"
     assert runtime_job["template"]["spec"]["template"]["spec"]["containers"][0]["name"] == (
-        launch.JOB_KINDS["trainjob"].container
+        specs.JOB_KINDS["trainjob"].container
     )
     pod = replicated["template"]["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {
@@ -145,13 +147,13 @@ def test_trainjob_references_the_shipped_runtime_and_sets_worker_identity():
         e["name"]: e
         for e in runtime_job["template"]["spec"]["template"]["spec"]["containers"][0]["env"]
     }
-    assert env["MLM_WORKER_PORT"]["value"] == str(launch.WORKER_PORT)
+    assert env["MLM_WORKER_PORT"]["value"] == str(specs.WORKER_PORT)
     assert "jobset-name" in env["JOBSET_NAME"]["valueFrom"]["fieldRef"]["fieldPath"]
 
 
 def test_cpu_trainjob_has_no_gpu_toleration_or_limit():
-    spec = launch.WorkerSpec(image=IMAGE, num_workers=1, cpu="500m", memory="2Gi")
-    job = launch.build_trainjob("mlm-pretrain-x-0123456789", "mlm", spec, ARGS, 60)
+    spec = specs.WorkerSpec(image=IMAGE, num_workers=1, cpu="500m", memory="2Gi")
+    job = specs.build_trainjob("mlm-pretrain-x-0123456789", "mlm", spec, ARGS, 60)
     limits = job["spec"]["trainer"]["resourcesPerNode"]["limits"]
     assert limits == {"cpu": "1", "memory": "2Gi"}
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
@@ -161,11 +163,11 @@ def test_cpu_trainjob_has_no_gpu_toleration_or_limit():
 
 
 @pytest.mark.parametrize(
-    "spot, backoff", [(False, launch.TFJOB_BACKOFF_LIMIT), (True, launch.TFJOB_SPOT_BACKOFF_LIMIT)]
+    "spot, backoff", [(False, specs.TFJOB_BACKOFF_LIMIT), (True, specs.TFJOB_SPOT_BACKOFF_LIMIT)]
 )
 def test_tfjob_pod_template_is_valid_and_secure(spot, backoff):
-    spec = launch.WorkerSpec(image=IMAGE, num_workers=3, gpus_per_worker=1, spot=spot)
-    job = launch.build_tfjob("mlm-pretrain-x-0123456789", "mlm", spec, ARGS, 600)
+    spec = specs.WorkerSpec(image=IMAGE, num_workers=3, gpus_per_worker=1, spot=spot)
+    job = specs.build_tfjob("mlm-pretrain-x-0123456789", "mlm", spec, ARGS, 600)
     worker = job["spec"]["tfReplicaSpecs"]["Worker"]
     assert worker["replicas"] == 3 and worker["restartPolicy"] == "OnFailure"
     assert job["spec"]["runPolicy"] == {
@@ -175,7 +177,8 @@ def test_tfjob_pod_template_is_valid_and_secure(spot, backoff):
     }
     container = worker["template"]["spec"]["containers"][0]
     assert container["name"] == "tensorflow"
-    assert {"name": "MLM_PUSHGATEWAY_URL", "value": launch.PUSHGATEWAY_URL} in container["env"]
+    assert container["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]
+    assert {"name": "MLM_PUSHGATEWAY_URL", "value": specs.PUSHGATEWAY_URL} in container["env"]
     assert container["ports"] == [{"containerPort": 2222, "name": "tfjob-port"}]
     # The pod template is a real core/v1 object: check it against the Kubernetes schema.
     template = {
@@ -189,9 +192,9 @@ def test_tfjob_pod_template_is_valid_and_secure(spot, backoff):
 
 
 def test_launcher_built_jobs_pass_the_manifest_policy():
-    spec = launch.WorkerSpec(image=IMAGE, num_workers=2)
+    spec = specs.WorkerSpec(image=IMAGE, num_workers=2)
     assert (
-        check_policy([launch.build_trainjob("mlm-pretrain-a-0123456789", "mlm", spec, ARGS, 60)])
+        check_policy([specs.build_trainjob("mlm-pretrain-a-0123456789", "mlm", spec, ARGS, 60)])
         == []
     )
 
@@ -369,7 +372,7 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monke
         pushgateway_url=None,
         job_options={"api_client": kube, "clock": clock, "sleep": clock.sleep},
     )
-    assert result.name == launch.job_name("run-7", "gs://b/run-7/pretrain/model")
+    assert result.name == specs.job_name("run-7", "gs://b/run-7/pretrain/model")
     trainer = captured["spec"]["trainer"]
     assert trainer["image"] == "ghcr.io/mlm-project/mlm:0.1.0-gpu"
     assert trainer["numNodes"] == 3
@@ -395,8 +398,8 @@ def test_a_trainjob_pod_environment_resolves_to_the_intended_cluster():
     from mlm.training.cluster import resolve_cluster
 
     name = "mlm-pretrain-run1-0123456789"
-    spec = launch.WorkerSpec(image=IMAGE, num_workers=3)
-    job = launch.build_trainjob(name, "mlm", spec, ARGS, 60)
+    spec = specs.WorkerSpec(image=IMAGE, num_workers=3)
+    job = specs.build_trainjob(name, "mlm", spec, ARGS, 60)
     runtime_container = runtime_manifest()["spec"]["template"]["spec"]["replicatedJobs"][0][
         "template"
     ]["spec"]["template"]["spec"]["containers"][0]
@@ -408,6 +411,6 @@ def test_a_trainjob_pod_environment_resolves_to_the_intended_cluster():
     info = resolve_cluster(env)
     assert (info.source, info.task_index, info.num_workers) == ("jobset", 2, 3)
     assert info.tf_config["cluster"]["worker"] == [
-        f"{name}-node-0-{i}.{name}:{launch.WORKER_PORT}" for i in range(3)
+        f"{name}-node-0-{i}.{name}:{specs.WORKER_PORT}" for i in range(3)
     ]
     assert not info.is_chief

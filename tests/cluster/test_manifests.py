@@ -22,7 +22,7 @@ import pytest
 import yaml
 from kubernetes_validate import validate
 
-from mlm.launch import kubernetes as launch
+from mlm.launch import job_specs as specs
 from tests.cluster.manifest_policy import REPO, Endpoint, allowed, check_policy, is_default_deny
 
 KUBECTL = Path(sys.executable).with_name("kubectl")
@@ -145,7 +145,7 @@ def trainer_model_drops(manifest: dict) -> list[str]:
 def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(target):
     runtime = one(build(target), "ClusterTrainingRuntime")
     assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
-    assert runtime["metadata"]["name"] == launch.RUNTIME_NAME
+    assert runtime["metadata"]["name"] == specs.RUNTIME_NAME
     assert trainer_model_drops(runtime) == []
     (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"
@@ -153,18 +153,18 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
         "trainer.kubeflow.org/trainjob-ancestor-step"
     ] == ("trainer")
     pod = node["template"]["spec"]["template"]
-    assert pod["metadata"]["labels"].items() >= launch.POD_LABELS.items()
-    assert pod["spec"]["serviceAccountName"] == launch.DEFAULT_SERVICE_ACCOUNT
+    assert pod["metadata"]["labels"].items() >= specs.POD_LABELS.items()
+    assert pod["spec"]["serviceAccountName"] == specs.DEFAULT_SERVICE_ACCOUNT
     (container,) = pod["spec"]["containers"]
-    assert container["name"] == launch.JOB_KINDS["trainjob"].container
+    assert container["name"] == specs.JOB_KINDS["trainjob"].container
     assert container["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]
     env = {e["name"]: e for e in container["env"]}
-    assert env["MLM_WORKER_PORT"]["value"] == str(launch.WORKER_PORT)
+    assert env["MLM_WORKER_PORT"]["value"] == str(specs.WORKER_PORT)
     assert env["JOBSET_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.labels['jobset.sigs.k8s.io/jobset-name']"
     )
-    assert env["MLM_PUSHGATEWAY_URL"]["value"] == launch.PUSHGATEWAY_URL
-    assert {"containerPort": launch.WORKER_PORT, "name": "grpc"} in container["ports"]
+    assert env["MLM_PUSHGATEWAY_URL"]["value"] == specs.PUSHGATEWAY_URL
+    assert {"containerPort": specs.WORKER_PORT, "name": "grpc"} in container["ports"]
     # A pod name <jobset>-node-0-<i> must resolve: hostnames on, peers published before ready.
     assert runtime["spec"]["template"]["spec"]["network"]["enableDNSHostnames"] is True
 
@@ -246,7 +246,7 @@ def test_rbac_grants_exactly_what_the_launcher_uses():
         for group in rule["apiGroups"]
         for plural in rule["resources"]
     }
-    for kind in launch.JOB_KINDS.values():
+    for kind in specs.JOB_KINDS.values():
         assert granted.pop((kind.group, kind.plural)) == {
             "create",
             "get",
@@ -263,7 +263,7 @@ def test_rbac_grants_exactly_what_the_launcher_uses():
     }
     assert not by_kind(resources, "ClusterRoleBinding") and not by_kind(resources, "ClusterRole")
     trainer = one(resources, "ServiceAccount")
-    assert trainer["metadata"]["name"] == launch.DEFAULT_SERVICE_ACCOUNT
+    assert trainer["metadata"]["name"] == specs.DEFAULT_SERVICE_ACCOUNT
     assert trainer["automountServiceAccountToken"] is False
 
 
@@ -288,7 +288,7 @@ def test_pushgateway_is_scraped_with_honor_labels_and_fenced_by_a_network_policy
     sources = [source for rule in policy["spec"]["ingress"] for source in rule["from"]]
     # Training pods (the labels the runtime and the launcher give them) and Prometheus only.
     trainer_source = next(s for s in sources if "namespaceSelector" not in s)
-    assert trainer_source["podSelector"]["matchLabels"].items() <= launch.POD_LABELS.items()
+    assert trainer_source["podSelector"]["matchLabels"].items() <= specs.POD_LABELS.items()
     assert all(
         rule["ports"] == [{"port": 9091, "protocol": "TCP"}] for rule in policy["spec"]["ingress"]
     )
@@ -300,7 +300,7 @@ def trainer(job: str = "mlm-pretrain-a", namespace: str = "mlm") -> Endpoint:
     template = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
     labels = {
         **template["template"]["metadata"]["labels"],
-        launch.JOB_KINDS["trainjob"].pod_label: job,
+        specs.JOB_KINDS["trainjob"].pod_label: job,
     }
     return Endpoint(namespace, labels)
 
@@ -327,8 +327,8 @@ def test_network_is_closed_by_default_and_open_only_where_training_needs_it(targ
     assert policies["mlm-default-deny"]["metadata"]["namespace"] == "mlm"
     worker, peer, pushgateway_pod = trainer(), trainer(), pushgateway()
     # The TFJob pods the launcher builds carry the labels the policies select on, too.
-    assert launch.POD_LABELS.items() <= worker.labels.items()
-    tfjob_worker = Endpoint("mlm", {**launch.POD_LABELS, "training.kubeflow.org/job-name": "j"})
+    assert specs.POD_LABELS.items() <= worker.labels.items()
+    tfjob_worker = Endpoint("mlm", {**specs.POD_LABELS, "training.kubeflow.org/job-name": "j"})
 
     def can(source, destination, port, protocol="TCP"):
         return allowed(resources, source, destination, port, protocol)

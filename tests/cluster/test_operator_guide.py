@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlm.launch import kubernetes as launch
+from mlm.launch import job_specs as launch
 from tests.cluster.manifest_policy import REPO, check_policy
 
 KUBECTL = Path(sys.executable).with_name("kubectl")

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import gzip
+import re
 
 import pytest
 
-from mlm.data.cleaning import augment_text_dataset, clean_text, preprocess_wiki_dump
-from mlm.data.corpus import CorpusStats, batched, is_validation, read_units, resolve_corpus
+from mlm.data.cleaning import augment_text_dataset, clean_text
+from mlm.data.corpus import (
+    CorpusStats,
+    batched,
+    file_size,
+    is_validation,
+    preprocess_wiki_dump,
+    read_units,
+    resolve_corpus,
+)
 from mlm.errors import UserInputError
+from mlm.progress import byte_unit
 
 
 def test_resolve_files_directories_globs_and_gz(tmp_path):
@@ -79,6 +89,25 @@ def test_word_filter_and_no_line_long_enough(tmp_path):
     assert stats.filtered_units == 2
     with pytest.raises(UserInputError, match="no line has between 10 and"):
         list(read_units(str(path), min_words=10))
+
+
+def test_progress_counts_stored_bytes_of_plain_and_gzip_files(tmp_path, capsys):
+    lines = [f"sentence number {i} of a corpus read with progress" for i in range(2000)]
+    (tmp_path / "a.txt").write_text("\n".join(lines[:1000]) + "\n")
+    with gzip.open(tmp_path / "b.txt.gz", "wt") as f:
+        f.write("\n".join(lines[1000:]) + "\n")
+    stored = (tmp_path / "a.txt").stat().st_size + (tmp_path / "b.txt.gz").stat().st_size
+    assert stored == sum(map(file_size, resolve_corpus(str(tmp_path))))
+    assert list(read_units(str(tmp_path), progress="test")) == lines
+    printed = capsys.readouterr().err.splitlines()
+    unit, scale = byte_unit(stored)
+    shown = [int(re.fullmatch(rf"test: read (\d+)/(\d+) {unit} \(\d+%\) \| eta \S+", line)[1])
+             for line in printed]  # fmt: skip
+    # One line per tenth (the small compressed file covers several), ending at the total.
+    assert shown == sorted(shown) and 5 <= len(shown) <= 10
+    assert shown[-1] == round(stored / scale) and printed[-1].endswith("(100%) | eta 0:00:00")
+    list(read_units(str(tmp_path)))
+    assert capsys.readouterr().err == ""  # no progress unless asked for
 
 
 def test_validation_split_is_stable_and_proportional():

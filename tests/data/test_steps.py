@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -26,6 +27,9 @@ from mlm.data.default_corpus import (
 )
 from mlm.data.shards import read_manifest
 from mlm.data.tokenizer import load_tokenizer, read_tokenizer_info
+from mlm.progress import byte_unit
+
+PROGRESS = r"tokenize: read \d+/\d+ (B|KiB) \(\d+%\) \| eta \d+:\d\d:\d\d"
 
 
 def test_cli_tokenize_and_shard(tmp_path, corpus_dir, capsys):
@@ -35,15 +39,27 @@ def test_cli_tokenize_and_shard(tmp_path, corpus_dir, capsys):
          "--output", str(tok), "--vocab-size", "120", "--min-frequency", "1"]
     )  # fmt: skip
     assert code == 0
-    printed = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    printed = json.loads(out)
     assert printed["corpus"]["units"] == 300 and printed["info"]["vocab_size"] <= 120
+    # Reading progress with an ETA on stderr, every tenth of the corpus and at the end.
+    size = sum((corpus_dir / name).stat().st_size for name in ("a.txt", "b.txt"))
+    lines = err.splitlines()
+    unit, scale = byte_unit(size)
+    shown = round(size / scale)
+    assert lines[-1] == f"tokenize: read {shown}/{shown} {unit} (100%) | eta 0:00:00"
+    assert len(lines) == 10 and all(re.fullmatch(PROGRESS, line) for line in lines), lines
     code = main(
         ["shard", "--corpus", str(corpus_dir), "--tokenizer", str(tok), "--output", str(shards),
          "--max-seq-length", "24", "--num-shards", "2", "--validation-fraction", "0.1",
          "--compression", "gzip"]
     )  # fmt: skip
     assert code == 0
-    result = json.loads(capsys.readouterr().out)
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert err.splitlines()[-1].startswith("shard: read ") and err.endswith(
+        "(100%) | eta 0:00:00\n"
+    )
     manifest = read_manifest(str(shards), tokenizer_hash=printed["info"]["content_hash"])
     assert manifest.compression == "gzip" and manifest.seq_length == 24
     assert result["manifest"]["splits"]["train"]["examples"] == manifest.splits["train"].examples

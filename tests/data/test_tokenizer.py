@@ -7,8 +7,8 @@ import json
 import pytest
 from transformers import AutoTokenizer
 
+from mlm.artifacts import TOKENIZER_INFO_FILE
 from mlm.data.tokenizer import (
-    INFO_FILE,
     SPECIAL_TOKENS,
     TokenizerInfo,
     check_tokenizer_matches,
@@ -127,7 +127,7 @@ def test_check_tokenizer_matches(tokenizer_dir):
         check_tokenizer_matches(info, 30522, info.mask_token_id)
     with pytest.raises(UserInputError, match=r"mask_token_id=103 .* pass mask_token_id="):
         check_tokenizer_matches(info, info.vocab_size, 103)
-    data = json.loads((tokenizer_dir / INFO_FILE).read_text())
+    data = json.loads((tokenizer_dir / TOKENIZER_INFO_FILE).read_text())
     assert TokenizerInfo.from_dict(data) == info
     del data["mask_token_id"]
     with pytest.raises(UserInputError, match="missing keys"):

@@ -5,18 +5,18 @@ import json
 import numpy as np
 import pytest
 
-from mlm.errors import UserInputError
-from mlm.steps._classification_metrics import (
-    classification_metrics,
-    confusion_matrix,
-    entity_metrics,
-    entity_spans,
-)
-from mlm.steps._labelled_data import (
+from mlm.data.labelled import (
     random_split,
     read_conll,
     read_labelled_texts,
     stratified_split,
+)
+from mlm.errors import UserInputError
+from mlm.metrics import (
+    classification_metrics,
+    confusion_matrix,
+    entity_metrics,
+    entity_spans,
 )
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import keras
@@ -12,8 +13,8 @@ import tensorflow as tf
 
 import mlm
 from mlm.cli import main
+from mlm.data.labelled import read_labelled_texts, stratified_split
 from mlm.errors import UserInputError
-from mlm.steps._labelled_data import read_labelled_texts, stratified_split
 from mlm.steps.evaluate import evaluate
 from mlm.steps.export import export
 from mlm.steps.finetune import finetune
@@ -156,7 +157,7 @@ def test_export_rejects_a_mismatched_tokenizer(tiny_run, tmp_path):
 # --- finetune -----------------------------------------------------------------------------------
 
 
-def test_finetune_sequence_classifier_with_baseline(exported, tmp_path):
+def test_finetune_sequence_classifier_with_baseline(exported, tmp_path, capsys):
     data = write_labels(tmp_path / "labels.csv", rows_per_label=8)
     result = finetune(
         exported.output_dir,
@@ -169,6 +170,10 @@ def test_finetune_sequence_classifier_with_baseline(exported, tmp_path):
         seed=1,
     )
     assert set(result.metrics) == {"pretrained", "baseline"}
+    # Progress with an ETA on stderr, as pretrain prints it: 30 rows / batch 8 x 2 epochs.
+    progress = [line for line in capsys.readouterr().err.splitlines() if "finetune:" in line]
+    line = r"finetune: step \d/8 \(\d+%\) \| loss \d+\.\d{4} \| acc \d\.\d{4} \| eta \d:\d\d:\d\d"
+    assert len(progress) >= 2 and all(re.fullmatch(line, text) for text in progress), progress
     assert result.num_train + result.num_validation == 40
     assert result.num_validation == 10  # 2 of each of 5 labels
     matrix = np.array(result.confusion_matrix)

@@ -15,7 +15,7 @@ _EXPORTS: dict[str, str] = {
     "read_units": "mlm.data.corpus",
     "resolve_corpus": "mlm.data.corpus",
     "CorpusStats": "mlm.data.corpus",
-    "preprocess_wiki_dump": "mlm.data.cleaning",
+    "preprocess_wiki_dump": "mlm.data.corpus",
     "augment_text_dataset": "mlm.data.cleaning",
     "clean_text": "mlm.data.cleaning",
     "write_default_corpus": "mlm.data.default_corpus",
@@ -30,6 +30,10 @@ _EXPORTS: dict[str, str] = {
     "ShardManifest": "mlm.data.shards",
     "read_manifest": "mlm.data.shards",
     "write_shards": "mlm.data.shards",
+    "read_labelled_texts": "mlm.data.labelled",
+    "read_conll": "mlm.data.labelled",
+    "stratified_split": "mlm.data.labelled",
+    "random_split": "mlm.data.labelled",
 }
 
 __all__ = sorted(_EXPORTS)

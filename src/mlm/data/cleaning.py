@@ -1,8 +1,9 @@
-"""Optional corpus cleaning and text augmentation (the seed README's recipes, made reusable).
+"""Optional text cleaning and augmentation (the seed README's recipes, made reusable).
 
-`clean_text` strips HTML tags and the common MediaWiki markup; `preprocess_wiki_dump` applies it
-to a whole corpus with a length filter by words; `augment_text_dataset` applies random word
-dropout to a `tf.data` dataset of strings with TensorFlow ops only.
+`clean_text` strips HTML tags and the common MediaWiki markup (`mlm.data.corpus` applies it when
+reading with `clean=True`, and `corpus.preprocess_wiki_dump` to a whole corpus);
+`augment_text_dataset` applies random word dropout to a `tf.data` dataset of strings with
+TensorFlow ops only. This module imports nothing else of the package's data modules.
 """
 
 from __future__ import annotations
@@ -12,8 +13,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-    from mlm.data.corpus import CorpusStats
 
 _MARKUP = [
     (re.compile(r"<!--.*?-->", re.S), " "),  # HTML comments
@@ -34,33 +33,6 @@ def clean_text(text: str) -> str:
     for pattern, replacement in _MARKUP:
         text = pattern.sub(replacement, text)
     return text.strip()
-
-
-def preprocess_wiki_dump(
-    input_file: str, output_file: str, min_length: int = 10, max_length: int = 1000
-) -> CorpusStats:
-    """Clean a markup corpus into one line per sentence/paragraph, keeping lines by word count.
-
-    Args:
-        input_file: a corpus (file, `.gz`, directory, glob or `gs://` URI).
-        output_file: the cleaned text file (written atomically).
-        min_length: minimum number of words a kept line has.
-        max_length: maximum number of words a kept line has.
-
-    Returns:
-        The `CorpusStats` of the pass (lines read, units kept and filtered).
-    """
-    from mlm import storage
-    from mlm.data.corpus import CorpusStats, read_units
-
-    stats = CorpusStats()
-    units = read_units(
-        input_file, clean=True, min_words=min_length, max_words=max_length, stats=stats
-    )
-    with storage.atomic_write(output_file, "wb") as out:
-        for unit in units:
-            out.write(unit.encode("utf-8") + b"\n")
-    return stats
 
 
 def augment_text_dataset(

@@ -5,6 +5,7 @@ per line, the seed README's format) or one per block of lines separated by blank
 (`layout="documents"`). Nothing holds more than one unit in memory, so memory stays flat as the
 corpus grows. The same module decides the train/validation split (`is_validation`), by a hash of
 each unit, so the split does not depend on file order or on how the corpus is cut into files.
+`preprocess_wiki_dump` writes a cleaned, length-filtered copy of a corpus.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import io
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from mlm import storage
 from mlm.data.cleaning import clean_text
 from mlm.errors import UserInputError
+from mlm.progress import ProgressMeter, byte_unit
 
 LAYOUTS = ("lines", "documents")
 DEFAULT_VALIDATION_FRACTION = 0.05
@@ -119,17 +122,37 @@ def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
     return sorted(files)
 
 
-def _raw_lines(uri: str) -> Iterator[bytes]:
+def file_size(uri: str) -> int:
+    """The size in bytes of a local file or `gs://` object (as stored: compressed for `.gz`)."""
+    if not storage.is_gcs(uri):
+        return os.path.getsize(uri)
     with storage.open_read(uri, "rb") as raw:
-        stream = gzip.GzipFile(fileobj=raw, mode="rb") if uri.endswith(".gz") else raw
+        return raw.seek(0, io.SEEK_END)
+
+
+def _raw_lines(uri: str, position: Callable[[int], None] | None = None) -> Iterator[bytes]:
+    """The lines of a file, decompressed; `position` hears how many stored bytes are read."""
+    with storage.open_read(uri, "rb") as raw:
+        compressed = uri.endswith(".gz")
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw
+        read = 0
         try:
-            yield from stream
+            for number, line in enumerate(stream):
+                if position is not None:
+                    if not compressed:
+                        read += len(line)
+                    elif number % 256 == 0:  # tell() is a system call: not on every line
+                        read = raw.tell()
+                    position(read)
+                yield line
         except (OSError, EOFError) as error:  # gzip.BadGzipFile is an OSError
             raise UserInputError(f"corpus file {uri}: cannot decompress ({error})") from error
 
 
-def _decoded_lines(uri: str, strict_utf8: bool, stats: CorpusStats) -> Iterator[str]:
-    for number, line in enumerate(_raw_lines(uri), start=1):
+def _decoded_lines(
+    uri: str, strict_utf8: bool, stats: CorpusStats, position: Callable[[int], None] | None
+) -> Iterator[str]:
+    for number, line in enumerate(_raw_lines(uri, position), start=1):
         stats.bytes += len(line)
         stats.lines += 1
         if b"\x00" in line:
@@ -150,9 +173,15 @@ def _decoded_lines(uri: str, strict_utf8: bool, stats: CorpusStats) -> Iterator[
             yield line.decode("utf-8", errors="replace")
 
 
-def _file_units(uri: str, layout: str, strict_utf8: bool, stats: CorpusStats) -> Iterator[str]:
+def _file_units(
+    uri: str,
+    layout: str,
+    strict_utf8: bool,
+    stats: CorpusStats,
+    position: Callable[[int], None] | None = None,
+) -> Iterator[str]:
     document: list[str] = []
-    for line in _decoded_lines(uri, strict_utf8, stats):
+    for line in _decoded_lines(uri, strict_utf8, stats, position):
         text = line.strip()
         if layout == "lines":
             if text:
@@ -175,6 +204,7 @@ def read_units(
     min_words: int = 1,
     max_words: int | None = None,
     stats: CorpusStats | None = None,
+    progress: str | None = None,
 ) -> Iterator[str]:
     """Stream the units (lines or documents) of a corpus, in sorted file order.
 
@@ -187,6 +217,8 @@ def read_units(
         min_words: skip units with fewer whitespace-separated words.
         max_words: skip units with more words (None: no limit).
         stats: a `CorpusStats` to fill in while reading.
+        progress: print progress lines with an ETA to stderr while the corpus is read, labelled
+            with this (e.g. the step's name); None prints nothing.
 
     Raises:
         UserInputError: for missing, empty, binary or (with strict_utf8) non-UTF-8 input, and
@@ -200,7 +232,26 @@ def read_units(
         )
     files = resolve_corpus(corpus)  # now, so a bad path fails before any work starts
     stats = stats if stats is not None else CorpusStats()
-    return _units(files, layout, strict_utf8, clean, min_words, max_words, stats)
+    reading = _ReadingProgress(files, progress) if progress else None
+    return _units(files, layout, strict_utf8, clean, min_words, max_words, stats, reading)
+
+
+class _ReadingProgress:
+    """Progress over the stored bytes of a corpus: `<label>: read 3/12 MiB (25%) | eta 0:01:10`."""
+
+    def __init__(self, files: list[str], label: str) -> None:
+        self.sizes = [file_size(uri) for uri in files]
+        unit, scale = byte_unit(sum(self.sizes))
+        self.meter = ProgressMeter(sum(self.sizes), label=f"{label}: read", unit=unit, scale=scale)
+        self.before = 0  # stored bytes of the files already read
+
+    def position(self, read: int) -> None:
+        """`read` bytes of the current file are read."""
+        self.meter.update(self.before + read)
+
+    def file_done(self, index: int) -> None:
+        self.before += self.sizes[index]
+        self.meter.update(self.before)
 
 
 def _units(
@@ -211,10 +262,12 @@ def _units(
     min_words: int,
     max_words: int | None,
     stats: CorpusStats,
+    reading: _ReadingProgress | None = None,
 ) -> Iterator[str]:
-    for uri in files:
+    position = reading.position if reading is not None else None
+    for index, uri in enumerate(files):
         stats.files += 1
-        for unit in _file_units(uri, layout, strict_utf8, stats):
+        for unit in _file_units(uri, layout, strict_utf8, stats, position):
             if clean:
                 unit = clean_text(unit)
             words = len(unit.split())
@@ -223,6 +276,10 @@ def _units(
                 continue
             stats.units += 1
             yield unit
+        if reading is not None:
+            reading.file_done(index)
+    if reading is not None:
+        reading.meter.finish()
     if stats.units == 0:
         where = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
         if stats.filtered_units == 0:
@@ -231,3 +288,27 @@ def _units(
             f"corpus {where}: no {layout[:-1]} has between {min_words} and "
             f"{max_words or 'any number of'} words; lower min_words (or raise max_words)"
         )
+
+
+def preprocess_wiki_dump(
+    input_file: str, output_file: str, min_length: int = 10, max_length: int = 1000
+) -> CorpusStats:
+    """Clean a markup corpus into one line per sentence/paragraph, keeping lines by word count.
+
+    Args:
+        input_file: a corpus (file, `.gz`, directory, glob or `gs://` URI).
+        output_file: the cleaned text file (written atomically).
+        min_length: minimum number of words a kept line has.
+        max_length: maximum number of words a kept line has.
+
+    Returns:
+        The `CorpusStats` of the pass (lines read, units kept and filtered).
+    """
+    stats = CorpusStats()
+    units = read_units(
+        input_file, clean=True, min_words=min_length, max_words=max_length, stats=stats
+    )
+    with storage.atomic_write(output_file, "wb") as out:
+        for unit in units:
+            out.write(unit.encode("utf-8") + b"\n")
+    return stats

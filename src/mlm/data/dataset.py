@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from mlm import storage
-from mlm.data.artifacts import local_copy
+from mlm.artifacts import cached_local_copy
 from mlm.data.corpus import batched, read_units
 from mlm.data.shards import FEATURES, read_manifest
 from mlm.errors import UserInputError
@@ -76,7 +76,7 @@ def pretraining_dataset(
     # ones hold data; leaving out the empty ones keeps file-level sharding from starving a worker.
     files = manifest.files(split)[: manifest.splits[split].examples]
     if storage.is_gcs(shard_dir):
-        local_dir = local_copy(shard_dir, "shards")
+        local_dir = cached_local_copy(shard_dir, "shards")
         files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
     seq_length = manifest.seq_length
     spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in FEATURES}

@@ -25,13 +25,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mlm import storage
-from mlm.data.artifacts import check_replaceable
+from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable
 from mlm.data.corpus import batched, is_validation
 from mlm.data.tfrecord import TFRecordWriter, serialize_int64_example
 from mlm.data.tokenizer import TokenizerInfo
 from mlm.errors import UserInputError
 
-MANIFEST = "manifest.json"
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 SPLITS = ("train", "validation")
 COMPRESSIONS = (None, "gzip")
@@ -101,11 +100,11 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
         UserInputError: no manifest (missing or unfinished directory), a listed file is missing,
             or the tokenizer hash differs.
     """
-    uri = storage.join(shard_dir, MANIFEST)
+    uri = storage.join(shard_dir, SHARD_MANIFEST_FILE)
     if not storage.exists(uri):
         raise UserInputError(
-            f"shard directory {shard_dir} has no {MANIFEST} (missing or unfinished); create it "
-            "with `mlm shard`"
+            f"shard directory {shard_dir} has no {SHARD_MANIFEST_FILE} (missing or unfinished); "
+            "create it with `mlm shard`"
         )
     try:
         manifest = ShardManifest.from_dict(storage.read_json(uri), shard_dir)
@@ -123,8 +122,8 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
         for path in manifest.files(split):
             if not storage.exists(path):
                 raise UserInputError(
-                    f"shard directory {shard_dir} is incomplete: {path} is listed in {MANIFEST} "
-                    "but missing; re-run `mlm shard`"
+                    f"shard directory {shard_dir} is incomplete: {path} is listed in "
+                    f"{SHARD_MANIFEST_FILE} but missing; re-run `mlm shard`"
                 )
     return manifest
 
@@ -249,10 +248,10 @@ def write_shards(
         raise UserInputError(f"num_shards={num_shards}: need at least one shard per split")
     if not 0 <= validation_fraction < 1:
         raise UserInputError(f"validation_fraction={validation_fraction}: need 0 <= value < 1")
-    check_replaceable(output_dir, MANIFEST, "shard")
+    check_replaceable(output_dir, SHARD_MANIFEST_FILE, "shard")
     encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: faster
     splits = SPLITS if validation_fraction > 0 else SPLITS[:1]
-    with storage.atomic_directory(output_dir, last=[MANIFEST]) as staging:
+    with storage.atomic_directory(output_dir, last=[SHARD_MANIFEST_FILE]) as staging:
         writers = {split: _SplitWriter(staging, split, num_shards, compression) for split in splits}
         packers = {
             split: ExamplePacker(max_seq_length, info.cls_token_id, info.sep_token_id, line_by_line)
@@ -289,5 +288,5 @@ def write_shards(
             line_by_line=line_by_line,
             shard_dir=output_dir,
         )
-        storage.write_json(os.path.join(staging, MANIFEST), manifest.to_dict())
+        storage.write_json(os.path.join(staging, SHARD_MANIFEST_FILE), manifest.to_dict())
     return manifest

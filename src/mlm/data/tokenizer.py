@@ -17,10 +17,14 @@ from collections.abc import Iterable
 from typing import Any
 
 from mlm import storage
-from mlm.data.artifacts import check_replaceable, local_copy
+from mlm.artifacts import (
+    HF_TOKENIZER_FILE,
+    TOKENIZER_INFO_FILE,
+    cached_local_copy,
+    check_replaceable,
+)
 from mlm.errors import UserInputError
 
-INFO_FILE = "mlm_tokenizer.json"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 CONTINUATION_PREFIX = "##"
 # Below this the vocabulary cannot hold the special tokens plus a usable alphabet.
@@ -51,8 +55,8 @@ class TokenizerInfo:
         missing = names - set(data)
         if missing:
             raise UserInputError(
-                f"{INFO_FILE}: missing keys {sorted(missing)}; re-create the tokenizer directory "
-                "with `mlm tokenize`"
+                f"{TOKENIZER_INFO_FILE}: missing keys {sorted(missing)}; re-create the tokenizer "
+                "directory with `mlm tokenize`"
             )
         return cls(**{name: data[name] for name in names})
 
@@ -135,7 +139,7 @@ def load_existing_tokenizer(path: str, *, lowercase: bool = True) -> Any:
         return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=lowercase)
     if not storage.is_gcs(path) and not os.path.isdir(path):
         raise UserInputError(f"tokenizer: directory {path} does not exist")
-    local = local_copy(path, "tokenizer")
+    local = cached_local_copy(path, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(local)
     except (OSError, ValueError) as error:
@@ -193,26 +197,26 @@ def save_tokenizer(tokenizer: Any, output_dir: str) -> TokenizerInfo:
         The `TokenizerInfo` written to `mlm_tokenizer.json`.
     """
     info = tokenizer_info(tokenizer)
-    check_replaceable(output_dir, INFO_FILE, "tokenizer")
-    with storage.atomic_directory(output_dir, last=[INFO_FILE]) as staging:
+    check_replaceable(output_dir, TOKENIZER_INFO_FILE, "tokenizer")
+    with storage.atomic_directory(output_dir, last=[TOKENIZER_INFO_FILE]) as staging:
         _write_local(tokenizer, info, staging)
     return info
 
 
 def _write_local(tokenizer: Any, info: TokenizerInfo, directory: str) -> None:
     tokenizer.save_pretrained(directory)
-    with open(os.path.join(directory, INFO_FILE), "w", encoding="utf-8") as file:
+    with open(os.path.join(directory, TOKENIZER_INFO_FILE), "w", encoding="utf-8") as file:
         json.dump(info.to_dict(), file, indent=2)
         file.write("\n")
 
 
 def read_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
     """Read `mlm_tokenizer.json` of a tokenizer directory (local or `gs://`)."""
-    uri = storage.join(tokenizer_dir, INFO_FILE)
+    uri = storage.join(tokenizer_dir, TOKENIZER_INFO_FILE)
     if not storage.exists(uri):
         raise UserInputError(
-            f"tokenizer directory {tokenizer_dir} has no {INFO_FILE} (missing or unfinished); "
-            f"create it with `mlm tokenize --output {tokenizer_dir}`"
+            f"tokenizer directory {tokenizer_dir} has no {TOKENIZER_INFO_FILE} (missing or "
+            f"unfinished); create it with `mlm tokenize --output {tokenizer_dir}`"
         )
     return TokenizerInfo.from_dict(storage.read_json(uri))
 
@@ -231,7 +235,7 @@ def load_backend_tokenizer(tokenizer_dir: str) -> Any:
     from tokenizers import Tokenizer
 
     read_tokenizer_info(tokenizer_dir)  # refuse unfinished directories
-    path = storage.join(tokenizer_dir, "tokenizer.json")
+    path = storage.join(tokenizer_dir, HF_TOKENIZER_FILE)
     if not storage.exists(path):
         raise UserInputError(
             f"tokenizer directory {tokenizer_dir} has no tokenizer.json; re-create it with "

@@ -18,12 +18,17 @@ import os
 from typing import Any
 
 from mlm import storage
+from mlm.artifacts import (
+    METRICS_FILE,
+    MLM_MODEL_FILE,
+    REPORT_FILE,
+    find_file,
+    load_keras,
+    local_copy,
+    output_directory,
+)
 from mlm.config import EvaluateConfig
 from mlm.errors import UserInputError
-from mlm.steps._artifacts import MLM_MODEL_FILE, find_file, load_keras, local_copy, output_directory
-
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
 
 
 @dataclasses.dataclass

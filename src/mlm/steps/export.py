@@ -21,10 +21,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlm import storage
-from mlm.config import ExportConfig
-from mlm.errors import UserInputError
-from mlm.steps._artifacts import (
+from mlm.artifacts import (
     ENCODER_FILE,
+    EXPORT_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    SAVED_MODEL_DIR,
     TOKENIZER_DIR,
     copy_tree,
     find_file,
@@ -32,10 +34,9 @@ from mlm.steps._artifacts import (
     local_copy,
     output_directory,
 )
+from mlm.config import ExportConfig
+from mlm.errors import UserInputError
 
-SAVED_MODEL_DIR = "saved_model"
-MODEL_CARD = "README.md"
-EXPORT_FILE = "export.json"
 SERVING_INPUTS = ("input_ids", "attention_mask")
 _ARCHITECTURE_KEYS = (
     "vocab_size",
@@ -130,12 +131,12 @@ def export_from_config(
                 local, ENCODER_FILE, "a pretrain output directory", "run `mlm pretrain` first"
             )
         )
-        metrics_path = os.path.join(local, "metrics.json")
+        metrics_path = os.path.join(local, METRICS_FILE)
         pretrain_metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else {}
     check_tokenizer_matches(info, encoder.vocab_size, info.mask_token_id)
     evaluation = dict(evaluation_metrics or {})
     if config.evaluation_dir:
-        evaluation.update(storage.read_json(storage.join(config.evaluation_dir, "metrics.json")))
+        evaluation.update(storage.read_json(storage.join(config.evaluation_dir, METRICS_FILE)))
 
     config = encoder.get_config()
     facts = {
@@ -157,7 +158,7 @@ def export_from_config(
         encoder.save(os.path.join(staging, ENCODER_FILE))
         write_saved_model(encoder, os.path.join(staging, SAVED_MODEL_DIR))
         copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
-        with open(os.path.join(staging, MODEL_CARD), "w", encoding="utf-8") as file:
+        with open(os.path.join(staging, MODEL_CARD_FILE), "w", encoding="utf-8") as file:
             file.write(model_card(facts))
         with open(os.path.join(staging, EXPORT_FILE), "w", encoding="utf-8") as file:
             json.dump(facts, file, indent=2, default=str)
@@ -167,7 +168,7 @@ def export_from_config(
         encoder_path=storage.join(output_dir, ENCODER_FILE),
         saved_model_path=storage.join(output_dir, SAVED_MODEL_DIR),
         tokenizer_dir=storage.join(output_dir, TOKENIZER_DIR),
-        model_card_path=storage.join(output_dir, MODEL_CARD),
+        model_card_path=storage.join(output_dir, MODEL_CARD_FILE),
         num_parameters=facts["num_parameters"],
     )
 
@@ -226,8 +227,8 @@ def model_card(facts: Mapping[str, Any]) -> str:
         "from transformers import AutoTokenizer",
         "",
         "mlm.register_serializables()",
-        'encoder = keras.models.load_model("encoder.keras")',
-        'tokenizer = AutoTokenizer.from_pretrained("tokenizer")',
+        f'encoder = keras.models.load_model("{ENCODER_FILE}")',
+        f'tokenizer = AutoTokenizer.from_pretrained("{TOKENIZER_DIR}")',
         'batch = tokenizer(["a sentence"], return_tensors="np")',
         'outputs = encoder({"input_ids": batch["input_ids"], '
         '"attention_mask": batch["attention_mask"]})',

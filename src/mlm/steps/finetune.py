@@ -3,10 +3,10 @@
 Sequence classification reads a labelled CSV, TSV (header with `text` and `label` columns) or
 JSONL file (one `{"text": ..., "label": ...}` object per line). Token classification (NER, tagging)
 reads CoNLL/IOB files: one token per line with its tag in the last column, blank lines between
-sentences (readers and splits: `mlm.steps._labelled_data`). Without `validation_data` the rows are
+sentences (readers and splits: `mlm.data.labelled`). Without `validation_data` the rows are
 split deterministically (stratified by label for sequence tasks). Training uses AdamW with linear
 warm-up and decay (`mlm.optimization`) and early stopping on the validation loss. The held-out
-scores are computed with numpy (`mlm.steps._classification_metrics`): accuracy, macro-F1 and the
+scores are computed with numpy (`mlm.metrics`): accuracy, macro-F1 and the
 confusion matrix; entity-level precision/recall/F1 for NER.
 
 With `baseline=True` the same architecture is also trained from random initialisation on the same
@@ -27,10 +27,12 @@ from typing import Any
 import numpy as np
 
 from mlm import storage
-from mlm.config import FinetuneConfig
-from mlm.errors import UserInputError
-from mlm.steps._artifacts import (
+from mlm.artifacts import (
+    CLASSIFIER_FILE,
     ENCODER_FILE,
+    LABELS_FILE,
+    METRICS_FILE,
+    REPORT_FILE,
     TOKENIZER_DIR,
     copy_tree,
     find_file,
@@ -38,18 +40,17 @@ from mlm.steps._artifacts import (
     local_copy,
     output_directory,
 )
-from mlm.steps._classification_metrics import classification_metrics, entity_metrics
-from mlm.steps._labelled_data import (
+from mlm.config import FinetuneConfig
+from mlm.data.labelled import (
     random_split,
     read_conll,
     read_labelled_texts,
     stratified_split,
 )
+from mlm.errors import UserInputError
+from mlm.metrics import classification_metrics, entity_metrics
+from mlm.progress import keras_progress
 
-CLASSIFIER_FILE = "classifier.keras"
-METRICS_FILE = "metrics.json"
-REPORT_FILE = "report.md"
-LABELS_FILE = "labels.json"
 IGNORE_INDEX = -100  # label of word pieces after the first one of a word (not scored)
 
 
@@ -124,7 +125,8 @@ def _train(
         callbacks=[
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=patience, restore_best_weights=True
-            )
+            ),
+            keras_progress(total_steps, label="finetune: step"),
         ],
         verbose=0,
     )

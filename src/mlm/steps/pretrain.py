@@ -24,11 +24,9 @@ import tempfile
 from typing import Any
 
 from mlm import storage
+from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE
 from mlm.config import PretrainConfig
 from mlm.errors import UserInputError
-from mlm.steps._artifacts import ENCODER_FILE, MLM_MODEL_FILE
-
-METRICS_FILE = "metrics.json"
 
 
 @dataclasses.dataclass
@@ -227,7 +225,7 @@ def _train(config: PretrainConfig) -> PretrainResult:
         encoder_path = storage.join(output_dir, ENCODER_FILE)
         save_keras(model, model_path)
         save_keras(model.encoder, encoder_path)
-        storage.write_json(storage.join(output_dir, "history.json"), result.history)
+        storage.write_json(storage.join(output_dir, HISTORY_FILE), result.history)
         if pushgateway is not None:
             pushgateway.report({**final_report, "finished": 1.0})
         if storage.is_gcs(output_dir):

@@ -66,6 +66,7 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
         min_words=config.min_words,
         max_words=config.max_words,
         stats=stats,
+        progress="shard",
     )
     manifest = write_shards(
         texts,

@@ -70,6 +70,7 @@ def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
             strict_utf8=config.strict_utf8,
             clean=config.clean,
             stats=stats,
+            progress="tokenize",
         )
         loaded = train_wordpiece(
             texts,

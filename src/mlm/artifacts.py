@@ -1,0 +1,127 @@
+"""The artifacts the steps pass around: the one definition of their file names, and reading and
+writing their directories.
+
+Keras, TensorFlow and the tokenizer libraries read and write local files only, so a `gs://` input
+is staged to local temporary space first (`local_copy`, or `cached_local_copy` for inputs read
+again and again), and an output directory is built locally and moved (or uploaded) into place in
+one piece by `mlm.storage.atomic_directory` (`output_directory`). Each kind of output directory
+has a marker file, written last: a directory without it is unfinished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from mlm import storage
+from mlm.errors import UserInputError
+
+# tokenize: the Hugging Face fast-tokenizer files plus the package's facts (its marker).
+TOKENIZER_INFO_FILE = "mlm_tokenizer.json"
+HF_TOKENIZER_FILE = "tokenizer.json"
+# shard: the TFRecord files and their manifest (the marker).
+SHARD_MANIFEST_FILE = "manifest.json"
+# pretrain, evaluate and finetune: metrics.json is each one's marker.
+METRICS_FILE = "metrics.json"
+MLM_MODEL_FILE = "mlm_model.keras"
+ENCODER_FILE = "encoder.keras"
+HISTORY_FILE = "history.json"
+# export: the encoder, its tokenizer, a SavedModel, a model card and export.json (the marker).
+TOKENIZER_DIR = "tokenizer"
+SAVED_MODEL_DIR = "saved_model"
+MODEL_CARD_FILE = "README.md"
+EXPORT_FILE = "export.json"
+# finetune
+CLASSIFIER_FILE = "classifier.keras"
+REPORT_FILE = "report.md"
+LABELS_FILE = "labels.json"
+
+
+def check_replaceable(output_dir: str, marker: str, kind: str) -> None:
+    """Fail unless `output_dir` is absent, empty, or a finished `kind` directory (has `marker`).
+
+    The steps replace their output directory as a whole; this keeps them from deleting a
+    directory the user meant for something else.
+    """
+    if storage.is_gcs(output_dir):
+        entries = storage.glob(storage.join(output_dir, "*"))
+    elif os.path.isdir(output_dir):
+        entries = os.listdir(output_dir)
+    elif os.path.exists(output_dir):
+        raise UserInputError(f"{kind} output {output_dir} is a file; pass a directory path")
+    else:
+        return
+    if entries and not storage.exists(storage.join(output_dir, marker)):
+        raise UserInputError(
+            f"{kind} output {output_dir} is a non-empty directory without {marker}, so it is not "
+            f"an earlier {kind} directory; choose a new or empty output directory"
+        )
+
+
+def cached_local_copy(uri: str, kind: str) -> str:
+    """A local path for a directory: itself when local, else a staged copy of the `gs://` prefix.
+
+    Copies live in a fixed temporary directory per URI, so staging again only fetches files
+    that changed (see `storage.stage_to_local`).
+    """
+    if not storage.is_gcs(uri):
+        return uri
+    key = hashlib.sha256(uri.encode("utf-8")).hexdigest()[:16]
+    return storage.stage_to_local(uri, os.path.join(tempfile.gettempdir(), f"mlm-{kind}-{key}"))
+
+
+@contextlib.contextmanager
+def local_copy(uri: str) -> Iterator[str]:
+    """Yields a local path for a file or directory: itself when local, else a temporary copy."""
+    if not storage.is_gcs(uri):
+        if not os.path.exists(uri):
+            raise UserInputError(f"{uri} does not exist; check the path")
+        yield uri
+        return
+    workdir = tempfile.mkdtemp(prefix="mlm-stage-")
+    try:
+        yield storage.stage_to_local(uri, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def output_directory(uri: str, marker: str, kind: str, last: Sequence[str] = ()) -> Iterator[str]:
+    """Yields a local staging directory that replaces `uri` when the block succeeds.
+
+    Refuses a non-empty `uri` that is not an earlier `kind` output (it lacks `marker`).
+    """
+    check_replaceable(uri, marker, kind)
+    with storage.atomic_directory(uri, last=[*last, marker]) as staging:
+        yield staging
+
+
+def find_file(directory: str, name: str, what: str, hint: str) -> str:
+    """The path of `name` in a local `directory` (or `directory` itself when it is that file)."""
+    if os.path.isfile(directory) and os.path.basename(directory) == name:
+        return directory
+    path = os.path.join(directory, name)
+    if not os.path.isfile(path):
+        raise UserInputError(f"{directory} has no {name}, so it is not {what}; {hint}")
+    return path
+
+
+def load_keras(path: str) -> Any:
+    """Loads a `.keras` file of this package's models (registers their classes first)."""
+    import keras
+
+    import mlm
+
+    mlm.register_serializables()
+    return keras.models.load_model(path)
+
+
+def copy_tree(source: str, destination: str) -> None:
+    """Copies a local directory (or a `gs://` prefix) to a local `destination`."""
+    with local_copy(source) as local:
+        shutil.copytree(local, destination, dirs_exist_ok=True)

@@ -1,0 +1,415 @@
+"""The distributed `mlm pretrain` job objects: N identical workers, as a TrainJob or a TFJob.
+
+Two job kinds, both running MultiWorkerMirroredStrategy workers:
+
+- "trainjob": a Kubeflow Trainer v2 `TrainJob` (trainer.kubeflow.org/v1alpha1) on the
+  `mlm-tensorflow-distributed` ClusterTrainingRuntime this project ships in `manifests/`. Trainer
+  sets no `TF_CONFIG` for TensorFlow: the runtime gives each pod `JOB_COMPLETION_INDEX`,
+  `JOBSET_NAME` and `MLM_WORKER_PORT`, the job adds `MLM_NUM_WORKERS`, and
+  `mlm.training.cluster.resolve_cluster` derives `TF_CONFIG` from them.
+- "tfjob": a Kubeflow Training Operator v1 `TFJob` (kubeflow.org/v1), which sets `TF_CONFIG`.
+
+The job objects are built from the published API models (`kubeflow-trainer-api` for TrainJob,
+`kubeflow-training` for TFJob, the `kubernetes` client's models for pods), imported inside the
+functions: only the cluster launchers need them. Creating, watching and deleting the jobs is
+`mlm.launch.kubernetes`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mlm import DEFAULT_IMAGE
+from mlm.errors import UserInputError
+
+RUNTIME_NAME = "mlm-tensorflow-distributed"
+WORKER_PORT = 2222
+DEFAULT_SERVICE_ACCOUNT = "mlm-trainer"
+PATCH_MANAGER = "mlm-launcher"
+# TrainJob pods are named `<name>-node-0-<i>-<suffix>` and their hostnames `<name>-node-0-<i>`
+# must stay valid DNS labels (<= 63 characters), so job names are kept well under that.
+MAX_JOB_NAME_LENGTH = 40
+# TFJob retries of the whole worker set; on spot nodes preemption is expected, and every restart
+# resumes from the last checkpoint. (A TrainJob's restarts are set in its ClusterTrainingRuntime.)
+TFJOB_BACKOFF_LIMIT = 1
+TFJOB_SPOT_BACKOFF_LIMIT = 3
+# The Pushgateway of manifests/ (same namespace). TrainJob pods get it from the runtime.
+PUSHGATEWAY_URL = "http://mlm-pushgateway:9091"
+GPU_RESOURCE = "nvidia.com/gpu"
+GKE_SPOT_LABEL = "cloud.google.com/gke-spot"
+# tini (PID 1 of the images) forwards SIGTERM to `mlm`; a pod's `command` replaces the image's
+# ENTRYPOINT, so it must name tini itself.
+WORKER_COMMAND = ("/usr/bin/tini", "--", "mlm", "pretrain")
+POD_LABELS = {"app.kubernetes.io/part-of": "mlm", "app.kubernetes.io/component": "mlm-trainer"}
+_DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """How one custom job kind is addressed and read.
+
+    Attributes:
+        kind: the Kubernetes kind.
+        group, version, plural: the custom resource's API coordinates.
+        container: the name of the training container in each worker pod.
+        pod_label: the label its controller puts on every pod, valued with the job name.
+        success_condition: the status condition type that means the job succeeded.
+    """
+
+    kind: str
+    group: str
+    version: str
+    plural: str
+    container: str
+    pod_label: str
+    success_condition: str
+
+    @property
+    def api_version(self) -> str:
+        """`group/version`, as written in a manifest."""
+        return f"{self.group}/{self.version}"
+
+
+JOB_KINDS: dict[str, JobKind] = {
+    "trainjob": JobKind(
+        kind="TrainJob",
+        group="trainer.kubeflow.org",
+        version="v1alpha1",
+        plural="trainjobs",
+        container="node",
+        pod_label="jobset.sigs.k8s.io/jobset-name",
+        success_condition="Complete",
+    ),
+    "tfjob": JobKind(
+        kind="TFJob",
+        group="kubeflow.org",
+        version="v1",
+        plural="tfjobs",
+        # The Training Operator injects TF_CONFIG and the port into the container of this name.
+        container="tensorflow",
+        pod_label="training.kubeflow.org/job-name",
+        success_condition="Succeeded",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    """The pods of a training job: N identical workers.
+
+    Attributes:
+        image: container image with the `mlm` command.
+        num_workers: number of worker pods (MultiWorkerMirroredStrategy workers).
+        gpus_per_worker: `nvidia.com/gpu` limit per pod (0 for CPU training).
+        cpu: CPU request per pod (the limit is twice the request).
+        memory: memory request and limit per pod.
+        node_selector: extra node labels the pods must land on (e.g. GKE accelerator type).
+        tolerations: extra tolerations, as dicts of V1Toleration fields (key, operator, ...).
+        spot: run on spot (preemptible) nodes; checkpoint resume makes preemption safe.
+        service_account: the pods' service account (its identity for gs:// access).
+        env: extra environment variables for the training container.
+    """
+
+    image: str
+    num_workers: int
+    gpus_per_worker: int = 0
+    cpu: str = "4"
+    memory: str = "16Gi"
+    node_selector: Mapping[str, str] | None = None
+    tolerations: Sequence[Mapping[str, Any]] | None = None
+    spot: bool = False
+    service_account: str | None = DEFAULT_SERVICE_ACCOUNT
+    env: Mapping[str, str] | None = None
+
+    def validate(self) -> None:
+        """Raises UserInputError naming the first bad field."""
+        if not self.image or any(c.isspace() for c in self.image):
+            raise UserInputError(f"image {self.image!r} is not a container image reference")
+        if self.image.endswith(":latest") or ":" not in self.image.rsplit("/", 1)[-1]:
+            raise UserInputError(
+                f"image {self.image!r} must be pinned by tag (not :latest), e.g. "
+                f"{DEFAULT_IMAGE}, so every worker and every retry runs the same code"
+            )
+        if not isinstance(self.num_workers, int) or self.num_workers < 1:
+            raise UserInputError(f"num_workers must be an integer >= 1, got {self.num_workers!r}")
+        if not isinstance(self.gpus_per_worker, int) or self.gpus_per_worker < 0:
+            raise UserInputError(
+                f"gpus_per_worker must be an integer >= 0, got {self.gpus_per_worker!r}"
+            )
+        from kubernetes.utils import parse_quantity
+
+        for field_name in ("cpu", "memory"):
+            value = getattr(self, field_name)
+            try:
+                if parse_quantity(value) <= 0:
+                    raise ValueError(value)
+            except (ValueError, TypeError):
+                raise UserInputError(
+                    f"{field_name} {value!r} is not a positive Kubernetes quantity "
+                    '(e.g. cpu "4" or "500m", memory "16Gi")'
+                ) from None
+        for key, value in (self.node_selector or {}).items():
+            if not isinstance(key, str) or not isinstance(value, str):
+                raise UserInputError(
+                    f"node_selector entries must be strings, got {key!r}: {value!r} "
+                    '(quote label values such as "true")'
+                )
+        for toleration in self.tolerations or ():
+            unknown = set(toleration) - {"key", "operator", "value", "effect", "toleration_seconds"}
+            if unknown:
+                raise UserInputError(
+                    f"toleration {dict(toleration)!r} has unknown fields {sorted(unknown)}; use "
+                    "key, operator, value, effect, toleration_seconds"
+                )
+
+
+def job_name(*parts: str, prefix: str = "mlm-pretrain") -> str:
+    """A deterministic, DNS-1035-safe job name from the pipeline run and task.
+
+    The same parts always give the same name, so a retried step finds its job again. The name is
+    `<prefix>-<readable part>-<hash of all parts>`, at most MAX_JOB_NAME_LENGTH characters.
+
+    Args:
+        *parts: what identifies the job, e.g. the KFP run id and the task name.
+        prefix: the readable start of the name (lowercase letters, digits, '-').
+
+    Returns:
+        The job name.
+    """
+    if not parts or not any(parts):
+        raise UserInputError("job_name needs at least one non-empty part (e.g. the run id)")
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:10]
+    readable = re.sub(r"[^a-z0-9]+", "-", parts[0].lower()).strip("-")
+    room = MAX_JOB_NAME_LENGTH - len(prefix) - len(digest) - 2
+    readable = readable[: max(room, 0)].strip("-")
+    name = "-".join(p for p in (prefix, readable, digest) if p)
+    validate_job_name(name)
+    return name
+
+
+def validate_job_name(name: str) -> None:
+    """Raises UserInputError unless `name` is a DNS-1035 label of at most MAX_JOB_NAME_LENGTH."""
+    if not isinstance(name, str) or not _DNS_1035.match(name) or len(name) > MAX_JOB_NAME_LENGTH:
+        raise UserInputError(
+            f"job name {name!r} must be lowercase letters, digits and '-', start with a letter, "
+            f"end with a letter or digit, and be at most {MAX_JOB_NAME_LENGTH} characters; "
+            "use mlm.launch.job_specs.job_name(run_id, task) to derive one"
+        )
+
+
+def job_kind(kind: str) -> JobKind:
+    """The JobKind of a launcher name ("trainjob" or "tfjob")."""
+    try:
+        return JOB_KINDS[kind]
+    except KeyError:
+        raise UserInputError(
+            f"launcher kind {kind!r} is unknown; use one of {sorted(JOB_KINDS)} "
+            "(or 'local' to train in the calling process)"
+        ) from None
+
+
+def _serialize(model: Any) -> Any:
+    """A kubernetes-client model (or a structure of them) as plain JSON data."""
+    from kubernetes.client import ApiClient
+
+    return ApiClient().sanitize_for_serialization(model)
+
+
+def _scheduling(spec: WorkerSpec) -> tuple[dict[str, str], list[Any]]:
+    """Node selector and tolerations: the caller's, plus what GPUs and spot nodes need."""
+    from kubernetes.client import V1Toleration
+
+    selector = dict(spec.node_selector or {})
+    tolerations = [V1Toleration(**dict(t)) for t in spec.tolerations or ()]
+    taken = {t.key for t in tolerations}
+    if spec.gpus_per_worker and GPU_RESOURCE not in taken:
+        tolerations.append(V1Toleration(key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"))
+    if spec.spot:
+        selector.setdefault(GKE_SPOT_LABEL, "true")
+        if GKE_SPOT_LABEL not in taken:
+            tolerations.append(
+                V1Toleration(
+                    key=GKE_SPOT_LABEL, operator="Equal", value="true", effect="NoSchedule"
+                )
+            )
+    return selector, tolerations
+
+
+def _resources(spec: WorkerSpec) -> Any:
+    from kubernetes.client import V1ResourceRequirements
+    from kubernetes.utils import parse_quantity
+
+    cpu_limit = parse_quantity(spec.cpu) * 2
+    limits = {
+        "cpu": str(int(cpu_limit)) if cpu_limit == int(cpu_limit) else f"{int(cpu_limit * 1000)}m",
+        "memory": spec.memory,
+    }
+    if spec.gpus_per_worker:
+        limits[GPU_RESOURCE] = str(spec.gpus_per_worker)
+    return V1ResourceRequirements(requests={"cpu": spec.cpu, "memory": spec.memory}, limits=limits)
+
+
+def _env(spec: WorkerSpec) -> list[Any]:
+    from kubernetes.client import V1EnvVar
+
+    env = {"MLM_NUM_WORKERS": str(spec.num_workers), **(spec.env or {})}
+    return [V1EnvVar(name=key, value=str(value)) for key, value in env.items()]
+
+
+def build_trainjob(
+    name: str, namespace: str, spec: WorkerSpec, pretrain_args: Sequence[str], timeout_s: int
+) -> dict[str, Any]:
+    """The TrainJob manifest: `spec.num_workers` nodes of the TensorFlow runtime.
+
+    Image, command, worker count, resources and env go in `spec.trainer`; node selector,
+    tolerations and service account are a runtime patch on the runtime's `node` replicated job.
+
+    Args:
+        name: the job name (see `job_name`).
+        namespace: where the job runs.
+        spec: the workers.
+        pretrain_args: the arguments after `mlm pretrain`.
+        timeout_s: the job's active deadline, so the cluster stops it even without the launcher.
+
+    Returns:
+        The TrainJob as a JSON-ready dict.
+    """
+    from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
+
+    kind = JOB_KINDS["trainjob"]
+    selector, tolerations = _scheduling(spec)
+    pod_patch: dict[str, Any] = {}
+    if selector:
+        pod_patch["nodeSelector"] = selector
+    if tolerations:
+        pod_patch["tolerations"] = _serialize(tolerations)
+    if spec.service_account:
+        pod_patch["serviceAccountName"] = spec.service_account
+    job_spec: dict[str, Any] = {
+        "runtimeRef": {
+            "apiGroup": kind.group,
+            "kind": "ClusterTrainingRuntime",
+            "name": RUNTIME_NAME,
+        },
+        "activeDeadlineSeconds": int(timeout_s),
+        "trainer": {
+            "image": spec.image,
+            "command": list(WORKER_COMMAND),
+            "args": list(pretrain_args),
+            "numNodes": spec.num_workers,
+            "env": _serialize(_env(spec)),
+            "resourcesPerNode": _serialize(_resources(spec)),
+        },
+    }
+    if pod_patch:
+        job_spec["runtimePatches"] = [
+            {
+                "manager": PATCH_MANAGER,
+                "trainingRuntimeSpec": {
+                    "template": {
+                        "spec": {
+                            "replicatedJobs": [
+                                {
+                                    "name": "node",
+                                    "template": {"spec": {"template": {"spec": pod_patch}}},
+                                }
+                            ]
+                        }
+                    }
+                },
+            }
+        ]
+    manifest = {
+        "apiVersion": kind.api_version,
+        "kind": kind.kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(POD_LABELS)},
+        "spec": job_spec,
+    }
+    # Round-trip through the Trainer API model, which checks every field's type.
+    return TrainerV1alpha1TrainJob.from_dict(manifest).to_dict()
+
+
+def build_tfjob(
+    name: str, namespace: str, spec: WorkerSpec, pretrain_args: Sequence[str], timeout_s: int
+) -> dict[str, Any]:
+    """The TFJob manifest: `spec.num_workers` replicas of type Worker (worker 0 is the chief),
+    as a JSON-ready dict. The arguments are those of `build_trainjob`."""
+    from kubeflow.training.models import (
+        KubeflowOrgV1ReplicaSpec,
+        KubeflowOrgV1RunPolicy,
+        KubeflowOrgV1TFJob,
+        KubeflowOrgV1TFJobSpec,
+    )
+    from kubernetes.client import (
+        V1Capabilities,
+        V1Container,
+        V1ContainerPort,
+        V1EnvVar,
+        V1ObjectMeta,
+        V1PodSecurityContext,
+        V1PodSpec,
+        V1PodTemplateSpec,
+        V1SeccompProfile,
+        V1SecurityContext,
+    )
+
+    kind = JOB_KINDS["tfjob"]
+    selector, tolerations = _scheduling(spec)
+    container = V1Container(
+        name=kind.container,
+        image=spec.image,
+        command=list(WORKER_COMMAND),
+        args=list(pretrain_args),
+        env=[V1EnvVar(name="MLM_PUSHGATEWAY_URL", value=PUSHGATEWAY_URL), *_env(spec)],
+        ports=[V1ContainerPort(name="tfjob-port", container_port=WORKER_PORT)],
+        resources=_resources(spec),
+        security_context=V1SecurityContext(
+            allow_privilege_escalation=False, capabilities=V1Capabilities(drop=["ALL"])
+        ),
+    )
+    pod = V1PodTemplateSpec(
+        metadata=V1ObjectMeta(labels=dict(POD_LABELS)),
+        spec=V1PodSpec(
+            containers=[container],
+            service_account_name=spec.service_account,
+            automount_service_account_token=False,
+            node_selector=selector or None,
+            tolerations=tolerations or None,
+            security_context=V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=1000,
+                run_as_group=1000,
+                fs_group=1000,
+                seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
+            ),
+        ),
+    )
+    job = KubeflowOrgV1TFJob(
+        api_version=kind.api_version,
+        kind=kind.kind,
+        metadata=V1ObjectMeta(name=name, namespace=namespace, labels=dict(POD_LABELS)),
+        spec=KubeflowOrgV1TFJobSpec(
+            tf_replica_specs={
+                "Worker": KubeflowOrgV1ReplicaSpec(
+                    replicas=spec.num_workers, restart_policy="OnFailure", template=pod
+                )
+            },
+            run_policy=KubeflowOrgV1RunPolicy(
+                backoff_limit=TFJOB_SPOT_BACKOFF_LIMIT if spec.spot else TFJOB_BACKOFF_LIMIT,
+                active_deadline_seconds=int(timeout_s),
+                # Keep failed pods until the job is deleted, so their logs can be read.
+                clean_pod_policy="None",
+            ),
+        ),
+    )
+    return _serialize(job)
+
+
+BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "trainjob": build_trainjob,
+    "tfjob": build_tfjob,
+}

@@ -1,0 +1,172 @@
+"""The repository's layout as a package: what the wheel ships, and one version everywhere.
+
+`components/` and `pipelines/` stay at the top of the repository but are installed with `mlm`, so
+nothing patches `sys.path` and an installed `mlm pipeline compile` runs from any directory. The
+version is defined once (`mlm.__version__`); the image tags of the Makefile and the manifests
+must agree with it.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import tomllib
+import yaml
+
+import components
+import mlm
+from mlm.launch import kubernetes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory) -> Path:
+    """The project's wheel (built from this checkout) installed alone into a fresh directory."""
+    root = tmp_path_factory.mktemp("install")
+    # A copy of the sources, so the build leaves nothing in the checkout.
+    source = root / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy2(REPO / name, source / name)
+    for name in ("src", "components", "pipelines"):
+        shutil.copytree(REPO / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(root / "wheels"), str(source)],
+        check=True, capture_output=True, cwd=root,
+    )  # fmt: skip
+    (wheel,) = (root / "wheels").glob("mlm-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert {"mlm/cli.py", "components/__init__.py", "pipelines/compile.py"} <= names
+    assert not [n for n in names if n.startswith("tests/")]
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
+         "--target", str(root / "site"), str(wheel)],
+        check=True, capture_output=True, cwd=root,
+    )  # fmt: skip
+    return root / "site"
+
+
+def test_installed_pipeline_compile_runs_from_any_directory(installed, tmp_path):
+    # Only the installed copy is importable (plus the venv's third-party packages): not the
+    # checkout, and the working directory is an empty temporary one.
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    where = subprocess.run(
+        [sys.executable, "-c", "import mlm, components, pipelines; "
+         "print(mlm.__file__, components.__file__, pipelines.__file__)"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert all(path.startswith(str(installed)) for path in where.stdout.split()), where.stdout
+    result = subprocess.run(
+        [sys.executable, "-m", "mlm.cli", "pipeline", "compile", "--output", "out.yaml",
+         "--image", "registry.example.com/mlm:7"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    spec = next(yaml.safe_load_all((tmp_path / "out.yaml").read_text()))
+    assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {"registry.example.com/mlm:7"}
+
+
+def test_no_module_patches_sys_path():
+    sources = [*REPO.glob("src/mlm/**/*.py"), *REPO.glob("components/*.py")]
+    sources += REPO.glob("pipelines/*.py")
+    patched = [str(p.relative_to(REPO)) for p in sources if "sys.path" in p.read_text()]
+    assert patched == []
+
+
+def test_the_version_is_defined_once_and_the_image_tags_follow_it():
+    version = mlm.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert "version" not in project["project"] and "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mlm.__version__"}
+
+    image = f"{mlm.IMAGE_REPOSITORY}:{version}"
+    assert mlm.DEFAULT_IMAGE == components.DEFAULT_IMAGE == kubernetes.DEFAULT_IMAGE == image
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^TAG \?= (\S+)$", makefile, re.M).group(1) == version
+    assert re.search(r"^REGISTRY \?= (\S+)$", makefile, re.M).group(1) + "/mlm" == (
+        mlm.IMAGE_REPOSITORY
+    )
+    tags = {}
+    for overlay in ("dev", "gke-gpu"):
+        kustomization = yaml.safe_load(
+            (REPO / "manifests" / "overlays" / overlay / "kustomization.yaml").read_text()
+        )
+        (entry,) = kustomization["images"]
+        assert entry["name"] == mlm.IMAGE_REPOSITORY
+        tags[overlay] = entry["newTag"]
+    assert tags == {"dev": version, "gke-gpu": version + mlm.GPU_IMAGE_SUFFIX}
+    runtime = (REPO / "manifests/base/runtime/tensorflow-distributed.yaml").read_text()
+    assert re.findall(r"image: (\S+)", runtime) == [image]
+
+
+def _imported_modules(path: Path, modules: set[str]) -> set[str]:
+    """The package modules a source file imports, at the top or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                qualified = f"{node.module}.{alias.name}"
+                found.add(qualified if qualified in modules else node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found & modules
+
+
+def test_the_library_has_no_import_cycles():
+    """Imports run one way (e.g. `data.corpus` uses `data.cleaning`, never the reverse)."""
+    paths = {}
+    for path in (REPO / "src").rglob("*.py"):
+        parts = path.relative_to(REPO / "src").with_suffix("").parts
+        paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    # `mlm` itself only re-exports lazily; every module may import it.
+    graph = {
+        name: _imported_modules(path, set(paths)) - {name, "mlm"} for name, path in paths.items()
+    }
+    cycles = []
+
+    def visit(module: str, chain: list[str]) -> None:
+        for imported in sorted(graph[module]):
+            if imported in chain:
+                cycles.append([*chain[chain.index(imported) :], imported])
+            elif imported not in done:
+                visit(imported, [*chain, imported])
+        done.add(module)
+
+    done: set[str] = set()
+    for module in sorted(graph):
+        visit(module, [module])
+    assert cycles == []
+
+
+def test_artifact_file_names_are_defined_once():
+    """Every artifact file name is written as a literal only in `mlm.artifacts`."""
+    from mlm import artifacts
+
+    names = {
+        value
+        for key, value in vars(artifacts).items()
+        if key.endswith(("_FILE", "_DIR")) and isinstance(value, str)
+    }
+    assert {"metrics.json", "encoder.keras", "manifest.json", "mlm_tokenizer.json"} <= names
+    names.discard(artifacts.TOKENIZER_DIR)  # "tokenizer" is also a word in messages and kinds
+    literals = []
+    for path in (REPO / "src").rglob("*.py"):
+        if path.name == "artifacts.py" and path.parent.name == "mlm":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in names:
+                literals.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value}")
+    assert literals == []
