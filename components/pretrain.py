@@ -35,6 +35,7 @@ def pretrain(
     import json
 
     from mlm import storage
+    from mlm.artifacts import METRICS_FILE
 
     settings = {
         "variant": variant,
@@ -80,7 +81,7 @@ def pretrain(
 
     # A cluster job writes to the artifact's URI; a local run to its (mounted) path.
     output_dir = model.path if launcher == "local" else model.uri
-    result = json.loads(storage.read_text(storage.join(output_dir, "metrics.json")))
+    result = json.loads(storage.read_text(storage.join(output_dir, METRICS_FILE)))
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             metrics.log_metric(key, value)

@@ -83,6 +83,7 @@ def run_local(
     from kfp import local
 
     from mlm import storage
+    from mlm.artifacts import EXPORT_FILE, METRICS_FILE
     from mlm.data.default_corpus import default_corpus_dir, write_default_labels
     from pipelines.mlm_pipeline import PIPELINE_NAME, TASK_ORDER, mlm_pretraining_pipeline
 
@@ -99,8 +100,8 @@ def run_local(
     seconds = time.monotonic() - started
 
     run_dir = latest_run_dir(pipeline_root, PIPELINE_NAME)
-    exported = json.loads(Path(run_dir, "export", "encoder", "export.json").read_text())
-    finetuned = json.loads(Path(run_dir, "finetune", "classifier", "metrics.json").read_text())
+    exported = json.loads(Path(run_dir, "export", "encoder", EXPORT_FILE).read_text())
+    finetuned = json.loads(Path(run_dir, "finetune", "classifier", METRICS_FILE).read_text())
     summary = {
         "seconds": round(seconds, 1),
         "corpus": corpus,
