@@ -48,7 +48,7 @@ def test_pretrain_validation_and_the_evaluate_step_give_the_same_perplexity(
         training_data["tokenizer"],
         str(tmp_path / "evaluation"),
         batch_size=BATCH_SIZE,
-        num_batches=BATCHES,
+        eval_batches=BATCHES,
         seed=SEED,
     ).metrics
 
@@ -65,7 +65,7 @@ def test_pretrain_validation_and_the_evaluate_step_give_the_same_perplexity(
         training_data["tokenizer"],
         str(tmp_path / "reseeded"),
         batch_size=BATCH_SIZE,
-        num_batches=BATCHES,
+        eval_batches=BATCHES,
         seed=SEED + 1,
     ).metrics
     assert reseeded["perplexity"] != pytest.approx(validation["validation_perplexity"], rel=1e-5)
