@@ -1,7 +1,8 @@
-"""mlm.storage on local disk and on a real GCS emulator (fake-gcs-server), with the same assertions.
+"""mlm.storage on local disk and on real object-store servers, with the same assertions.
 
-Each test in the first part runs twice through the ``root`` fixture: once under a local temporary
-directory, once under ``gs://<bucket>/`` of the emulator started by tests/gcs_emulator.py.
+Each test in the first part runs four times through the ``root`` fixture: under a local temporary
+directory, under ``gs://<bucket>/`` of the GCS emulator (fake-gcs-server, tests/gcs_emulator.py),
+and under ``s3://<bucket>/`` and ``minio://<bucket>/`` of moto's S3 server (tests/s3_emulator.py).
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from mlm import storage
 from mlm.errors import UserInputError
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", "gs", "s3", "minio"])
 def root(request: pytest.FixtureRequest, tmp_path) -> str:
-    """A directory URI to work under: a local path or a fresh emulator bucket."""
+    """A directory URI to work under: a local path or a fresh bucket of an object-store server."""
     if request.param == "local":
         return str(tmp_path / "root")
-    emulator = request.getfixturevalue("gcs_emulator")
-    return f"gs://{emulator.create_bucket('mlm-test')}"
+    if request.param == "gs":
+        return f"gs://{request.getfixturevalue('gcs_emulator').create_bucket('mlm-test')}"
+    return f"{request.param}://{request.getfixturevalue('s3_emulator').create_bucket('mlm-test')}"
 
 
 def _tree(local_dir) -> dict[str, bytes]:
@@ -45,7 +47,7 @@ def _make_tree(local_dir, files: dict[str, bytes]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Same behaviour on local disk and gs://
+# Same behaviour on local disk, gs://, s3:// and minio://
 # ---------------------------------------------------------------------------------------------
 
 
@@ -195,7 +197,7 @@ def test_sync_then_stage_round_trip(root, tmp_path):
     storage.upload_dir(_make_tree(tmp_path / "src", files), storage.join(root, "tokenizer"))
 
     staged = storage.stage_to_local(storage.join(root, "tokenizer"), tmp_path / "stage")
-    if storage.is_gcs(root):
+    if storage.is_remote(root):
         assert staged == str(tmp_path / "stage" / "tokenizer")
     assert _tree(staged) == {os.path.normpath(k): v for k, v in files.items()}
 
@@ -247,8 +249,15 @@ def test_uri_helpers():
         ("gs:///x", "not a valid bucket name"),
         ("gs://Upper/x", "not a valid bucket name"),
         ("gs://a/x", "not a valid bucket name"),
-        ("s3://bucket/x", "unsupported URI scheme 's3'"),
-        ("", "expected a local path or a gs:// URI"),
+        ("s3://", "not a valid bucket name"),
+        ("minio://ab/x", "not a valid bucket name"),
+        ("hdfs://namenode/x", "unsupported URI scheme 'hdfs'"),
+        ("azure://container/x", "unsupported URI scheme 'azure'.* gs://.*s3://.*minio://"),
+        ("s3://bucket/a/../b", r"'\.\.' path segments"),
+        ("gs://bucket/a/./b", r"'\.\.' path segments"),
+        ("minio://bucket/a//b", "empty"),
+        ("s3://bucket//b", "empty"),
+        ("", "expected a local path, gs://BUCKET/PATH, s3://BUCKET/PATH or minio://BUCKET/PATH"),
     ],
 )
 def test_malformed_uris_are_user_input_errors(uri, message):
