@@ -61,7 +61,7 @@ def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def _list_directory(uri: str) -> list[str]:
     """Files below a local directory or `gs://` prefix (hidden names skipped)."""
-    if storage.is_gcs(uri):
+    if storage.is_remote(uri):
         files = []
         for child in storage.glob(storage.join(uri, "*")):
             if os.path.basename(child).startswith("."):
@@ -81,7 +81,7 @@ def _is_gcs_prefix(uri: str) -> bool:
 
 
 def _is_directory(uri: str) -> bool:
-    return _is_gcs_prefix(uri) if storage.is_gcs(uri) else os.path.isdir(uri)
+    return _is_gcs_prefix(uri) if storage.is_remote(uri) else os.path.isdir(uri)
 
 
 def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:

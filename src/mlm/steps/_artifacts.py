@@ -26,7 +26,7 @@ TOKENIZER_DIR = "tokenizer"
 @contextlib.contextmanager
 def local_copy(uri: str) -> Iterator[str]:
     """Yields a local path for a file or directory: itself when local, else a temporary copy."""
-    if not storage.is_gcs(uri):
+    if not storage.is_remote(uri):
         if not os.path.exists(uri):
             raise UserInputError(f"{uri} does not exist; check the path")
         yield uri

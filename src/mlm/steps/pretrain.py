@@ -262,7 +262,7 @@ def _train(o: dict[str, Any]) -> PretrainResult:
         )
         tensorboard_dir = (
             os.path.join(scratch, "tensorboard")
-            if storage.is_gcs(output_dir)
+            if storage.is_remote(output_dir)
             else os.path.join(output_dir, "tensorboard")
         )
         if cluster.is_chief:
@@ -336,7 +336,7 @@ def _train(o: dict[str, Any]) -> PretrainResult:
         storage.write_json(storage.join(output_dir, "history.json"), result.history)
         if pushgateway is not None:
             pushgateway.report({**final_report, "finished": 1.0})
-        if storage.is_gcs(output_dir):
+        if storage.is_remote(output_dir):
             tensorboard.close()
             storage.sync_dir(tensorboard_dir, storage.join(output_dir, "tensorboard"))
         storage.write_json(storage.join(output_dir, "metrics.json"), metrics)  # last: "done"

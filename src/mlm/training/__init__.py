@@ -4,7 +4,7 @@
   JobSet, or a single process);
 - `strategy`: `make_strategy()` picks MultiWorkerMirrored, Mirrored or the default strategy;
 - `loop`: `train_loop()` / `evaluate_loop()`, one step function on every strategy;
-- `checkpoints`: `CheckpointKeeper`, periodic checkpoints with automatic resume (local or gs://).
+- `checkpoints`: `CheckpointKeeper`, periodic checkpoints with automatic resume (local or object store).
 
 `mlm.steps.pretrain` puts them together; `mlm.launch.local` runs several workers on one machine.
 """
