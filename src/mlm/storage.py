@@ -542,7 +542,8 @@ class _S3Store(_ObjectStore):
     def open(self, bucket: str, info: _ObjectInfo) -> Iterator[IO[bytes]]:
         # s3fs pins every ranged GET to the ETag seen at open (If-Match): a replaced object
         # fails the read (s3fs.utils.FileExpired). Check that it is still the listed version.
-        with self.fs().open(f"{bucket}/{info.key}", "rb", cache_type="readahead") as f:
+        path = f"{bucket}/{info.key}"
+        with self.fs().open(path, "rb", block_size=_CHUNK_SIZE, cache_type="readahead") as f:
             if info.version is not None and f.details.get("ETag") != info.version:
                 raise FileChangedError(f"{info.key} changed while it was being read")
             yield f
