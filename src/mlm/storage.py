@@ -286,6 +286,11 @@ class _ObjectStore:
         """A binary reader of the object pinned to ``info.version``, read in chunks."""
         raise NotImplementedError
 
+    def download(self, bucket: str, info: _ObjectInfo, local_path: str) -> None:
+        """Writes the object, pinned to ``info.version``, to ``local_path``."""
+        with self.open(bucket, info) as source, open(local_path, "wb") as out:
+            shutil.copyfileobj(source, out, _CHUNK_SIZE)
+
     def delete(self, bucket: str, key: str) -> None:
         """Deletes an object; an object already gone is fine."""
         raise NotImplementedError
@@ -412,6 +417,11 @@ class _GCSStore(_ObjectStore):
         pinned = self.client().bucket(bucket).blob(info.key, generation=info.version)
         with pinned.open("rb", chunk_size=_CHUNK_SIZE) as f:
             yield f
+
+    def download(self, bucket: str, info: _ObjectInfo, local_path: str) -> None:
+        # One request (a reader would first fetch metadata, then each chunk).
+        blob = self.client().bucket(bucket).blob(info.key, generation=info.version)
+        blob.download_to_filename(local_path)
 
     def delete(self, bucket: str, key: str) -> None:
         from google.api_core import exceptions as gexc
@@ -673,12 +683,8 @@ def _download(info: _ObjectInfo, uri: str, local_path: str) -> None:
     os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
     tmp = _temp_sibling(local_path)
     try:
-        with (
-            _translate_errors(uri, "read"),
-            _store(uri).open(bucket, info) as source,  # type: ignore[union-attr]
-            open(tmp, "wb") as out,
-        ):
-            shutil.copyfileobj(source, out, _CHUNK_SIZE)
+        with _translate_errors(uri, "read"):
+            _store(uri).download(bucket, info, tmp)  # type: ignore[union-attr]
         os.replace(tmp, local_path)
     except BaseException:
         _unlink_quietly(tmp)
