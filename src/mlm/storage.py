@@ -552,10 +552,12 @@ class _S3Store(_ObjectStore):
     def open(self, bucket: str, info: _ObjectInfo) -> Iterator[IO[bytes]]:
         # s3fs pins every ranged GET to the ETag seen at open (If-Match): a replaced object
         # fails the read (s3fs.utils.FileExpired). Check that it is still the listed version.
+        from s3fs.utils import FileExpired
+
         path = f"{bucket}/{info.key}"
         with self.fs().open(path, "rb", block_size=_CHUNK_SIZE, cache_type="readahead") as f:
             if info.version is not None and f.details.get("ETag") != info.version:
-                raise FileChangedError(f"{info.key} changed while it was being read")
+                raise FileExpired(filename=path, e_tag=info.version)
             yield f
 
     def delete(self, bucket: str, key: str) -> None:
@@ -563,10 +565,6 @@ class _S3Store(_ObjectStore):
 
     def local_checksum(self, path: str) -> str:
         return _local_md5(path)
-
-
-class FileChangedError(OSError):
-    """An object was replaced between listing it and reading it."""
 
 
 _STORES: dict[str, _ObjectStore] = {}
@@ -578,11 +576,6 @@ def _store(uri: str) -> _ObjectStore | None:
     """The store of an object-store URI; None for a local path."""
     scheme = _scheme(uri)
     return None if scheme is None else _STORES[scheme]
-
-
-def _client() -> Any:
-    """The process's google-cloud-storage client (see `_GCSStore.client`)."""
-    return _STORES["gs"].client()  # type: ignore[attr-defined]
 
 
 # --------------------------------------------------------------------------------------------
@@ -665,7 +658,7 @@ def _bucket_exists(uri: str) -> bool:
 def _upload(local_path: str, uri: str, *, overwrite: bool = True) -> None:
     """Uploads one local file to ``uri`` in a single (atomic) object write."""
     store = _store(uri)
-    bucket, key = split_uri(uri)
+    bucket, _ = split_uri(uri)
     key = _object_key(uri)
     with _translate_errors(uri, "write"):
         try:
@@ -845,9 +838,14 @@ def exists(uri: str | os.PathLike[str]) -> bool:
 
 def _any_object_under(uri: str) -> bool:
     """Whether objects exist under ``uri/`` (False, not an error, when the bucket is missing)."""
-    if not _bucket_exists(uri):
-        return False
-    return any(True for _ in _list_objects(uri.rstrip("/") + "/", limit=1))
+    store = _store(uri)
+    bucket, key = split_uri(uri.rstrip("/") + "/")
+    missing, _ = store.error_types()  # type: ignore[union-attr]
+    with _translate_errors(uri, "list"):
+        try:
+            return any(True for _ in store.list(bucket, key, limit=1))  # type: ignore[union-attr]
+        except (FileNotFoundError, *missing):
+            return False
 
 
 def glob(pattern: str | os.PathLike[str]) -> list[str]:

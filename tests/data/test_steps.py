@@ -94,10 +94,15 @@ def test_object_store_corpus_tokenizer_and_shards(object_store, corpus_dir, tmp_
     info = read_tokenizer_info(tok)
     assert load_tokenizer(tok)("the model")["input_ids"][0] == info.cls_token_id
     shards = f"{bucket}/run/shards"
+    # What a `mlm shard` killed mid-upload leaves: some files, the in-progress marker, no
+    # manifest. The rerun replaces it.
+    storage.write_bytes(f"{shards}/train-00000-of-00002.tfrecord", b"partial")
+    storage.write_json(f"{shards}/{storage.IN_PROGRESS}", {"pid": 1})
     result = shard(f"{bucket}/text", tok, shards, max_seq_length=16, num_shards=2,
                    validation_fraction=0.2)  # fmt: skip
     assert result.corpus["files"] == 2 and result.corpus["units"] == 300
     assert storage.exists(f"{shards}/manifest.json")
+    assert not storage.is_unfinished(shards)
     assert len(storage.glob(f"{shards}/*.tfrecord")) == 4
     local = tmp_path / "local"
     shard(str(corpus_dir), tok, str(local), max_seq_length=16, num_shards=2,
