@@ -12,15 +12,22 @@ by subprocesses the test starts, restored afterwards) and returns an `S3Emulator
 ``object_store`` is parametrized over the object stores the tests start ("gs" on fake-gcs-server,
 "s3" and "minio" on moto) and gives a fresh bucket URI such as ``s3://test-bucket-1-1``.
 
+`FlakyProxy` sits between a client and such a server and answers the first N requests with
+HTTP 503 ``SlowDown``, to test retries against real HTTP failures.
+
 Without moto the fixture skips, except under CI (``CI=true``), where it fails.
 """
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import os
 import shutil
 import sys
 import tempfile
+import threading
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,3 +128,93 @@ def object_store(request: pytest.FixtureRequest) -> str:
     if request.param == "gs":
         return f"gs://{request.getfixturevalue('gcs_emulator').create_bucket()}"
     return f"{request.param}://{request.getfixturevalue('s3_emulator').create_bucket()}"
+
+
+class FlakyProxy:
+    """A loopback HTTP proxy that fails the first ``failures`` requests with 503, then forwards.
+
+    Use as a context manager; ``endpoint`` is its URL, ``failed`` how many requests it failed
+    and ``forwarded`` how many it passed on to ``upstream``.
+    """
+
+    _SLOW_DOWN = (
+        b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+        b"<Message>Please reduce your request rate.</Message></Error>"
+    )
+
+    def __init__(self, upstream: str, failures: int) -> None:
+        self.upstream = urllib.parse.urlsplit(upstream)
+        self.remaining = failures
+        self.failed = 0
+        self.forwarded = 0
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # answers `Expect: 100-continue`, which S3 clients send
+
+            def _handle(self) -> None:
+                body = self._read_body()
+                with proxy._lock:
+                    fail = proxy.remaining > 0
+                    proxy.remaining -= fail
+                    proxy.failed += fail
+                    proxy.forwarded += not fail
+                if fail:
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(proxy._SLOW_DOWN)))
+                    self.end_headers()
+                    if self.command != "HEAD":
+                        self.wfile.write(proxy._SLOW_DOWN)
+                    return
+                self._forward(body)
+
+            def _read_body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", ""):
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    self.rfile.readline()
+                    return b"".join(chunks)
+                return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+            def _forward(self, body: bytes) -> None:
+                connection = http.client.HTTPConnection(
+                    proxy.upstream.hostname, proxy.upstream.port, timeout=30
+                )
+                skip = {"connection", "transfer-encoding", "content-length"}
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                headers["Content-Length"] = str(len(body))
+                connection.request(self.command, self.path, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+                self.send_response(response.status)
+                for name, value in response.getheaders():
+                    if name.lower() not in {"connection", "transfer-encoding", "content-length"}:
+                        self.send_header(name, value)
+                length = response.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                connection.close()
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FlakyProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=10)

@@ -57,6 +57,7 @@ import atexit
 import base64
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import glob as _glob
 import hashlib
@@ -371,6 +372,25 @@ class _GCSStore(_ObjectStore):
 
         return (gexc.NotFound,), (gexc.Forbidden, gexc.Unauthorized)
 
+    def explain(self, error: BaseException, uri: str) -> str | None:
+        from google.api_core import exceptions as gexc
+
+        # What outlasted DEFAULT_RETRY: its deadline passed, or a 5xx/429 came back last.
+        transient = (
+            gexc.RetryError,
+            gexc.TooManyRequests,
+            gexc.InternalServerError,
+            gexc.BadGateway,
+            gexc.ServiceUnavailable,
+            gexc.GatewayTimeout,
+        )
+        if isinstance(error, transient):
+            return (
+                f"Cloud Storage kept failing for {uri} after retries ({error}) — check "
+                "https://status.cloud.google.com and the bucket's request rate, then rerun"
+            )
+        return None
+
     def create_bucket_hint(self, scheme: str, bucket: str) -> str:
         return f"gcloud storage buckets create gs://{bucket}"
 
@@ -435,6 +455,7 @@ class _GCSStore(_ObjectStore):
 
 
 _S3_ATTEMPTS = 5  # botocore attempts per request (standard mode: 5xx, throttling, resets)
+_S3_RETRY_ROUNDS = 3  # s3fs's own rounds of those attempts for throttling ("SlowDown")
 
 
 class _S3Store(_ObjectStore):
@@ -480,7 +501,7 @@ class _S3Store(_ObjectStore):
                     use_listings_cache=False,
                     default_block_size=_CHUNK_SIZE,
                 )
-                fs.retries = 3  # s3fs's own retries of what botocore gave up on
+                fs.retries = _S3_RETRY_ROUNDS
                 self._filesystems[key] = fs
         return fs
 
@@ -497,6 +518,15 @@ class _S3Store(_ObjectStore):
                 f"cannot reach the S3 endpoint {self.endpoint() or 'of AWS'} for {uri} ({error}) "
                 "— set AWS_ENDPOINT_URL to the store's URL (in-cluster Kubeflow: "
                 "http://minio-service.kubeflow:9000)"
+            )
+        # s3fs's OSErrors for 5xx and throttling answers that outlasted every retry.
+        transient = (errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT)
+        exhausted = isinstance(error, OSError) and error.errno in transient
+        if exhausted or isinstance(error, bexc.ReadTimeoutError):
+            return (
+                f"the S3 store at {self.endpoint() or 'AWS'} kept failing for {uri} after "
+                f"retrying (up to {_S3_ATTEMPTS * _S3_RETRY_ROUNDS} attempts; {error}) — check "
+                "that the store is up and not overloaded, then rerun"
             )
         return None
 
@@ -540,13 +570,27 @@ class _S3Store(_ObjectStore):
 
     def upload(self, local_path: str, bucket: str, key: str, *, overwrite: bool) -> None:
         # One PUT (or a multipart upload for large files, visible only when completed);
-        # mode="create" sends `If-None-Match: *`, which the server enforces.
-        self.fs().put_file(
-            local_path,
-            f"{bucket}/{key}",
-            mode="overwrite" if overwrite else "create",
-            ContentType=mimetypes.guess_type(key)[0] or "application/octet-stream",
-        )
+        # mode="create" sends `If-None-Match: *`, which the server enforces (AWS S3 and current
+        # MinIO do; a server that ignores the header overwrites).
+        try:
+            self.fs().put_file(
+                local_path,
+                f"{bucket}/{key}",
+                mode="overwrite" if overwrite else "create",
+                ContentType=mimetypes.guess_type(key)[0] or "application/octet-stream",
+            )
+        except OSError as err:
+            # The one precondition sent failed: the object exists (s3fs maps a 412 without the
+            # `Condition` detail, as some servers send it, to a plain OSError).
+            response = getattr(err.__cause__, "response", None) or {}
+            code = response.get("Error", {}).get("Code")
+            if (
+                overwrite
+                or isinstance(err, FileExistsError)
+                or code not in ("PreconditionFailed", "412")
+            ):
+                raise
+            raise FileExistsError(key) from err
 
     @contextlib.contextmanager
     def open(self, bucket: str, info: _ObjectInfo) -> Iterator[IO[bytes]]:

@@ -17,6 +17,7 @@ import pytest
 
 from mlm import storage
 from mlm.errors import UserInputError
+from tests.s3_emulator import FlakyProxy
 
 
 @pytest.fixture(params=["local", "gs", "s3", "minio"])
@@ -471,6 +472,29 @@ def test_s3_endpoint_prefers_aws_endpoint_url_s3(s3_emulator, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_emulator.endpoint)
     assert storage.read_text(f"s3://{bucket}/x.txt") == "via AWS_ENDPOINT_URL"
+
+
+def test_s3_transient_errors_are_retried(s3_emulator, monkeypatch):
+    """Real HTTP 503 SlowDown answers (a proxy in front of moto) are retried until one succeeds."""
+    bucket = s3_emulator.create_bucket()
+    with FlakyProxy(s3_emulator.endpoint, failures=2) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        storage.write_text(f"s3://{bucket}/x.txt", "survived two 503s")
+        assert proxy.failed == 2 and proxy.forwarded >= 1
+        assert storage.read_text(f"minio://{bucket}/x.txt") == "survived two 503s"
+
+
+def test_s3_errors_that_outlast_the_retries_are_one_line(s3_emulator, monkeypatch):
+    """A store that keeps answering 503 gets a bounded number of attempts, then one line."""
+    monkeypatch.setattr(storage, "_S3_ATTEMPTS", 2)
+    monkeypatch.setattr(storage, "_S3_RETRY_ROUNDS", 2)
+    bucket = s3_emulator.create_bucket()
+    with FlakyProxy(s3_emulator.endpoint, failures=10**6) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        with pytest.raises(UserInputError, match=r"kept failing for s3://.*up to 4 attempts") as e:
+            storage.read_text(f"s3://{bucket}/x.txt")
+        assert 2 <= proxy.failed <= 4 and proxy.forwarded == 0
+    assert "\n" not in str(e.value)
 
 
 def test_s3_missing_credentials_are_a_user_input_error(s3_emulator, monkeypatch, tmp_path):
