@@ -34,14 +34,16 @@ Guarantees (the same for every store):
   (`IN_PROGRESS`) that a rerun may replace (`is_unfinished`); stale temporary folders of a local
   output left by a killed process are removed by the next `atomic_directory` onto it.
 - Create-only writes (``overwrite=False``) are enforced by the server: ``if_generation_match=0``
-  on GCS, ``If-None-Match: *`` on S3, ``os.link`` locally; two writers can never both succeed.
+  on GCS, ``If-None-Match: *`` on S3, ``os.link`` locally; two writers can never both succeed
+  (AWS S3, current MinIO and moto honour the header; an S3-API server that ignores it
+  overwrites).
 - Reads are pinned to the version seen when the read starts (the GCS generation, the S3 ETag via
   ``If-Match``): an object overwritten during a read makes the read fail instead of mixing two
   versions.
 - Transient errors (429, 5xx, throttling, connection resets) are retried with exponential
   back-off for a bounded time: google-cloud-storage's ``DEFAULT_RETRY`` (120 s deadline); for S3
   botocore's standard retry mode (`_S3_ATTEMPTS` attempts, connect/read timeouts) under s3fs's
-  own retries.
+  own rounds for throttling (`_S3_RETRY_ROUNDS`). An error that outlasts them is one line.
 - Object names never have empty, ``.`` or ``..`` segments, and nothing is staged outside its
   target directory.
 - Missing files, objects and buckets, malformed URIs, unsupported schemes, missing credentials
@@ -911,9 +913,9 @@ def glob(pattern: str | os.PathLike[str]) -> list[str]:
     matches = set()
     for info in _list_objects(f"{root}{literal_prefix}"):
         parts = info.key.split("/")
-        if len(parts) < len(segments) or not all(parts[: len(segments)]):
-            continue
         candidate = parts[: len(segments)]
+        if len(parts) < len(segments) or not all(p not in ("", ".", "..") for p in candidate):
+            continue  # too short, or a name no URI can address (see `split_uri`)
         if all(fnmatch.fnmatchcase(p, s) for p, s in zip(candidate, segments)):
             matches.add(root + "/".join(candidate))
     return sorted(matches)
