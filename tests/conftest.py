@@ -6,7 +6,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
-pytest_plugins = ["tests.gcs_emulator"]
+pytest_plugins = ["tests.gcs_emulator", "tests.s3_emulator"]
 
 # Compile-time pipeline options come from the environment; the tests check the defaults.
 for _name in ("MLM_IMAGE", "MLM_GPU_NODE_SELECTOR"):

@@ -1,58 +1,96 @@
-"""One file layer for local paths and ``gs://`` URIs.
+"""One file layer for local paths and object-store URIs (``gs://``, ``s3://``, ``minio://``).
 
 Every step reads and writes through this module, so the same code runs on a laptop (local paths),
-in a Kubeflow pod (``gs://bucket/prefix`` with Workload Identity) and in tests (the same ``gs://``
-URIs against a GCS emulator). ``gs://`` goes through google-cloud-storage, which honours
-``STORAGE_EMULATOR_HOST``; TensorFlow's own ``gs://`` file system cannot be pointed at an emulator,
-so TensorFlow code works on local disk and uses `stage_to_local` / `sync_dir` / `atomic_directory`
-to move artifacts.
+in a Kubeflow pod (``gs://bucket/prefix`` with Workload Identity, or the cluster's S3-API store at
+``s3://`` / ``minio://``) and in tests (the same URIs against a GCS emulator and an S3 server).
+TensorFlow's own ``gs://`` file system cannot be pointed at an emulator and TensorFlow 2.21 has no
+``s3://`` file system, so TensorFlow code works on local disk and uses `stage_to_local` /
+`sync_dir` / `atomic_directory` to move artifacts.
 
-Guarantees:
+Stores:
+
+- ``gs://BUCKET/PATH``: google-cloud-storage, which honours ``STORAGE_EMULATOR_HOST``.
+  Credentials: Workload Identity, ``GOOGLE_APPLICATION_CREDENTIALS`` or gcloud's.
+- ``s3://BUCKET/PATH`` and ``minio://BUCKET/PATH`` (the same store; KFP writes ``minio://`` for
+  the pipeline root of a standard Kubeflow install): fsspec's s3fs. The endpoint is
+  ``AWS_ENDPOINT_URL_S3`` or else ``AWS_ENDPOINT_URL`` (unset: AWS itself); in-cluster Kubeflow
+  serves its store (MinIO, or SeaweedFS since Kubeflow 1.11) at
+  ``http://minio-service.kubeflow:9000``. Credentials come from the standard AWS variables
+  (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, e.g. from Kubeflow's
+  ``mlpipeline-minio-artifact`` Secret) or botocore's other sources; the region from
+  ``AWS_DEFAULT_REGION`` / ``AWS_REGION``. A custom endpoint is addressed path-style
+  (``http://host:9000/BUCKET/KEY``), which every S3-API server accepts.
+
+Both object stores sit behind one interface (`_ObjectStore`: stat, list, upload, download, pinned
+open, delete); everything above it is written once.
+
+Guarantees (the same for every store):
 
 - Nothing half-written appears at a destination: `atomic_write` writes a temporary file and then
-  renames it (local) or uploads it in one request (an object upload is atomic); `atomic_directory`
-  builds a whole directory aside and renames it into place (local) or uploads it (``gs://``).
-- Transient GCS errors (429, 5xx, connection resets) are retried with google-cloud-storage's
-  ``DEFAULT_RETRY`` (exponential back-off). Whole-file uploads are safe to retry: a repeated upload
-  writes the same bytes. Create-only writes (``overwrite=False``) use the ``if_generation_match=0``
-  precondition, so two writers can never both succeed.
-- Missing files, objects and buckets, malformed URIs and permission errors raise
-  `mlm.errors.UserInputError` with a message that names the URI and says how to fix it.
+  renames it (local) or uploads it in one request (an object upload, single or multipart, becomes
+  visible only when complete); `atomic_directory` builds a whole directory aside and renames it
+  into place (local) or uploads it with marker files last (object stores).
+- A half-written object-store directory (a killed upload) carries an in-progress marker
+  (`IN_PROGRESS`) that a rerun may replace (`is_unfinished`); stale temporary folders of a local
+  output left by a killed process are removed by the next `atomic_directory` onto it.
+- Create-only writes (``overwrite=False``) are enforced by the server: ``if_generation_match=0``
+  on GCS, ``If-None-Match: *`` on S3, ``os.link`` locally; two writers can never both succeed
+  (AWS S3, current MinIO and moto honour the header; an S3-API server that ignores it
+  overwrites).
+- Reads are pinned to the version seen when the read starts (the GCS generation, the S3 ETag via
+  ``If-Match``): an object overwritten during a read makes the read fail instead of mixing two
+  versions.
+- Transient errors (429, 5xx, throttling, connection resets) are retried with exponential
+  back-off for a bounded time: google-cloud-storage's ``DEFAULT_RETRY`` (120 s deadline); for S3
+  botocore's standard retry mode (`_S3_ATTEMPTS` attempts, connect/read timeouts) under s3fs's
+  own rounds for throttling (`_S3_RETRY_ROUNDS`). An error that outlasts them is one line.
+- Object names never have empty, ``.`` or ``..`` segments, and nothing is staged outside its
+  target directory.
+- Missing files, objects and buckets, malformed URIs, unsupported schemes, missing credentials
+  and permission errors raise `mlm.errors.UserInputError` with a one-line message that names the
+  URI and says how to fix it.
 
-google-cloud-storage is imported on first ``gs://`` use, so importing this module stays cheap.
+The store clients are imported on first use, so importing this module stays cheap.
 """
 
 from __future__ import annotations
 
+import atexit
 import base64
 import contextlib
 import dataclasses
+import errno
 import fnmatch
 import glob as _glob
+import hashlib
+import io
 import json
 import mimetypes
 import os
 import re
 import secrets
 import shutil
+import socket
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 from mlm.errors import UserInputError
 
-if TYPE_CHECKING:
-    from google.cloud.storage import Blob, Client
-
 __all__ = [
+    "IN_PROGRESS",
+    "SUPPORTED_SCHEMES",
     "SyncResult",
     "atomic_directory",
     "atomic_write",
     "exists",
     "glob",
     "is_gcs",
+    "is_remote",
+    "is_unfinished",
     "join",
     "makedirs",
     "open_read",
@@ -60,7 +98,9 @@ __all__ = [
     "read_json",
     "read_text",
     "remove",
+    "scratch_dir",
     "split_gcs_uri",
+    "split_uri",
     "stage_to_local",
     "sync_dir",
     "upload_dir",
@@ -70,8 +110,10 @@ __all__ = [
 ]
 
 GCS_PREFIX = "gs://"
-# Bucket naming rules: https://cloud.google.com/storage/docs/buckets#naming
-_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+SUPPORTED_SCHEMES = ("gs", "s3", "minio")
+_SUPPORTED_TEXT = "a local path, gs://BUCKET/PATH, s3://BUCKET/PATH or minio://BUCKET/PATH"
+# An object-store directory that holds this object was being written when its writer stopped.
+IN_PROGRESS = ".mlm-in-progress"
 _SCHEME_RE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _WILDCARD_RE = re.compile(r"[*?\[]")
 # Reads stream in chunks of this size instead of loading whole objects.
@@ -79,6 +121,7 @@ _CHUNK_SIZE = 8 * 1024 * 1024
 _TRANSFER_THREADS = 8
 _READ_MODES = ("r", "rt", "rb")
 _WRITE_MODES = ("w", "wt", "wb")
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
 
 
 # --------------------------------------------------------------------------------------------
@@ -86,34 +129,63 @@ _WRITE_MODES = ("w", "wt", "wb")
 # --------------------------------------------------------------------------------------------
 
 
+def _scheme(uri: Any) -> str | None:
+    """The scheme of a supported object-store URI (``gs``, ``s3``, ``minio``), else None."""
+    if not isinstance(uri, str):
+        return None
+    scheme, sep, _ = uri.partition("://")
+    return scheme if sep and scheme in SUPPORTED_SCHEMES else None
+
+
+def is_remote(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` names an object store (``gs://``, ``s3://``, ``minio://``), not a local path."""
+    return _scheme(uri) is not None
+
+
 def is_gcs(uri: str | os.PathLike[str]) -> bool:
-    """Whether ``uri`` is a ``gs://`` URI (anything else is treated as a local path)."""
-    return isinstance(uri, str) and uri.startswith(GCS_PREFIX)
+    """Whether ``uri`` is a ``gs://`` URI."""
+    return _scheme(uri) == "gs"
 
 
-def split_gcs_uri(uri: str) -> tuple[str, str]:
-    """Splits ``gs://bucket/some/key`` into ``("bucket", "some/key")``.
+def split_uri(uri: str) -> tuple[str, str]:
+    """Splits ``gs://bucket/some/key`` (or ``s3://``, ``minio://``) into ``("bucket", "some/key")``.
 
     Args:
-        uri: a ``gs://`` URI; the key may be empty (``gs://bucket`` or ``gs://bucket/``).
+        uri: an object-store URI; the key may be empty (``s3://bucket`` or ``s3://bucket/``).
 
     Returns:
         The bucket name and the object key (or prefix), without a leading slash.
 
     Raises:
-        UserInputError: the URI is not ``gs://`` or the bucket name is not valid.
+        UserInputError: not an object-store URI, an invalid bucket name, or a key with empty,
+            ``.`` or ``..`` segments.
     """
-    if not is_gcs(uri):
-        raise UserInputError(f"not a gs:// URI: {uri!r} — write it as gs://BUCKET/PATH")
-    bucket, _, key = uri[len(GCS_PREFIX) :].partition("/")
-    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+    scheme = _scheme(uri)
+    if scheme is None:
+        raise UserInputError(f"not an object-store URI: {uri!r} — write it as {_SUPPORTED_TEXT}")
+    store = _STORES[scheme]
+    bucket, _, key = uri[len(scheme) + 3 :].partition("/")
+    if not store.bucket_re.match(bucket) or ".." in bucket:
         raise UserInputError(
-            f"malformed gs:// URI {uri!r}: {bucket!r} is not a valid bucket name — write it as "
-            "gs://BUCKET/PATH with a bucket of 3-222 lower-case letters, digits, '-', '_' or '.'"
+            f"malformed {scheme}:// URI {uri!r}: {bucket!r} is not a valid bucket name — write it "
+            f"as {scheme}://BUCKET/PATH with a bucket of {store.bucket_rule}"
         )
     if any(ch in key for ch in "\r\n"):
-        raise UserInputError(f"malformed gs:// URI {uri!r}: object names cannot contain newlines")
+        raise UserInputError(f"malformed URI {uri!r}: object names cannot contain newlines")
+    body = key.rstrip("/")
+    if body and any(segment in ("", ".", "..") for segment in body.split("/")):
+        raise UserInputError(
+            f"malformed URI {uri!r}: object names cannot have empty, '.' or '..' path segments — "
+            "name each directory and file explicitly"
+        )
     return bucket, key
+
+
+def split_gcs_uri(uri: str) -> tuple[str, str]:
+    """`split_uri` for ``gs://`` URIs only."""
+    if not is_gcs(uri):
+        raise UserInputError(f"not a gs:// URI: {uri!r} — write it as gs://BUCKET/PATH")
+    return split_uri(uri)
 
 
 def _check_uri(uri: str | os.PathLike[str]) -> str:
@@ -121,23 +193,22 @@ def _check_uri(uri: str | os.PathLike[str]) -> str:
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
     if not isinstance(uri, str) or not uri:
-        raise UserInputError(f"expected a local path or a gs:// URI, got {uri!r}")
-    if is_gcs(uri):
-        split_gcs_uri(uri)
+        raise UserInputError(f"expected {_SUPPORTED_TEXT}, got {uri!r}")
+    if is_remote(uri):
+        split_uri(uri)
         return uri
     scheme = _SCHEME_RE.match(uri)
     if scheme:
         raise UserInputError(
-            f"unsupported URI scheme {scheme.group(1)!r} in {uri!r} — use a local path or "
-            "gs://BUCKET/PATH"
+            f"unsupported URI scheme {scheme.group(1)!r} in {uri!r} — use {_SUPPORTED_TEXT}"
         )
     return uri
 
 
 def join(uri: str | os.PathLike[str], *parts: str) -> str:
-    """Joins path components onto a local path or a ``gs://`` URI (with ``/`` for ``gs://``)."""
+    """Joins path components onto a local path or an object-store URI (with ``/`` for URIs)."""
     uri = _check_uri(uri)
-    if not is_gcs(uri):
+    if not is_remote(uri):
         return os.path.join(uri, *parts)
     pieces = [uri.rstrip("/")] + [p.strip("/") for p in parts if p.strip("/")]
     return "/".join(pieces)
@@ -147,162 +218,89 @@ def _basename(uri: str) -> str:
     return uri.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _root(uri: str, bucket: str) -> str:
+    """``scheme://bucket/`` of ``uri`` (the scheme as the caller wrote it)."""
+    return f"{_scheme(uri)}://{bucket}/"
+
+
 # --------------------------------------------------------------------------------------------
-# GCS client and error translation
+# Object stores: one interface, one implementation per store
 # --------------------------------------------------------------------------------------------
 
-_clients: dict[tuple[int, str | None], Client] = {}
-_clients_lock = threading.Lock()
 
+@dataclasses.dataclass(frozen=True)
+class _ObjectInfo:
+    """An object as a store describes it.
 
-def _client() -> Client:
-    """The process's google-cloud-storage client (one per process and emulator endpoint).
-
-    With ``STORAGE_EMULATOR_HOST`` set: anonymous credentials and project "test". Otherwise the
-    environment's credentials (Workload Identity, ``GOOGLE_APPLICATION_CREDENTIALS``, gcloud) and
-    no project: object operations do not need one.
+    Attributes:
+        key: the object's name in its bucket.
+        size: bytes.
+        checksum: comparable with the store's `_ObjectStore.local_checksum` of a local file;
+            None when the store has none for this object (then it never counts as unchanged).
+        version: what pins a read to this content (GCS generation, S3 ETag).
     """
-    emulator = os.environ.get("STORAGE_EMULATOR_HOST") or None
-    # A client must not cross a fork (its HTTP session would be shared), hence the pid.
-    key = (os.getpid(), emulator)
-    with _clients_lock:
-        client = _clients.get(key)
-        if client is None:
-            from google.auth.credentials import AnonymousCredentials
-            from google.auth.exceptions import DefaultCredentialsError
-            from google.cloud import storage
 
-            if emulator:
-                client = storage.Client(project="test", credentials=AnonymousCredentials())
-            else:
-                try:
-                    client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
-                except DefaultCredentialsError as err:
-                    raise UserInputError(
-                        f"no Google Cloud credentials for gs:// access ({err}) — run on GKE with "
-                        "Workload Identity, set GOOGLE_APPLICATION_CREDENTIALS to a key file, or "
-                        "run `gcloud auth application-default login`"
-                    ) from err
-            _clients[key] = client
-    return client
+    key: str
+    size: int | None
+    checksum: str | None
+    version: Any
 
 
-def _bucket_exists(bucket: str) -> bool:
-    """Probes a bucket with an object listing (needs only storage.objects.list, not buckets.get)."""
-    from google.api_core import exceptions as gexc
+class _ObjectStore:
+    """What this module needs from an object store; keys are names within a bucket."""
 
-    with _translate_errors(f"gs://{bucket}", "list"):
-        try:
-            list(_client().list_blobs(bucket, max_results=1))
-        except gexc.NotFound:
-            return False
-    return True
+    bucket_re: re.Pattern[str]
+    bucket_rule: str  # the naming rule, for error messages
+    permission_fix: str
 
+    def error_types(
+        self,
+    ) -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+        """(missing, denied) exception types of the store's client."""
+        return (), ()
 
-def _missing_message(uri: str) -> str:
-    if not is_gcs(uri):
-        return f"no such file: {uri} — check the path"
-    bucket, _ = split_gcs_uri(uri)
-    with contextlib.suppress(UserInputError):  # can't probe: keep the generic message
-        if not _bucket_exists(bucket):
-            return (
-                f"no such bucket: gs://{bucket} (in {uri}) — check the URI or create the "
-                f"bucket (gcloud storage buckets create gs://{bucket})"
-            )
-    return f"no such file: {uri} — check the URI and that the object exists"
-
-
-@contextlib.contextmanager
-def _translate_errors(uri: str, action: str) -> Iterator[None]:
-    """Turns missing-file and permission errors from the block into `UserInputError`."""
-    missing: tuple[type[BaseException], ...] = (FileNotFoundError,)
-    denied: tuple[type[BaseException], ...] = (PermissionError,)
-    fix = "check the file's permissions"
-    if is_gcs(uri):  # google.api_core costs ~0.2 s to import: only for gs:// work
-        from google.api_core import exceptions as gexc
-
-        missing += (gexc.NotFound,)
-        denied += (gexc.Forbidden, gexc.Unauthorized)
-        fix = (
-            "grant the job's service account roles/storage.objectAdmin on the bucket "
-            "(roles/storage.objectViewer to read only)"
-        )
-    try:
-        yield
-    except missing as err:
-        raise UserInputError(_missing_message(uri)) from err
-    except denied as err:
-        raise UserInputError(f"permission denied to {action} {uri} — {fix}") from err
-    except NotADirectoryError as err:
-        raise UserInputError(f"cannot {action} {uri}: a parent is a file, not a directory") from err
-
-
-def _blob(uri: str) -> Blob:
-    bucket, key = split_gcs_uri(uri)
-    if not key or key.endswith("/"):
-        raise UserInputError(f"{uri} names a bucket or a prefix, not an object — add a file name")
-    return _client().bucket(bucket).blob(key)
-
-
-def _existing_blob(uri: str) -> Blob:
-    """The blob at ``uri`` with its metadata (generation, size, crc32c) loaded."""
-    blob = _blob(uri)
-    with _translate_errors(uri, "read"):
-        blob.reload()
-    return blob
-
-
-def _get_blob(uri: str) -> Blob | None:
-    """The object at ``uri`` with its metadata; None if there is none or ``uri`` is a prefix."""
-    bucket, key = split_gcs_uri(uri)
-    if not key or key.endswith("/"):
+    def explain(self, error: BaseException, uri: str) -> str | None:
+        """A one-line message for a store-specific failure (credentials, endpoint), else None."""
         return None
-    with _translate_errors(uri, "read"):
-        return _client().bucket(bucket).get_blob(key)
 
+    def create_bucket_hint(self, scheme: str, bucket: str) -> str:
+        raise NotImplementedError
 
-def _list_objects(uri_prefix: str) -> Iterator[Blob]:
-    """Every object whose name starts with the key of ``uri_prefix`` (a plain string prefix)."""
-    bucket, prefix = split_gcs_uri(uri_prefix)
-    with _translate_errors(uri_prefix, "list"):
-        yield from _client().list_blobs(bucket, prefix=prefix)
+    def bucket_exists(self, bucket: str) -> bool:
+        raise NotImplementedError
 
+    def stat(self, bucket: str, key: str) -> _ObjectInfo | None:
+        """The object named ``key``; None when there is none."""
+        raise NotImplementedError
 
-def _upload(local_path: str, uri: str, *, overwrite: bool = True) -> None:
-    """Uploads one local file to ``uri`` in a single (atomic) object write."""
-    from google.api_core import exceptions as gexc
-    from google.cloud.storage.retry import DEFAULT_RETRY
+    def list(self, bucket: str, prefix: str, limit: int | None = None) -> Iterator[_ObjectInfo]:
+        """Objects whose name starts with ``prefix`` (a plain string prefix)."""
+        raise NotImplementedError
 
-    blob = _blob(uri)
-    content_type = mimetypes.guess_type(uri)[0] or "application/octet-stream"
-    # Retrying a whole-file upload rewrites the same bytes, so it is safe; `if_generation_match=0`
-    # makes the write create-only.
-    with _translate_errors(uri, "write"):
-        try:
-            blob.upload_from_filename(
-                local_path,
-                content_type=content_type,
-                if_generation_match=None if overwrite else 0,
-                retry=DEFAULT_RETRY,
-            )
-        except gexc.PreconditionFailed as err:
-            # A retry after a lost reply sees its own first attempt: same content, not a conflict.
-            existing = _get_blob(uri)
-            if existing is None or existing.crc32c != _local_crc32c(local_path):
-                raise FileExistsError(f"{uri} already exists (create-only write)") from err
+    def upload(self, local_path: str, bucket: str, key: str, *, overwrite: bool) -> None:
+        """Writes a local file to one object in one atomic write.
 
+        Raises:
+            FileExistsError: ``overwrite`` is False and the object exists (checked by the server).
+        """
+        raise NotImplementedError
 
-def _download(blob: Blob, uri: str, local_path: str) -> None:
-    """Downloads ``blob`` to ``local_path`` through a temporary name (never a partial file)."""
-    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
-    tmp = _temp_sibling(local_path)
-    try:
-        with _translate_errors(uri, "read"):
-            blob.download_to_filename(tmp)
-        os.replace(tmp, local_path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    def open(self, bucket: str, info: _ObjectInfo) -> contextlib.AbstractContextManager[IO[bytes]]:
+        """A binary reader of the object pinned to ``info.version``, read in chunks."""
+        raise NotImplementedError
+
+    def download(self, bucket: str, info: _ObjectInfo, local_path: str) -> None:
+        """Writes the object, pinned to ``info.version``, to ``local_path``."""
+        with self.open(bucket, info) as source, open(local_path, "wb") as out:
+            shutil.copyfileobj(source, out, _CHUNK_SIZE)
+
+    def delete(self, bucket: str, key: str) -> None:
+        """Deletes an object; an object already gone is fine."""
+        raise NotImplementedError
+
+    def local_checksum(self, path: str) -> str:
+        """The checksum of a local file in the form of `_ObjectInfo.checksum`."""
+        raise NotImplementedError
 
 
 def _local_crc32c(path: str) -> str:
@@ -316,15 +314,517 @@ def _local_crc32c(path: str) -> str:
     return base64.b64encode(checksum.digest()).decode("ascii")
 
 
+def _local_md5(path: str) -> str:
+    """Hex MD5 of a local file: the ETag S3 gives an object written in a single PUT."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _GCSStore(_ObjectStore):
+    """Google Cloud Storage through google-cloud-storage (honours ``STORAGE_EMULATOR_HOST``)."""
+
+    # Bucket naming rules: https://cloud.google.com/storage/docs/buckets#naming
+    bucket_re = re.compile(r"^[a-z0-9][a-z0-9._-]{1,220}[a-z0-9]$")
+    bucket_rule = "3-222 lower-case letters, digits, '-', '_' or '.'"
+    permission_fix = (
+        "grant the job's service account roles/storage.objectAdmin on the bucket "
+        "(roles/storage.objectViewer to read only)"
+    )
+
+    def __init__(self) -> None:
+        self._clients: dict[tuple[int, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        """The process's google-cloud-storage client (one per process and emulator endpoint).
+
+        With ``STORAGE_EMULATOR_HOST`` set: anonymous credentials and project "test". Otherwise
+        the environment's credentials (Workload Identity, ``GOOGLE_APPLICATION_CREDENTIALS``,
+        gcloud) and no project: object operations do not need one.
+        """
+        emulator = os.environ.get("STORAGE_EMULATOR_HOST") or None
+        # A client must not cross a fork (its HTTP session would be shared), hence the pid.
+        key = (os.getpid(), emulator)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                from google.auth.credentials import AnonymousCredentials
+                from google.auth.exceptions import DefaultCredentialsError
+                from google.cloud import storage
+
+                if emulator:
+                    client = storage.Client(project="test", credentials=AnonymousCredentials())
+                else:
+                    try:
+                        client = storage.Client(project=os.environ.get("GOOGLE_CLOUD_PROJECT"))
+                    except DefaultCredentialsError as err:
+                        raise UserInputError(
+                            f"no Google Cloud credentials for gs:// access ({err}) — run on GKE "
+                            "with Workload Identity, set GOOGLE_APPLICATION_CREDENTIALS to a key "
+                            "file, or run `gcloud auth application-default login`"
+                        ) from err
+                self._clients[key] = client
+        return client
+
+    def error_types(self):
+        from google.api_core import exceptions as gexc
+
+        return (gexc.NotFound,), (gexc.Forbidden, gexc.Unauthorized)
+
+    def explain(self, error: BaseException, uri: str) -> str | None:
+        from google.api_core import exceptions as gexc
+
+        # What outlasted DEFAULT_RETRY: its deadline passed, or a 5xx/429 came back last.
+        transient = (
+            gexc.RetryError,
+            gexc.TooManyRequests,
+            gexc.InternalServerError,
+            gexc.BadGateway,
+            gexc.ServiceUnavailable,
+            gexc.GatewayTimeout,
+        )
+        if isinstance(error, transient):
+            return (
+                f"Cloud Storage kept failing for {uri} after retries ({error}) — check "
+                "https://status.cloud.google.com and the bucket's request rate, then rerun"
+            )
+        return None
+
+    def create_bucket_hint(self, scheme: str, bucket: str) -> str:
+        return f"gcloud storage buckets create gs://{bucket}"
+
+    def bucket_exists(self, bucket: str) -> bool:
+        # An object listing needs only storage.objects.list, not storage.buckets.get.
+        from google.api_core import exceptions as gexc
+
+        try:
+            list(self.client().list_blobs(bucket, max_results=1))
+        except gexc.NotFound:
+            return False
+        return True
+
+    @staticmethod
+    def _info(blob: Any) -> _ObjectInfo:
+        return _ObjectInfo(blob.name, blob.size, blob.crc32c, blob.generation)
+
+    def stat(self, bucket: str, key: str) -> _ObjectInfo | None:
+        blob = self.client().bucket(bucket).get_blob(key)
+        return None if blob is None else self._info(blob)
+
+    def list(self, bucket: str, prefix: str, limit: int | None = None) -> Iterator[_ObjectInfo]:
+        for blob in self.client().list_blobs(bucket, prefix=prefix, max_results=limit):
+            yield self._info(blob)
+
+    def upload(self, local_path: str, bucket: str, key: str, *, overwrite: bool) -> None:
+        from google.api_core import exceptions as gexc
+        from google.cloud.storage.retry import DEFAULT_RETRY
+
+        # Retrying a whole-file upload rewrites the same bytes, so it is safe;
+        # `if_generation_match=0` makes the write create-only.
+        try:
+            self.client().bucket(bucket).blob(key).upload_from_filename(
+                local_path,
+                content_type=mimetypes.guess_type(key)[0] or "application/octet-stream",
+                if_generation_match=None if overwrite else 0,
+                retry=DEFAULT_RETRY,
+            )
+        except gexc.PreconditionFailed as err:
+            raise FileExistsError(key) from err
+
+    @contextlib.contextmanager
+    def open(self, bucket: str, info: _ObjectInfo) -> Iterator[IO[bytes]]:
+        pinned = self.client().bucket(bucket).blob(info.key, generation=info.version)
+        with pinned.open("rb", chunk_size=_CHUNK_SIZE) as f:
+            yield f
+
+    def download(self, bucket: str, info: _ObjectInfo, local_path: str) -> None:
+        # One request (a reader would first fetch metadata, then each chunk).
+        blob = self.client().bucket(bucket).blob(info.key, generation=info.version)
+        blob.download_to_filename(local_path)
+
+    def delete(self, bucket: str, key: str) -> None:
+        from google.api_core import exceptions as gexc
+
+        # A retried delete whose first attempt succeeded sees 404: already gone is fine.
+        with contextlib.suppress(gexc.NotFound):
+            self.client().bucket(bucket).blob(key).delete()
+
+    def local_checksum(self, path: str) -> str:
+        return _local_crc32c(path)
+
+
+_S3_ATTEMPTS = 5  # botocore attempts per request (standard mode: 5xx, throttling, resets)
+_S3_RETRY_ROUNDS = 3  # s3fs's own rounds of those attempts for throttling ("SlowDown")
+
+
+class _S3Store(_ObjectStore):
+    """An S3-API store (AWS S3, MinIO, SeaweedFS, ...) through fsspec's s3fs."""
+
+    # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
+    bucket_re = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    bucket_rule = "3-63 lower-case letters, digits, '-' or '.'"
+    permission_fix = (
+        "give the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY read and write access "
+        "to the bucket (s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket)"
+    )
+
+    def __init__(self) -> None:
+        self._filesystems: dict[tuple[int, str | None], Any] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def endpoint() -> str | None:
+        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+
+    def fs(self) -> Any:
+        """The process's s3fs file system (one per process and endpoint, no listing cache)."""
+        endpoint = self.endpoint()
+        key = (os.getpid(), endpoint)
+        with self._lock:
+            fs = self._filesystems.get(key)
+            if fs is None:
+                import s3fs
+
+                config: dict[str, Any] = {
+                    "retries": {"max_attempts": _S3_ATTEMPTS, "mode": "standard"},
+                    "connect_timeout": 10,
+                    "read_timeout": 60,
+                }
+                if endpoint:
+                    # MinIO and friends serve buckets as paths, not as DNS names.
+                    config["s3"] = {"addressing_style": "path"}
+                fs = s3fs.S3FileSystem(
+                    endpoint_url=endpoint,
+                    config_kwargs=config,
+                    skip_instance_cache=True,
+                    use_listings_cache=False,
+                    default_block_size=_CHUNK_SIZE,
+                )
+                fs.retries = _S3_RETRY_ROUNDS
+                self._filesystems[key] = fs
+        return fs
+
+    def explain(self, error: BaseException, uri: str) -> str | None:
+        from botocore import exceptions as bexc
+
+        if isinstance(error, bexc.NoCredentialsError | bexc.PartialCredentialsError):
+            return (
+                f"no AWS credentials for {uri} ({error}) — set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (in Kubeflow: from the mlpipeline-minio-artifact Secret)"
+            )
+        if isinstance(error, bexc.EndpointConnectionError | bexc.ConnectTimeoutError):
+            return (
+                f"cannot reach the S3 endpoint {self.endpoint() or 'of AWS'} for {uri} ({error}) "
+                "— set AWS_ENDPOINT_URL to the store's URL (in-cluster Kubeflow: "
+                "http://minio-service.kubeflow:9000)"
+            )
+        # s3fs's OSErrors for 5xx and throttling answers that outlasted every retry.
+        transient = (errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT)
+        exhausted = isinstance(error, OSError) and error.errno in transient
+        if exhausted or isinstance(error, bexc.ReadTimeoutError):
+            return (
+                f"the S3 store at {self.endpoint() or 'AWS'} kept failing for {uri} after "
+                f"retrying (up to {_S3_ATTEMPTS * _S3_RETRY_ROUNDS} attempts; {error}) — check "
+                "that the store is up and not overloaded, then rerun"
+            )
+        return None
+
+    def create_bucket_hint(self, scheme: str, bucket: str) -> str:
+        return f"aws s3 mb s3://{bucket}, or mc mb for MinIO"
+
+    def bucket_exists(self, bucket: str) -> bool:
+        try:
+            self.fs().call_s3("list_objects_v2", Bucket=bucket, MaxKeys=1)
+        except FileNotFoundError:
+            return False
+        return True
+
+    @staticmethod
+    def _checksum(etag: str | None) -> str | None:
+        etag = (etag or "").strip('"')
+        # A multipart upload's ETag ("<md5 of md5s>-<parts>") is no checksum of the content.
+        return etag if etag and "-" not in etag else None
+
+    def stat(self, bucket: str, key: str) -> _ObjectInfo | None:
+        try:
+            head = self.fs().call_s3("head_object", Bucket=bucket, Key=key)
+        except FileNotFoundError:
+            return None
+        etag = head.get("ETag")
+        return _ObjectInfo(key, head.get("ContentLength"), self._checksum(etag), etag)
+
+    def list(self, bucket: str, prefix: str, limit: int | None = None) -> Iterator[_ObjectInfo]:
+        fs = self.fs()
+        kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+        if limit is not None:
+            kwargs["MaxKeys"] = limit
+        while True:
+            page = fs.call_s3("list_objects_v2", **kwargs)
+            for item in page.get("Contents", []):
+                etag = item.get("ETag")
+                yield _ObjectInfo(item["Key"], item.get("Size"), self._checksum(etag), etag)
+            if limit is not None or not page.get("IsTruncated"):
+                return
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def upload(self, local_path: str, bucket: str, key: str, *, overwrite: bool) -> None:
+        # One PUT (or a multipart upload for large files, visible only when completed);
+        # mode="create" sends `If-None-Match: *`, which the server enforces (AWS S3 and current
+        # MinIO do; a server that ignores the header overwrites).
+        try:
+            self.fs().put_file(
+                local_path,
+                f"{bucket}/{key}",
+                mode="overwrite" if overwrite else "create",
+                ContentType=mimetypes.guess_type(key)[0] or "application/octet-stream",
+            )
+        except OSError as err:
+            # The one precondition sent failed: the object exists (s3fs maps a 412 without the
+            # `Condition` detail, as some servers send it, to a plain OSError).
+            response = getattr(err.__cause__, "response", None) or {}
+            code = response.get("Error", {}).get("Code")
+            if (
+                overwrite
+                or isinstance(err, FileExistsError)
+                or code not in ("PreconditionFailed", "412")
+            ):
+                raise
+            raise FileExistsError(key) from err
+
+    @contextlib.contextmanager
+    def open(self, bucket: str, info: _ObjectInfo) -> Iterator[IO[bytes]]:
+        # s3fs pins every ranged GET to the ETag seen at open (If-Match): a replaced object
+        # fails the read (s3fs.utils.FileExpired). Check that it is still the listed version.
+        from s3fs.utils import FileExpired
+
+        path = f"{bucket}/{info.key}"
+        with self.fs().open(path, "rb", block_size=_CHUNK_SIZE, cache_type="readahead") as f:
+            if info.version is not None and f.details.get("ETag") != info.version:
+                raise FileExpired(filename=path, e_tag=info.version)
+            yield f
+
+    def delete(self, bucket: str, key: str) -> None:
+        self.fs().call_s3("delete_object", Bucket=bucket, Key=key)
+
+    def local_checksum(self, path: str) -> str:
+        return _local_md5(path)
+
+
+_STORES: dict[str, _ObjectStore] = {}
+_STORES["gs"] = _GCSStore()
+_STORES["s3"] = _STORES["minio"] = _S3Store()
+
+
+def _store(uri: str) -> _ObjectStore | None:
+    """The store of an object-store URI; None for a local path."""
+    scheme = _scheme(uri)
+    return None if scheme is None else _STORES[scheme]
+
+
 # --------------------------------------------------------------------------------------------
-# Local helpers
+# Error translation
 # --------------------------------------------------------------------------------------------
+
+
+def _missing_message(uri: str) -> str:
+    store = _store(uri)
+    if store is None:
+        return f"no such file: {uri} — check the path"
+    bucket, _ = split_uri(uri)
+    with contextlib.suppress(Exception):  # can't probe: keep the generic message
+        if not store.bucket_exists(bucket):
+            root = _root(uri, bucket).rstrip("/")
+            return (
+                f"no such bucket: {root} (in {uri}) — check the URI or create the bucket "
+                f"({store.create_bucket_hint(_scheme(uri) or '', bucket)})"
+            )
+    return f"no such file: {uri} — check the URI and that the object exists"
+
+
+@contextlib.contextmanager
+def _translate_errors(uri: str, action: str) -> Iterator[None]:
+    """Turns missing-file, permission and store set-up errors from the block into `UserInputError`."""
+    store = _store(uri)
+    missing: tuple[type[BaseException], ...] = (FileNotFoundError,)
+    denied: tuple[type[BaseException], ...] = (PermissionError,)
+    fix = "check the file's permissions"
+    if store is not None:  # store clients are slow to import: only for remote work
+        store_missing, store_denied = store.error_types()
+        missing += store_missing
+        denied += store_denied
+        fix = store.permission_fix
+    try:
+        yield
+    except missing as err:
+        raise UserInputError(_missing_message(uri)) from err
+    except denied as err:
+        raise UserInputError(f"permission denied to {action} {uri} — {fix}") from err
+    except NotADirectoryError as err:
+        raise UserInputError(f"cannot {action} {uri}: a parent is a file, not a directory") from err
+    except Exception as err:
+        message = store.explain(err, uri) if store is not None else None
+        if message is None:
+            raise
+        raise UserInputError(message) from err
+
+
+def _stat(uri: str) -> _ObjectInfo | None:
+    """The object at ``uri``; None if there is none or ``uri`` is a bucket or prefix."""
+    bucket, key = split_uri(uri)
+    if not key or key.endswith("/"):
+        return None
+    with _translate_errors(uri, "read"):
+        return _store(uri).stat(bucket, key)  # type: ignore[union-attr]
+
+
+def _object_key(uri: str) -> str:
+    """The key of an object URI; bucket-only and prefix URIs are refused."""
+    _, key = split_uri(uri)
+    if not key or key.endswith("/"):
+        raise UserInputError(f"{uri} names a bucket or a prefix, not an object — add a file name")
+    return key
+
+
+def _list_objects(uri_prefix: str, limit: int | None = None) -> Iterator[_ObjectInfo]:
+    """Every object whose name starts with the key of ``uri_prefix`` (a plain string prefix)."""
+    bucket, prefix = split_uri(uri_prefix)
+    with _translate_errors(uri_prefix, "list"):
+        yield from _store(uri_prefix).list(bucket, prefix, limit)  # type: ignore[union-attr]
+
+
+def _bucket_exists(uri: str) -> bool:
+    bucket, _ = split_uri(uri)
+    with _translate_errors(_root(uri, bucket), "list"):
+        return _store(uri).bucket_exists(bucket)  # type: ignore[union-attr]
+
+
+def _upload(local_path: str, uri: str, *, overwrite: bool = True) -> None:
+    """Uploads one local file to ``uri`` in a single (atomic) object write."""
+    store = _store(uri)
+    bucket, _ = split_uri(uri)
+    key = _object_key(uri)
+    with _translate_errors(uri, "write"):
+        try:
+            store.upload(local_path, bucket, key, overwrite=overwrite)  # type: ignore[union-attr]
+        except FileExistsError as err:
+            # A retry after a lost reply sees its own first attempt: same content, not a conflict.
+            existing = _stat(uri)
+            if existing is None or existing.checksum != store.local_checksum(local_path):  # type: ignore[union-attr]
+                raise FileExistsError(f"{uri} already exists (create-only write)") from err
+
+
+def _download(info: _ObjectInfo, uri: str, local_path: str) -> None:
+    """Downloads an object to ``local_path`` through a temporary name (never a partial file)."""
+    bucket, _ = split_uri(uri)
+    os.makedirs(os.path.dirname(local_path) or ".", exist_ok=True)
+    tmp = _temp_sibling(local_path)
+    try:
+        with _translate_errors(uri, "read"):
+            _store(uri).download(bucket, info, tmp)  # type: ignore[union-attr]
+        os.replace(tmp, local_path)
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------------------------
+# Local helpers: temporary names, stale temporaries, scratch space
+# --------------------------------------------------------------------------------------------
+
+# `.<name>.<kind>-<host>-<pid>-<8 hex>`; names written before the host was added lack it.
+_TEMP_NAME_RE = re.compile(
+    r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?:(?P<host>.+)-)?(?P<pid>\d+)-[0-9a-f]{8}$"
+)
+# A temporary of another machine (a shared volume) is left alone until it is this old.
+_FOREIGN_TEMP_AGE_S = 24 * 3600
 
 
 def _temp_sibling(path: str, kind: str = "tmp") -> str:
-    """A fresh hidden name in the same directory as ``path`` (so a rename stays on one disk)."""
+    """A fresh hidden name in the same directory as ``path`` (so a rename stays on one disk).
+
+    The name carries the host and process id, so a later run can tell whether its writer is gone
+    (`_remove_stale_temporaries`).
+    """
     directory, name = os.path.split(os.path.abspath(path))
-    return os.path.join(directory, f".{name}.{kind}-{os.getpid()}-{secrets.token_hex(4)}")
+    return os.path.join(directory, f".{name}.{kind}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: str) -> list[str]:
+    """Deletes temporaries of ``path`` (`_temp_sibling` names) whose writer is gone.
+
+    A writer is gone when it ran on this host and its process no longer exists, or when the
+    temporary is older than a day (written from another machine onto a shared volume).
+
+    Returns:
+        The deleted paths.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    try:
+        entries = os.listdir(directory)
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        match = _TEMP_NAME_RE.match(entry)
+        if not match or match["name"] != name:
+            continue
+        full = os.path.join(directory, entry)
+        host = match["host"]
+        if host is None or host == _HOST:
+            stale = not _process_alive(int(match["pid"]))
+        else:
+            with contextlib.suppress(OSError):
+                stale = time.time() - os.lstat(full).st_mtime > _FOREIGN_TEMP_AGE_S
+        if stale:
+            if os.path.isdir(full) and not os.path.islink(full):
+                shutil.rmtree(full, ignore_errors=True)
+            else:
+                _unlink_quietly(full)
+            removed.append(full)
+    return removed
+
+
+_scratch_root: tuple[int, str] | None = None
+_scratch_lock = threading.Lock()
+
+
+def scratch_dir(kind: str) -> str:
+    """A private local directory for this process's temporary copies, removed when it exits.
+
+    Directories live under one `tempfile.mkdtemp` folder per process (an unpredictable name,
+    mode 0700), deleted at interpreter exit. ``kind`` names a subdirectory, so callers can keep a
+    staged copy for the process's lifetime (re-staging it only fetches changed files).
+    """
+    global _scratch_root
+    if "/" in kind or kind in ("", ".", ".."):
+        raise ValueError(f"scratch_dir kind must be one path component, got {kind!r}")
+    with _scratch_lock:
+        if _scratch_root is None or _scratch_root[0] != os.getpid():  # a forked child: its own
+            root = tempfile.mkdtemp(prefix="mlm-")
+            _scratch_root = (os.getpid(), root)
+            atexit.register(_remove_scratch, os.getpid(), root)
+        root = _scratch_root[1]
+    path = os.path.join(root, kind)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def _remove_scratch(owner: int, root: str) -> None:
+    if os.getpid() == owner:  # never the parent's folder from a forked child
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _unlink_quietly(path: str) -> None:
@@ -356,6 +856,12 @@ def _local_files(local_dir: str) -> dict[str, str]:
     return files
 
 
+def _checksum_for(uri: str) -> Callable[[str], str]:
+    """How to checksum a local file for comparison with what is stored at ``uri``."""
+    store = _store(uri)
+    return _local_crc32c if store is None else store.local_checksum
+
+
 # --------------------------------------------------------------------------------------------
 # Queries
 # --------------------------------------------------------------------------------------------
@@ -364,53 +870,54 @@ def _local_files(local_dir: str) -> dict[str, str]:
 def exists(uri: str | os.PathLike[str]) -> bool:
     """Whether a file or directory exists at ``uri``.
 
-    For ``gs://`` a URI exists when an object has that name or objects exist under ``uri/``
-    (GCS has no directories); ``gs://bucket`` exists when the bucket does.
+    For an object store a URI exists when an object has that name or objects exist under
+    ``uri/`` (object stores have no directories); ``gs://bucket`` exists when the bucket does.
     """
     uri = _check_uri(uri)
-    if not is_gcs(uri):
+    if not is_remote(uri):
         return os.path.exists(uri)
-    bucket, key = split_gcs_uri(uri)
+    _, key = split_uri(uri)
     if not key.strip("/"):
-        return _bucket_exists(bucket)
-    return _get_blob(uri) is not None or _any_object_under(uri)
+        return _bucket_exists(uri)
+    return _stat(uri) is not None or _any_object_under(uri)
 
 
 def _any_object_under(uri: str) -> bool:
     """Whether objects exist under ``uri/`` (False, not an error, when the bucket is missing)."""
-    from google.api_core import exceptions as gexc
-
-    bucket, key = split_gcs_uri(uri.rstrip("/") + "/")
+    store = _store(uri)
+    bucket, key = split_uri(uri.rstrip("/") + "/")
+    missing, _ = store.error_types()  # type: ignore[union-attr]
     with _translate_errors(uri, "list"):
         try:
-            return any(True for _ in _client().list_blobs(bucket, prefix=key, max_results=1))
-        except gexc.NotFound:
+            return any(True for _ in store.list(bucket, key, limit=1))  # type: ignore[union-attr]
+        except (FileNotFoundError, *missing):
             return False
 
 
 def glob(pattern: str | os.PathLike[str]) -> list[str]:
     """Sorted paths or URIs matching a shell pattern (``*``, ``?``, ``[...]``).
 
-    As with `glob.glob`, wildcards do not cross ``/``. For ``gs://`` a pattern matches object names
+    As with `glob.glob`, wildcards do not cross ``/``. For object stores a pattern matches names
     and the implied directories above them (``gs://b/runs/*`` lists ``gs://b/runs/a`` when an
     object ``runs/a/x`` exists). The bucket name cannot contain wildcards.
     """
     pattern = _check_uri(pattern)
-    if not is_gcs(pattern):
+    if not is_remote(pattern):
         return sorted(_glob.glob(pattern))
-    bucket, key_pattern = split_gcs_uri(pattern)
+    bucket, key_pattern = split_uri(pattern)
+    root = _root(pattern, bucket)
     key_pattern = key_pattern.rstrip("/")
     wildcard = _WILDCARD_RE.search(key_pattern)
     literal_prefix = key_pattern[: wildcard.start()] if wildcard else key_pattern
     segments = key_pattern.split("/")
     matches = set()
-    for blob in _list_objects(f"gs://{bucket}/{literal_prefix}"):
-        parts = blob.name.split("/")
-        if len(parts) < len(segments) or not all(parts[: len(segments)]):
-            continue
+    for info in _list_objects(f"{root}{literal_prefix}"):
+        parts = info.key.split("/")
         candidate = parts[: len(segments)]
+        if len(parts) < len(segments) or not all(p not in ("", ".", "..") for p in candidate):
+            continue  # too short, or a name no URI can address (see `split_uri`)
         if all(fnmatch.fnmatchcase(p, s) for p, s in zip(candidate, segments)):
-            matches.add(f"gs://{bucket}/" + "/".join(candidate))
+            matches.add(root + "/".join(candidate))
     return sorted(matches)
 
 
@@ -423,14 +930,14 @@ def glob(pattern: str | os.PathLike[str]) -> list[str]:
 def open_read(
     uri: str | os.PathLike[str], mode: str = "rb", *, encoding: str = "utf-8"
 ) -> Iterator[IO[Any]]:
-    """Opens a local file or a ``gs://`` object for streaming reads.
+    """Opens a local file or an object for streaming reads.
 
-    ``gs://`` objects are read in chunks (never loaded whole), pinned to the object's generation
-    at open time: if the object is overwritten during the read, the next chunk fails (NotFound)
-    instead of mixing two versions.
+    Objects are read in chunks (never loaded whole), pinned to the version seen at open time
+    (GCS generation, S3 ETag): if the object is overwritten during the read, the next chunk fails
+    (GCS: NotFound, S3: s3fs's FileExpired) instead of mixing two versions.
 
     Args:
-        uri: local path or ``gs://`` URI of a file.
+        uri: local path or object-store URI of a file.
         mode: "rb" (bytes) or "r"/"rt" (text).
         encoding: text encoding for text mode.
 
@@ -444,13 +951,17 @@ def open_read(
         raise ValueError(f"open_read mode must be one of {_READ_MODES}, got {mode!r}")
     uri = _check_uri(uri)
     binary = "b" in mode
-    if is_gcs(uri):
-        blob = _existing_blob(uri)
-        pinned = blob.bucket.blob(blob.name, generation=blob.generation)
-        with pinned.open(
-            "rb" if binary else "rt", chunk_size=_CHUNK_SIZE, encoding=None if binary else encoding
-        ) as f:
-            yield f
+    store = _store(uri)
+    if store is not None:
+        bucket, _ = split_uri(uri)
+        info = _stat(uri) if _object_key(uri) else None
+        if info is None:
+            raise UserInputError(_missing_message(uri))
+        with contextlib.ExitStack() as stack:
+            # Only opening is translated: errors of the caller's block pass through unchanged.
+            with _translate_errors(uri, "read"):
+                f = stack.enter_context(store.open(bucket, info))
+            yield f if binary else io.TextIOWrapper(f, encoding=encoding)
         return
     if os.path.isdir(uri):
         raise UserInputError(f"{uri} is a directory, expected a file")
@@ -461,13 +972,13 @@ def open_read(
 
 
 def read_bytes(uri: str | os.PathLike[str]) -> bytes:
-    """The whole content of a local file or ``gs://`` object."""
+    """The whole content of a local file or an object."""
     with open_read(uri, "rb") as f:
         return f.read()
 
 
 def read_text(uri: str | os.PathLike[str], *, encoding: str = "utf-8") -> str:
-    """The whole content of a local file or ``gs://`` object as text."""
+    """The whole content of a local file or an object as text."""
     with open_read(uri, "r", encoding=encoding) as f:
         return f.read()
 
@@ -500,16 +1011,17 @@ def atomic_write(
     """Opens a file for writing that appears at ``uri`` only when the block succeeds.
 
     Local: a temporary file in the same directory, fsync, then `os.replace` (missing parent
-    directories are created). ``gs://``: a local temporary file, uploaded in one request at the
-    end. If the block raises, nothing appears at ``uri`` and an existing file is left untouched.
+    directories are created). Object stores: a local temporary file, uploaded in one request at
+    the end. If the block raises, nothing appears at ``uri`` and an existing file is left
+    untouched.
 
     Args:
-        uri: destination local path or ``gs://`` URI.
+        uri: destination local path or object-store URI.
         mode: "wb" (bytes) or "w"/"wt" (text).
         encoding: text encoding for text mode.
         overwrite: if False, the write is create-only: it raises `FileExistsError` when a file
             with different content already exists at ``uri`` (``os.link`` locally,
-            ``if_generation_match=0`` on GCS: race-free). Finding identical content counts as
+            ``if_generation_match=0`` on GCS, ``If-None-Match: *`` on S3: race-free). Finding identical content counts as
             success, so a retried create-only write is idempotent.
 
     Yields:
@@ -518,8 +1030,8 @@ def atomic_write(
     if mode not in _WRITE_MODES:
         raise ValueError(f"atomic_write mode must be one of {_WRITE_MODES}, got {mode!r}")
     uri = _check_uri(uri)
-    if is_gcs(uri):
-        _blob(uri)  # reject bucket-only and prefix URIs before the block runs
+    if is_remote(uri):
+        _object_key(uri)  # reject bucket-only and prefix URIs before the block runs
         fd, tmp = tempfile.mkstemp(prefix=f"mlm-{_basename(uri)}-")
         os.close(fd)
     else:
@@ -533,7 +1045,7 @@ def atomic_write(
             yield f
             f.flush()
             os.fsync(f.fileno())
-        if is_gcs(uri):
+        if is_remote(uri):
             _upload(tmp, uri, overwrite=overwrite)
         else:
             _commit_local_file(tmp, uri, overwrite=overwrite)
@@ -575,14 +1087,13 @@ def write_json(
 
 
 def makedirs(uri: str | os.PathLike[str]) -> None:
-    """Creates a local directory and its parents; for ``gs://`` checks that the bucket exists.
+    """Creates a local directory and its parents; for object stores checks the bucket exists.
 
-    GCS has no directories (an object name implies its prefixes), so only the bucket matters.
+    Object stores have no directories (a name implies its prefixes), so only the bucket matters.
     """
     uri = _check_uri(uri)
-    if is_gcs(uri):
-        bucket, _ = split_gcs_uri(uri)
-        if not _bucket_exists(bucket):
+    if is_remote(uri):
+        if not _bucket_exists(uri):
             raise UserInputError(_missing_message(uri))
         return
     with _translate_errors(uri, "create"):
@@ -599,7 +1110,8 @@ def remove(
         IsADirectoryError: ``uri`` is a directory (or a prefix with objects) and not ``recursive``.
     """
     uri = _check_uri(uri)
-    if not is_gcs(uri):
+    store = _store(uri)
+    if store is None:
         if not os.path.lexists(uri):
             if not missing_ok:
                 raise UserInputError(_missing_message(uri))
@@ -612,25 +1124,23 @@ def remove(
             else:
                 raise IsADirectoryError(f"{uri} is a directory: pass recursive=True to delete it")
         return
-    obj = _get_blob(uri)
-    targets = [obj] if obj is not None else []
+    obj = _stat(uri)
+    targets = [obj.key] if obj is not None else []
     if recursive:
-        targets += _list_objects(uri.rstrip("/") + "/")
+        targets += [info.key for info in _list_objects(uri.rstrip("/") + "/")]
     elif not targets and _any_object_under(uri):
         raise IsADirectoryError(f"{uri} is a prefix: pass recursive=True to delete under it")
     if not targets:
         if not missing_ok:
             raise UserInputError(_missing_message(uri))
         return
-    _parallel(lambda blob: _delete_blob(blob, uri), targets)
+    bucket, _ = split_uri(uri)
 
+    def delete(key: str) -> None:
+        with _translate_errors(uri, "delete"):
+            store.delete(bucket, key)
 
-def _delete_blob(blob: Blob, uri: str) -> None:
-    from google.api_core import exceptions as gexc
-
-    with _translate_errors(uri, "delete"), contextlib.suppress(gexc.NotFound):
-        # A retried delete whose first attempt succeeded sees 404: already gone is fine.
-        blob.delete()
+    _parallel(delete, targets)
 
 
 def _parallel(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
@@ -651,55 +1161,76 @@ def _parallel(fn: Callable[[Any], None], items: Iterable[Any]) -> None:
 
 
 def stage_to_local(uri: str | os.PathLike[str], local_dir: str | os.PathLike[str]) -> str:
-    """Makes a ``gs://`` file or prefix available on local disk; local paths pass through.
+    """Makes an object or prefix available on local disk; local paths pass through.
 
-    A ``gs://`` object is downloaded to ``local_dir/<its name>``; a prefix (a "directory") to
+    An object is downloaded to ``local_dir/<its name>``; a prefix (a "directory") to
     ``local_dir/<last component>/...`` keeping relative paths. Files already there with the same
-    size and CRC32C are not downloaded again, so staging twice is cheap.
+    size and checksum are not downloaded again, so staging twice is cheap.
 
     Args:
-        uri: local path (returned unchanged) or ``gs://`` URI of an object or prefix.
+        uri: local path (returned unchanged) or object-store URI of an object or prefix.
         local_dir: directory to download into (created if missing).
 
     Returns:
         The local path of the file or directory.
 
     Raises:
-        UserInputError: nothing exists at ``uri``.
+        UserInputError: nothing exists at ``uri``, or an object under it has a name with empty,
+            ``.`` or ``..`` segments (it would land elsewhere than under the target).
     """
     uri = _check_uri(uri)
-    if not is_gcs(uri):
+    store = _store(uri)
+    if store is None:
         return uri
     local_dir = os.fspath(local_dir)
-    bucket, key = split_gcs_uri(uri)
+    bucket, key = split_uri(uri)
     target = os.path.join(local_dir, _basename(uri) if key.strip("/") else bucket)
-    blob = _get_blob(uri)
-    if blob is not None:
-        if not _same_file(target, blob.size, blob.crc32c):
-            _download(blob, uri, target)
+    info = _stat(uri)
+    if info is not None:
+        if not _same_file(target, info, store.local_checksum):
+            _download(info, uri, target)
         return target
-    prefix = uri.rstrip("/") + "/" if key.strip("/") else f"gs://{bucket}/"
-    prefix_key = split_gcs_uri(prefix)[1]
-    blobs = [b for b in _list_objects(prefix) if not b.name.endswith("/")]
-    if not blobs:
+    prefix = uri.rstrip("/") + "/" if key.strip("/") else _root(uri, bucket)
+    prefix_key = split_uri(prefix)[1]
+    objects = [o for o in _list_objects(prefix) if not o.key.endswith("/")]
+    if not objects:
         raise UserInputError(_missing_message(uri))
+    paths = {o.key: _staged_path(target, o.key[len(prefix_key) :], uri) for o in objects}
     os.makedirs(target, exist_ok=True)
 
-    def fetch(blob: Blob) -> None:
-        local_path = os.path.join(target, *blob.name[len(prefix_key) :].split("/"))
-        if not _same_file(local_path, blob.size, blob.crc32c):
-            _download(blob, f"gs://{bucket}/{blob.name}", local_path)
+    def fetch(info: _ObjectInfo) -> None:
+        local_path = paths[info.key]
+        if not _same_file(local_path, info, store.local_checksum):
+            _download(info, _root(uri, bucket) + info.key, local_path)
 
-    _parallel(fetch, blobs)
+    _parallel(fetch, objects)
     return target
 
 
-def _same_file(local_path: str, size: int | None, crc32c: str | None) -> bool:
+def _staged_path(target: str, relative: str, uri: str) -> str:
+    """``target/relative`` for an object name below ``uri``, refusing names that leave ``target``."""
+    segments = relative.split("/")
+    if any(segment in ("", ".", "..") for segment in segments) or "\\" in relative:
+        raise UserInputError(
+            f"refusing to stage {uri}: the object {relative!r} under it has an empty, '.' or "
+            "'..' path segment and would be written outside the target directory — rename or "
+            "delete that object"
+        )
+    path = os.path.join(target, *segments)
+    real_target = os.path.realpath(target)
+    if os.path.commonpath([real_target, os.path.realpath(path)]) != real_target:
+        raise UserInputError(
+            f"refusing to stage {uri}: {relative!r} would be written outside {target}"
+        )
+    return path
+
+
+def _same_file(local_path: str, info: _ObjectInfo, checksum: Callable[[str], str]) -> bool:
     return (
         os.path.isfile(local_path)
-        and os.path.getsize(local_path) == size
-        and crc32c is not None
-        and _local_crc32c(local_path) == crc32c
+        and os.path.getsize(local_path) == info.size
+        and info.checksum is not None
+        and checksum(local_path) == info.checksum
     )
 
 
@@ -719,17 +1250,19 @@ def sync_dir(
     delete: bool = False,
     last: Sequence[str] = (),
 ) -> SyncResult:
-    """Copies new and changed files from a local directory to a local or ``gs://`` destination.
+    """Copies new and changed files from a local directory to a local or object-store destination.
 
-    A file is unchanged when the destination has the same size and CRC32C. Each file is written
-    atomically. ``last`` names marker files (e.g. ``manifest.json``) that readers wait for: they
-    are removed from the destination first when anything changes, and copied after every other
-    file, so a reader never sees a marker next to incomplete content.
+    A file is unchanged when the destination has the same size and checksum (CRC32C; the MD5
+    ETag on S3). Each file is written atomically. ``last`` names marker files (e.g.
+    ``manifest.json``) that readers wait for: they are removed from the destination first when
+    anything changes, and copied after every other file, so a reader never sees a marker next to
+    incomplete content.
 
     Args:
         local_dir: source directory.
-        uri: destination directory (local path or ``gs://`` prefix).
-        delete: also delete destination files that are not in ``local_dir``.
+        uri: destination directory (local path or object-store prefix).
+        delete: also delete destination files that are not in ``local_dir`` (except an
+            `IN_PROGRESS` marker).
         last: relative paths to copy after all other files.
 
     Returns:
@@ -739,7 +1272,7 @@ def sync_dir(
 
 
 def upload_dir(local_dir: str | os.PathLike[str], uri: str | os.PathLike[str]) -> SyncResult:
-    """Copies every file of a local directory to a local or ``gs://`` destination.
+    """Copies every file of a local directory to a local or object-store destination.
 
     Unlike `sync_dir` it does not compare with what is there; destination extras are kept.
     """
@@ -760,16 +1293,18 @@ def _copy_tree(
         raise UserInputError(f"no such directory: {local_dir} — nothing to copy to {uri}")
     source = _local_files(local_dir)
     remote = _destination_files(uri)
+    checksum = _checksum_for(uri)
     unchanged = {
         rel
         for rel, full in source.items()
         if skip_unchanged
         and rel in remote
         and remote[rel][0] == os.path.getsize(full)
-        and remote[rel][1] == _local_crc32c(full)
+        and remote[rel][1] is not None
+        and remote[rel][1] == checksum(full)
     }
     to_copy = sorted(set(source) - unchanged)
-    to_delete = sorted(set(remote) - set(source)) if delete else []
+    to_delete = sorted(set(remote) - set(source) - {IN_PROGRESS}) if delete else []
     markers = [rel for rel in last if rel in source]
     if to_copy or to_delete:
         # Invalidate markers before touching the content they vouch for.
@@ -790,8 +1325,8 @@ def _copy_tree(
 
 
 def _destination_files(uri: str) -> dict[str, tuple[int | None, str | None]]:
-    """Relative path -> (size, crc32c) of the files already under a destination directory."""
-    if not is_gcs(uri):
+    """Relative path -> (size, checksum) of the files already under a destination directory."""
+    if not is_remote(uri):
         if not os.path.isdir(uri):
             return {}
         return {
@@ -799,16 +1334,16 @@ def _destination_files(uri: str) -> dict[str, tuple[int | None, str | None]]:
             for rel, full in _local_files(uri).items()
         }
     prefix = uri.rstrip("/") + "/"
-    prefix_key = split_gcs_uri(prefix)[1]
+    prefix_key = split_uri(prefix)[1]
     return {
-        blob.name[len(prefix_key) :]: (blob.size, blob.crc32c)
-        for blob in _list_objects(prefix)
-        if not blob.name.endswith("/")
+        info.key[len(prefix_key) :]: (info.size, info.checksum)
+        for info in _list_objects(prefix)
+        if not info.key.endswith("/")
     }
 
 
 def _copy_file(local_path: str, uri: str) -> None:
-    if is_gcs(uri):
+    if is_remote(uri):
         _upload(local_path, uri)
         return
     with _translate_errors(uri, "write"):
@@ -821,39 +1356,58 @@ def _copy_file(local_path: str, uri: str) -> None:
         _unlink_quietly(tmp)
 
 
+def is_unfinished(uri: str | os.PathLike[str]) -> bool:
+    """Whether ``uri`` is an object-store directory whose writer stopped midway.
+
+    `atomic_directory` puts an `IN_PROGRESS` marker under the prefix before it changes anything
+    there and deletes it last; a marker left behind means a rerun may replace the directory.
+    Local directories are renamed into place whole, so they are never unfinished.
+    """
+    uri = _check_uri(uri)
+    return is_remote(uri) and _stat(join(uri, IN_PROGRESS)) is not None
+
+
 @contextlib.contextmanager
 def atomic_directory(uri: str | os.PathLike[str], *, last: Sequence[str] = ()) -> Iterator[str]:
     """Yields a local directory whose content replaces ``uri`` only when the block succeeds.
 
     Local: the directory is built beside the destination and renamed into place; an existing
     destination is first renamed aside and deleted after the swap (restored if the swap fails).
-    ``gs://``: the directory is built in local temporary space and synced to the prefix with
-    ``delete=True`` (objects under the prefix that the new directory lacks are removed); GCS
+    Temporaries of the same destination left by a killed process are deleted first.
+    Object stores: the directory is built in local temporary space and synced to the prefix with
+    ``delete=True`` (objects under the prefix that the new directory lacks are removed); a store
     cannot swap many objects at once, so name the marker files readers wait for in ``last``
-    (see `sync_dir`). If the block raises, the destination is untouched and the temporary
-    directory is deleted.
+    (see `sync_dir`). While the upload runs, an `IN_PROGRESS` marker under the prefix tells a
+    rerun that the directory is unfinished and may be replaced (`is_unfinished`). If the block
+    raises, the destination is untouched and the temporary directory is deleted.
 
     Args:
-        uri: destination directory (local path or ``gs://`` prefix).
-        last: for ``gs://``, relative paths to upload after everything else.
+        uri: destination directory (local path or object-store prefix).
+        last: for object stores, relative paths to upload after everything else.
 
     Yields:
         The local directory to fill.
     """
     uri = _check_uri(uri)
-    if is_gcs(uri):
+    remote = is_remote(uri)
+    if remote:
         makedirs(uri)  # a missing bucket fails before the work, not after
         tmp = tempfile.mkdtemp(prefix=f"mlm-{_basename(uri)}-")
     else:
         destination = os.path.abspath(uri)
         with _translate_errors(uri, "create"):
             os.makedirs(os.path.dirname(destination), exist_ok=True)
+        _remove_stale_temporaries(destination)
         tmp = _temp_sibling(destination)
         os.mkdir(tmp)  # unlike mkdtemp, honours the umask like the final directory should
     try:
         yield tmp
-        if is_gcs(uri):
+        if remote:
+            marker = join(uri, IN_PROGRESS)
+            record = {"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()}
+            write_json(marker, record)
             sync_dir(tmp, uri, delete=True, last=last)
+            remove(marker, missing_ok=True)
         else:
             _swap_in_directory(tmp, destination)
     finally:

@@ -19,7 +19,7 @@ from mlm.steps.evaluate import evaluate
 from mlm.steps.export import export
 from mlm.steps.finetune import finetune
 
-from .conftest import SEQ_LENGTH, write_labels
+from .conftest import SEQ_LENGTH, TINY_MODEL, write_labels
 
 
 def sample_batch(tokenizer_dir, texts):
@@ -265,19 +265,36 @@ def test_finetune_bad_inputs_are_user_errors(exported, tmp_path, capsys):
     assert err.startswith("mlm finetune: error:") and "'text'" in err and "\n" not in err
 
 
-# --- gs:// --------------------------------------------------------------------------------------
+# --- object stores -------------------------------------------------------------------------------
 
 
-def test_steps_read_and_write_gcs(tiny_run, gcs_emulator, tmp_path):
-    """evaluate, export and finetune with every input and output on a real GCS emulator."""
+def test_steps_read_and_write_object_stores(tiny_run, object_store, tmp_path):
+    """pretrain (through the CLI), evaluate, export and finetune with every input and output on
+    a real object-store server: gs:// on fake-gcs-server, s3:// and minio:// on moto."""
     from mlm import storage
 
-    bucket = f"gs://{gcs_emulator.create_bucket()}"
-    for name in ("model", "tokenizer", "shards"):
+    bucket = object_store
+    for name in ("tokenizer", "shards"):
         storage.upload_dir(getattr(tiny_run, name), f"{bucket}/{name}")
     storage.write_text(
         f"{bucket}/labels.csv", Path(write_labels(tmp_path / "labels.csv", 4)).read_text()
     )
+    code = main(
+        [
+            "pretrain",
+            "--shards", f"{bucket}/shards",
+            "--tokenizer", f"{bucket}/tokenizer",
+            "--output", f"{bucket}/model",
+            "--model-overrides", json.dumps(TINY_MODEL),
+            "--batch-size", "8",
+            "--steps", "2",
+            "--validation-batches", "1",
+        ]
+    )  # fmt: skip
+    assert code in (0, None)
+    assert storage.read_json(f"{bucket}/model/metrics.json")["steps"] == 2
+    assert storage.exists(f"{bucket}/model/checkpoints/checkpoint")
+    assert storage.exists(f"{bucket}/model/encoder.keras")
 
     evaluation = evaluate(
         f"{bucket}/model",

@@ -1,27 +1,33 @@
-"""mlm.storage on local disk and on a real GCS emulator (fake-gcs-server), with the same assertions.
+"""mlm.storage on local disk and on real object-store servers, with the same assertions.
 
-Each test in the first part runs twice through the ``root`` fixture: once under a local temporary
-directory, once under ``gs://<bucket>/`` of the emulator started by tests/gcs_emulator.py.
+Each test in the first part runs four times through the ``root`` fixture: under a local temporary
+directory, under ``gs://<bucket>/`` of the GCS emulator (fake-gcs-server, tests/gcs_emulator.py),
+and under ``s3://<bucket>/`` and ``minio://<bucket>/`` of moto's S3 server (tests/s3_emulator.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from mlm import storage
 from mlm.errors import UserInputError
+from tests.s3_emulator import FlakyProxy
 
 
-@pytest.fixture(params=["local", "gcs"])
+@pytest.fixture(params=["local", "gs", "s3", "minio"])
 def root(request: pytest.FixtureRequest, tmp_path) -> str:
-    """A directory URI to work under: a local path or a fresh emulator bucket."""
+    """A directory URI to work under: a local path or a fresh bucket of an object-store server."""
     if request.param == "local":
         return str(tmp_path / "root")
-    emulator = request.getfixturevalue("gcs_emulator")
-    return f"gs://{emulator.create_bucket('mlm-test')}"
+    if request.param == "gs":
+        return f"gs://{request.getfixturevalue('gcs_emulator').create_bucket('mlm-test')}"
+    return f"{request.param}://{request.getfixturevalue('s3_emulator').create_bucket('mlm-test')}"
 
 
 def _tree(local_dir) -> dict[str, bytes]:
@@ -45,7 +51,7 @@ def _make_tree(local_dir, files: dict[str, bytes]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Same behaviour on local disk and gs://
+# Same behaviour on local disk, gs://, s3:// and minio://
 # ---------------------------------------------------------------------------------------------
 
 
@@ -195,7 +201,7 @@ def test_sync_then_stage_round_trip(root, tmp_path):
     storage.upload_dir(_make_tree(tmp_path / "src", files), storage.join(root, "tokenizer"))
 
     staged = storage.stage_to_local(storage.join(root, "tokenizer"), tmp_path / "stage")
-    if storage.is_gcs(root):
+    if storage.is_remote(root):
         assert staged == str(tmp_path / "stage" / "tokenizer")
     assert _tree(staged) == {os.path.normpath(k): v for k, v in files.items()}
 
@@ -247,8 +253,15 @@ def test_uri_helpers():
         ("gs:///x", "not a valid bucket name"),
         ("gs://Upper/x", "not a valid bucket name"),
         ("gs://a/x", "not a valid bucket name"),
-        ("s3://bucket/x", "unsupported URI scheme 's3'"),
-        ("", "expected a local path or a gs:// URI"),
+        ("s3://", "not a valid bucket name"),
+        ("minio://ab/x", "not a valid bucket name"),
+        ("hdfs://namenode/x", "unsupported URI scheme 'hdfs'"),
+        ("azure://container/x", "unsupported URI scheme 'azure'.* gs://.*s3://.*minio://"),
+        ("s3://bucket/a/../b", r"'\.\.' path segments"),
+        ("gs://bucket/a/./b", r"'\.\.' path segments"),
+        ("minio://bucket/a//b", "empty"),
+        ("s3://bucket//b", "empty"),
+        ("", "expected a local path, gs://BUCKET/PATH, s3://BUCKET/PATH or minio://BUCKET/PATH"),
     ],
 )
 def test_malformed_uris_are_user_input_errors(uri, message):
@@ -290,7 +303,7 @@ def test_local_read_of_a_directory_is_an_error(tmp_path):
 
 
 def test_permission_errors_become_user_input_errors():
-    """Translation only: the emulator grants everything, so the server-side 403 is raised here."""
+    """Translation only: the servers grant everything, so the server-side 403 is raised here."""
     from google.api_core import exceptions as gexc
 
     local = pytest.raises(UserInputError, match="permission denied to read /x — check")
@@ -299,6 +312,10 @@ def test_permission_errors_become_user_input_errors():
     gcs = pytest.raises(UserInputError, match="permission denied to write gs://bkt/x — grant")
     with gcs, storage._translate_errors("gs://bkt/x", "write"):
         raise gexc.Forbidden("storage.objects.create denied")
+    # s3fs turns S3's AccessDenied into PermissionError.
+    s3 = pytest.raises(UserInputError, match="permission denied to read minio://bkt/x — give")
+    with s3, storage._translate_errors("minio://bkt/x", "read"):
+        raise PermissionError(13, "Access Denied")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -317,26 +334,26 @@ def test_emulator_honours_if_generation_match_zero(gcs_emulator):
     assert bucket.blob("k").download_as_bytes() == b"first"
 
 
-def test_gcs_missing_bucket_is_named(gcs_emulator):
-    with pytest.raises(UserInputError, match=r"no such bucket: gs://absent-bucket .*create"):
-        storage.read_text("gs://absent-bucket/x.txt")
+def test_missing_bucket_is_named(object_store):
+    absent = f"{object_store.split('://')[0]}://absent-bucket"
+    with pytest.raises(UserInputError, match=rf"no such bucket: {absent} .*create"):
+        storage.read_text(f"{absent}/x.txt")
     with pytest.raises(UserInputError, match="no such bucket"):
-        storage.write_text("gs://absent-bucket/x.txt", "x")
+        storage.write_text(f"{absent}/x.txt", "x")
     with pytest.raises(UserInputError, match="no such bucket"):
-        storage.makedirs("gs://absent-bucket/run")
+        storage.makedirs(f"{absent}/run")
     with pytest.raises(UserInputError, match="no such bucket"):  # noqa: SIM117
-        with storage.atomic_directory("gs://absent-bucket/run"):
+        with storage.atomic_directory(f"{absent}/run"):
             pytest.fail("the block must not run when the bucket is missing")
-    assert not storage.exists("gs://absent-bucket/x.txt")
-    assert not storage.exists("gs://absent-bucket")
+    assert not storage.exists(f"{absent}/x.txt")
+    assert not storage.exists(absent)
 
 
-def test_gcs_bucket_and_prefix_uris_are_not_objects(gcs_emulator):
-    bucket = gcs_emulator.create_bucket()
+def test_bucket_and_prefix_uris_are_not_objects(object_store):
     with pytest.raises(UserInputError, match="not an object"):
-        storage.write_text(f"gs://{bucket}", "x")
+        storage.write_text(object_store, "x")
     with pytest.raises(UserInputError, match="not an object"):
-        storage.read_text(f"gs://{bucket}/dir/")
+        storage.read_text(f"{object_store}/dir/")
 
 
 def test_gcs_open_read_streams_in_chunks(gcs_emulator, monkeypatch):
@@ -352,22 +369,24 @@ def test_gcs_open_read_streams_in_chunks(gcs_emulator, monkeypatch):
         assert sum(1 for _ in f) == len(lines)
 
 
-def test_gcs_open_read_never_mixes_two_versions(gcs_emulator, monkeypatch):
-    """An overwrite during a chunked read makes the read fail instead of splicing new bytes."""
+def test_open_read_never_mixes_two_versions(object_store, monkeypatch):
+    """An overwrite during a chunked read makes the read fail instead of splicing new bytes:
+    the server refuses the next chunk (GCS: the pinned generation is gone; S3: If-Match fails)."""
     from google.api_core import exceptions as gexc
+    from s3fs.utils import FileExpired
 
     monkeypatch.setattr(storage, "_CHUNK_SIZE", 256 * 1024)
-    uri = f"gs://{gcs_emulator.create_bucket()}/data.bin"
+    uri = f"{object_store}/data.bin"
     storage.write_bytes(uri, os.urandom(1024 * 1024))
     with storage.open_read(uri) as f:
         f.read(1000)
         storage.write_bytes(uri, b"replaced")
-        with pytest.raises(gexc.NotFound):
+        with pytest.raises(gexc.NotFound if storage.is_gcs(uri) else FileExpired):
             f.read()
 
 
-def test_gcs_stage_to_local_skips_unchanged_files(gcs_emulator, tmp_path):
-    root = f"gs://{gcs_emulator.create_bucket()}/tok"
+def test_stage_to_local_skips_unchanged_files(object_store, tmp_path):
+    root = f"{object_store}/tok"
     storage.write_text(f"{root}/vocab.txt", "a\nb\n")
     storage.write_text(f"{root}/config.json", "{}")
     staged = storage.stage_to_local(root, tmp_path)
@@ -419,6 +438,194 @@ def test_gcs_uploads_get_a_content_type(gcs_emulator):
     blob = gcs_emulator.client().bucket(bucket).get_blob("m.json")
     assert blob.content_type == "application/json"
     assert json.loads(blob.download_as_bytes()) == {"a": 1}
+
+
+# ---------------------------------------------------------------------------------------------
+# S3 specifics (moto's real S3 HTTP server)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_s3_server_honours_if_none_match(s3_emulator):
+    """The create-only precondition is enforced by the server, not only by mlm.storage."""
+    from botocore.exceptions import ClientError
+
+    client = s3_emulator.client()
+    bucket = s3_emulator.create_bucket()
+    client.put_object(Bucket=bucket, Key="k", Body=b"first", IfNoneMatch="*")
+    with pytest.raises(ClientError, match="PreconditionFailed"):
+        client.put_object(Bucket=bucket, Key="k", Body=b"second", IfNoneMatch="*")
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"first"
+
+
+def test_s3_and_minio_uris_name_the_same_objects(s3_emulator):
+    bucket = s3_emulator.create_bucket()
+    storage.write_json(f"minio://{bucket}/runs/m.json", {"a": 1})
+    assert storage.read_json(f"s3://{bucket}/runs/m.json") == {"a": 1}
+    assert storage.glob(f"minio://{bucket}/runs/*") == [f"minio://{bucket}/runs/m.json"]
+    head = s3_emulator.client().head_object(Bucket=bucket, Key="runs/m.json")
+    assert head["ContentType"] == "application/json"
+
+
+def test_s3_endpoint_prefers_aws_endpoint_url_s3(s3_emulator, monkeypatch):
+    bucket = s3_emulator.create_bucket()
+    storage.write_text(f"s3://{bucket}/x.txt", "via AWS_ENDPOINT_URL")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_emulator.endpoint)
+    assert storage.read_text(f"s3://{bucket}/x.txt") == "via AWS_ENDPOINT_URL"
+
+
+def test_s3_transient_errors_are_retried(s3_emulator, monkeypatch):
+    """Real HTTP 503 SlowDown answers (a proxy in front of moto) are retried until one succeeds."""
+    bucket = s3_emulator.create_bucket()
+    with FlakyProxy(s3_emulator.endpoint, failures=2) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        storage.write_text(f"s3://{bucket}/x.txt", "survived two 503s")
+        assert proxy.failed == 2 and proxy.forwarded >= 1
+        assert storage.read_text(f"minio://{bucket}/x.txt") == "survived two 503s"
+
+
+def test_s3_errors_that_outlast_the_retries_are_one_line(s3_emulator, monkeypatch):
+    """A store that keeps answering 503 gets a bounded number of attempts, then one line."""
+    monkeypatch.setattr(storage, "_S3_ATTEMPTS", 2)
+    monkeypatch.setattr(storage, "_S3_RETRY_ROUNDS", 2)
+    bucket = s3_emulator.create_bucket()
+    with FlakyProxy(s3_emulator.endpoint, failures=10**6) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        with pytest.raises(UserInputError, match=r"kept failing for s3://.*up to 4 attempts") as e:
+            storage.read_text(f"s3://{bucket}/x.txt")
+        assert 2 <= proxy.failed <= 4 and proxy.forwarded == 0
+    assert "\n" not in str(e.value)
+
+
+def test_s3_missing_credentials_are_a_user_input_error(s3_emulator, monkeypatch, tmp_path):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_emulator.endpoint + "/")  # a fresh client
+    with pytest.raises(UserInputError, match=r"no AWS credentials for s3://b-1/x\.txt .*Secret"):
+        storage.read_text("s3://b-1/x.txt")
+
+
+def test_s3_unreachable_endpoint_is_one_line(s3_emulator, monkeypatch):
+    monkeypatch.setattr(storage, "_S3_ATTEMPTS", 1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: refused
+    with pytest.raises(UserInputError, match=r"cannot reach the S3 endpoint http://127\.0\.0\.1:9"):
+        storage.write_text("minio://mlpipeline/x.txt", "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# Safe storage: names, staging, unfinished outputs, temporaries, scratch space
+# ---------------------------------------------------------------------------------------------
+
+
+def _put_raw(object_store: str, key: str, data: bytes, request: pytest.FixtureRequest) -> None:
+    """Writes an object with the store's own client, bypassing mlm.storage's name checks."""
+    bucket = object_store.split("://", 1)[1]
+    if storage.is_gcs(object_store):
+        client = request.getfixturevalue("gcs_emulator").client()
+        client.bucket(bucket).blob(key).upload_from_string(data)
+    else:
+        client = request.getfixturevalue("s3_emulator").client()
+        client.put_object(Bucket=bucket, Key=key, Body=data)
+
+
+def test_stage_to_local_refuses_objects_that_would_land_outside(object_store, tmp_path, request):
+    _put_raw(object_store, "data/ok.txt", b"fine", request)
+    _put_raw(object_store, "data/sub/../../../escaped.txt", b"evil", request)
+    # The server kept the name as written.
+    assert storage.glob(f"{object_store}/data/*") == [
+        f"{object_store}/data/{n}" for n in ("ok.txt", "sub")
+    ]
+    with pytest.raises(UserInputError, match=r"refusing to stage .*/data: .*'\.\.'"):
+        storage.stage_to_local(f"{object_store}/data", tmp_path / "stage")
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "stage" / "data").exists()
+    with pytest.raises(UserInputError, match="path segments"):
+        storage.read_text(f"{object_store}/data/sub/../../../escaped.txt")
+
+
+def test_an_interrupted_upload_leaves_a_replaceable_unfinished_output(object_store, monkeypatch):
+    from mlm.data.artifacts import check_replaceable
+
+    uri = f"{object_store}/shards"
+    copied = []
+
+    def copy_then_die(local_path: str, destination: str) -> None:
+        if len(copied) == 2:
+            raise KeyboardInterrupt  # the process is stopped mid-upload
+        copied.append(destination)
+        real_copy(local_path, destination)
+
+    real_copy = storage._copy_file
+    monkeypatch.setattr(storage, "_copy_file", copy_then_die)
+    with (
+        pytest.raises(KeyboardInterrupt),
+        storage.atomic_directory(uri, last=["manifest.json"]) as d,
+    ):
+        _make_tree(
+            d, {f"train-{i}.tfrecord": b"x" * i for i in range(5)} | {"manifest.json": b"{}"}
+        )
+    monkeypatch.setattr(storage, "_copy_file", real_copy)
+
+    assert not storage.exists(f"{uri}/manifest.json")
+    assert storage.is_unfinished(uri)
+    check_replaceable(uri, "manifest.json", "shard")  # a rerun may replace it
+    with storage.atomic_directory(uri, last=["manifest.json"]) as d:
+        _make_tree(d, {"train-0.tfrecord": b"new", "manifest.json": b"{}"})
+    assert not storage.is_unfinished(uri)
+    assert storage.glob(f"{uri}/*") == [f"{uri}/manifest.json", f"{uri}/train-0.tfrecord"]
+
+    # Without the marker, a directory of something else is still refused.
+    storage.write_text(f"{object_store}/notes/a.txt", "keep me")
+    with pytest.raises(UserInputError, match=r"non-empty directory without manifest\.json"):
+        check_replaceable(f"{object_store}/notes", "manifest.json", "shard")
+
+
+def test_a_killed_writer_s_temporary_directory_is_removed_by_the_next_run(tmp_path):
+    """A real process killed (SIGKILL) inside atomic_directory leaves its temporary; the next
+    atomic_directory onto the same destination deletes it, but not a live writer's."""
+    destination = tmp_path / "shards"
+    script = (
+        "import os, signal, sys\n"
+        "from mlm import storage\n"
+        "with storage.atomic_directory(sys.argv[1]) as d:\n"
+        "    open(os.path.join(d, 'train-0.tfrecord'), 'wb').write(b'partial')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(destination)], check=False)
+    assert killed.returncode == -signal.SIGKILL
+    (leftover,) = os.listdir(tmp_path)
+    assert leftover.startswith(".shards.tmp-")
+    live = tmp_path / f".shards.tmp-{storage._HOST}-{os.getpid()}-0123abcd"
+    live.mkdir()
+    foreign = tmp_path / f".shards.tmp-other-host-{os.getpid()}-89abcdef"
+    foreign.mkdir()
+
+    with storage.atomic_directory(destination) as d:
+        _make_tree(d, {"train-0.tfrecord": b"complete"})
+    assert sorted(os.listdir(tmp_path)) == sorted(["shards", live.name, foreign.name])
+    assert (destination / "train-0.tfrecord").read_bytes() == b"complete"
+
+
+def test_scratch_dir_is_private_unpredictable_and_removed_at_exit(tmp_path):
+    script = (
+        "import os\n"
+        "from mlm import storage\n"
+        "path = storage.scratch_dir('shards-x')\n"
+        "open(os.path.join(path, 'f'), 'w').write('x')\n"
+        "print(path, oct(os.stat(os.path.dirname(path)).st_mode & 0o777))\n"
+    )
+    runs = [
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+        for _ in range(2)
+    ]
+    (first, mode), (second, _) = (run.stdout.split() for run in runs)
+    assert first != second and os.path.basename(first) == "shards-x"
+    assert mode == "0o700"
+    assert not os.path.exists(first) and not os.path.exists(second)
+    with pytest.raises(ValueError, match="one path component"):
+        storage.scratch_dir("../x")
 
 
 def test_missing_credentials_are_a_user_input_error(monkeypatch, tmp_path):

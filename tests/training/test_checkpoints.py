@@ -1,4 +1,4 @@
-"""CheckpointKeeper: keep the last K, resume from the newest complete one, local and gs://."""
+"""CheckpointKeeper: keep the last K, resume from the newest complete one, on disk and in stores."""
 
 from __future__ import annotations
 
@@ -82,9 +82,9 @@ def test_non_chief_saves_to_scratch_and_restores_from_the_chief(tmp_path):
     assert not os.path.exists(worker._scratch)
 
 
-def test_gcs_checkpoints_round_trip_through_the_emulator(gcs_emulator):
-    bucket = gcs_emulator.create_bucket()
-    directory = f"gs://{bucket}/run/checkpoints"
+def test_object_store_checkpoints_round_trip(object_store):
+    """gs:// on fake-gcs-server, s3:// and minio:// on moto's S3 server."""
+    directory = f"{object_store}/run/checkpoints"
     checkpoint, step, weights = make_state()
     keeper = CheckpointKeeper(directory, checkpoint, keep=2)
     assert keeper.restore_latest() is None

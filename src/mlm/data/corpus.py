@@ -64,7 +64,7 @@ def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
 
 def _list_directory(uri: str) -> list[str]:
     """Files below a local directory or `gs://` prefix (hidden names skipped)."""
-    if storage.is_gcs(uri):
+    if storage.is_remote(uri):
         files = []
         for child in storage.glob(storage.join(uri, "*")):
             if os.path.basename(child).startswith("."):
@@ -84,7 +84,7 @@ def _is_gcs_prefix(uri: str) -> bool:
 
 
 def _is_directory(uri: str) -> bool:
-    return _is_gcs_prefix(uri) if storage.is_gcs(uri) else os.path.isdir(uri)
+    return _is_gcs_prefix(uri) if storage.is_remote(uri) else os.path.isdir(uri)
 
 
 def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
@@ -123,8 +123,8 @@ def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
 
 
 def file_size(uri: str) -> int:
-    """The size in bytes of a local file or `gs://` object (as stored: compressed for `.gz`)."""
-    if not storage.is_gcs(uri):
+    """The size in bytes of a local file or stored object (as stored: compressed for `.gz`)."""
+    if not storage.is_remote(uri):
         return os.path.getsize(uri)
     with storage.open_read(uri, "rb") as raw:
         return raw.seek(0, io.SEEK_END)

@@ -75,7 +75,7 @@ def pretraining_dataset(
     # Examples go to the files round-robin, so with fewer examples than files only the first
     # ones hold data; leaving out the empty ones keeps file-level sharding from starving a worker.
     files = manifest.files(split)[: manifest.splits[split].examples]
-    if storage.is_gcs(shard_dir):
+    if storage.is_remote(shard_dir):
         local_dir = cached_local_copy(shard_dir, "shards")
         files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
     seq_length = manifest.seq_length

@@ -137,7 +137,7 @@ def load_existing_tokenizer(path: str, *, lowercase: bool = True) -> Any:
                 "token per line"
             )
         return BertTokenizer(vocab={t: i for i, t in enumerate(tokens)}, do_lower_case=lowercase)
-    if not storage.is_gcs(path) and not os.path.isdir(path):
+    if not storage.is_remote(path) and not os.path.isdir(path):
         raise UserInputError(f"tokenizer: directory {path} does not exist")
     local = cached_local_copy(path, "tokenizer")
     try:

@@ -366,7 +366,7 @@ def _local_directory(path: str | os.PathLike[str]) -> Iterator[str]:
     from mlm import storage
 
     path = os.fspath(path)
-    if storage.is_gcs(path):
+    if storage.is_remote(path):
         with tempfile.TemporaryDirectory(prefix="hf-checkpoint-") as staging:
             local = storage.stage_to_local(path, staging)
             try:

@@ -154,7 +154,7 @@ def _train(config: PretrainConfig) -> PretrainResult:
         )
         tensorboard_dir = (
             os.path.join(scratch, "tensorboard")
-            if storage.is_gcs(output_dir)
+            if storage.is_remote(output_dir)
             else os.path.join(output_dir, "tensorboard")
         )
         if cluster.is_chief:
@@ -228,7 +228,7 @@ def _train(config: PretrainConfig) -> PretrainResult:
         storage.write_json(storage.join(output_dir, HISTORY_FILE), result.history)
         if pushgateway is not None:
             pushgateway.report({**final_report, "finished": 1.0})
-        if storage.is_gcs(output_dir):
+        if storage.is_remote(output_dir):
             tensorboard.close()
             storage.sync_dir(tensorboard_dir, storage.join(output_dir, "tensorboard"))
         storage.write_json(storage.join(output_dir, METRICS_FILE), metrics)  # last: "done"

@@ -5,7 +5,7 @@
 - `strategy`: `make_strategy()` picks MultiWorkerMirrored, Mirrored or the default strategy;
 - `loop`: `train_loop()`, one step function on every strategy (evaluation:
   `mlm.evaluation.masked_lm_metrics(..., strategy=...)`);
-- `checkpoints`: `CheckpointKeeper`, periodic checkpoints with automatic resume (local or gs://).
+- `checkpoints`: `CheckpointKeeper`, periodic checkpoints with automatic resume (local or object store).
 
 `mlm.steps.pretrain` puts them together; `mlm.launch.local` runs several workers on one machine.
 """

@@ -9,9 +9,11 @@ are restored, so a half-written checkpoint is never picked up.
 Under MultiWorkerMirroredStrategy every worker must take part in a save; only the chief writes to
 the real directory, the others save into a temporary directory that is deleted right after.
 
-A `gs://` directory is staged: checkpoints are written to a local directory and then uploaded
-through `mlm.storage`, data files first and the `checkpoint` state file last (the same ordering
-guarantee); on start the remote directory is downloaded before restoring.
+An object-store directory (`gs://`, `s3://`, `minio://`) is staged: TensorFlow cannot write
+there itself (its `gs://` file system cannot reach an emulator, and TensorFlow 2.21 has no `s3://`
+one), so checkpoints are written to a local directory and then uploaded through `mlm.storage`,
+data files first and the `checkpoint` state file last (the same ordering guarantee); on start the
+remote directory is downloaded before restoring.
 """
 
 from __future__ import annotations
@@ -34,10 +36,10 @@ _CKPT_FILE = re.compile(r"^ckpt-(\d+)(\.index|\.data-\d+-of-\d+|\.json)$")
 
 
 class CheckpointKeeper:
-    """Saves and restores a `tf.train.Checkpoint` in a local or gs:// directory.
+    """Saves and restores a `tf.train.Checkpoint` in a local or object-store directory.
 
     Args:
-        directory: where checkpoints live (local path or gs:// URI).
+        directory: where checkpoints live (local path, gs://, s3:// or minio:// URI).
         checkpoint: what to save (e.g. `tf.train.Checkpoint(model=..., optimizer=..., step=...)`).
         is_chief: whether this process owns `directory` (other workers save to a scratch dir).
         keep: how many of the most recent checkpoints to keep (at least 1).
@@ -59,7 +61,7 @@ class CheckpointKeeper:
         self.checkpoint = checkpoint
         self.is_chief = is_chief
         self.keep = keep
-        self._remote = storage.is_gcs(directory)
+        self._remote = storage.is_remote(directory)
         self._scratch = tempfile.mkdtemp(prefix="mlm-ckpt-")
         local = directory
         if is_chief:
@@ -80,7 +82,7 @@ class CheckpointKeeper:
         """Restores the newest complete checkpoint into the tracked objects.
 
         Every worker restores the same files, read from `directory` (so all workers must see it:
-        gs:// or a shared volume).
+        an object store or a shared volume).
 
         Returns:
             The checkpoint's JSON sidecar (an empty dict if it has none), or None when there was
@@ -112,7 +114,7 @@ class CheckpointKeeper:
             return self._manager.latest_checkpoint
         import tensorflow as tf
 
-        if storage.is_gcs(self.directory):
+        if storage.is_remote(self.directory):
             staged = _download_dir(self.directory, os.path.join(self._scratch, "restore"))
             return tf.train.latest_checkpoint(staged)
         return tf.train.latest_checkpoint(self.directory)
@@ -125,7 +127,8 @@ class CheckpointKeeper:
             sidecar: JSON-serialisable extras written next to it (`ckpt-<step>.json`).
 
         Returns:
-            The chief's checkpoint path prefix (local staging path for gs://); None on other workers.
+            The chief's checkpoint path prefix (the local staging path for an object store);
+            None on other workers.
         """
         if sidecar is not None and self.is_chief:
             # The sidecar goes first: it is only read for checkpoints the state file lists.
@@ -152,7 +155,7 @@ class CheckpointKeeper:
                 os.remove(os.path.join(self.local_directory, name))
 
     def _upload(self) -> None:
-        """Mirrors the staged directory to gs://: new files, then the state file, then deletions.
+        """Mirrors the staged directory to the store: new files, the state file, then deletions.
 
         Not `storage.sync_dir`: that removes its marker file first, so a job killed mid-upload
         would lose every checkpoint; here the old state file stays valid until it is replaced.
@@ -185,7 +188,7 @@ def _upload_file(local_path: str, directory: str, name: str) -> None:
 
 
 def _download_dir(directory: str, local_parent: str) -> str:
-    """Stages a gs:// checkpoint directory under `local_parent`; returns the local copy."""
+    """Stages an object-store checkpoint directory under `local_parent`; returns the local copy."""
     if not storage.exists(directory):
         local = os.path.join(local_parent, directory.rstrip("/").rsplit("/", 1)[1])
         os.makedirs(local, exist_ok=True)
