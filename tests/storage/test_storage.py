@@ -546,7 +546,7 @@ def test_stage_to_local_refuses_objects_that_would_land_outside(object_store, tm
 
 
 def test_an_interrupted_upload_leaves_a_replaceable_unfinished_output(object_store, monkeypatch):
-    from mlm.data.artifacts import check_replaceable
+    from mlm.artifacts import check_replaceable
 
     uri = f"{object_store}/shards"
     copied = []
