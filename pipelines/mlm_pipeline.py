@@ -208,6 +208,9 @@ def mlm_pretraining_pipeline(
         pretrain_task.set_env_variable("MLM_IMAGE", MLM_IMAGE)
         pretrain_task.set_accelerator_type(GPU_RESOURCE)
         pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
+        # The limit is a placeholder, not a task input: inside the exit handler's DAG the
+        # compiler only passes the parameter down when the task registers it as one it uses.
+        pretrain_task.register_pipeline_channels([pretrain_pod_gpus])
         kubernetes.add_toleration(
             pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
         )
