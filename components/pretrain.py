@@ -6,12 +6,29 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 from components import MLM_IMAGE
 
 
-@dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
+@dsl.component(
+    base_image=MLM_IMAGE,
+    install_kfp_package=False,
+    # The task's env (e.g. object-store endpoint and credentials, set with set_env_variable or
+    # kubernetes.use_secret_as_env) reaches the job's workers too (`task_config.env`). The pod
+    # keeps all its settings (apply_to_task): its own GPUs and placement serve launcher "local";
+    # the workers' resources and placement are the worker_* parameters.
+    task_config_passthroughs=[
+        dsl.TaskConfigPassthrough(field=field, apply_to_task=True)
+        for field in (
+            dsl.TaskConfigField.ENV,
+            dsl.TaskConfigField.RESOURCES,
+            dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+            dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+        )
+    ],
+)
 def pretrain(
     shards: Input[Dataset],
     tokenizer: Input[Artifact],
     model: Output[Model],
     metrics: Output[Metrics],
+    task_config: dsl.TaskConfig,
     variant: str = "tiny",
     model_overrides: dict = {},  # noqa: B006 (KFP takes defaults from the signature)
     batch_size: int = 32,
@@ -42,7 +59,8 @@ def pretrain(
     and `task_name`, named after them (a retry re-attaches to the job), running `worker_image`
     ("" = this step's own image, its "-gpu" variant for GPU workers) with `gpus_per_worker`
     GPUs, `worker_cpu` / `worker_memory`, `worker_node_selector`, `worker_tolerations` and `spot`
-    per pod, for at most `job_timeout_hours`. `pretrain_options` holds any other
+    per pod, for at most `job_timeout_hours`, with this task's environment (`task_config.env`,
+    KFP's task-config passthrough). `pretrain_options` holds any other
     `mlm.config.PretrainConfig` setting by name (precision, mask_ratio, whole_word_masking,
     gradient_clipping, checkpoint_every_steps, ...); an unknown name or a bad value fails the
     step with one line.
@@ -122,6 +140,7 @@ def pretrain(
                 "tolerations": plain(worker_tolerations),
                 "spot": spot,
                 "timeout_s": job_timeout_hours * 3600,
+                "env_vars": list(task_config.env or []) if task_config else [],
             },
             **settings,
         )

@@ -457,13 +457,13 @@ def compiled_pretrain_image(tmp_path) -> str:
     return env["value"]
 
 
-def run_pretrain_step(kube, tmp_path, **parameters):
+def run_pretrain_step(kube, tmp_path, task_env=None, **parameters):
     """The compiled pipeline's pretrain step body with launcher "trainjob", against `kube`.
 
     The job's workers are not real: the test plays the controller (the job completes on the first
     read) and writes the metrics.json the workers would write to the model URI.
     """
-    from kfp.dsl import Artifact, Dataset, Metrics, Model
+    from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
     from components.pretrain import pretrain
 
@@ -476,6 +476,7 @@ def run_pretrain_step(kube, tmp_path, **parameters):
         tokenizer=Artifact(name="tokenizer", uri="gs://b/run-7/tokenize/tokenizer"),
         model=Model(name="model", uri=str(model_uri)),
         metrics=metrics,
+        task_config=TaskConfig(env=task_env),
         launcher="trainjob",
         run_id="run-7",
         task_name="pretrain",
@@ -501,6 +502,17 @@ def test_the_runs_image_resources_placement_and_options_reach_the_trainjob(
         steps=50,
         worker_cpu="6",
         worker_memory="30Gi",
+        # The task's own env, as KFP's task-config passthrough hands it to the step.
+        task_env=[
+            {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"},
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
+                },
+            },
+            {"name": "MLM_NUM_WORKERS", "value": "99"},  # the launcher's own wins
+        ],
         # KFP hands dict/list parameters over as protobuf Structs: numbers become floats.
         worker_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
         worker_tolerations=[
@@ -528,6 +540,16 @@ def test_the_runs_image_resources_placement_and_options_reach_the_trainjob(
         "limits": {"cpu": "12", "memory": "30Gi", "nvidia.com/gpu": "1"},
     }
     assert job["spec"]["activeDeadlineSeconds"] == 7200
+    assert trainer["env"] == [
+        {"name": "MLM_NUM_WORKERS", "value": "2"},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"},
+        {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {
+                "secretKeyRef": {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
+            },
+        },
+    ]
     pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
         "replicatedJobs"
     ][0]["template"]["spec"]["template"]["spec"]

@@ -100,6 +100,10 @@ def test_pretrain_retries_with_backoff_and_cleanup_runs_whatever_the_outcome(tmp
         "launcher": {"componentInputParameter": "launcher"},
         "run_id": {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}},
     }
+    # The task's env (object-store endpoint, secrets) reaches the job's workers; the pod keeps it.
+    passthroughs = spec["components"]["comp-pretrain"]["taskConfigPassthroughs"]
+    assert {"field": "ENV", "applyToTask": True} in passthroughs
+    assert all(p["applyToTask"] for p in passthroughs)
     pretrain_inputs = steps_dag(spec)["pretrain"]["inputs"]["parameters"]
     assert pretrain_inputs["run_id"] == cleanup["inputs"]["parameters"]["run_id"]
     assert pretrain_inputs["task_name"] == {

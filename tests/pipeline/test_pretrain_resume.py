@@ -20,7 +20,7 @@ CHILD = textwrap.dedent(
     """
     import json, os, sys
 
-    from kfp.dsl import Artifact, Dataset, Metrics, Model
+    from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
     from components.pretrain import pretrain
     from mlm.training.checkpoints import CheckpointKeeper
@@ -40,6 +40,7 @@ CHILD = textwrap.dedent(
         tokenizer=Artifact(name="tokenizer", uri=kwargs.pop("tokenizer")),
         model=Model(name="model", uri=kwargs.pop("model")),
         metrics=Metrics(name="metrics", uri=kwargs.pop("metrics")),
+        task_config=TaskConfig(),
         **kwargs,
     )
     """
@@ -49,7 +50,7 @@ CHILD = textwrap.dedent(
 def test_a_retried_local_pretrain_resumes_from_its_durable_checkpoint(
     tiny_run, gcs_emulator, tmp_path
 ):
-    from kfp.dsl import Artifact, Dataset, Metrics, Model
+    from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
     from components.pretrain import pretrain
     from mlm import storage
@@ -98,6 +99,7 @@ def test_a_retried_local_pretrain_resumes_from_its_durable_checkpoint(
         tokenizer=Artifact(name="tokenizer", uri=tiny_run.tokenizer),
         model=Model(name="model", uri=model_uri),
         metrics=metrics,
+        task_config=TaskConfig(),
         **parameters,
     )
     assert metrics.metadata["start_step"] == STOP_AT

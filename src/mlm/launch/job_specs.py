@@ -122,6 +122,9 @@ class WorkerSpec:
         service_account: the pods' service account (its identity for gs:// access).
         env: extra environment variables for the training container.
         labels: extra labels on the job (and the TFJob's pods), e.g. `run_labels(...)`.
+        env_vars: further environment variables as Kubernetes EnvVar objects (`{"name", "value"}`
+            or `{"name", "valueFrom"}`), e.g. the pipeline task's own env (secrets included);
+            names set by `env` or the launcher win.
     """
 
     image: str
@@ -135,6 +138,7 @@ class WorkerSpec:
     service_account: str | None = DEFAULT_SERVICE_ACCOUNT
     env: Mapping[str, str] | None = None
     labels: Mapping[str, str] | None = None
+    env_vars: Sequence[Mapping[str, Any]] | None = None
 
     def validate(self) -> None:
         """Raises UserInputError naming the first bad field."""
@@ -168,6 +172,12 @@ class WorkerSpec:
                 raise UserInputError(
                     f"node_selector entries must be strings, got {key!r}: {value!r} "
                     '(quote label values such as "true")'
+                )
+        for variable in self.env_vars or ():
+            if not isinstance(variable, Mapping) or not variable.get("name"):
+                raise UserInputError(
+                    f"env_vars entry {variable!r} is not a Kubernetes EnvVar "
+                    '(e.g. {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service:9000"})'
                 )
         for toleration in self.tolerations or ():
             unknown = set(toleration) - {"key", "operator", "value", "effect", "toleration_seconds"}
@@ -283,7 +293,17 @@ def _env(spec: WorkerSpec) -> list[Any]:
     from kubernetes.client import V1EnvVar
 
     env = {"MLM_NUM_WORKERS": str(spec.num_workers), **(spec.env or {})}
-    return [V1EnvVar(name=key, value=str(value)) for key, value in env.items()]
+    variables = [V1EnvVar(name=key, value=str(value)) for key, value in env.items()]
+    for variable in spec.env_vars or ():
+        if variable["name"] not in env and variable["name"] != "MLM_PUSHGATEWAY_URL":
+            variables.append(
+                V1EnvVar(
+                    name=variable["name"],
+                    value=variable.get("value"),
+                    value_from=variable.get("valueFrom"),
+                )
+            )
+    return variables
 
 
 def build_trainjob(

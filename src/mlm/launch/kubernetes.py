@@ -438,6 +438,7 @@ def launch_pretraining_job(
     service_account: str | None = DEFAULT_SERVICE_ACCOUNT,
     env: Mapping[str, str] | None = None,
     labels: Mapping[str, str] | None = None,
+    env_vars: Sequence[Mapping[str, Any]] | None = None,
     timeout_s: float = 7 * 24 * 3600,
     keep_job: bool = False,
     api_client: Any = None,
@@ -459,8 +460,8 @@ def launch_pretraining_job(
         num_workers: worker pods.
         gpus_per_worker: GPUs per pod (0: CPU).
         pretrain_args: the arguments after `mlm pretrain` (data, output, hyper-parameters).
-        cpu, memory, node_selector, tolerations, spot, service_account, env, labels: see
-            `WorkerSpec`.
+        cpu, memory, node_selector, tolerations, spot, service_account, env, labels, env_vars:
+            see `WorkerSpec`.
         timeout_s: how long to wait; the job also gets it as its active deadline.
         keep_job: leave the job (and its pods) in place when it ends (not when cancelled).
         api_client: a `kubernetes.client.ApiClient`; None loads in-cluster or kubeconfig config.
@@ -499,6 +500,7 @@ def launch_pretraining_job(
         service_account=service_account,
         env=env,
         labels=labels,
+        env_vars=env_vars,
     )
     spec.validate()
     manifest = BUILDERS[kind](name, namespace, spec, pretrain_args, int(timeout_s))
