@@ -515,7 +515,7 @@ def launch_pretraining_job(
     started = clock()
     with _sigterm_raises():
         try:
-            attached = job.create(manifest, service_account, clock, sleep)
+            attached = job.create(manifest, service_account, sleep)
             return _wait(
                 job,
                 core,
@@ -564,7 +564,6 @@ class _Job:
         self,
         manifest: Mapping[str, Any],
         service_account: str | None,
-        clock: Callable[[], float],
         sleep: Callable[[float], None],
         attempts: int = 4,
     ) -> bool:
