@@ -660,8 +660,36 @@ def test_a_retried_step_reattaches_to_the_job_its_first_attempt_created(monkeypa
     assert result.attached and result.state == "Succeeded"
     # The retry's create was answered 409 (same name), and it waited for the first job.
     assert [c[0] for c in kube.calls].count("POST") == 2
-    assert jobs_seen == [[("trainjobs", pod_namespace, result.name)]]
+    assert jobs_seen and all(
+        seen == [("trainjobs", pod_namespace, result.name)] for seen in jobs_seen
+    )
     assert kube.objects == {}
+
+
+def test_a_retry_waits_out_its_failed_predecessor_being_deleted_then_creates_the_job():
+    kube, clock = FakeKubernetes(), FakeClock()
+    name = "mlm-pretrain-run1-0123456789"
+    key = ("trainjobs", "mlm", name)
+    kube.objects[key] = {
+        "metadata": {"name": name, "deletionTimestamp": "2026-11-28T03:00:00Z"},
+        "status": {"conditions": [{"type": "Failed", "status": "True"}]},
+    }
+    reads = {"n": 0}
+    finish = finish_after(1, {"type": "Complete"})
+
+    def garbage_collect(job):
+        reads["n"] += 1
+        if reads["n"] == 2:  # by the second look the garbage collector has removed it
+            del kube.objects[key]
+            raise ApiException(status=404, reason="Not Found")
+        if "deletionTimestamp" not in job["metadata"]:
+            finish(job)
+
+    kube.on_get = garbage_collect
+    result = run(kube, clock, name=name)
+    assert not result.attached and result.state == "Succeeded"
+    assert [c[0] for c in kube.calls].count("POST") == 3  # 409, 409, created
+    assert clock.sleeps[:2] == [launch.TERMINATING_POLL_S, launch.TERMINATING_POLL_S]
 
 
 def test_sigterm_deletes_the_job_then_ends_the_launcher():

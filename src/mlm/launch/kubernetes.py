@@ -70,6 +70,9 @@ IMAGE_PULL_GRACE_S = 120.0
 UNSCHEDULABLE_GRACE_S = 600.0
 _IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONTAINER_CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
+# How long to wait for a job of the same name that is being deleted before recreating it.
+TERMINATING_POLLS = 60
+TERMINATING_POLL_S = 5.0
 # Worker 0's log lines read per poll (new ones are printed; older ones were printed before).
 FOLLOW_LOG_LINES = 1000
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -561,13 +564,50 @@ class _Job:
         return self.coordinates[2]
 
     def create(
+        self, manifest: Mapping[str, Any], service_account: str | None, sleep: Callable
+    ) -> bool:
+        """Creates the job; True when it already existed (a retried step re-attaches).
+
+        A job of the same name that is still being deleted (an earlier attempt's, deleted when
+        it failed) is waited out and then created anew.
+        """
+        for _ in range(TERMINATING_POLLS):
+            attached = self._create_once(manifest, service_account, sleep)
+            if not attached or not self._terminating():
+                return attached
+            logger.info("%s %s is still being deleted; waiting to create it anew", *self._id())
+            sleep(TERMINATING_POLL_S)
+        raise JobLaunchError(
+            "cannot create {0} {1}: an earlier {0} of that name has been terminating for over "
+            "{2:g} s (a stuck finalizer?); delete it: kubectl -n {3} delete {4} {5}".format(
+                *self._id(),
+                TERMINATING_POLLS * TERMINATING_POLL_S,
+                self.namespace,
+                self.kind.plural,
+                self.name,
+            )
+        )
+
+    def _id(self) -> tuple[str, str]:
+        return self.kind.kind, f"{self.namespace}/{self.name}"
+
+    def _terminating(self) -> bool:
+        """Whether the existing job is being deleted (or already gone)."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            job = self.get()
+        except ApiException:
+            return True  # 404: gone in the meantime, so create it
+        return bool(((job or {}).get("metadata") or {}).get("deletionTimestamp"))
+
+    def _create_once(
         self,
         manifest: Mapping[str, Any],
         service_account: str | None,
         sleep: Callable[[float], None],
         attempts: int = 4,
     ) -> bool:
-        """Creates the job; True when it already existed (a retried step re-attaches)."""
         from kubernetes.client.exceptions import ApiException
 
         for attempt in range(1, attempts + 1):
