@@ -10,12 +10,15 @@ by label and pod log (with kubelet-style timestamps when asked).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import re
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 from kubernetes.client import ApiClient, Configuration
 from kubernetes.client.exceptions import ApiException
@@ -217,3 +220,52 @@ def failed_pod(
             ],
         },
     }
+
+
+@contextlib.contextmanager
+def serve(fake: FakeKubernetes) -> Iterator[str]:
+    """Serves `fake` over HTTP on loopback (for a launcher in another process); yields its URL.
+
+    Each request goes through `fake.request`, so the same routes, hooks and recorded calls apply;
+    an ApiException becomes its HTTP status with the Status body.
+    """
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            parsed = urlparse(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length)) if length else None
+            try:
+                with lock:
+                    response = fake.request(
+                        self.command,
+                        fake.configuration.host + parsed.path,
+                        query_params=parse_qsl(parsed.query),
+                        body=body,
+                    )
+                status, data = response.status, response.data
+            except ApiException as error:
+                status = error.status
+                data = error.body or json.dumps({"kind": "Status", "message": error.reason})
+            payload = data.encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = _answer
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

@@ -13,6 +13,9 @@ import copy
 import io
 import os
 import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 import yaml
@@ -22,7 +25,13 @@ from kubernetes_validate import validate
 from mlm.errors import UserInputError
 from mlm.launch import job_specs as specs
 from mlm.launch import kubernetes as launch
-from tests.cluster.fake_kube import FakeKubernetes, failed_pod, pending_pod, running_pod
+from tests.cluster.fake_kube import (
+    FakeKubernetes,
+    failed_pod,
+    pending_pod,
+    running_pod,
+    serve,
+)
 from tests.cluster.manifest_policy import REPO, check_policy
 
 ARGS = ["gs://b/shards", "gs://b/tokenizer", "gs://b/out", "--steps", "100"]
@@ -711,6 +720,59 @@ def test_sigterm_deletes_the_job_then_ends_the_launcher():
     assert kube.objects == {}
     assert kube.calls[-1][0] == "DELETE" and kube.calls[-1][1].endswith(f"/trainjobs/{name}")
     assert signal.getsignal(signal.SIGTERM) == before  # the handler was restored
+
+
+LAUNCHER_PROCESS = """
+import sys
+
+from kubernetes.client import ApiClient, Configuration
+
+from mlm.launch.kubernetes import launch_pretraining_job
+
+launch_pretraining_job(
+    "trainjob", "mlm-pretrain-run1-0123456789", "mlm", "ghcr.io/mlm-project/mlm:0.1.0", 2, 0,
+    ["--shards", "gs://b/s", "--tokenizer", "gs://b/t", "--output", "gs://b/o"],
+    api_client=ApiClient(Configuration(host=sys.argv[1])), poll_interval_s=0.2,
+)
+"""
+
+
+def test_sigterm_to_a_launcher_process_deletes_its_job():
+    """A launcher in its own process, against the fake API served over HTTP on loopback: SIGTERM
+    (what Kubernetes sends the pretrain pod when the run is terminated) deletes the job, and the
+    process ends with one line saying so."""
+    kube = FakeKubernetes()
+    name = "mlm-pretrain-run1-0123456789"
+    watched = threading.Event()
+
+    def seen(job):
+        watched.set()
+
+    kube.on_get = seen
+    with serve(kube) as url:
+        process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER_PROCESS, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert watched.wait(timeout=120), process.communicate(timeout=30)[0]
+            assert ("trainjobs", "mlm", name) in kube.objects
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode != 0
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("mlm.launch.kubernetes.JobCancelledError: "), output
+    assert f"cancelled while waiting for TrainJob mlm/{name}" in last and "deleted it" in last
+    assert kube.objects == {}
+    assert ("DELETE", f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/mlm/trainjobs/{name}") in [
+        call[:2] for call in kube.calls
+    ]
 
 
 CRD_MISSING = (404, "the server could not find the requested resource")
