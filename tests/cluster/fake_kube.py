@@ -5,7 +5,8 @@ No Kubernetes API server can run on the test machines, so `FakeKubernetes` subcl
 boundary is the real client: `CustomObjectsApi` / `CoreV1Api` build the URLs and query strings,
 serialise bodies, raise `ApiException` for error statuses and deserialise `V1PodList`. It serves
 only the calls the launcher makes: custom objects (create, get, list by label, delete), pod list
-by label and pod log (with kubelet-style timestamps when asked).
+by label and pod log (with kubelet-style timestamps when asked). `serve` puts the same fake behind
+a loopback HTTP server, for a launcher running in another process.
 """
 
 from __future__ import annotations
