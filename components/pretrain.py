@@ -6,44 +6,89 @@ from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 from components import MLM_IMAGE
 
 
-@dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
+@dsl.component(
+    base_image=MLM_IMAGE,
+    install_kfp_package=False,
+    # The task's env (e.g. object-store endpoint and credentials, set with set_env_variable or
+    # kubernetes.use_secret_as_env) reaches the job's workers too (`task_config.env`). The pod
+    # keeps all its settings (apply_to_task): its own GPUs and placement serve launcher "local";
+    # the workers' resources and placement are the worker_* parameters.
+    task_config_passthroughs=[
+        dsl.TaskConfigPassthrough(field=field, apply_to_task=True)
+        for field in (
+            dsl.TaskConfigField.ENV,
+            dsl.TaskConfigField.RESOURCES,
+            dsl.TaskConfigField.KUBERNETES_TOLERATIONS,
+            dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
+        )
+    ],
+)
 def pretrain(
     shards: Input[Dataset],
     tokenizer: Input[Artifact],
     model: Output[Model],
     metrics: Output[Metrics],
+    task_config: dsl.TaskConfig,
     variant: str = "tiny",
     model_overrides: dict = {},  # noqa: B006 (KFP takes defaults from the signature)
     batch_size: int = 32,
     steps: int = 1000,
     learning_rate: float = 5e-4,
     warmup_ratio: float = 0.1,
+    pretrain_options: dict = {},  # noqa: B006
     workers: int = 1,
     gpus_per_worker: int = 0,
     launcher: str = "local",
+    worker_image: str = "",
+    worker_cpu: str = "4",
+    worker_memory: str = "16Gi",
+    worker_node_selector: dict = {},  # noqa: B006
+    worker_tolerations: list = [],  # noqa: B006
+    spot: bool = False,
+    job_timeout_hours: float = 168.0,
     pushgateway_url: str = "",
     run_id: str = "",
+    task_name: str = "pretrain",
     seed: int = 0,
 ):
     """Pre-trains a `variant` BERT with the MLM objective on the `shards` artifact.
 
     `launcher` "local" trains in this pod (`workers` local processes); "trainjob" (Kubeflow
-    Trainer v2) or "tfjob" (Training Operator) runs `workers` pods with `gpus_per_worker` GPUs each
-    and waits for them. The `model` artifact holds the pretrain output directory
-    (`mlm_model.keras`, `encoder.keras`, `metrics.json`, `history.json`, `checkpoints/`, ...).
+    Trainer v2) or "tfjob" (Training Operator) runs `workers` pods and waits for them (see
+    `mlm.launch.kubernetes.launch_pretraining`): in this pod's namespace, labelled with `run_id`
+    and `task_name`, named after them (a retry re-attaches to the job), running `worker_image`
+    ("" = this step's own image, its "-gpu" variant for GPU workers) with `gpus_per_worker`
+    GPUs, `worker_cpu` / `worker_memory`, `worker_node_selector`, `worker_tolerations` and `spot`
+    per pod, for at most `job_timeout_hours`, with this task's environment (`task_config.env`,
+    KFP's task-config passthrough). `pretrain_options` holds any other
+    `mlm.config.PretrainConfig` setting by name (precision, mask_ratio, whole_word_masking,
+    gradient_clipping, checkpoint_every_steps, ...); an unknown name or a bad value fails the
+    step with one line.
+
+    The model artifact holds the pretrain output directory (`mlm_model.keras`, `encoder.keras`,
+    `metrics.json`, `history.json`, `checkpoints/`, ...). Training writes straight to the
+    artifact's URI when it is remote (gs://, s3://, minio://), so the checkpoints outlive this
+    pod and a retried step resumes from the last one.
     """
     import json
 
     from mlm import storage
     from mlm.artifacts import METRICS_FILE
+    from mlm.errors import UserInputError
+
+    def plain(value):
+        # KFP passes dict/list parameters as protobuf Structs, whose numbers are all floats.
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, dict):
+            return {key: plain(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [plain(item) for item in value]
+        return value
 
     settings = {
         "variant": variant,
-        # KFP passes a dict parameter as a protobuf Struct, whose numbers are all floats.
-        "model_overrides": {
-            key: int(value) if isinstance(value, float) and value.is_integer() else value
-            for key, value in model_overrides.items()
-        },
+        "model_overrides": plain(model_overrides),
         "batch_size": batch_size,
         "steps": steps,
         "learning_rate": learning_rate,
@@ -52,6 +97,16 @@ def pretrain(
         "run_id": run_id,
         "seed": seed,
     }
+    reserved = {*settings, "shard_dir", "tokenizer_dir", "output_dir", "workers"}
+    clashes = sorted(reserved & set(pretrain_options))
+    if clashes:
+        raise UserInputError(
+            f"pretrain_options {clashes}: these are pipeline parameters (or the step's inputs "
+            "and outputs) of their own; set them there"
+        )
+    settings.update(plain(pretrain_options))
+    # Remote artifact URIs outlive the pod: train there, so a retry finds the checkpoints.
+    output_dir = model.uri if "://" in model.uri else model.path
     if launcher == "local":
         from mlm.config import PretrainLaunchConfig
         from mlm.launch.local import run_pretraining
@@ -60,7 +115,7 @@ def pretrain(
             PretrainLaunchConfig.create(
                 shard_dir=shards.path,
                 tokenizer_dir=tokenizer.path,
-                output_dir=model.path,
+                output_dir=output_dir,
                 workers=workers,
                 **settings,
             )
@@ -76,11 +131,21 @@ def pretrain(
             output_dir=model.uri,
             workers=workers,
             gpus_per_worker=gpus_per_worker,
+            task=task_name,
+            image=worker_image,
+            job_options={
+                "cpu": worker_cpu,
+                "memory": worker_memory,
+                "node_selector": plain(worker_node_selector),
+                "tolerations": plain(worker_tolerations),
+                "spot": spot,
+                "timeout_s": job_timeout_hours * 3600,
+                "env_vars": list(task_config.env or []) if task_config else [],
+            },
             **settings,
         )
+        output_dir = model.uri
 
-    # A cluster job writes to the artifact's URI; a local run to its (mounted) path.
-    output_dir = model.path if launcher == "local" else model.uri
     result = json.loads(storage.read_text(storage.join(output_dir, METRICS_FILE)))
     for key, value in result.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -3,8 +3,10 @@
 Usage: python -m pipelines.compile [--output YAML] [--image IMAGE] [--gpu-node-selector KEY=VALUE]
 
 `--image` sets the container image of every step (default: $MLM_IMAGE or
-`mlm.DEFAULT_IMAGE`, the image of this version); `--gpu-node-selector` pins the pretrain pod to a GPU node pool.
-Both are compile-time: a KFP runtime parameter cannot change them.
+`mlm.DEFAULT_IMAGE`, the image of this version), and so of the TrainJob/TFJob workers the
+pretrain step launches (its "-gpu" tag for GPU workers; the run parameter `worker_image`
+overrides that); `--gpu-node-selector` pins the pretrain pod to a GPU node pool. Both are
+compile-time: a KFP runtime parameter cannot change a step's own image or node selector.
 """
 
 from __future__ import annotations

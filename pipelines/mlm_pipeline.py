@@ -4,6 +4,13 @@ It only wires the components in `components/` and sets task options; parameter d
 the components' (and so `mlm.config`'s; tests/test_config.py checks both):
 
 - tokenize and shard are cached (same corpus and options → same artifacts); pretrain never is;
+- pretrain is retried (`PRETRAIN_RETRIES` times, exponential back-off from `PRETRAIN_BACKOFF`): a
+  retried pod re-attaches to the run's training job, or (launcher "local") resumes from the last
+  checkpoint at the model artifact's remote URI;
+- the six steps run inside a `dsl.ExitHandler` whose `cleanup` task deletes the run's training
+  jobs (by the run-id label) when the run ends, fails or is terminated;
+- the pretrain step runs with the compiled image's name in $MLM_IMAGE, so its TrainJob/TFJob
+  workers run the same image (`worker_image` overrides it per run);
 - the pretrain pod requests `pretrain_pod_gpus` GPUs (`nvidia.com/gpu`, a runtime parameter) and
   tolerates the `nvidia.com/gpu` taint; with `launcher` "trainjob" or "tfjob" the pod only launches
   and watches the job, whose `workers` pods get `gpus_per_worker` GPUs each;
@@ -20,6 +27,8 @@ import os
 
 from kfp import dsl, kubernetes
 
+from components import MLM_IMAGE
+from components.cleanup import cleanup
 from components.evaluate import evaluate
 from components.export import export
 from components.finetune import finetune
@@ -29,6 +38,10 @@ from components.tokenize import tokenize
 
 PIPELINE_NAME = "mlm-pretraining"
 GPU_RESOURCE = "nvidia.com/gpu"
+PRETRAIN_RETRIES = 3
+PRETRAIN_BACKOFF = "60s"
+PRETRAIN_BACKOFF_FACTOR = 2.0
+PRETRAIN_MAX_BACKOFF = "600s"
 
 
 def _gpu_node_selector() -> tuple[str, str] | None:
@@ -65,10 +78,18 @@ def mlm_pretraining_pipeline(
     steps: int = 1000,
     learning_rate: float = 5e-4,
     warmup_ratio: float = 0.1,
+    pretrain_options: dict = {},  # noqa: B006
     workers: int = 1,
     gpus_per_worker: int = 0,
     pretrain_pod_gpus: int = 0,
     launcher: str = "local",
+    worker_image: str = "",
+    worker_cpu: str = "4",
+    worker_memory: str = "16Gi",
+    worker_node_selector: dict = {},  # noqa: B006
+    worker_tolerations: list = [],  # noqa: B006
+    spot: bool = False,
+    job_timeout_hours: float = 168.0,
     pushgateway_url: str = "",
     eval_batches: int = 0,
     finetune_task: str = "text_classification",
@@ -98,10 +119,24 @@ def mlm_pretraining_pipeline(
         steps: Pre-training optimizer steps.
         learning_rate: Peak pre-training learning rate.
         warmup_ratio: Share of the pre-training steps spent warming up linearly.
+        pretrain_options: Any other `mlm pretrain` setting by name, e.g. {"precision":
+            "mixed_bfloat16", "mask_ratio": 0.2, "whole_word_masking": true,
+            "gradient_clipping": 1.0, "checkpoint_every_steps": 500}; unknown names and bad
+            values fail the pretrain step with one line.
         workers: Training workers (local processes or job pods).
         gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
         pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").
         launcher: "local", "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator).
+        worker_image: Image of the job's workers ("" = the pipeline's image; its "-gpu" tag
+            when gpus_per_worker > 0).
+        worker_cpu: CPU request per worker pod (the limit is twice that).
+        worker_memory: Memory request and limit per worker pod.
+        worker_node_selector: Node labels the worker pods must land on, e.g.
+            {"cloud.google.com/gke-accelerator": "nvidia-l4"}.
+        worker_tolerations: Extra tolerations of the worker pods, e.g. [{"key": "dedicated",
+            "operator": "Equal", "value": "ml", "effect": "NoSchedule"}].
+        spot: Run the worker pods on spot (preemptible) nodes.
+        job_timeout_hours: Longest the training job may run (its active deadline).
         pushgateway_url: Prometheus Pushgateway for training metrics ("" = off).
         eval_batches: Validation batches to score (0 = the whole split).
         finetune_task: "text_classification", "sentiment_analysis", "ner", ...
@@ -115,81 +150,108 @@ def mlm_pretraining_pipeline(
         baseline: Also fine-tune a random-init encoder of the same architecture.
         seed: Seed for pre-training, evaluation masks and fine-tuning.
     """
-    tokenize_task = tokenize(
-        corpus_uri=corpus_uri,
-        vocab_size=vocab_size,
-        lowercase=lowercase,
-        pretrained_tokenizer_uri=pretrained_tokenizer_uri,
-    )
-    tokenize_task.set_display_name("tokenize")
+    cleanup_task = cleanup(launcher=launcher, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    cleanup_task.set_display_name("cleanup")
+    cleanup_task.set_caching_options(False)
+    with dsl.ExitHandler(cleanup_task, name="steps"):
+        tokenize_task = tokenize(
+            corpus_uri=corpus_uri,
+            vocab_size=vocab_size,
+            lowercase=lowercase,
+            pretrained_tokenizer_uri=pretrained_tokenizer_uri,
+        )
+        tokenize_task.set_display_name("tokenize")
 
-    shard_task = shard(
-        corpus_uri=corpus_uri,
-        tokenizer=tokenize_task.outputs["tokenizer"],
-        max_seq_length=max_seq_length,
-        num_shards=num_shards,
-    )
-    shard_task.set_display_name("shard")
+        shard_task = shard(
+            corpus_uri=corpus_uri,
+            tokenizer=tokenize_task.outputs["tokenizer"],
+            max_seq_length=max_seq_length,
+            num_shards=num_shards,
+        )
+        shard_task.set_display_name("shard")
 
-    pretrain_task = pretrain(
-        shards=shard_task.outputs["shards"],
-        tokenizer=tokenize_task.outputs["tokenizer"],
-        variant=variant,
-        model_overrides=model_overrides,
-        batch_size=batch_size,
-        steps=steps,
-        learning_rate=learning_rate,
-        warmup_ratio=warmup_ratio,
-        workers=workers,
-        gpus_per_worker=gpus_per_worker,
-        launcher=launcher,
-        pushgateway_url=pushgateway_url,
-        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        seed=seed,
-    )
-    pretrain_task.set_display_name("pretrain")
-    # A new model every run: a cached pretrain would silently reuse an old one.
-    pretrain_task.set_caching_options(False)
-    pretrain_task.set_accelerator_type(GPU_RESOURCE)
-    pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
-    kubernetes.add_toleration(
-        pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
-    )
-    node_selector = _gpu_node_selector()
-    if node_selector:
-        kubernetes.add_node_selector(pretrain_task, *node_selector)
+        pretrain_task = pretrain(
+            shards=shard_task.outputs["shards"],
+            tokenizer=tokenize_task.outputs["tokenizer"],
+            variant=variant,
+            model_overrides=model_overrides,
+            batch_size=batch_size,
+            steps=steps,
+            learning_rate=learning_rate,
+            warmup_ratio=warmup_ratio,
+            pretrain_options=pretrain_options,
+            workers=workers,
+            gpus_per_worker=gpus_per_worker,
+            launcher=launcher,
+            worker_image=worker_image,
+            worker_cpu=worker_cpu,
+            worker_memory=worker_memory,
+            worker_node_selector=worker_node_selector,
+            worker_tolerations=worker_tolerations,
+            spot=spot,
+            job_timeout_hours=job_timeout_hours,
+            pushgateway_url=pushgateway_url,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+            seed=seed,
+        )
+        pretrain_task.set_display_name("pretrain")
+        # A new model every run: a cached pretrain would silently reuse an old one.
+        pretrain_task.set_caching_options(False)
+        pretrain_task.set_retry(
+            num_retries=PRETRAIN_RETRIES,
+            backoff_duration=PRETRAIN_BACKOFF,
+            backoff_factor=PRETRAIN_BACKOFF_FACTOR,
+            backoff_max_duration=PRETRAIN_MAX_BACKOFF,
+        )
+        # The workers run the image this step runs (one image setting for the whole pipeline).
+        pretrain_task.set_env_variable("MLM_IMAGE", MLM_IMAGE)
+        pretrain_task.set_accelerator_type(GPU_RESOURCE)
+        pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
+        # The limit is a placeholder, not a task input: inside the exit handler's DAG the
+        # compiler only passes the parameter down when the task registers it as one it uses.
+        pretrain_task.register_pipeline_channels([pretrain_pod_gpus])
+        kubernetes.add_toleration(
+            pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
+        )
+        node_selector = _gpu_node_selector()
+        if node_selector:
+            kubernetes.add_node_selector(pretrain_task, *node_selector)
 
-    evaluate_task = evaluate(
-        model=pretrain_task.outputs["model"],
-        shards=shard_task.outputs["shards"],
-        tokenizer=tokenize_task.outputs["tokenizer"],
-        eval_batches=eval_batches,
-        seed=seed,
-    )
-    evaluate_task.set_display_name("evaluate")
+        evaluate_task = evaluate(
+            model=pretrain_task.outputs["model"],
+            shards=shard_task.outputs["shards"],
+            tokenizer=tokenize_task.outputs["tokenizer"],
+            eval_batches=eval_batches,
+            seed=seed,
+        )
+        evaluate_task.set_display_name("evaluate")
 
-    export_task = export(
-        model=pretrain_task.outputs["model"],
-        tokenizer=tokenize_task.outputs["tokenizer"],
-        evaluation=evaluate_task.outputs["metrics"],
-    )
-    export_task.set_display_name("export")
+        export_task = export(
+            model=pretrain_task.outputs["model"],
+            tokenizer=tokenize_task.outputs["tokenizer"],
+            evaluation=evaluate_task.outputs["metrics"],
+        )
+        export_task.set_display_name("export")
 
-    finetune_task_ = finetune(
-        encoder=export_task.outputs["encoder"],
-        labels_uri=labels_uri,
-        task=finetune_task,
-        validation_uri=finetune_validation_uri,
-        validation_fraction=finetune_validation_fraction,
-        max_seq_length=finetune_max_seq_length,
-        batch_size=finetune_batch_size,
-        epochs=finetune_epochs,
-        learning_rate=finetune_learning_rate,
-        baseline=baseline,
-        seed=seed,
-    )
-    finetune_task_.set_display_name("finetune")
+        finetune_task_ = finetune(
+            encoder=export_task.outputs["encoder"],
+            labels_uri=labels_uri,
+            task=finetune_task,
+            validation_uri=finetune_validation_uri,
+            validation_fraction=finetune_validation_fraction,
+            max_seq_length=finetune_max_seq_length,
+            batch_size=finetune_batch_size,
+            epochs=finetune_epochs,
+            learning_rate=finetune_learning_rate,
+            baseline=baseline,
+            seed=seed,
+        )
+        finetune_task_.set_display_name("finetune")
 
 
-# The order the steps run in (and the task names in the compiled pipeline).
+# The order the steps run in (and the task names in the compiled pipeline, inside the exit
+# handler's DAG `EXIT_HANDLER`; `CLEANUP_TASK` is the exit task).
 TASK_ORDER = ("tokenize", "shard", "pretrain", "evaluate", "export", "finetune")
+EXIT_HANDLER = "exit-handler-1"
+CLEANUP_TASK = "cleanup"

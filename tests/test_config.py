@@ -163,7 +163,23 @@ KFP_NAMES = {
     "finetune": {"labels_uri": "data", "validation_uri": "validation_data"},
 }
 # Component parameters that are not step settings: where and how to run.
-KFP_LAUNCH_PARAMETERS = {"pretrain": {"gpus_per_worker": 0, "launcher": "local"}}
+# Pretrain parameters that are not training settings: how and where the workers run (their
+# defaults are the launcher's, checked in tests/cluster/test_k8s_launcher.py).
+KFP_LAUNCH_PARAMETERS = {
+    "pretrain": {
+        "gpus_per_worker": 0,
+        "launcher": "local",
+        "pretrain_options": {},
+        "worker_image": "",
+        "worker_cpu": "4",
+        "worker_memory": "16Gi",
+        "worker_node_selector": {},
+        "worker_tolerations": [],
+        "spot": False,
+        "job_timeout_hours": 168.0,
+        "task_name": "pretrain",
+    }
+}
 KFP_CONFIGS = {
     "tokenize": TokenizeConfig,
     "shard": ShardConfig,
@@ -202,11 +218,19 @@ def test_pipeline_defaults_are_the_component_defaults():
         for name, value in spec["root"]["inputDefinitions"]["parameters"].items()
     }
     checked = set()
-    for task in spec["root"]["dag"]["tasks"].values():
+    # The steps run inside the exit handler's DAG, whose inputs are `pipelinechannel--<name>`.
+    dags = [spec["root"]["dag"]] + [
+        component["dag"] for component in spec["components"].values() if "dag" in component
+    ]
+    for task in (task for dag in dags for task in dag["tasks"].values()):
         component = spec["components"][task["componentRef"]["name"]]
+        if "dag" in component:
+            continue
         component_params = component["inputDefinitions"].get("parameters", {})
         for name, source in task["inputs"].get("parameters", {}).items():
             pipeline_param = source.get("componentInputParameter")
+            if pipeline_param is not None:
+                pipeline_param = pipeline_param.removeprefix("pipelinechannel--")
             if pipeline_param is None or name not in component_params:
                 continue  # a constant, or a task option (the pod's GPU count)
             checked.add(pipeline_param)

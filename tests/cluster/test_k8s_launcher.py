@@ -3,10 +3,19 @@
 No Kubernetes API server can run on the test machines, so these tests use `FakeKubernetes`
 (tests/cluster/fake_kube.py): the official client down to its HTTP `request()`, answered from
 memory. Job status changes are scripted the way the Trainer / Training Operator controllers would
-report them; time is a fake clock so the timeout path runs instantly.
+report them; time is a fake clock so the timeout and start-up grace paths run instantly. The
+pipeline's pretrain and cleanup step bodies run for real against the same fake API.
 """
 
 from __future__ import annotations
+
+import copy
+import io
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 import pytest
 import yaml
@@ -16,7 +25,13 @@ from kubernetes_validate import validate
 from mlm.errors import UserInputError
 from mlm.launch import job_specs as specs
 from mlm.launch import kubernetes as launch
-from tests.cluster.fake_kube import FakeKubernetes, failed_pod
+from tests.cluster.fake_kube import (
+    FakeKubernetes,
+    failed_pod,
+    pending_pod,
+    running_pod,
+    serve,
+)
 from tests.cluster.manifest_policy import REPO, check_policy
 
 ARGS = ["gs://b/shards", "gs://b/tokenizer", "gs://b/out", "--steps", "100"]
@@ -344,20 +359,38 @@ def test_bad_parameters_fail_before_any_api_call(kwargs, message):
     assert kube.calls == []
 
 
-def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monkeypatch):
-    monkeypatch.delenv("MLM_JOB_NAMESPACE", raising=False)
-    monkeypatch.delenv("MLM_JOB_IMAGE", raising=False)
-    kube, clock = FakeKubernetes(), FakeClock()
-    kube.on_get = finish_after(1, {"type": "Complete"})
-    captured = {}
+def capture_creates(kube) -> list[dict]:
+    """The bodies of the custom objects created through `kube`, in order."""
+    created: list[dict] = []
     original = kube._custom
 
     def capture(method, match, body):
         if method == "POST":
-            captured.update(body)
+            created.append(copy.deepcopy(body))
         return original(method, match, body)
 
     kube._custom = capture
+    return created
+
+
+@pytest.fixture
+def pod_namespace(monkeypatch, tmp_path):
+    """This process runs "in a pod" of namespace kubeflow-user-alice (its service-account
+    namespace file), as a KFP step does."""
+    path = tmp_path / "namespace"
+    path.write_text("kubeflow-user-alice\n")
+    monkeypatch.setattr(launch, "NAMESPACE_FILE", str(path))
+    monkeypatch.delenv("MLM_JOB_NAMESPACE", raising=False)
+    return "kubeflow-user-alice"
+
+
+def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(
+    monkeypatch, pod_namespace
+):
+    monkeypatch.delenv("MLM_IMAGE", raising=False)
+    kube, clock = FakeKubernetes(), FakeClock()
+    kube.on_get = finish_after(1, {"type": "Complete"})
+    created = capture_creates(kube)
     result = launch.launch_pretraining(
         "trainjob",
         shard_dir="gs://b/shards",
@@ -372,7 +405,12 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monke
         pushgateway_url=None,
         job_options={"api_client": kube, "clock": clock, "sleep": clock.sleep},
     )
-    assert result.name == specs.job_name("run-7", "gs://b/run-7/pretrain/model")
+    assert result.name == specs.job_name("run-7", "pretrain")
+    assert result.namespace == pod_namespace
+    (captured,) = created
+    assert captured["metadata"]["namespace"] == pod_namespace
+    assert captured["metadata"]["labels"][specs.RUN_ID_LABEL] == "run-7"
+    assert captured["metadata"]["labels"][specs.TASK_LABEL] == "pretrain"
     trainer = captured["spec"]["trainer"]
     assert trainer["image"] == "ghcr.io/mlm-project/mlm:0.1.0-gpu"
     assert trainer["numNodes"] == 3
@@ -391,6 +429,501 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(monke
     assert (parsed.model.variant, parsed.steps, parsed.run_id) == ("tiny", 50, "run-7")
     assert parsed.model.model_overrides == {"num_layers": 2}
     assert parsed.output_dir == "gs://b/run-7/pretrain/model"
+
+
+def test_namespace_comes_from_the_pod_then_the_setting(monkeypatch, tmp_path):
+    monkeypatch.setattr(launch, "NAMESPACE_FILE", str(tmp_path / "absent"))
+    monkeypatch.delenv("MLM_JOB_NAMESPACE", raising=False)
+    assert launch.current_namespace() == "mlm"
+    monkeypatch.setenv("MLM_JOB_NAMESPACE", "team-a")
+    assert launch.current_namespace() == "team-a"
+    (tmp_path / "ns").write_text("kubeflow-user-bob\n")
+    monkeypatch.setattr(launch, "NAMESPACE_FILE", str(tmp_path / "ns"))
+    assert launch.current_namespace() == "kubeflow-user-bob"
+    assert launch.current_namespace("explicit") == "explicit"
+
+
+def test_workers_run_the_pipeline_image(monkeypatch):
+    monkeypatch.setenv("MLM_IMAGE", "registry.example.com/mlm:9")
+    assert launch.worker_image(None, 0) == "registry.example.com/mlm:9"
+    assert launch.worker_image("", 2) == "registry.example.com/mlm:9-gpu"
+    monkeypatch.setenv("MLM_IMAGE", "registry.example.com/mlm:9-gpu")
+    assert launch.worker_image("", 2) == "registry.example.com/mlm:9-gpu"
+    assert launch.worker_image("other.example.com/x:1", 2) == "other.example.com/x:1"
+
+
+# --- the pipeline's pretrain step against the fake API ---------------------------------------------
+
+
+def compiled_pretrain_image(tmp_path) -> str:
+    """The image the compiled pretrain step runs and hands on to its workers ($MLM_IMAGE)."""
+    from pipelines.compile import compile_pipeline
+
+    path = compile_pipeline(str(tmp_path / "p.yaml"))
+    spec = next(yaml.safe_load_all(open(path).read()))  # noqa: SIM115
+    (env,) = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]
+    assert env["name"] == "MLM_IMAGE"
+    return env["value"]
+
+
+def run_pretrain_step(kube, tmp_path, task_env=None, **parameters):
+    """The compiled pipeline's pretrain step body with launcher "trainjob", against `kube`.
+
+    The job's workers are not real: the test plays the controller (the job completes on the first
+    read) and writes the metrics.json the workers would write to the model URI.
+    """
+    from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
+
+    from components.pretrain import pretrain
+
+    model_uri = tmp_path / "model"
+    model_uri.mkdir(exist_ok=True)
+    (model_uri / "metrics.json").write_text('{"final_loss": 3.5, "steps": 50}')
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    pretrain.python_func(
+        shards=Dataset(name="shards", uri="gs://b/run-7/shard/shards"),
+        tokenizer=Artifact(name="tokenizer", uri="gs://b/run-7/tokenize/tokenizer"),
+        model=Model(name="model", uri=str(model_uri)),
+        metrics=metrics,
+        task_config=TaskConfig(env=task_env),
+        launcher="trainjob",
+        run_id="run-7",
+        task_name="pretrain",
+        **parameters,
+    )
+    return metrics
+
+
+def test_the_runs_image_resources_placement_and_options_reach_the_trainjob(
+    monkeypatch, tmp_path, pod_namespace
+):
+    image = compiled_pretrain_image(tmp_path)
+    monkeypatch.setenv("MLM_IMAGE", image)  # what the compiled step's container has
+    kube = FakeKubernetes()
+    kube.on_get = finish_after(1, {"type": "Complete"})
+    created = capture_creates(kube)
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    metrics = run_pretrain_step(
+        kube,
+        tmp_path,
+        workers=2,
+        gpus_per_worker=1,
+        steps=50,
+        worker_cpu="6",
+        worker_memory="30Gi",
+        # The task's own env, as KFP's task-config passthrough hands it to the step.
+        task_env=[
+            {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"},
+            {
+                "name": "AWS_SECRET_ACCESS_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
+                },
+            },
+            {"name": "MLM_NUM_WORKERS", "value": "99"},  # the launcher's own wins
+        ],
+        # KFP hands dict/list parameters over as protobuf Structs: numbers become floats.
+        worker_node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
+        worker_tolerations=[
+            {"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}
+        ],
+        spot=True,
+        job_timeout_hours=2.0,
+        pretrain_options={
+            "precision": "mixed_bfloat16",
+            "mask_ratio": 0.2,
+            "whole_word_masking": True,
+            "checkpoint_every_steps": 25.0,
+        },
+    )
+    (job,) = created
+    assert job["metadata"]["namespace"] == pod_namespace
+    assert job["metadata"]["name"] == specs.job_name("run-7", "pretrain")
+    labels = job["metadata"]["labels"]
+    assert (labels[specs.RUN_ID_LABEL], labels[specs.TASK_LABEL]) == ("run-7", "pretrain")
+    trainer = job["spec"]["trainer"]
+    assert trainer["image"] == image + "-gpu"
+    assert trainer["numNodes"] == 2
+    assert trainer["resourcesPerNode"] == {
+        "requests": {"cpu": "6", "memory": "30Gi"},
+        "limits": {"cpu": "12", "memory": "30Gi", "nvidia.com/gpu": "1"},
+    }
+    assert job["spec"]["activeDeadlineSeconds"] == 7200
+    assert trainer["env"] == [
+        {"name": "MLM_NUM_WORKERS", "value": "2"},
+        {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service.kubeflow:9000"},
+        {
+            "name": "AWS_SECRET_ACCESS_KEY",
+            "valueFrom": {
+                "secretKeyRef": {"name": "mlpipeline-minio-artifact", "key": "secretkey"}
+            },
+        },
+    ]
+    pod = job["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
+        "replicatedJobs"
+    ][0]["template"]["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {
+        "cloud.google.com/gke-accelerator": "nvidia-l4",
+        "cloud.google.com/gke-spot": "true",
+    }
+    assert {t["key"] for t in pod["tolerations"]} == {
+        "dedicated",
+        "nvidia.com/gpu",
+        "cloud.google.com/gke-spot",
+    }
+    from mlm.config import PretrainConfig, from_argv
+
+    parsed = from_argv(PretrainConfig, trainer["args"])
+    assert parsed.precision == "mixed_bfloat16"
+    assert (parsed.masking.mask_ratio, parsed.masking.whole_word_masking) == (0.2, True)
+    assert parsed.checkpoint_every_steps == 25 and parsed.steps == 50
+    assert parsed.output_dir == str(tmp_path / "model")
+    assert kube.objects == {}  # deleted after success
+    assert metrics.metadata == {"final_loss": 3.5, "steps": 50}
+
+
+def test_a_worker_image_parameter_overrides_the_pipeline_image(
+    monkeypatch, tmp_path, pod_namespace
+):
+    monkeypatch.setenv("MLM_IMAGE", "ghcr.io/mlm-project/mlm:0.1.0")
+    kube = FakeKubernetes()
+    kube.on_get = finish_after(1, {"type": "Complete"})
+    created = capture_creates(kube)
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    run_pretrain_step(kube, tmp_path, gpus_per_worker=1, worker_image="reg.example.com/mine:2")
+    assert created[0]["spec"]["trainer"]["image"] == "reg.example.com/mine:2"
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"mask_rate": 0.2}, "unknown setting 'mask_rate'"),
+        ({"precision": "fp8"}, "precision='fp8': use one of"),
+        ({"steps": 10}, "pretrain_options ['steps']: these are pipeline parameters"),
+    ],
+)
+def test_bad_pretrain_options_fail_the_step_with_one_line_before_any_job(
+    monkeypatch, tmp_path, pod_namespace, options, message
+):
+    kube = FakeKubernetes()
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    with pytest.raises(UserInputError) as caught:
+        run_pretrain_step(kube, tmp_path, pretrain_options=options)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+    assert kube.calls == []
+
+
+def test_component_job_defaults_are_the_launchers():
+    import inspect
+
+    from components.pretrain import pretrain
+
+    component = inspect.signature(pretrain.python_func).parameters
+    launcher = inspect.signature(launch.launch_pretraining_job).parameters
+    assert component["worker_cpu"].default == launcher["cpu"].default
+    assert component["worker_memory"].default == launcher["memory"].default
+    assert component["spot"].default == launcher["spot"].default
+    assert component["job_timeout_hours"].default * 3600 == launcher["timeout_s"].default
+
+
+# --- retry, cancel, launch failures ----------------------------------------------------------------
+
+
+class PodLost(BaseException):
+    """The pretrain pod vanishing mid-wait (node lost, OOM-killed): nothing runs after it."""
+
+
+def test_a_retried_step_reattaches_to_the_job_its_first_attempt_created(monkeypatch, pod_namespace):
+    kube, clock = FakeKubernetes(), FakeClock()
+
+    def lose_pod(seconds):
+        raise PodLost
+
+    kwargs = {
+        "shard_dir": "gs://b/shards",
+        "tokenizer_dir": "gs://b/tok",
+        "output_dir": "gs://b/out",
+        "run_id": "8f14e45f-ceea-467f-a0a5-2f3b7a6c0d11",
+        "task": "pretrain",
+        "steps": 10,
+    }
+    with pytest.raises(PodLost):
+        launch.launch_pretraining(
+            "trainjob",
+            job_options={"api_client": kube, "clock": clock, "sleep": lose_pod},
+            **kwargs,
+        )
+    assert len(kube.objects) == 1  # the job outlives the lost pod
+
+    finish = finish_after(1, {"type": "Complete"})
+    jobs_seen = []
+
+    def watch(job):
+        jobs_seen.append(sorted(kube.objects))
+        finish(job)
+
+    kube.on_get = watch
+    result = launch.launch_pretraining(
+        "trainjob", job_options={"api_client": kube, "clock": clock, "sleep": clock.sleep}, **kwargs
+    )
+    assert result.attached and result.state == "Succeeded"
+    # The retry's create was answered 409 (same name), and it waited for the first job.
+    assert [c[0] for c in kube.calls].count("POST") == 2
+    assert jobs_seen and all(
+        seen == [("trainjobs", pod_namespace, result.name)] for seen in jobs_seen
+    )
+    assert kube.objects == {}
+
+
+def test_a_retry_waits_out_its_failed_predecessor_being_deleted_then_creates_the_job():
+    kube, clock = FakeKubernetes(), FakeClock()
+    name = "mlm-pretrain-run1-0123456789"
+    key = ("trainjobs", "mlm", name)
+    kube.objects[key] = {
+        "metadata": {"name": name, "deletionTimestamp": "2026-11-28T03:00:00Z"},
+        "status": {"conditions": [{"type": "Failed", "status": "True"}]},
+    }
+    reads = {"n": 0}
+    finish = finish_after(1, {"type": "Complete"})
+
+    def garbage_collect(job):
+        reads["n"] += 1
+        if reads["n"] == 2:  # by the second look the garbage collector has removed it
+            del kube.objects[key]
+            raise ApiException(status=404, reason="Not Found")
+        if "deletionTimestamp" not in job["metadata"]:
+            finish(job)
+
+    kube.on_get = garbage_collect
+    result = run(kube, clock, name=name)
+    assert not result.attached and result.state == "Succeeded"
+    assert [c[0] for c in kube.calls].count("POST") == 3  # 409, 409, created
+    assert clock.sleeps[:2] == [launch.TERMINATING_POLL_S, launch.TERMINATING_POLL_S]
+
+
+def test_sigterm_deletes_the_job_then_ends_the_launcher():
+    """A real SIGTERM, sent to this process while the launcher waits (as Kubernetes stops the
+    pretrain pod when a run is terminated)."""
+    kube, clock = FakeKubernetes(), FakeClock()
+    name = "mlm-pretrain-run1-0123456789"
+    reads = {"n": 0}
+
+    def terminate_on_second_read(job):
+        reads["n"] += 1
+        if reads["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    kube.on_get = terminate_on_second_read
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(launch.JobCancelledError, match="deleted it"):
+        run(kube, clock, name=name, keep_job=True)  # cancelled jobs are deleted even if kept
+    assert kube.objects == {}
+    assert kube.calls[-1][0] == "DELETE" and kube.calls[-1][1].endswith(f"/trainjobs/{name}")
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler was restored
+
+
+LAUNCHER_PROCESS = """
+import sys
+
+from kubernetes.client import ApiClient, Configuration
+
+from mlm.launch.kubernetes import launch_pretraining_job
+
+launch_pretraining_job(
+    "trainjob", "mlm-pretrain-run1-0123456789", "mlm", "ghcr.io/mlm-project/mlm:0.1.0", 2, 0,
+    ["--shards", "gs://b/s", "--tokenizer", "gs://b/t", "--output", "gs://b/o"],
+    api_client=ApiClient(Configuration(host=sys.argv[1])), poll_interval_s=0.2,
+)
+"""
+
+
+def test_sigterm_to_a_launcher_process_deletes_its_job():
+    """A launcher in its own process, against the fake API served over HTTP on loopback: SIGTERM
+    (what Kubernetes sends the pretrain pod when the run is terminated) deletes the job, and the
+    process ends with one line saying so."""
+    kube = FakeKubernetes()
+    name = "mlm-pretrain-run1-0123456789"
+    watched = threading.Event()
+
+    def seen(job):
+        watched.set()
+
+    kube.on_get = seen
+    with serve(kube) as url:
+        process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER_PROCESS, url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            assert watched.wait(timeout=120), process.communicate(timeout=30)[0]
+            assert ("trainjobs", "mlm", name) in kube.objects
+            process.send_signal(signal.SIGTERM)
+            output, _ = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert process.returncode != 0
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("mlm.launch.kubernetes.JobCancelledError: "), output
+    assert f"cancelled while waiting for TrainJob mlm/{name}" in last and "deleted it" in last
+    assert kube.objects == {}
+    assert ("DELETE", f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/mlm/trainjobs/{name}") in [
+        call[:2] for call in kube.calls
+    ]
+
+
+CRD_MISSING = (404, "the server could not find the requested resource")
+RBAC_DENIED = (
+    403,
+    'trainjobs.trainer.kubeflow.org is forbidden: User "system:serviceaccount:kubeflow-user:'
+    'default-editor" cannot create resource "trainjobs" in API group "trainer.kubeflow.org" in '
+    'the namespace "mlm"',
+)
+QUOTA = (
+    403,
+    'trainjobs.trainer.kubeflow.org "mlm-pretrain-run1-0123456789" is forbidden: exceeded '
+    "quota: compute, requested: count/trainjobs.trainer.kubeflow.org=1, used: "
+    "count/trainjobs.trainer.kubeflow.org=2, limited: count/trainjobs.trainer.kubeflow.org=2",
+)
+
+
+@pytest.mark.parametrize(
+    "error, expected",
+    [
+        (
+            CRD_MISSING,
+            "the TrainJob API (trainer.kubeflow.org/v1alpha1, trainjobs) is not installed",
+        ),
+        (RBAC_DENIED, "may not create trainjobs.trainer.kubeflow.org in namespace mlm"),
+        (QUOTA, "a ResourceQuota refuses it (trainjobs.trainer.kubeflow.org"),
+    ],
+)
+def test_a_job_that_cannot_be_created_fails_at_once_with_one_line(error, expected):
+    kube, clock = FakeKubernetes(), FakeClock()
+    kube.create_error = error
+    with pytest.raises(launch.JobLaunchError) as caught:
+        run(kube, clock)
+    message = str(caught.value)
+    assert expected in message and "\n" not in message
+    assert clock.sleeps == []  # not retried: it cannot succeed
+
+
+@pytest.mark.parametrize(
+    "pod, grace, expected",
+    [
+        (
+            {"waiting": "ImagePullBackOff"},
+            launch.IMAGE_PULL_GRACE_S,
+            "cannot pull its image registry.example.com/mlm:nope (ImagePullBackOff",
+        ),
+        (
+            {"unschedulable": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu."},
+            launch.UNSCHEDULABLE_GRACE_S,
+            "cannot be scheduled (0/3 nodes are available: 3 Insufficient nvidia.com/gpu.)",
+        ),
+    ],
+)
+def test_workers_that_cannot_start_fail_the_launch_within_minutes(pod, grace, expected):
+    kube, clock = FakeKubernetes(), FakeClock()
+    name = "mlm-pretrain-run1-0123456789"
+    labels = {"jobset.sigs.k8s.io/jobset-name": name}
+    kube.pods["mlm"] = [
+        running_pod(f"{name}-node-0-0-a", labels),
+        pending_pod(f"{name}-node-0-1-b", labels, **pod),
+    ]
+    with pytest.raises(launch.JobLaunchError) as caught:
+        run(kube, clock, name=name)
+    message = str(caught.value)
+    assert f"worker pod {name}-node-0-1-b {expected}" in message and "\n" not in message
+    waited = clock.now - 1000.0
+    assert grace <= waited < grace + 30  # one poll past the grace, not the 7-day timeout
+    assert kube.objects == {}  # a job that cannot start is deleted
+
+
+def test_api_calls_carry_timeouts_and_network_errors_are_retried():
+    import urllib3
+
+    kube, clock = FakeKubernetes(), FakeClock()
+    finish = finish_after(3, {"type": "Complete"})
+    reads = {"n": 0}
+    original = kube._custom
+    posts_seen = {"n": 0}
+
+    def flaky_custom(method, match, body):
+        if method == "POST":
+            posts_seen["n"] += 1
+            if posts_seen["n"] == 1:
+                raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")
+        return original(method, match, body)
+
+    def flaky_get(job):
+        reads["n"] += 1
+        if reads["n"] == 2:
+            raise urllib3.exceptions.ProtocolError("Connection aborted.")
+        finish(job)
+
+    kube._custom = flaky_custom
+    kube.on_get = flaky_get
+    assert run(kube, clock).state == "Succeeded"
+    assert posts_seen["n"] == 2  # the create was retried after the network error
+    assert set(kube.timeouts) == {launch.REQUEST_TIMEOUT_S}
+
+
+def test_worker_zeros_progress_lines_stream_into_the_step_log():
+    kube, clock = FakeKubernetes(), FakeClock()
+    name = "mlm-pretrain-run1-0123456789"
+    chief = {
+        "jobset.sigs.k8s.io/jobset-name": name,
+        "batch.kubernetes.io/job-completion-index": "0",
+    }
+    other = {
+        "jobset.sigs.k8s.io/jobset-name": name,
+        "batch.kubernetes.io/job-completion-index": "1",
+    }
+    kube.pods["mlm"] = [
+        running_pod(f"{name}-node-0-1-b", other),
+        running_pod(f"{name}-node-0-0-a", chief),
+    ]
+    kube.logs[("mlm", f"{name}-node-0-1-b", "node", False)] = "worker 1 says hi"
+    log_key = ("mlm", f"{name}-node-0-0-a", "node", False)
+    progress = [
+        f"step {s}/300 loss {5 - s / 100:.2f} tokens/s 1234 ETA {300 - s}s" for s in (100, 200, 300)
+    ]
+    reads = {"n": 0}
+
+    def advance(job):
+        # One more progress line between reads; the job completes on the third.
+        reads["n"] += 1
+        kube.logs[log_key] = "\n".join(progress[: reads["n"]])
+        if reads["n"] == 3:
+            job["status"] = {"conditions": [{"type": "Complete", "status": "True"}]}
+
+    kube.on_get = advance
+    output = io.StringIO()
+    run(kube, clock, name=name, follow_logs=output)
+    assert output.getvalue().splitlines() == [f"[worker 0] {line}" for line in progress]
+
+
+def test_the_exit_handler_deletes_only_the_runs_jobs(monkeypatch, pod_namespace):
+    kube = FakeKubernetes()
+    for name, run_id in (("a-1", "run-a"), ("a-2", "run-a"), ("b-1", "run-b")):
+        kube.objects[("tfjobs", pod_namespace, name)] = {
+            "metadata": {"name": name, "labels": specs.run_labels(run_id, "pretrain")}
+        }
+    kube.objects[("tfjobs", "elsewhere", "a-3")] = {
+        "metadata": {"name": "a-3", "labels": specs.run_labels("run-a", "pretrain")}
+    }
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    from components.cleanup import cleanup
+
+    cleanup.python_func(launcher="tfjob", run_id="run-a")
+    assert set(kube.objects) == {("tfjobs", pod_namespace, "b-1"), ("tfjobs", "elsewhere", "a-3")}
+    assert launch.delete_run_jobs("trainjob", "run-a", api_client=kube) == []
+    cleanup.python_func(launcher="local", run_id="run-b")  # nothing to do, no API call
+    assert ("tfjobs", pod_namespace, "b-1") in kube.objects
 
 
 def test_a_trainjob_pod_environment_resolves_to_the_intended_cluster():

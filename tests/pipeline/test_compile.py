@@ -1,4 +1,5 @@
-"""The compiled pipeline: it compiles, loads back, and has the six tasks wired in order."""
+"""The compiled pipeline: it compiles, loads back, has the six tasks wired in order inside an exit
+handler whose cleanup task deletes the run's jobs, and retries pretrain with back-off."""
 
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import yaml
 from kfp import components
 
 from pipelines.compile import compile_pipeline
-from pipelines.mlm_pipeline import TASK_ORDER
+from pipelines.mlm_pipeline import CLEANUP_TASK, EXIT_HANDLER, TASK_ORDER
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,8 +19,13 @@ def load(path):
     return docs[0], (docs[1] if len(docs) > 1 else {})
 
 
+def steps_dag(spec):
+    """The tasks of the exit handler's DAG (the six steps)."""
+    return spec["components"][f"comp-{EXIT_HANDLER}"]["dag"]["tasks"]
+
+
 def task_order(spec):
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = steps_dag(spec)
     order, done = [], set()
     while len(order) < len(tasks):
         ready = sorted(
@@ -58,7 +64,7 @@ def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
     ):
         assert name in loaded.component_spec.inputs, name
 
-    tasks = spec["root"]["dag"]["tasks"]
+    tasks = steps_dag(spec)
     assert tasks["pretrain"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["tokenize"]["cachingOptions"]["enableCache"] is True
     assert tasks["shard"]["cachingOptions"]["enableCache"] is True
@@ -74,6 +80,38 @@ def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
         {"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}
     ]
     assert "nodeSelector" not in k8s
+
+
+def test_pretrain_retries_with_backoff_and_cleanup_runs_whatever_the_outcome(tmp_path):
+    spec, _ = load(compile_pipeline(str(tmp_path / "pipeline.yaml")))
+    assert steps_dag(spec)["pretrain"]["retryPolicy"] == {
+        "maxRetryCount": 3,
+        "backoffDuration": "60s",
+        "backoffFactor": 2.0,
+        "backoffMaxDuration": "600s",
+    }
+    root = spec["root"]["dag"]["tasks"]
+    assert set(root) == {EXIT_HANDLER, CLEANUP_TASK}
+    cleanup = root[CLEANUP_TASK]
+    # An exit task: it runs after the steps however they ended (failed, terminated).
+    assert cleanup["dependentTasks"] == [EXIT_HANDLER]
+    assert cleanup["triggerPolicy"]["strategy"] == "ALL_UPSTREAM_TASKS_COMPLETED"
+    assert cleanup["inputs"]["parameters"] == {
+        "launcher": {"componentInputParameter": "launcher"},
+        "run_id": {"runtimeValue": {"constant": "{{$.pipeline_job_uuid}}"}},
+    }
+    # The task's env (object-store endpoint, secrets) reaches the job's workers; the pod keeps it.
+    passthroughs = spec["components"]["comp-pretrain"]["taskConfigPassthroughs"]
+    assert {"field": "ENV", "applyToTask": True} in passthroughs
+    assert all(p["applyToTask"] for p in passthroughs)
+    pretrain_inputs = steps_dag(spec)["pretrain"]["inputs"]["parameters"]
+    assert pretrain_inputs["run_id"] == cleanup["inputs"]["parameters"]["run_id"]
+    assert pretrain_inputs["task_name"] == {
+        "runtimeValue": {"constant": "{{$.pipeline_task_name}}"}
+    }
+    for name in ("worker_image", "worker_cpu", "worker_memory", "worker_node_selector",
+                 "worker_tolerations", "spot", "job_timeout_hours", "pretrain_options"):  # fmt: skip
+        assert pretrain_inputs[name] == {"componentInputParameter": f"pipelinechannel--{name}"}
 
 
 def test_image_and_gpu_node_selector_are_compile_time_options(tmp_path):
@@ -94,8 +132,13 @@ def test_image_and_gpu_node_selector_are_compile_time_options(tmp_path):
         cwd=tmp_path,
     )
     spec, platform = load(output)
-    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    executors = spec["deploymentSpec"]["executors"]
+    images = {e["container"]["image"] for e in executors.values()}
     assert images == {"registry.example.com/mlm:9-gpu"}
+    # The pretrain step hands its own image on to the job's workers.
+    assert executors["exec-pretrain"]["container"]["env"] == [
+        {"name": "MLM_IMAGE", "value": "registry.example.com/mlm:9-gpu"}
+    ]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
     assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert not list(tmp_path.glob(".*partial*"))
@@ -105,3 +148,14 @@ def test_committed_yaml_matches_the_pipeline_source(tmp_path):
     committed = REPO / "pipelines" / "mlm_pretraining_pipeline.yaml"
     fresh = compile_pipeline(str(tmp_path / "fresh.yaml"))
     assert load(committed) == load(fresh), "run `make compile` and commit the YAML"
+
+
+def test_every_pipeline_parameter_is_documented():
+    import inspect
+
+    from pipelines.mlm_pipeline import mlm_pretraining_pipeline
+
+    guide = (REPO / "docs" / "pipeline.md").read_text()
+    parameters = inspect.signature(mlm_pretraining_pipeline.pipeline_func).parameters
+    missing = [name for name in parameters if f"`{name}`" not in guide]
+    assert missing == []

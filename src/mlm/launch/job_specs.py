@@ -45,6 +45,10 @@ GKE_SPOT_LABEL = "cloud.google.com/gke-spot"
 # ENTRYPOINT, so it must name tini itself.
 WORKER_COMMAND = ("/usr/bin/tini", "--", "mlm", "pretrain")
 POD_LABELS = {"app.kubernetes.io/part-of": "mlm", "app.kubernetes.io/component": "mlm-trainer"}
+# Which pipeline run and task a job belongs to: the pipeline's cleanup deletes a run's jobs by them.
+RUN_ID_LABEL = "mlm.kubeflow.org/run-id"
+TASK_LABEL = "mlm.kubeflow.org/task"
+_LABEL_VALUE = re.compile(r"[^A-Za-z0-9._-]+")
 _DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -58,6 +62,7 @@ class JobKind:
         container: the name of the training container in each worker pod.
         pod_label: the label its controller puts on every pod, valued with the job name.
         success_condition: the status condition type that means the job succeeded.
+        chief_label: "key=value" that its controller puts only on worker 0's pods.
     """
 
     kind: str
@@ -67,6 +72,7 @@ class JobKind:
     container: str
     pod_label: str
     success_condition: str
+    chief_label: str
 
     @property
     def api_version(self) -> str:
@@ -83,6 +89,8 @@ JOB_KINDS: dict[str, JobKind] = {
         container="node",
         pod_label="jobset.sigs.k8s.io/jobset-name",
         success_condition="Complete",
+        # JobSet runs each replicated job as an Indexed Job: worker 0 has completion index 0.
+        chief_label="batch.kubernetes.io/job-completion-index=0",
     ),
     "tfjob": JobKind(
         kind="TFJob",
@@ -93,6 +101,7 @@ JOB_KINDS: dict[str, JobKind] = {
         container="tensorflow",
         pod_label="training.kubeflow.org/job-name",
         success_condition="Succeeded",
+        chief_label="training.kubeflow.org/replica-index=0",
     ),
 }
 
@@ -112,6 +121,10 @@ class WorkerSpec:
         spot: run on spot (preemptible) nodes; checkpoint resume makes preemption safe.
         service_account: the pods' service account (its identity for gs:// access).
         env: extra environment variables for the training container.
+        labels: extra labels on the job (and the TFJob's pods), e.g. `run_labels(...)`.
+        env_vars: further environment variables as Kubernetes EnvVar objects (`{"name", "value"}`
+            or `{"name", "valueFrom"}`), e.g. the pipeline task's own env (secrets included);
+            names set by `env` or the launcher win.
     """
 
     image: str
@@ -124,6 +137,8 @@ class WorkerSpec:
     spot: bool = False
     service_account: str | None = DEFAULT_SERVICE_ACCOUNT
     env: Mapping[str, str] | None = None
+    labels: Mapping[str, str] | None = None
+    env_vars: Sequence[Mapping[str, Any]] | None = None
 
     def validate(self) -> None:
         """Raises UserInputError naming the first bad field."""
@@ -158,6 +173,12 @@ class WorkerSpec:
                     f"node_selector entries must be strings, got {key!r}: {value!r} "
                     '(quote label values such as "true")'
                 )
+        for variable in self.env_vars or ():
+            if not isinstance(variable, Mapping) or not variable.get("name"):
+                raise UserInputError(
+                    f"env_vars entry {variable!r} is not a Kubernetes EnvVar "
+                    '(e.g. {"name": "AWS_ENDPOINT_URL", "value": "http://minio-service:9000"})'
+                )
         for toleration in self.tolerations or ():
             unknown = set(toleration) - {"key", "operator", "value", "effect", "toleration_seconds"}
             if unknown:
@@ -189,6 +210,17 @@ def job_name(*parts: str, prefix: str = "mlm-pretrain") -> str:
     name = "-".join(p for p in (prefix, readable, digest) if p)
     validate_job_name(name)
     return name
+
+
+def label_value(text: str) -> str:
+    """`text` as a valid label value: at most 63 of [A-Za-z0-9._-], alphanumeric at both ends."""
+    return _LABEL_VALUE.sub("-", text)[:63].strip("._-")
+
+
+def run_labels(run_id: str, task: str) -> dict[str, str]:
+    """The labels that tie a job to its pipeline run and task (empty parts are left out)."""
+    labels = {RUN_ID_LABEL: label_value(run_id or ""), TASK_LABEL: label_value(task or "")}
+    return {key: value for key, value in labels.items() if value}
 
 
 def validate_job_name(name: str) -> None:
@@ -253,11 +285,25 @@ def _resources(spec: WorkerSpec) -> Any:
     return V1ResourceRequirements(requests={"cpu": spec.cpu, "memory": spec.memory}, limits=limits)
 
 
+def _labels(spec: WorkerSpec) -> dict[str, str]:
+    return {**(spec.labels or {}), **POD_LABELS}
+
+
 def _env(spec: WorkerSpec) -> list[Any]:
     from kubernetes.client import V1EnvVar
 
     env = {"MLM_NUM_WORKERS": str(spec.num_workers), **(spec.env or {})}
-    return [V1EnvVar(name=key, value=str(value)) for key, value in env.items()]
+    variables = [V1EnvVar(name=key, value=str(value)) for key, value in env.items()]
+    for variable in spec.env_vars or ():
+        if variable["name"] not in env and variable["name"] != "MLM_PUSHGATEWAY_URL":
+            variables.append(
+                V1EnvVar(
+                    name=variable["name"],
+                    value=variable.get("value"),
+                    value_from=variable.get("valueFrom"),
+                )
+            )
+    return variables
 
 
 def build_trainjob(
@@ -326,7 +372,7 @@ def build_trainjob(
     manifest = {
         "apiVersion": kind.api_version,
         "kind": kind.kind,
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(POD_LABELS)},
+        "metadata": {"name": name, "namespace": namespace, "labels": _labels(spec)},
         "spec": job_spec,
     }
     # Round-trip through the Trainer API model, which checks every field's type.
@@ -372,7 +418,7 @@ def build_tfjob(
         ),
     )
     pod = V1PodTemplateSpec(
-        metadata=V1ObjectMeta(labels=dict(POD_LABELS)),
+        metadata=V1ObjectMeta(labels=_labels(spec)),
         spec=V1PodSpec(
             containers=[container],
             service_account_name=spec.service_account,
@@ -391,7 +437,7 @@ def build_tfjob(
     job = KubeflowOrgV1TFJob(
         api_version=kind.api_version,
         kind=kind.kind,
-        metadata=V1ObjectMeta(name=name, namespace=namespace, labels=dict(POD_LABELS)),
+        metadata=V1ObjectMeta(name=name, namespace=namespace, labels=_labels(spec)),
         spec=KubeflowOrgV1TFJobSpec(
             tf_replica_specs={
                 "Worker": KubeflowOrgV1ReplicaSpec(

@@ -1,40 +1,80 @@
 """Run `mlm pretrain` as a distributed job on Kubernetes and wait for it.
 
 The job object (a Kubeflow Trainer v2 `TrainJob` or a Training Operator v1 `TFJob`, see
-`mlm.launch.job_specs`) is created with the `CustomObjectsApi`. A job's name is derived from the
-pipeline run and task, so a retried pipeline step finds the job its previous attempt created
-(HTTP 409) and waits for that one instead of starting a second. The launcher polls the job until
-it succeeds, fails or times out; on failure the error names the first worker that failed, its
-reason and the last lines of its log. The job is deleted at the end unless `keep_job`.
+`mlm.launch.job_specs`) is created with the `CustomObjectsApi`, in the calling pod's own namespace
+and labelled with the pipeline run and task. Its name is derived from the run id and the task, so
+a retried pipeline step finds the job its previous attempt created (HTTP 409) and waits for that
+one instead of starting a second.
+
+While it waits, the launcher
+
+- prints worker 0's new log lines (step, loss, tokens/s, ETA) to its own output, so they appear in
+  the pipeline step's log;
+- fails with one line naming the cause and the fix when the job cannot start: the job API is not
+  installed (404), the service account may not create it (403), a ResourceQuota refuses it, a
+  worker cannot pull its image, or a worker stays unschedulable;
+- retries API calls that fail on the network or with a 5xx (every call carries a timeout);
+- deletes the job when it is terminated (SIGTERM, as Kubernetes stops a pod when a run is
+  cancelled) and then exits.
+
+On failure the error names the first worker that failed, its reason and the last lines of its log.
+The job is deleted at the end unless `keep_job`. `delete_run_jobs` deletes every job of a run (the
+pipeline's exit handler calls it).
 
 The Kubernetes client is imported inside functions: only the cluster launchers need it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 from mlm import DEFAULT_IMAGE, GPU_IMAGE_SUFFIX
 from mlm.errors import UserInputError
 from mlm.launch.job_specs import (
     BUILDERS,
     DEFAULT_SERVICE_ACCOUNT,
+    JOB_KINDS,
+    RUN_ID_LABEL,
     JobKind,
     WorkerSpec,
     job_kind,
     job_name,
+    label_value,
+    run_labels,
     validate_job_name,
 )
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACE = "mlm"
+# Where Kubernetes mounts the pod's own namespace; the job goes there (next to the pipeline pod,
+# whose service account the namespace's RBAC lets create jobs).
+NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# (connect, read) seconds of every API call: a hung connection must not hang the step.
+REQUEST_TIMEOUT_S = (10.0, 60.0)
+# How long a worker may stay unable to pull its image / unschedulable before the launch fails.
+# Unschedulable waits longer: a cluster autoscaler may need minutes to add a (GPU) node.
+IMAGE_PULL_GRACE_S = 120.0
+UNSCHEDULABLE_GRACE_S = 600.0
+_IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
+_CONTAINER_CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
+# How long to wait for a job of the same name that is being deleted before recreating it.
+TERMINATING_POLLS = 60
+TERMINATING_POLL_S = 5.0
+# Worker 0's log lines read per poll (new ones are printed; older ones were printed before).
+FOLLOW_LOG_LINES = 1000
 _DNS_1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
@@ -89,6 +129,210 @@ class JobTimeoutError(TimeoutError):
     """A training job did not finish within its timeout (it is deleted unless kept)."""
 
 
+class JobLaunchError(RuntimeError):
+    """A training job could not be created, or its workers cannot start. The message is one line
+    naming the cause and the fix."""
+
+
+class JobCancelledError(RuntimeError):
+    """The launcher was terminated (SIGTERM or Ctrl-C) while waiting; the job was deleted."""
+
+
+def _transient_errors() -> tuple[type[BaseException], ...]:
+    """Network failures worth retrying: dropped connections, timeouts, refused connects."""
+    import urllib3
+
+    return (urllib3.exceptions.HTTPError, OSError)
+
+
+def _api_message(error: Any) -> str:
+    """The API server's message in an ApiException (its Status body), else its reason."""
+    try:
+        message = json.loads(error.body or "{}").get("message")
+    except (TypeError, ValueError, AttributeError):
+        message = None
+    return " ".join(str(message or error.reason or "").split())
+
+
+def current_namespace(explicit: str | None = None) -> str:
+    """Where jobs go: `explicit`, else this pod's namespace (its service-account namespace file),
+    else $MLM_JOB_NAMESPACE, else "mlm" (the manifests' namespace)."""
+    if explicit:
+        return explicit
+    with contextlib.suppress(OSError):
+        own = Path(NAMESPACE_FILE).read_text().strip()
+        if own:
+            return own
+    return os.environ.get("MLM_JOB_NAMESPACE") or DEFAULT_NAMESPACE
+
+
+def worker_image(image: str | None = None, gpus_per_worker: int = 0) -> str:
+    """The workers' image: `image`, else the pipeline's own image ($MLM_IMAGE, which the compiled
+    pretrain step carries; else `mlm.DEFAULT_IMAGE`), as its "-gpu" variant for GPU workers."""
+    if image:
+        return image
+    base = os.environ.get("MLM_IMAGE") or DEFAULT_IMAGE
+    if gpus_per_worker and not base.endswith(GPU_IMAGE_SUFFIX):
+        base += GPU_IMAGE_SUFFIX
+    return base
+
+
+def _create_error(
+    error: Any, kind: JobKind, name: str, namespace: str, service_account: str | None
+) -> JobLaunchError:
+    """One line for an ApiException on create: what went wrong and what to do."""
+    message = _api_message(error)
+    where = f"{kind.kind} {namespace}/{name}"
+    if error.status == 404:
+        if "namespace" in message.lower():
+            return JobLaunchError(
+                f"cannot create {where}: namespace {namespace!r} does not exist ({message}); "
+                "create it or run the step in the namespace the jobs should use"
+            )
+        install = (
+            "install Kubeflow Trainer v2 and this project's runtime (kubectl apply -k manifests/...)"
+            if kind.plural == "trainjobs"
+            else "install the Kubeflow Training Operator (kubeflow.org/v1 TFJob)"
+        )
+        return JobLaunchError(
+            f"cannot create {where}: the {kind.kind} API ({kind.api_version}, {kind.plural}) is "
+            f"not installed in this cluster (HTTP 404); {install}, or use another launcher"
+        )
+    if error.status == 403 and "quota" in message.lower():
+        return JobLaunchError(
+            f"cannot create {where}: a ResourceQuota refuses it ({message}); ask for a larger "
+            f"quota in namespace {namespace} or request fewer workers, GPUs, CPU or memory"
+        )
+    if error.status == 403:
+        return JobLaunchError(
+            f"cannot create {where}: this pod's service account may not create "
+            f"{kind.plural}.{kind.group} in namespace {namespace} (HTTP 403: {message}); bind it "
+            "a Role allowing create/get/list/delete on them and get/list on pods and pods/log "
+            "(manifests/base/app/rbac.yaml has one)"
+        )
+    if error.status == 401:
+        return JobLaunchError(
+            f"cannot create {where}: the Kubernetes API refused the credentials (HTTP 401); "
+            "check the pod's service account token or KUBECONFIG"
+        )
+    if error.status in (400, 422):
+        return JobLaunchError(
+            f"cannot create {where}: the cluster rejected it (HTTP {error.status}: {message}); "
+            "check the worker settings (image, resources, node selector, tolerations)"
+        )
+    sa = f" as service account {service_account}" if service_account else ""
+    return JobLaunchError(
+        f"cannot create {where}{sa}: HTTP {error.status} {message}; check the API server"
+    )
+
+
+def _pending_problem(pod: Any) -> tuple[str, str] | None:
+    """Why a worker pod cannot start, as (kind, one-line message), or None."""
+    name = pod.metadata.name
+    status = pod.status
+    statuses = [*(status.init_container_statuses or []), *(status.container_statuses or [])]
+    for container in statuses:
+        waiting = container.state.waiting if container.state else None
+        if waiting is None:
+            continue
+        detail = ": ".join(part for part in (waiting.reason, waiting.message) if part)
+        if waiting.reason in _IMAGE_PULL_REASONS:
+            return (
+                "image",
+                f"worker pod {name} cannot pull its image {container.image} ({detail}); check "
+                "the image name and tag (the pipeline's image or worker_image) and that the "
+                "nodes may pull from its registry (imagePullSecrets)",
+            )
+        if waiting.reason in _CONTAINER_CONFIG_REASONS:
+            return (
+                "image",
+                f"worker pod {name} cannot start its container ({detail}); create the Secrets "
+                "and ConfigMaps the job references, or fix the worker settings",
+            )
+    for condition in status.conditions or []:
+        if (
+            condition.type == "PodScheduled"
+            and condition.status == "False"
+            and condition.reason == "Unschedulable"
+        ):
+            return (
+                "unschedulable",
+                f"worker pod {name} cannot be scheduled ({condition.message or 'Unschedulable'}); "
+                "request fewer GPUs, CPU or memory per worker, fix the node selector, "
+                "tolerations or spot setting, or add nodes",
+            )
+    return None
+
+
+def _timestamp_key(stamp: str) -> str:
+    """An RFC 3339 timestamp made comparable as text (the fraction padded to 9 digits)."""
+    seconds, _, fraction = stamp.rstrip("Z").partition(".")
+    return f"{seconds}.{fraction:0<9}"
+
+
+class _LogFollower:
+    """Prints worker 0's new log lines (read with timestamps, so none is printed twice)."""
+
+    def __init__(
+        self, core: Any, kind: JobKind, namespace: str, output: TextIO | None, prefix: str
+    ) -> None:
+        self.core, self.kind, self.namespace = core, kind, namespace
+        self.output, self.prefix = output, prefix
+        self.last: str | None = None
+
+    def poll(self, pods: Sequence[Any]) -> None:
+        if self.output is None:
+            return
+        key, value = self.kind.chief_label.split("=", 1)
+        started = [
+            pod
+            for pod in pods
+            if (pod.metadata.labels or {}).get(key) == value
+            and pod.status.phase in ("Running", "Succeeded", "Failed")
+        ]
+        if not started:
+            return
+        from kubernetes.client.exceptions import ApiException
+
+        pod = max(started, key=lambda p: str(p.metadata.creation_timestamp or ""))
+        try:
+            text = self.core.read_namespaced_pod_log(
+                pod.metadata.name,
+                self.namespace,
+                container=self.kind.container,
+                timestamps=True,
+                tail_lines=FOLLOW_LOG_LINES,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        except (ApiException, *_transient_errors()):
+            return  # the log is a courtesy: never fail the step over it
+        for line in (text or "").splitlines():
+            stamp, _, message = line.partition(" ")
+            stamp_key = _timestamp_key(stamp)
+            if self.last is not None and stamp_key <= self.last:
+                continue
+            self.last = stamp_key
+            self.output.write(f"{self.prefix}{message}\n")
+        self.output.flush()
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While active (main thread only), SIGTERM raises JobCancelledError where the code is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise JobCancelledError(f"terminated by signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _load_api_client() -> Any:
     """An ApiClient from the pod's service account, else from the local kubeconfig."""
     from kubernetes import config
@@ -138,7 +382,11 @@ def _diagnose(core: Any, kind: JobKind, name: str, namespace: str, log_lines: in
     from kubernetes.client.exceptions import ApiException
 
     try:
-        pods = core.list_namespaced_pod(namespace, label_selector=f"{kind.pod_label}={name}").items
+        pods = core.list_namespaced_pod(
+            namespace,
+            label_selector=f"{kind.pod_label}={name}",
+            _request_timeout=REQUEST_TIMEOUT_S,
+        ).items
     except ApiException as error:
         return {"worker": None, "reason": f"cannot list pods ({error.status})", "log_tail": ""}
     failures = []
@@ -164,7 +412,12 @@ def _diagnose(core: Any, kind: JobKind, name: str, namespace: str, log_lines: in
         reason += f": {terminated.message.strip()}"
     try:
         log_tail = core.read_namespaced_pod_log(
-            worker, namespace, container=container, tail_lines=log_lines, previous=previous
+            worker,
+            namespace,
+            container=container,
+            tail_lines=log_lines,
+            previous=previous,
+            _request_timeout=REQUEST_TIMEOUT_S,
         )
     except ApiException as error:
         log_tail = f"(log unavailable: {error.status} {error.reason})"
@@ -187,11 +440,16 @@ def launch_pretraining_job(
     spot: bool = False,
     service_account: str | None = DEFAULT_SERVICE_ACCOUNT,
     env: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+    env_vars: Sequence[Mapping[str, Any]] | None = None,
     timeout_s: float = 7 * 24 * 3600,
     keep_job: bool = False,
     api_client: Any = None,
     poll_interval_s: float = 30.0,
     log_lines: int = 50,
+    follow_logs: TextIO | None = None,
+    image_pull_grace_s: float = IMAGE_PULL_GRACE_S,
+    unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> JobResult:
@@ -200,17 +458,21 @@ def launch_pretraining_job(
     Args:
         kind: "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator v1).
         name: the job name, DNS-1035 and at most 40 characters (see `job_name`).
-        namespace: where the job runs (the manifests' namespace is "mlm").
+        namespace: where the job runs (see `current_namespace`).
         image: the `mlm` image, pinned by tag.
         num_workers: worker pods.
         gpus_per_worker: GPUs per pod (0: CPU).
         pretrain_args: the arguments after `mlm pretrain` (data, output, hyper-parameters).
-        cpu, memory, node_selector, tolerations, spot, service_account, env: see `WorkerSpec`.
+        cpu, memory, node_selector, tolerations, spot, service_account, env, labels, env_vars:
+            see `WorkerSpec`.
         timeout_s: how long to wait; the job also gets it as its active deadline.
-        keep_job: leave the job (and its pods) in place when it ends.
+        keep_job: leave the job (and its pods) in place when it ends (not when cancelled).
         api_client: a `kubernetes.client.ApiClient`; None loads in-cluster or kubeconfig config.
         poll_interval_s: seconds between status reads.
         log_lines: how many lines of the failed worker's log go into the error.
+        follow_logs: where worker 0's log lines go as they appear (None: not followed).
+        image_pull_grace_s, unschedulable_grace_s: how long a worker may be unable to pull its
+            image / be scheduled before the launch fails.
         clock, sleep: time source and wait function (tests pass fakes).
 
     Returns:
@@ -218,8 +480,10 @@ def launch_pretraining_job(
 
     Raises:
         UserInputError: a bad parameter.
+        JobLaunchError: the job could not be created or its workers cannot start (one line).
         JobFailedError: the job failed (the message names the worker, reason and log tail).
         JobTimeoutError: the job did not end within `timeout_s`.
+        JobCancelledError: SIGTERM (or Ctrl-C) arrived; the job was deleted first.
     """
     kind_info = job_kind(kind)
     validate_job_name(name)
@@ -238,85 +502,263 @@ def launch_pretraining_job(
         spot=spot,
         service_account=service_account,
         env=env,
+        labels=labels,
+        env_vars=env_vars,
     )
     spec.validate()
     manifest = BUILDERS[kind](name, namespace, spec, pretrain_args, int(timeout_s))
 
-    from kubernetes.client import CoreV1Api, CustomObjectsApi, V1DeleteOptions
-    from kubernetes.client.exceptions import ApiException
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
 
     api_client = api_client if api_client is not None else _load_api_client()
     custom, core = CustomObjectsApi(api_client), CoreV1Api(api_client)
     coordinates = (kind_info.group, kind_info.version, namespace, kind_info.plural)
+    job = _Job(custom, kind, kind_info, coordinates, name)
 
     started = clock()
-    try:
-        custom.create_namespaced_custom_object(*coordinates, manifest)
-        attached = False
-        logger.info("created %s %s/%s (%d workers)", kind_info.kind, namespace, name, num_workers)
-    except ApiException as error:
-        if error.status != 409:
-            raise
-        attached = True
-        logger.info("%s %s/%s exists; waiting for it", kind_info.kind, namespace, name)
-
-    def delete() -> bool:
-        if keep_job:
-            return False
+    with _sigterm_raises():
         try:
-            custom.delete_namespaced_custom_object(
-                *coordinates, name, body=V1DeleteOptions(propagation_policy="Background")
+            attached = job.create(manifest, service_account, sleep)
+            return _wait(
+                job,
+                core,
+                started=started,
+                attached=attached,
+                timeout_s=timeout_s,
+                keep_job=keep_job,
+                poll_interval_s=poll_interval_s,
+                log_lines=log_lines,
+                follower=_LogFollower(core, kind_info, namespace, follow_logs, "[worker 0] "),
+                graces={"image": image_pull_grace_s, "unschedulable": unschedulable_grace_s},
+                clock=clock,
+                sleep=sleep,
             )
-        except ApiException as error:
-            if error.status != 404:
-                logger.warning("could not delete %s %s: %s", kind_info.kind, name, error.reason)
-                return False
-        return True
+        except (JobCancelledError, KeyboardInterrupt) as error:
+            # Ignore a second SIGTERM while deleting: Kubernetes sends SIGKILL after the grace.
+            _ignore_sigterm()
+            deleted = job.delete()
+            outcome = "deleted it" if deleted else "could NOT delete it"
+            raise JobCancelledError(
+                f"cancelled while waiting for {kind_info.kind} {namespace}/{name} ({error or 'interrupted'}); "
+                f"{outcome}"
+            ) from error
 
-    deadline = started + timeout_s
-    while True:
+
+def _ignore_sigterm() -> None:
+    """Ignores further SIGTERMs (main thread only)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _Job:
+    """One custom job object: create, read and delete it, retrying transient failures."""
+
+    def __init__(
+        self, custom: Any, launcher: str, kind: JobKind, coordinates: tuple, name: str
+    ) -> None:
+        self.custom, self.launcher, self.kind = custom, launcher, kind
+        self.coordinates, self.name = coordinates, name
+
+    @property
+    def namespace(self) -> str:
+        return self.coordinates[2]
+
+    def create(
+        self, manifest: Mapping[str, Any], service_account: str | None, sleep: Callable
+    ) -> bool:
+        """Creates the job; True when it already existed (a retried step re-attaches).
+
+        A job of the same name that is still being deleted (an earlier attempt's, deleted when
+        it failed) is waited out and then created anew.
+        """
+        for _ in range(TERMINATING_POLLS):
+            attached = self._create_once(manifest, service_account, sleep)
+            if not attached or not self._terminating():
+                return attached
+            logger.info("%s %s is still being deleted; waiting to create it anew", *self._id())
+            sleep(TERMINATING_POLL_S)
+        raise JobLaunchError(
+            "cannot create {0} {1}: an earlier {0} of that name has been terminating for over "
+            "{2:g} s (a stuck finalizer?); delete it: kubectl -n {3} delete {4} {5}".format(
+                *self._id(),
+                TERMINATING_POLLS * TERMINATING_POLL_S,
+                self.namespace,
+                self.kind.plural,
+                self.name,
+            )
+        )
+
+    def _id(self) -> tuple[str, str]:
+        return self.kind.kind, f"{self.namespace}/{self.name}"
+
+    def _terminating(self) -> bool:
+        """Whether the existing job is being deleted (or already gone)."""
+        from kubernetes.client.exceptions import ApiException
+
         try:
-            job = custom.get_namespaced_custom_object(*coordinates, name)
+            job = self.get()
+        except ApiException:
+            return True  # 404: gone in the meantime, so create it
+        return bool(((job or {}).get("metadata") or {}).get("deletionTimestamp"))
+
+    def _create_once(
+        self,
+        manifest: Mapping[str, Any],
+        service_account: str | None,
+        sleep: Callable[[float], None],
+        attempts: int = 4,
+    ) -> bool:
+        from kubernetes.client.exceptions import ApiException
+
+        for attempt in range(1, attempts + 1):
+            try:
+                self.custom.create_namespaced_custom_object(
+                    *self.coordinates, manifest, _request_timeout=REQUEST_TIMEOUT_S
+                )
+                logger.info("created %s %s/%s", self.kind.kind, self.namespace, self.name)
+                return False
+            except ApiException as error:
+                if error.status == 409:
+                    logger.info(
+                        "%s %s/%s exists; waiting for it", self.kind.kind, self.namespace, self.name
+                    )
+                    return True
+                retryable = error.status in (429, 500, 502, 503, 504)
+                if not retryable or attempt == attempts:
+                    raise _create_error(
+                        error, self.kind, self.name, self.namespace, service_account
+                    ) from None
+                reason = f"HTTP {error.status}"
+            except _transient_errors() as error:
+                if attempt == attempts:
+                    raise JobLaunchError(
+                        f"cannot create {self.kind.kind} {self.namespace}/{self.name}: the "
+                        f"Kubernetes API is unreachable ({type(error).__name__}: {error}); "
+                        "check the cluster's API server and this pod's network"
+                    ) from None
+                reason = type(error).__name__
+            logger.warning("creating %s failed (%s); retrying", self.name, reason)
+            sleep(2.0 * attempt)
+        raise AssertionError("unreachable")
+
+    def get(self) -> dict | None:
+        """The job, or None when reading it failed transiently. Raises ApiException 404."""
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return self.custom.get_namespaced_custom_object(
+                *self.coordinates, self.name, _request_timeout=REQUEST_TIMEOUT_S
+            )
         except ApiException as error:
             if error.status == 404:
-                raise JobFailedError(
-                    f"{kind_info.kind} {namespace}/{name} disappeared while running "
-                    "(deleted by someone else?)",
-                    name=name,
-                    worker=None,
-                    reason="deleted",
-                    log_tail="",
-                ) from error
-            # Transient API trouble (throttling, a restarting API server): keep waiting.
-            logger.warning(
-                "reading %s %s failed (%s); retrying", kind_info.kind, name, error.status
-            )
-            job = {}
-        state, detail = _condition(job, kind_info)
+                raise
+            reason = f"HTTP {error.status}"
+        except _transient_errors() as error:
+            reason = type(error).__name__
+        # Throttling, a restarting API server, a dropped connection: keep waiting.
+        logger.warning("reading %s %s failed (%s); retrying", self.kind.kind, self.name, reason)
+        return None
+
+    def delete(self) -> bool:
+        """Deletes the job and its pods; True when it is gone."""
+        from kubernetes.client import V1DeleteOptions
+        from kubernetes.client.exceptions import ApiException
+
+        for attempt in range(3):
+            try:
+                self.custom.delete_namespaced_custom_object(
+                    *self.coordinates,
+                    self.name,
+                    body=V1DeleteOptions(propagation_policy="Background"),
+                    _request_timeout=REQUEST_TIMEOUT_S,
+                )
+                return True
+            except ApiException as error:
+                if error.status == 404:
+                    return True
+                logger.warning(
+                    "could not delete %s %s: %s", self.kind.kind, self.name, error.reason
+                )
+                if error.status not in (429, 500, 502, 503, 504):
+                    return False
+            except _transient_errors() as error:
+                logger.warning("could not delete %s %s: %s", self.kind.kind, self.name, error)
+            time.sleep(1.0 + attempt)
+        return False
+
+
+def _list_pods(core: Any, job: _Job) -> list[Any]:
+    """The job's pods (empty when listing fails: watching goes on)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        return core.list_namespaced_pod(
+            job.namespace,
+            label_selector=f"{job.kind.pod_label}={job.name}",
+            _request_timeout=REQUEST_TIMEOUT_S,
+        ).items
+    except (ApiException, *_transient_errors()) as error:
+        logger.warning("listing the pods of %s failed (%s)", job.name, error)
+        return []
+
+
+def _wait(
+    job: _Job,
+    core: Any,
+    *,
+    started: float,
+    attached: bool,
+    timeout_s: float,
+    keep_job: bool,
+    poll_interval_s: float,
+    log_lines: int,
+    follower: _LogFollower,
+    graces: Mapping[str, float],
+    clock: Callable[[], float],
+    sleep: Callable[[float], None],
+) -> JobResult:
+    """Polls the job until it succeeds, fails, cannot start or times out."""
+    from kubernetes.client.exceptions import ApiException
+
+    kind_info, name, namespace = job.kind, job.name, job.namespace
+
+    def delete() -> bool:
+        return False if keep_job else job.delete()
+
+    deadline = started + timeout_s
+    stuck_since: dict[tuple[str, str], float] = {}
+    while True:
+        try:
+            current = job.get() or {}
+        except ApiException as error:
+            raise JobFailedError(
+                f"{kind_info.kind} {namespace}/{name} disappeared while running "
+                "(deleted by someone else?)",
+                name=name,
+                worker=None,
+                reason="deleted",
+                log_tail="",
+            ) from error
+        state, detail = _condition(current, kind_info)
+        pods = _list_pods(core, job) if current else []
+        follower.poll(pods)
         if state == "Succeeded":
             elapsed = clock() - started
-            return JobResult(kind, name, namespace, state, attached, elapsed, delete())
+            return JobResult(job.launcher, name, namespace, state, attached, elapsed, delete())
         if state == "Failed":
             found = _diagnose(core, kind_info, name, namespace, log_lines)
-            deleted = delete()
-            reason = found["reason"] or detail or "no reason reported"
-            message = f"{kind_info.kind} {namespace}/{name} failed: {detail or 'Failed'}"
-            if found["worker"]:
-                message += f"\nfirst failed worker: {found['worker']}: {reason}"
-            if found["log_tail"]:
-                message += (
-                    f"\nlast {log_lines} log lines of {found['worker']}:\n{found['log_tail']}"
-                )
-            if keep_job or not deleted:
-                message += f"\n(the job is kept: kubectl -n {namespace} describe {kind_info.plural} {name})"
-            raise JobFailedError(
-                message,
-                name=name,
-                worker=found["worker"],
-                reason=reason,
-                log_tail=found["log_tail"],
-            )
+            _raise_failed(job, found, detail, log_lines, keep_job, delete())
         now = clock()
+        seen = {}
+        for pod in pods:
+            problem = _pending_problem(pod)
+            if problem is not None:
+                key = (pod.metadata.name, problem[0])
+                seen[key] = stuck_since.get(key, now)
+                if now - seen[key] >= graces[problem[0]]:
+                    job.delete()  # a job that cannot start only holds quota
+                    raise JobLaunchError(problem[1])
+        stuck_since = seen
         if now >= deadline:
             deleted = delete()
             raise JobTimeoutError(
@@ -324,6 +766,65 @@ def launch_pretraining_job(
                 + (" and was deleted" if deleted else " and is still there")
             )
         sleep(min(poll_interval_s, max(deadline - now, 0.0)))
+
+
+def _raise_failed(
+    job: _Job, found: Mapping[str, Any], detail: str, log_lines: int, keep_job: bool, deleted: bool
+) -> None:
+    """Raises the JobFailedError of a failed job, from what `_diagnose` found."""
+    kind_info, name, namespace = job.kind, job.name, job.namespace
+    reason = found["reason"] or detail or "no reason reported"
+    message = f"{kind_info.kind} {namespace}/{name} failed: {detail or 'Failed'}"
+    if found["worker"]:
+        message += f"\nfirst failed worker: {found['worker']}: {reason}"
+    if found["log_tail"]:
+        message += f"\nlast {log_lines} log lines of {found['worker']}:\n{found['log_tail']}"
+    if keep_job or not deleted:
+        message += f"\n(the job is kept: kubectl -n {namespace} describe {kind_info.plural} {name})"
+    raise JobFailedError(
+        message, name=name, worker=found["worker"], reason=reason, log_tail=found["log_tail"]
+    )
+
+
+def delete_run_jobs(
+    launcher: str, run_id: str, *, namespace: str | None = None, api_client: Any = None
+) -> list[str]:
+    """Deletes every `launcher` job labelled with pipeline run `run_id`; returns their names.
+
+    What the pipeline's exit handler runs, so that a run that ends (or is terminated) leaves no
+    job holding GPUs. Nothing to do (an empty list) for launcher "local", or when the job API is
+    not installed.
+    """
+    if launcher not in JOB_KINDS or not run_id:
+        return []
+    from kubernetes.client import CustomObjectsApi
+    from kubernetes.client.exceptions import ApiException
+
+    kind_info = JOB_KINDS[launcher]
+    namespace = current_namespace(namespace)
+    api_client = api_client if api_client is not None else _load_api_client()
+    custom = CustomObjectsApi(api_client)
+    coordinates = (kind_info.group, kind_info.version, namespace, kind_info.plural)
+    try:
+        listed = custom.list_namespaced_custom_object(
+            *coordinates,
+            label_selector=f"{RUN_ID_LABEL}={label_value(run_id)}",
+            _request_timeout=REQUEST_TIMEOUT_S,
+        )
+    except ApiException as error:
+        if error.status == 404:
+            return []
+        raise JobLaunchError(
+            f"cannot list the {kind_info.plural} of run {run_id} in namespace {namespace} "
+            f"(HTTP {error.status}: {_api_message(error)}); delete them with kubectl -n "
+            f"{namespace} delete {kind_info.plural} -l {RUN_ID_LABEL}={label_value(run_id)}"
+        ) from None
+    deleted = []
+    for item in listed.get("items") or []:
+        name = item["metadata"]["name"]
+        if _Job(custom, launcher, kind_info, coordinates, name).delete():
+            deleted.append(name)
+    return deleted
 
 
 def launch_pretraining(
@@ -335,6 +836,7 @@ def launch_pretraining(
     workers: int = 1,
     gpus_per_worker: int = 0,
     run_id: str | None = None,
+    task: str = "pretrain",
     namespace: str | None = None,
     image: str | None = None,
     job_options: Mapping[str, Any] | None = None,
@@ -342,29 +844,28 @@ def launch_pretraining(
 ) -> JobResult:
     """Runs the pretrain step as a `launcher` job: what the pretrain pipeline step calls.
 
-    The job name comes from `run_id` and `output_dir` (unique per pipeline run and task, the same
-    on a retry). Namespace and image default to $MLM_JOB_NAMESPACE / $MLM_JOB_IMAGE, else "mlm"
-    and the project image (its "-gpu" tag when `gpus_per_worker` > 0).
+    The job is named after `run_id` and `task` (the same on a retry of the step, which then
+    re-attaches to it; without a run id, after `output_dir`) and labelled with both. It goes to
+    `current_namespace(namespace)` and runs `worker_image(image, gpus_per_worker)`; worker 0's
+    log lines are printed to stdout as they appear.
 
     Args:
         launcher: "trainjob" or "tfjob".
-        shard_dir, tokenizer_dir, output_dir: the step's data and output URIs (gs:// on a cluster).
+        shard_dir, tokenizer_dir, output_dir: the step's data and output URIs (remote on a
+            cluster: gs://, s3://, minio://).
         workers: worker pods; each runs one `mlm pretrain` process.
         gpus_per_worker: GPUs per pod.
         run_id: the pipeline run id (also the metrics' run_id).
+        task: the pipeline task name.
         namespace, image: where and what to run (see above).
-        job_options: further `launch_pretraining_job` keywords (spot, node_selector, timeout_s, ...).
-        **pretrain_options: `mlm.config.PretrainConfig` settings (variant, steps, ...), passed
-            to each worker as `mlm pretrain` flags.
+        job_options: further `launch_pretraining_job` keywords (cpu, memory, spot,
+            node_selector, tolerations, timeout_s, ...).
+        **pretrain_options: `mlm.config.PretrainConfig` settings (variant, steps, masking
+            settings, ...), passed to each worker as `mlm pretrain` flags.
 
     Returns:
         The JobResult.
     """
-    namespace = namespace or os.environ.get("MLM_JOB_NAMESPACE") or DEFAULT_NAMESPACE
-    if not image:
-        image = os.environ.get("MLM_JOB_IMAGE") or DEFAULT_IMAGE + (
-            GPU_IMAGE_SUFFIX if gpus_per_worker else ""
-        )
     from mlm.config import PretrainConfig, to_argv
 
     # Each pod is one worker: its identity comes from the job, not from a local process count.
@@ -378,13 +879,15 @@ def launch_pretraining(
             **pretrain_options,
         )
     )
+    options = {"follow_logs": sys.stdout, **dict(job_options or {})}
+    options["labels"] = {**run_labels(run_id or "", task), **dict(options.get("labels") or {})}
     return launch_pretraining_job(
         launcher,
-        job_name(run_id or "", output_dir),
-        namespace,
-        image,
+        job_name(run_id, task) if run_id else job_name("", output_dir),
+        current_namespace(namespace),
+        worker_image(image, gpus_per_worker),
         workers,
         gpus_per_worker,
         args,
-        **dict(job_options or {}),
+        **options,
     )
