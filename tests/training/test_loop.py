@@ -49,12 +49,11 @@ def build(data: dict[str, str], learning_rate=3e-3):
 def dataset_fn(data: dict[str, str], split: str = "train"):
     from mlm.data import pretraining_dataset
 
-    def make(context, start_step=0):
-        dataset = pretraining_dataset(
+    def make(context):
+        return pretraining_dataset(
             data["shards"], context.get_per_replica_batch_size(8), split=split, seed=0,
             input_context=context,
         )  # fmt: skip
-        return dataset.skip(start_step)
 
     return make
 

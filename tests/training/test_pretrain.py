@@ -57,7 +57,11 @@ def test_single_process_writes_the_outputs(single_run):
     assert sorted(os.listdir(output / "checkpoints")) == [
         "checkpoint",
         "ckpt-4.data-00000-of-00001", "ckpt-4.index", "ckpt-4.json",
-        "ckpt-8.data-00000-of-00001", "ckpt-8.index", "ckpt-8.json",
+        "ckpt-8.data-00000-of-00001", "ckpt-8.index", "ckpt-8.json", "input",
+    ]  # fmt: skip
+    # The input position of each kept checkpoint (one input pipeline).
+    assert sorted(os.listdir(output / "checkpoints" / "input" / "worker-0-of-1")) == [
+        "ckpt-4", "ckpt-8",
     ]  # fmt: skip
     lines = stdout.splitlines()
     assert lines[0].startswith("pretrain: tiny BERT (")
