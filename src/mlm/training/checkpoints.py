@@ -103,16 +103,21 @@ class CheckpointKeeper:
         """Restores the tracked iterator to where it was when checkpoint `step` was saved.
 
         Returns:
-            True when restored; False when this worker has no complete input state for `step`
-            (the iterator is then untouched).
+            True when restored; False when this worker has no complete input state for `step`,
+            or one of a pipeline defined differently (the iterator must then be replaced).
         """
+        import tensorflow as tf
+
         if self._input is None:
             return False
         uri = storage.join(self._input_dir, f"ckpt-{step}")
         if not storage.exists(storage.join(uri, _DONE)):
             return False
         local = storage.stage_to_local(uri, os.path.join(self._scratch, "input"))
-        self._input.read(os.path.join(local, "input")).assert_consumed()
+        try:
+            self._input.read(os.path.join(local, "input")).assert_consumed()
+        except (tf.errors.OpError, AssertionError, ValueError):
+            return False  # e.g. "Make sure the dataset definition has not changed"
         return True
 
     def _save_input(self, step: int) -> None:
