@@ -4,8 +4,9 @@ Resume: a checkpoint "at step N" is made by reading N batches from the training 
 training; the model is the freshly built one) and saving model, optimizer, step and input
 position with `CheckpointKeeper`. Then `train_loop` is timed from the call until the first step
 after the resume is done (restore, tracing, one step), once with the saved input position and
-once without it (the fallback that skips the N consumed batches). Model: BERT with 2 layers of
-width 64, global batch 8 of 64-token examples from the built-in corpus.
+once without it (the fallback that skips the N consumed batches); the median of `--repeats`.
+Model: BERT with 2 layers of width 64, global batch 8 of 64-token examples from the built-in
+corpus.
 
 Save: one `CheckpointKeeper.save` of a MaskedLanguageModel with a built AdamW (weights plus two
 moment slots) of each variant, vocabulary 30,522, to local disk; the median of `--repeats`.
@@ -141,7 +142,11 @@ def main() -> int:
         resume_seconds(data, str(work / "ckpt"), 10, True)  # warm-up: imports, first tracing
         for steps in (int(s) for s in args.steps.split(",")):
             for input_saved in (True, False):
-                seconds, size = resume_seconds(data, str(work / "ckpt"), steps, input_saved)
+                runs = [
+                    resume_seconds(data, str(work / "ckpt"), steps, input_saved)
+                    for _ in range(args.repeats)
+                ]
+                seconds, size = statistics.median(r[0] for r in runs), runs[0][1]
                 saved = "yes" if input_saved else "no (skip)"
                 lines.append(f"| {steps:,} | {saved} | {seconds:.2f} | {size:.1f} |")
                 print(lines[-1], flush=True)

@@ -167,6 +167,7 @@ def test_kill_9_then_rerun_resumes_on_gcs(training_data, gcs_emulator, tmp_path)
     assert len(resumed) == 1
     start = int(resumed[0].rsplit(" ", 1)[1])
     assert start >= 6 and start % 3 == 0
+    assert not any("no saved input position" in line for line in lines)  # restored from gs://
     steps = [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("step ")]
     assert steps == list(range(start + 1, 31))  # never backwards, never twice
     metrics = storage.read_json(f"{output}/metrics.json")
