@@ -111,3 +111,25 @@ def test_sigterm_stops_one_process_after_saving_and_the_rerun_continues(training
         "--checkpoint-every-steps", "1000",
     )  # fmt: skip
     check_stop_and_resume(output, argv, num_workers=1)
+
+
+def test_a_stop_request_catches_both_signals_and_restores_the_handlers():
+    """Real signals to this process: the first one is kept, none interrupts, handlers return."""
+    import os
+    import time
+
+    from mlm.training.preemption import StopRequest, TrainingInterrupted, exit_status
+
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    with StopRequest() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # would raise KeyboardInterrupt without the handler
+        os.kill(os.getpid(), signal.SIGTERM)  # would end the process without the handler
+        deadline = time.monotonic() + 10
+        while stop.signum is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stop.signum == signal.SIGINT
+    assert {signum: signal.getsignal(signum) for signum in before} == before
+    assert (exit_status(signal.SIGTERM), exit_status(signal.SIGINT)) == (143, 130)
+    interrupted = TrainingInterrupted(signal.SIGINT, step=7)
+    assert isinstance(interrupted, SystemExit) and interrupted.code == 130
+    assert str(interrupted) == "stopped by SIGINT at step 7"
