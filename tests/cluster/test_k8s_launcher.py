@@ -190,6 +190,9 @@ def test_tfjob_pod_template_is_valid_and_secure(spot, backoff):
         "backoffLimit": backoff,
         "cleanPodPolicy": "None",
     }
+    assert worker["template"]["spec"]["terminationGracePeriodSeconds"] == (
+        specs.TERMINATION_GRACE_PERIOD_SECONDS
+    )
     container = worker["template"]["spec"]["containers"][0]
     assert container["name"] == "tensorflow"
     assert container["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]

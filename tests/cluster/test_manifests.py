@@ -155,6 +155,9 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
     pod = node["template"]["spec"]["template"]
     assert pod["metadata"]["labels"].items() >= specs.POD_LABELS.items()
     assert pod["spec"]["serviceAccountName"] == specs.DEFAULT_SERVICE_ACCOUNT
+    # Time for the SIGTERM checkpoint (docs/training.md, "Resuming and failures").
+    assert pod["spec"]["terminationGracePeriodSeconds"] == specs.TERMINATION_GRACE_PERIOD_SECONDS
+    assert specs.TERMINATION_GRACE_PERIOD_SECONDS >= 120
     (container,) = pod["spec"]["containers"]
     assert container["name"] == specs.JOB_KINDS["trainjob"].container
     assert container["command"] == ["/usr/bin/tini", "--", "mlm", "pretrain"]

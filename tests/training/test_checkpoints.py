@@ -121,3 +121,43 @@ def test_a_checkpoint_of_another_model_is_a_user_error(tmp_path):
     other = tf.train.Checkpoint(step=tf.Variable(0, dtype=tf.int64), weights=tf.Variable([0.0]))
     with pytest.raises(UserInputError, match=r"cannot resume from checkpoint .*ckpt-1.*different"):
         CheckpointKeeper(str(tmp_path), other).restore_latest()
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_input_positions_are_kept_per_worker_and_restored(tmp_path, gcs_emulator, remote):
+    """Each worker's iterator state is saved with the checkpoint (the last `keep` of them), local
+    or on gs://, and a new iterator restored from it continues where the old one stopped."""
+    import tensorflow as tf
+
+    directory = (
+        f"gs://{gcs_emulator.create_bucket()}/run/checkpoints"
+        if remote
+        else str(tmp_path / "checkpoints")
+    )
+    dataset = tf.data.Dataset.range(1000).shuffle(50, seed=1).prefetch(2)
+    checkpoint, step, _weights = make_state()
+    iterator = iter(dataset)
+    keeper = CheckpointKeeper(directory, checkpoint, is_chief=False, keep=2)
+    keeper.track_input(iterator, worker=1, num_workers=2)
+    for number in (3, 5, 7):
+        while int(step.numpy()) < number:
+            next(iterator)
+            step.assign_add(1)
+        keeper.save(number)
+    expected = [int(next(iterator)) for _ in range(5)]  # what follows step 7
+    keeper.close()
+    states = storage.join(directory, "input", "worker-1-of-2")
+    assert [uri.rsplit("/", 1)[1] for uri in storage.glob(storage.join(states, "*"))] == [
+        "ckpt-5", "ckpt-7",
+    ]  # fmt: skip
+    assert storage.exists(storage.join(states, "ckpt-7", "DONE"))
+
+    fresh = iter(dataset)
+    restorer = CheckpointKeeper(directory, make_state()[0], is_chief=False)
+    restorer.track_input(fresh, worker=1, num_workers=2)
+    assert not restorer.restore_input(3)  # dropped: only the last `keep` are kept
+    assert restorer.restore_input(7)
+    assert [int(next(fresh)) for _ in range(5)] == expected
+    other_count = CheckpointKeeper(directory, make_state()[0], is_chief=False)
+    other_count.track_input(iter(dataset), worker=1, num_workers=3)
+    assert not other_count.restore_input(7)  # another worker count: another pipeline

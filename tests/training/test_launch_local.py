@@ -115,3 +115,50 @@ def test_environment_is_passed_through():
 def test_zero_workers_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         run_local_workers(script("pass"), 0)
+
+
+def test_sigterm_is_forwarded_and_the_workers_get_time_to_save(tmp_path):
+    """SIGTERM to the launcher (this process) reaches every worker, which "save" for a second
+    and exit 143; the launcher waits for them, raises TrainingInterrupted (exit status 143) and
+    puts the previous SIGTERM handler back."""
+    import signal
+    import threading
+
+    from mlm.training.preemption import TrainingInterrupted
+
+    def send_when_both_are_up():
+        deadline = time.monotonic() + 120
+        while len(list(tmp_path.glob("up-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    sender = threading.Thread(target=send_when_both_are_up, daemon=True)
+    sender.start()
+    with pytest.raises(TrainingInterrupted) as caught:
+        run_local_workers(
+            script(
+                f"""
+                import json, os, pathlib, signal, sys, time
+                index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
+                folder = pathlib.Path({str(tmp_path)!r})
+
+                def save_and_exit(signum, _frame):
+                    time.sleep(1.0)  # longer than the poll interval: the launcher must wait
+                    (folder / f"saved-{{index}}").write_text(str(signum))
+                    sys.exit(128 + signum)
+
+                signal.signal(signal.SIGTERM, save_and_exit)
+                (folder / f"up-{{index}}").write_text("")
+                time.sleep(300)
+                """
+            ),
+            2,
+            output=io.StringIO(),
+            timeout=200,
+            grace_period=0.5,
+        )
+    sender.join(timeout=10)
+    assert caught.value.code == 143 and caught.value.signum == signal.SIGTERM
+    assert [(tmp_path / f"saved-{i}").read_text() for i in (0, 1)] == ["15", "15"]
+    assert signal.getsignal(signal.SIGTERM) is previous

@@ -49,12 +49,11 @@ def build(data: dict[str, str], learning_rate=3e-3):
 def dataset_fn(data: dict[str, str], split: str = "train"):
     from mlm.data import pretraining_dataset
 
-    def make(context, start_step=0):
-        dataset = pretraining_dataset(
+    def make(context):
+        return pretraining_dataset(
             data["shards"], context.get_per_replica_batch_size(8), split=split, seed=0,
             input_context=context,
         )  # fmt: skip
-        return dataset.skip(start_step)
 
     return make
 
@@ -187,3 +186,136 @@ def test_time_based_checkpoints(training_data, tmp_path):
         step_counter=step, checkpoints=keeper, log=lambda _m: None,
     )  # fmt: skip
     assert sorted(p.rsplit("-", 1)[1] for p in keeper._manager.checkpoints) == ["1", "2", "3"]
+
+
+def test_a_stop_request_saves_the_step_reached_and_raises(training_data, tmp_path):
+    """A stop flag (as SIGTERM sets it) during training: the next step is saved with its input
+    position, TrainingInterrupted carries exit status 143, and a resume continues there."""
+    import signal
+
+    import tensorflow as tf
+
+    from mlm.training.preemption import StopRequest, TrainingInterrupted
+
+    class StopAt(Collect):
+        def __init__(self, stop, at):
+            super().__init__()
+            self.stop, self.at = stop, at
+
+        def report(self, metrics):
+            super().report(metrics)
+            if metrics["step"] == self.at:
+                self.stop.request(signal.SIGTERM)
+
+    directory = str(tmp_path / "ckpt")
+    model, optimizer, step, checkpoint = build(training_data)
+    stop = StopRequest()
+    messages = []
+    with pytest.raises(TrainingInterrupted) as caught:
+        train_loop(
+            model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data),
+            LoopConfig(total_steps=10, log_every_steps=1, checkpoint_every_steps=100),
+            step_counter=step, checkpoints=CheckpointKeeper(directory, checkpoint),
+            reporters=[StopAt(stop, 2)], log=messages.append, stop=stop,
+        )  # fmt: skip
+    # Requested after step 2: step 3 carries the request through the all-reduce and is saved.
+    assert (caught.value.code, caught.value.step) == (143, 3)
+    assert messages[-2].startswith("saved checkpoint at step 3")
+    assert messages[-1] == (
+        "stopped by SIGTERM at step 3 (saved a checkpoint); rerun with the same arguments to resume"
+    )
+    assert (tmp_path / "ckpt" / "input" / "worker-0-of-1" / "ckpt-3" / "DONE").exists()
+
+    model, optimizer, step, checkpoint = build(training_data)
+    resumed = train_loop(
+        model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data),
+        LoopConfig(total_steps=4, log_every_steps=1),
+        step_counter=step, checkpoints=CheckpointKeeper(directory, checkpoint),
+        log=messages.append,
+    )  # fmt: skip
+    assert (resumed.start_step, resumed.final_step) == (3, 4)
+    assert resumed.history["step"] == [1, 2, 3, 4]
+
+
+def counting(make):
+    """`make` with a count of the batches its pipeline hands out (read through `.count`)."""
+    import tensorflow as tf
+
+    produced = []
+
+    def count(batch):
+        tick = tf.py_function(lambda: produced.append(1) or 0, [], tf.int32)
+        with tf.control_dependencies([tick]):
+            return {name: tf.identity(value) for name, value in batch.items()}
+
+    def make_counted(context):
+        options = tf.data.Options()
+        options.experimental_external_state_policy = (
+            tf.data.experimental.ExternalStatePolicy.IGNORE  # the counter is not input state
+        )
+        return make(context).map(count).with_options(options)
+
+    make_counted.produced = produced
+    return make_counted
+
+
+@pytest.mark.parametrize("input_saved", [True, False])
+def test_a_resume_does_not_read_the_consumed_batches_again(training_data, tmp_path, input_saved):
+    """Structural: after a resume at step 20, the pipeline hands out the batches of the steps
+    still to run (plus what tf.data reads ahead), not the 20 consumed ones; only without a saved
+    input position are they read again (the fallback)."""
+    import shutil
+
+    import tensorflow as tf
+
+    directory = tmp_path / "ckpt"
+    model, optimizer, step, checkpoint = build(training_data)
+    train_loop(
+        model, optimizer, tf.distribute.get_strategy(), counting(dataset_fn(training_data)),
+        LoopConfig(total_steps=20, log_every_steps=10),
+        step_counter=step, checkpoints=CheckpointKeeper(str(directory), checkpoint),
+        log=lambda _m: None,
+    )  # fmt: skip
+    if not input_saved:
+        shutil.rmtree(directory / "input")
+
+    make = counting(dataset_fn(training_data))
+    model, optimizer, step, checkpoint = build(training_data)
+    messages = []
+    result = train_loop(
+        model, optimizer, tf.distribute.get_strategy(), make,
+        LoopConfig(total_steps=22, log_every_steps=1),
+        step_counter=step, checkpoints=CheckpointKeeper(str(directory), checkpoint),
+        log=messages.append,
+    )  # fmt: skip
+    assert (result.start_step, result.final_step) == (20, 22)
+    skipped = [m for m in messages if m.startswith("no saved input position")]
+    if input_saved:
+        assert not skipped
+        assert len(make.produced) < 20  # 2 steps and the read-ahead of the pipeline's prefetch
+    else:
+        assert skipped == ["no saved input position for step 20: skipping the consumed batches"]
+        assert len(make.produced) >= 22
+
+
+def test_an_input_position_of_another_pipeline_falls_back_to_skipping(training_data, tmp_path):
+    """A saved input state that does not fit the pipeline (its definition changed) is not an
+    error: the consumed batches are skipped instead."""
+    import tensorflow as tf
+
+    directory = str(tmp_path / "ckpt")
+    model, optimizer, step, checkpoint = build(training_data)
+    train_loop(
+        model, optimizer, tf.distribute.get_strategy(), counting(dataset_fn(training_data)),
+        LoopConfig(total_steps=2), step_counter=step,
+        checkpoints=CheckpointKeeper(directory, checkpoint), log=lambda _m: None,
+    )  # fmt: skip
+    model, optimizer, step, checkpoint = build(training_data)
+    messages = []
+    result = train_loop(
+        model, optimizer, tf.distribute.get_strategy(), dataset_fn(training_data),
+        LoopConfig(total_steps=3), step_counter=step,
+        checkpoints=CheckpointKeeper(directory, checkpoint), log=messages.append,
+    )  # fmt: skip
+    assert result.final_step == 3
+    assert messages[1] == "no saved input position for step 2: skipping the consumed batches"

@@ -57,7 +57,11 @@ def test_single_process_writes_the_outputs(single_run):
     assert sorted(os.listdir(output / "checkpoints")) == [
         "checkpoint",
         "ckpt-4.data-00000-of-00001", "ckpt-4.index", "ckpt-4.json",
-        "ckpt-8.data-00000-of-00001", "ckpt-8.index", "ckpt-8.json",
+        "ckpt-8.data-00000-of-00001", "ckpt-8.index", "ckpt-8.json", "input",
+    ]  # fmt: skip
+    # The input position of each kept checkpoint (one input pipeline).
+    assert sorted(os.listdir(output / "checkpoints" / "input" / "worker-0-of-1")) == [
+        "ckpt-4", "ckpt-8",
     ]  # fmt: skip
     lines = stdout.splitlines()
     assert lines[0].startswith("pretrain: tiny BERT (")
@@ -163,6 +167,7 @@ def test_kill_9_then_rerun_resumes_on_gcs(training_data, gcs_emulator, tmp_path)
     assert len(resumed) == 1
     start = int(resumed[0].rsplit(" ", 1)[1])
     assert start >= 6 and start % 3 == 0
+    assert not any("no saved input position" in line for line in lines)  # restored from gs://
     steps = [int(line.split()[1].split("/")[0]) for line in lines if line.startswith("step ")]
     assert steps == list(range(start + 1, 31))  # never backwards, never twice
     metrics = storage.read_json(f"{output}/metrics.json")

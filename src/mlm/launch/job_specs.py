@@ -37,6 +37,14 @@ MAX_JOB_NAME_LENGTH = 40
 # resumes from the last checkpoint. (A TrainJob's restarts are set in its ClusterTrainingRuntime.)
 TFJOB_BACKOFF_LIMIT = 1
 TFJOB_SPOT_BACKOFF_LIMIT = 3
+# Seconds between SIGTERM and SIGKILL for a training pod (also in the ClusterTrainingRuntime).
+# SIGTERM makes every worker finish the step in flight, run one more (it carries the stop flag
+# through the all-reduce) and save; gs:// outputs then upload the checkpoint. Measured
+# (bench/bench_preemption.py, 2-core CPU): a BERT-base MaskedLanguageModel checkpoint with AdamW
+# (134 M parameters, 1.6 GB) saves in 5.3 s to local disk (tiny: 229 MB, 3.1 s); uploading
+# 1.6 GB at >= 100 MB/s takes ~16 s; a BERT-base step on an accelerator takes under 2 s. About
+# 25 s in all: 180 s leaves room for slow disks, slow steps and larger models.
+TERMINATION_GRACE_PERIOD_SECONDS = 180
 # The Pushgateway of manifests/ (same namespace). TrainJob pods get it from the runtime.
 PUSHGATEWAY_URL = "http://mlm-pushgateway:9091"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -421,6 +429,7 @@ def build_tfjob(
         metadata=V1ObjectMeta(labels=_labels(spec)),
         spec=V1PodSpec(
             containers=[container],
+            termination_grace_period_seconds=TERMINATION_GRACE_PERIOD_SECONDS,
             service_account_name=spec.service_account,
             automount_service_account_token=False,
             node_selector=selector or None,

@@ -5,6 +5,10 @@ ports) and its own task index; worker 0 is the chief. Their output is streamed l
 `[worker i]` prefix. If any worker fails, the others are stopped (SIGTERM, then SIGKILL after a
 grace period) and the failure is reported with that worker's last lines. A timeout bounds the run.
 
+SIGTERM or SIGINT sent to the launcher is forwarded to every worker, which then save a checkpoint
+of the same step and exit (see `mlm.training.preemption`); the launcher waits up to
+`save_grace_period` seconds for them and raises `TrainingInterrupted` (exit status 143 or 130).
+
 `run_pretraining` is what `mlm pretrain` and the KFP pretrain component call: one process, or
 `--workers N` local processes each running `mlm pretrain` with the same settings.
 """
@@ -26,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from mlm.errors import UserInputError
+from mlm.training.preemption import StopRequest, TrainingInterrupted
 
 if TYPE_CHECKING:
     from mlm.config import PretrainLaunchConfig
@@ -117,6 +122,7 @@ def run_local_workers(
     env: Mapping[str, str] | None = None,
     timeout: float | None = None,
     grace_period: float = 10.0,
+    save_grace_period: float = 300.0,
     output: TextIO | None = None,
     poll_interval: float = 0.2,
 ) -> None:
@@ -128,72 +134,128 @@ def run_local_workers(
         env: the environment for the workers (their TF_CONFIG is added); `os.environ` when None.
         timeout: seconds the whole run may take; None waits as long as the workers run.
         grace_period: seconds between SIGTERM and SIGKILL when stopping workers.
+        save_grace_period: after forwarding SIGTERM/SIGINT, seconds the workers get to save and
+            exit before they are killed.
         output: where the prefixed worker output goes; stdout when None.
         poll_interval: seconds between checks of the workers' state.
 
     Raises:
         WorkersFailedError: a worker exited non-zero (the others were stopped) or the run timed out.
+        TrainingInterrupted: the launcher got SIGTERM/SIGINT, forwarded it, and not every worker
+            finished its run (they saved a checkpoint and stopped).
         ValueError: num_workers < 1.
     """
     if num_workers < 1:
         raise ValueError(f"num_workers must be at least 1, got {num_workers}")
     out = output or sys.stdout
     base_env = dict(os.environ if env is None else env)
-    lock = threading.Lock()
     workers: list[_Worker] = []
-    started = time.monotonic()
-    try:
-        for index, tf_config in enumerate(worker_tf_configs(num_workers)):
-            worker_env = {**base_env, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
-            process = subprocess.Popen(
-                list(command),
-                env=worker_env,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                text=True,
-                errors="replace",
-                start_new_session=True,
-            )
-            tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
-            reader = threading.Thread(
-                target=_pump,
-                args=(process.stdout, f"[worker {index}] ", out, tail, lock),
-                daemon=True,
-            )
-            reader.start()
-            workers.append(_Worker(index, process, tail, reader))
-
-        while True:
-            codes = [w.process.poll() for w in workers]
-            failed = [w for w, code in zip(workers, codes) if code not in (None, 0)]
-            if failed:
-                worker = failed[0]
-                _stop(workers, grace_period)
+    with StopRequest() as stop:
+        try:
+            _start(command, num_workers, base_env, out, workers)
+            _watch(
+                workers, stop, timeout=timeout, grace_period=grace_period,
+                save_grace_period=save_grace_period, poll_interval=poll_interval,
+            )  # fmt: skip
+        finally:
+            _stop(workers, grace_period)  # no-op when all exited; covers KeyboardInterrupt
+            for worker in workers:
                 worker.reader.join(timeout=5)
-                raise WorkersFailedError(
-                    f"worker {worker.index} exited with status {worker.process.returncode}; "
-                    f"the other workers were stopped. Its last lines:\n  "
-                    + "\n  ".join(worker.tail),
-                    worker=worker.index,
-                    returncode=worker.process.returncode,
-                    tail=list(worker.tail),
+
+
+def _start(
+    command: Sequence[str],
+    num_workers: int,
+    base_env: dict[str, str],
+    out: TextIO,
+    workers: list[_Worker],
+) -> None:
+    """Starts the workers, appending each to `workers` as soon as it runs."""
+    lock = threading.Lock()
+    for index, tf_config in enumerate(worker_tf_configs(num_workers)):
+        worker_env = {**base_env, "TF_CONFIG": json.dumps(tf_config), "PYTHONUNBUFFERED": "1"}
+        process = subprocess.Popen(
+            list(command),
+            env=worker_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        )
+        tail: collections.deque = collections.deque(maxlen=TAIL_LINES)
+        reader = threading.Thread(
+            target=_pump,
+            args=(process.stdout, f"[worker {index}] ", out, tail, lock),
+            daemon=True,
+        )
+        reader.start()
+        workers.append(_Worker(index, process, tail, reader))
+
+
+def _watch(
+    workers: Sequence[_Worker],
+    stop: StopRequest,
+    *,
+    timeout: float | None,
+    grace_period: float,
+    save_grace_period: float,
+    poll_interval: float,
+) -> None:
+    """Waits for the workers; stops them all when one fails, the time is up or a signal came."""
+    started = time.monotonic()
+    num_workers = len(workers)
+    while True:
+        if stop.signum is not None:
+            _forward_and_wait(workers, stop.signum, save_grace_period)
+            if any(w.process.returncode != 0 for w in workers):
+                interrupted = TrainingInterrupted(stop.signum)
+                print(
+                    f"mlm pretrain: {interrupted}: the workers saved a checkpoint of the same step "
+                    "and stopped; rerun with the same arguments to resume",
+                    file=sys.stderr,
                 )
-            if all(code == 0 for code in codes):
-                break
-            if timeout is not None and time.monotonic() - started > timeout:
-                _stop(workers, grace_period)
-                raise WorkersFailedError(
-                    f"the {num_workers} workers did not finish within {timeout:g} s; stopped them",
-                    worker=None,
-                    returncode=None,
-                    tail=[],
-                )
-            time.sleep(poll_interval)
-    finally:
-        _stop(workers, grace_period)  # no-op when all exited; covers KeyboardInterrupt
-        for worker in workers:
+                raise interrupted
+            return  # the workers had finished their run anyway
+        codes = [w.process.poll() for w in workers]
+        failed = [w for w, code in zip(workers, codes) if code not in (None, 0)]
+        if failed:
+            worker = failed[0]
+            _stop(workers, grace_period)
             worker.reader.join(timeout=5)
+            raise WorkersFailedError(
+                f"worker {worker.index} exited with status {worker.process.returncode}; "
+                f"the other workers were stopped. Its last lines:\n  " + "\n  ".join(worker.tail),
+                worker=worker.index,
+                returncode=worker.process.returncode,
+                tail=list(worker.tail),
+            )
+        if all(code == 0 for code in codes):
+            break
+        if timeout is not None and time.monotonic() - started > timeout:
+            _stop(workers, grace_period)
+            raise WorkersFailedError(
+                f"the {num_workers} workers did not finish within {timeout:g} s; stopped them",
+                worker=None,
+                returncode=None,
+                tail=[],
+            )
+        time.sleep(poll_interval)
+
+
+def _forward_and_wait(workers: Sequence[_Worker], signum: int, grace_period: float) -> None:
+    """Sends `signum` to every live worker and waits for all to exit (SIGKILL after the grace)."""
+    for worker in workers:
+        if worker.process.poll() is None:
+            _signal_group(worker.process, signum)
+    deadline = time.monotonic() + grace_period
+    for worker in workers:
+        try:
+            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal_group(worker.process, signal.SIGKILL)
+            worker.process.wait(timeout=30)
 
 
 def run_pretraining(config: PretrainLaunchConfig) -> PretrainResult:

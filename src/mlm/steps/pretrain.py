@@ -20,13 +20,18 @@ import dataclasses
 import hashlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlm import storage
 from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE
 from mlm.config import PretrainConfig
 from mlm.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mlm.training.preemption import StopRequest
 
 
 @dataclasses.dataclass
@@ -96,12 +101,25 @@ def pretrain_from_config(config: PretrainConfig) -> PretrainResult:
 
 
 def _train(config: PretrainConfig) -> PretrainResult:
-    """Set-up, train, evaluate, write: one process of a (possibly one-process) job."""
+    """Set-up, train, evaluate, write: one process of a (possibly one-process) job.
+
+    SIGTERM or SIGINT from the start until the last step stops training after the next step,
+    which every worker saves; `TrainingInterrupted` (exit status 143 or 130) then ends the run.
+    """
+    from mlm.training.preemption import StopRequest
+
+    with StopRequest() as stop:
+        return _train_until_stopped(config, stop)
+
+
+def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainResult:
     from mlm.training.cluster import resolve_cluster
+    from mlm.training.preemption import TrainingInterrupted
     from mlm.training.strategy import make_strategy
 
     cluster = resolve_cluster()
     strategy = make_strategy(cluster)  # first: MultiWorkerMirroredStrategy configures the runtime
+    stop.install()  # again: the multi-worker runtime installs its own SIGTERM handler
 
     import keras
     import tensorflow as tf
@@ -174,23 +192,41 @@ def _train(config: PretrainConfig) -> PretrainResult:
             jit_compile=config.jit_compile,
             seed=config.seed,
         )
-        result = train_loop(
-            model,
-            optimizer,
-            strategy,
-            lambda context, start_step: _dataset(config, "train", context).skip(start_step),
-            loop_config,
-            step_counter=step_counter,
-            checkpoints=keeper,
-            reporters=reporters,
-            log=printer.message if cluster.is_chief else (lambda _text: None),
-        )
+        summary_uri = storage.join(output_dir, "workers", f"worker-{cluster.worker_id}.json")
+        try:
+            result = train_loop(
+                model,
+                optimizer,
+                strategy,
+                lambda context: _dataset(config, "train", context),
+                loop_config,
+                step_counter=step_counter,
+                checkpoints=keeper,
+                reporters=reporters,
+                log=printer.message if cluster.is_chief else (lambda _text: None),
+                stop=stop,
+            )
+        except TrainingInterrupted as interrupted:
+            storage.write_json(
+                summary_uri,
+                {
+                    "worker": cluster.worker_id,
+                    "step": interrupted.step,
+                    "weights_sha256": weights_digest(model),
+                    "stopped_by": signal.Signals(interrupted.signum).name,
+                },
+            )
+            print(
+                f"mlm pretrain: {interrupted} after saving a checkpoint (worker "
+                f"{cluster.worker_id}); exit status {interrupted.code}",
+                file=sys.stderr,
+            )
+            raise
+        stop.restore()  # from here on a signal acts as usual: the last checkpoint is saved
         validation = _validate_model(config, model, strategy, manifest)
         digest = weights_digest(model)
         summary = {"worker": cluster.worker_id, "step": result.final_step, "weights_sha256": digest}
-        storage.write_json(
-            storage.join(output_dir, "workers", f"worker-{cluster.worker_id}.json"), summary
-        )
+        storage.write_json(summary_uri, summary)
         if not cluster.is_chief:
             return PretrainResult(output_dir, "", "", {})
 

@@ -9,6 +9,14 @@ are restored, so a half-written checkpoint is never picked up.
 Under MultiWorkerMirroredStrategy every worker must take part in a save; only the chief writes to
 the real directory, the others save into a temporary directory that is deleted right after.
 
+Input position: with `track_input`, every worker also saves the state of its own `tf.data`
+iterator (file offsets, shuffle buffer, prefetched batches) under
+`input/worker-<i>-of-<n>/ckpt-<step>/`, before the model checkpoint of the same step and as a
+directory that appears complete or not at all (a `DONE` marker, written last). A resume restores
+it, so the input continues exactly where it stopped without reading the consumed batches again.
+Where it is missing (an older checkpoint, another worker count, a save cut short) the caller falls
+back to re-reading (`restore_input` returns False).
+
 An object-store directory (`gs://`, `s3://`, `minio://`) is staged: TensorFlow cannot write
 there itself (its `gs://` file system cannot reach an emulator, and TensorFlow 2.21 has no `s3://`
 one), so checkpoints are written to a local directory and then uploaded through `mlm.storage`,
@@ -32,6 +40,8 @@ if TYPE_CHECKING:
     import tensorflow as tf
 
 STATE_FILE = "checkpoint"  # tf.train.CheckpointManager's index of the kept checkpoints
+INPUT_DIR = "input"  # per-worker input iterator states
+_DONE = "DONE"  # written last into an input state's directory
 _CKPT_FILE = re.compile(r"^ckpt-(\d+)(\.index|\.data-\d+-of-\d+|\.json)$")
 
 
@@ -72,6 +82,57 @@ class CheckpointKeeper:
         self._manager = (
             tf.train.CheckpointManager(checkpoint, local, max_to_keep=keep) if is_chief else None
         )
+        self._input: tf.train.Checkpoint | None = None
+        self._input_dir = ""
+
+    def track_input(self, iterator: Any, *, worker: int = 0, num_workers: int = 1) -> None:
+        """Saves `iterator` (this worker's `tf.data` iterator) with every checkpoint from now on.
+
+        Args:
+            iterator: a `tf.data` iterator (`iter(dataset)`).
+            worker: this worker's input pipeline index.
+            num_workers: how many input pipelines the job has (states of another count are not
+                restored: the pipelines would differ).
+        """
+        import tensorflow as tf
+
+        self._input = tf.train.Checkpoint(iterator=iterator)
+        self._input_dir = storage.join(
+            self.directory, INPUT_DIR, f"worker-{worker}-of-{num_workers}"
+        )
+
+    def restore_input(self, step: int) -> bool:
+        """Restores the tracked iterator to where it was when checkpoint `step` was saved.
+
+        Returns:
+            True when restored; False when this worker has no complete input state for `step`,
+            or one of a pipeline defined differently (the iterator must then be replaced).
+        """
+        import tensorflow as tf
+
+        if self._input is None:
+            return False
+        uri = storage.join(self._input_dir, f"ckpt-{step}")
+        if not storage.exists(storage.join(uri, _DONE)):
+            return False
+        local = storage.stage_to_local(uri, os.path.join(self._scratch, "input"))
+        try:
+            self._input.read(os.path.join(local, "input")).assert_consumed()
+        except (tf.errors.OpError, AssertionError, ValueError):
+            return False  # e.g. "Make sure the dataset definition has not changed"
+        return True
+
+    def _save_input(self, step: int) -> None:
+        """Writes the tracked iterator's state for `step`, then drops states beyond `keep`."""
+        uri = storage.join(self._input_dir, f"ckpt-{step}")
+        with storage.atomic_directory(uri, last=(_DONE,)) as tmp:
+            self._input.write(os.path.join(tmp, "input"))
+            with open(os.path.join(tmp, _DONE), "w", encoding="utf-8") as marker:
+                marker.write(f"{step}\n")
+        saved = storage.glob(storage.join(self._input_dir, "ckpt-*"))
+        steps = sorted(int(path.rsplit("-", 1)[1]) for path in saved if _is_number(path))
+        for old in steps[: -self.keep]:
+            storage.remove(storage.join(self._input_dir, f"ckpt-{old}"), recursive=True)
 
     @property
     def latest(self) -> str | None:
@@ -130,6 +191,8 @@ class CheckpointKeeper:
             The chief's checkpoint path prefix (the local staging path for an object store);
             None on other workers.
         """
+        if self._input is not None:
+            self._save_input(step)  # before the state file can list `step`
         if sidecar is not None and self.is_chief:
             # The sidecar goes first: it is only read for checkpoints the state file lists.
             storage.write_json(os.path.join(self.local_directory, f"ckpt-{step}.json"), sidecar)
@@ -165,7 +228,7 @@ class CheckpointKeeper:
             uri.rsplit("/", 1)[1] for uri in storage.glob(storage.join(self.directory, "*"))
         }
         local_names = set(os.listdir(self.local_directory))
-        for name in sorted(local_names - {STATE_FILE}):
+        for name in sorted(local_names - {STATE_FILE, INPUT_DIR}):
             match = _CKPT_FILE.match(name)
             if name not in remote_names or (match and int(match[1]) == max(kept)):
                 _upload_file(os.path.join(self.local_directory, name), self.directory, name)
@@ -177,6 +240,10 @@ class CheckpointKeeper:
     def close(self) -> None:
         """Deletes this process's scratch files."""
         shutil.rmtree(self._scratch, ignore_errors=True)
+
+
+def _is_number(path: str) -> bool:
+    return path.rsplit("-", 1)[1].isdigit()
 
 
 def _upload_file(local_path: str, directory: str, name: str) -> None:

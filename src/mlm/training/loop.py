@@ -9,28 +9,41 @@ batch), and applies the gradients with the Keras optimizer. Loss and accuracy ar
 sums (loss_sum, num_masked, num_correct) over all replicas, so every worker sees the same numbers
 and takes the same decisions (stop on NaN, checkpoint now).
 
-Resuming: the step counter, model and optimizer come from the checkpoint. The input pipeline is
-deterministic for a given seed, so the dataset is rebuilt and the batches already trained on are
-skipped (reading them again is cheap next to training on them); masking seeds derive from the step
-number, so a resumed run sees the same batches and masks as an uninterrupted one.
+Input: each worker iterates over its own input pipeline (`make_dataset(input_context)`) with a
+plain `tf.data` iterator, and each step hands one batch per local replica to the strategy
+(`experimental_distribute_values_from_function`). A plain iterator, unlike the strategy's
+distributed one, can be checkpointed, so the keeper saves its state with every checkpoint.
+
+Resuming: the step counter, model, optimizer and input position come from the checkpoint; the
+input continues where it stopped without reading the consumed batches again, so a resume at step
+10,000 starts as fast as one at step 100. Without a saved input position (an older checkpoint,
+another worker count) the deterministic pipeline is rebuilt and the consumed batches are skipped,
+which costs time in proportion to the step. Masking seeds derive from the step number, so a
+resumed run sees the same batches and masks as an uninterrupted one.
+
+Stopping: a `StopRequest` flag (SIGTERM/SIGINT) joins the step's all-reduce like a time-based
+save request, so every worker sees it after the same step; they save that step together and the
+loop raises `TrainingInterrupted` (exit status 128 + signal number).
 """
 
 from __future__ import annotations
 
 import math
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from mlm.training.checkpoints import CheckpointKeeper
+from mlm.training.preemption import StopRequest, TrainingInterrupted
 
 if TYPE_CHECKING:
     import keras
     import tensorflow as tf
 
 # Scalars summed over replicas each step, in this order.
-_SUMS = ("loss_sum", "num_masked", "num_correct", "tokens", "save_requests")
+_SUMS = ("loss_sum", "num_masked", "num_correct", "tokens", "save_requests", "stop_requests")
 
 
 class TrainingDivergedError(RuntimeError):
@@ -116,7 +129,7 @@ def make_train_step(
     seed: int = 0,
     jit_compile: bool = False,
 ) -> Callable[..., tf.Tensor]:
-    """Builds the distributed training step `step_fn(iterator, step, save_request) -> sums`.
+    """Builds the distributed training step `step_fn(iterator, step, requests) -> sums`.
 
     Args:
         model: a MaskedLanguageModel (anything with `masked_lm_forward`), built in the scope.
@@ -126,15 +139,15 @@ def make_train_step(
         jit_compile: XLA-compile the per-replica computation.
 
     Returns:
-        A tf.function taking a distributed iterator, the step number (int64 scalar) and a
-        per-worker save request (float32 0/1), and returning the float32 vector of `_SUMS` summed
-        over all replicas.
+        A tf.function taking this worker's `tf.data` iterator (one element per local replica and
+        step), the step number (int64 scalar) and this worker's save and stop requests (float32
+        [2] of 0/1), and returning the float32 vector of `_SUMS` summed over all replicas.
     """
     import tensorflow as tf
 
     from mlm.model import replica_loss
 
-    def replica_step(batch, step, save_request):
+    def replica_step(batch, step, requests):
         context = tf.distribute.get_replica_context()
         replica_seed = tf.stack(
             [tf.cast(seed, tf.int64) + step, tf.cast(context.replica_id_in_sync_group, tf.int64)]
@@ -149,15 +162,23 @@ def make_train_step(
         optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
         tokens = tf.reduce_sum(tf.cast(batch["attention_mask"], tf.float32))
         return tf.stack(
-            [out["loss_sum"], out["num_masked"], out["num_correct"], tokens, save_request]
+            [
+                out["loss_sum"],
+                out["num_masked"],
+                out["num_correct"],
+                tokens,
+                requests[0],
+                requests[1],
+            ]
         )
 
     replica_fn = tf.function(replica_step, jit_compile=jit_compile) if jit_compile else replica_step
 
     @tf.function
-    def train_step(iterator, step, save_request):
-        batch = next(iterator)
-        per_replica = strategy.run(replica_fn, args=(batch, step, save_request))
+    def train_step(iterator, step, requests):
+        # One batch per local replica, in replica order, from this worker's own pipeline.
+        batch = strategy.experimental_distribute_values_from_function(lambda _ctx: next(iterator))
+        per_replica = strategy.run(replica_fn, args=(batch, step, requests))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
     return train_step
@@ -167,13 +188,14 @@ def train_loop(
     model: keras.Model,
     optimizer: keras.optimizers.Optimizer,
     strategy: tf.distribute.Strategy,
-    make_dataset: Callable[[tf.distribute.InputContext, int], tf.data.Dataset],
+    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
     config: LoopConfig,
     *,
     step_counter: tf.Variable,
     checkpoints: CheckpointKeeper | None = None,
     reporters: Sequence[Reporter] = (),
     log: Callable[[str], None] = print,
+    stop: StopRequest | None = None,
 ) -> LoopResult:
     """Trains `model` until `step_counter` reaches `config.total_steps`, resuming if it can.
 
@@ -184,20 +206,21 @@ def train_loop(
         model: a built MaskedLanguageModel created in `strategy.scope()`.
         optimizer: its optimizer, built in the same scope.
         strategy: the distribution strategy.
-        make_dataset: `(input_context, start_step) -> dataset` of this input pipeline's
-            per-replica batches (dicts of int32 [per_replica_batch, seq_length]), repeating, with
-            the first `start_step` batches skipped.
+        make_dataset: `input_context -> dataset` of this worker's input pipeline: per-replica
+            batches (dicts of int32 [per_replica_batch, seq_length]), repeating, deterministic.
         config: steps, logging and checkpointing settings.
         step_counter: int64 variable tracked by the checkpoint; holds the restored step.
         checkpoints: where to save and resume from (None: no checkpoints).
         reporters: sinks for the metrics of each logging interval (see `Reporter`).
-        log: one-line messages (resume, checkpoint, divergence).
+        log: one-line messages (resume, checkpoint, divergence, stop).
+        stop: a flag (set by SIGTERM/SIGINT) that stops training after saving the step reached.
 
     Returns:
         The LoopResult.
 
     Raises:
         TrainingDivergedError: the loss or the weights became NaN or infinite.
+        TrainingInterrupted: `stop` was set on some worker; every worker saved the same step.
     """
     import tensorflow as tf
 
@@ -222,10 +245,22 @@ def train_loop(
     train_step = make_train_step(
         model, optimizer, strategy, seed=config.seed, jit_compile=config.jit_compile
     )
-    dataset = strategy.distribute_datasets_from_function(
-        lambda context: make_dataset(context, start_step)
-    )
+    context = input_context(strategy)
+    dataset = make_dataset(context)
     iterator = iter(dataset)
+    if checkpoints is not None:
+        checkpoints.track_input(
+            iterator, worker=context.input_pipeline_id, num_workers=context.num_input_pipelines
+        )
+    if start_step and not (checkpoints is not None and checkpoints.restore_input(start_step)):
+        # No saved input position: re-read the batches consumed so far (deterministic input).
+        local_replicas = strategy.num_replicas_in_sync // context.num_input_pipelines
+        log(f"no saved input position for step {start_step}: skipping the consumed batches")
+        iterator = iter(dataset.skip(start_step * local_replicas))
+        if checkpoints is not None:
+            checkpoints.track_input(
+                iterator, worker=context.input_pipeline_id, num_workers=context.num_input_pipelines
+            )
 
     step = start_step
     interval = dict.fromkeys(_SUMS, 0.0)  # sums since the last report
@@ -240,11 +275,12 @@ def train_loop(
     while step < config.total_steps:
         minutes = config.checkpoint_every_minutes
         time_to_save = minutes is not None and time.monotonic() - last_save >= 60 * minutes
+        stop_requested = stop is not None and stop.signum is not None
         step_started = time.monotonic()
         sums = train_step(
             iterator,
             tf.constant(step, tf.int64),
-            tf.constant(1.0 if time_to_save else 0.0, tf.float32),
+            tf.constant([float(time_to_save), float(stop_requested)], tf.float32),
         ).numpy()
         step_seconds = time.monotonic() - step_started
         step += 1
@@ -289,7 +325,8 @@ def train_loop(
             interval_seconds = interval_timed_tokens = 0.0
 
         every = config.checkpoint_every_steps
-        due = (every and step % every == 0) or values["save_requests"] > 0
+        stopping = values["stop_requests"] > 0  # the same on every worker
+        due = (every and step % every == 0) or values["save_requests"] > 0 or stopping
         if checkpoints is not None and (due or step == config.total_steps):
             if not all_finite(model.trainable_variables):
                 _report_divergence(reporters, step, config.total_steps)
@@ -303,6 +340,12 @@ def train_loop(
             if path:
                 log(f"saved checkpoint at step {step}: {path}")
             last_save = time.monotonic()
+        if stopping:
+            signum = stop.signum if stop is not None and stop.signum is not None else signal.SIGTERM
+            interrupted = TrainingInterrupted(signum, step)
+            saved = "saved a checkpoint" if checkpoints is not None else "no checkpoints"
+            log(f"{interrupted} ({saved}); rerun with the same arguments to resume")
+            raise interrupted
 
     result.final_step = step
     result.tokens = restored_tokens + total_tokens
@@ -310,6 +353,24 @@ def train_loop(
     result.tokens_per_second = _ratio(timed_tokens, timed_seconds)
     result.history = history
     return result
+
+
+def input_context(strategy: tf.distribute.Strategy) -> tf.distribute.InputContext:
+    """This worker's input pipeline in a job of `strategy`: one pipeline per worker.
+
+    MultiWorkerMirroredStrategy: pipeline i is worker i of the cluster (a "chief" task first);
+    otherwise there is one pipeline.
+    """
+    import tensorflow as tf
+
+    replicas = strategy.num_replicas_in_sync
+    resolver = getattr(strategy, "cluster_resolver", None)
+    spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not spec:
+        return tf.distribute.InputContext(1, 0, replicas)
+    tasks = [(job, index) for job in ("chief", "worker") for index in range(len(spec.get(job, [])))]
+    pipeline = tasks.index((resolver.task_type, int(resolver.task_id)))
+    return tf.distribute.InputContext(len(tasks), pipeline, replicas)
 
 
 def _report_divergence(
