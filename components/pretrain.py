@@ -32,6 +32,10 @@ def pretrain(
     and waits for them. The `model` artifact holds the pretrain output directory
     (`mlm_model.keras`, `encoder.keras`, `metrics.json`, `history.json`, `checkpoints/`, ...).
     """
+    from mlm.errors import install_excepthook
+
+    install_excepthook("pretrain")  # a known failure ends the step with one line, status 2
+
     import json
 
     from mlm import storage
