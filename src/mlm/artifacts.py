@@ -52,11 +52,13 @@ def read_step_json(uri: str, step: str) -> dict[str, Any]:
             message names it and says to run `mlm STEP` again.
     """
     data = storage.read_bytes(uri)
+    cause: Exception | None = None
     try:
         value = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError as error:
-        problem = f"is binary, not JSON (byte {error.start} is not UTF-8)"
+        cause, problem = error, f"is binary, not JSON (byte {error.start} is not UTF-8)"
     except json.JSONDecodeError as error:
+        cause = error
         problem = f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
     else:
         if isinstance(value, dict):
@@ -65,7 +67,7 @@ def read_step_json(uri: str, step: str) -> dict[str, Any]:
     raise UserInputError(
         f"{uri} {problem}, so it is corrupt or not an output of `mlm {step}`; run `mlm {step}` "
         "again to write it"
-    )
+    ) from cause
 
 
 def check_replaceable(output_dir: str, marker: str, kind: str) -> None:

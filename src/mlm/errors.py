@@ -61,6 +61,21 @@ def _host_of(error: BaseException) -> str:
     return str(url) if url else "the server"
 
 
+def _connection_detail(error: BaseException) -> str:
+    """The innermost reason of a connection error (`[Errno 111] Connection refused`)."""
+    seen: set[int] = set()
+    while id(error) not in seen:
+        seen.add(id(error))
+        inner = getattr(error, "reason", None)
+        if not isinstance(inner, BaseException) and error.args:
+            inner = error.args[0]
+        if not isinstance(inner, BaseException):
+            break
+        error = inner
+    text = _first_line(str(error))
+    return text[text.find("[Errno") :] if "[Errno" in text else text[:200]
+
+
 def user_message(error: BaseException) -> str | None:
     """The one-line message for a known failure, or None when `error` is a bug.
 
@@ -84,7 +99,7 @@ def user_message(error: BaseException) -> str | None:
         )
     elif names & _CONNECTION_ERRORS or isinstance(error, ConnectionRefusedError):
         message = (
-            f"cannot reach {_host_of(error)} ({_first_line(str(error))[:200]}); check the URL "
+            f"cannot reach {_host_of(error)} ({_connection_detail(error)}); check the URL "
             "and that the server is running and reachable from here"
         )
     else:

@@ -116,8 +116,9 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
             f"shard directory {shard_dir} has no {SHARD_MANIFEST_FILE} (missing or unfinished); "
             "create it with `mlm shard`"
         )
+    data = read_step_json(uri, "shard")
     try:
-        manifest = ShardManifest.from_dict(read_step_json(uri, "shard"), shard_dir)
+        manifest = ShardManifest.from_dict(data, shard_dir)
     except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise UserInputError(
             f"{uri} is not a shard manifest ({error}); re-create the directory with `mlm shard`"
