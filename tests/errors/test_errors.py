@@ -70,6 +70,12 @@ def assert_no_model(output: Path) -> None:
         assert not (output / name).exists(), name
 
 
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def copy_shards(data: dict[str, str], tmp_path: Path) -> Path:
     shards = tmp_path / "shards"
     shutil.copytree(data["shards"], shards)
@@ -224,6 +230,21 @@ def test_old_manifest_without_checksums_loads_and_a_bad_record_is_still_one_line
     assert_no_model(out)
 
 
+# --- servers that are down ----------------------------------------------------------------
+
+
+def test_an_unreachable_pushgateway_does_not_fail_training(training_data, tmp_path):
+    """Monitoring is best effort: a run whose Pushgateway refuses connections still finishes."""
+    out = tmp_path / "out"
+    gateway = f"http://127.0.0.1:{_closed_port()}"
+    result = run_cli(
+        *pretrain_argv(training_data, out, "--steps", "2", "--pushgateway-url", gateway)[3:]
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / METRICS_FILE).is_file() and (out / MLM_MODEL_FILE).is_file()
+    assert "Traceback" not in result.stderr
+
+
 # --- --debug, bugs, the mapping ------------------------------------------------------------
 
 
@@ -255,12 +276,6 @@ def test_a_bug_prints_its_traceback_and_where_to_report(monkeypatch, capsys):
     assert (
         err.strip().splitlines()[-1].startswith("mlm tokenize: unexpected KeyError: this is a bug")
     )
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_unreachable_host_is_one_line_naming_it(capsys):
