@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlm import config as settings
-from mlm.errors import DEBUG_ENV, report
+from mlm.errors import DEBUG_ENV, USER_ERROR_EXIT, report
 from mlm.startup import quiet_tensorflow
 
 # subcommand -> (settings class, "module:function" that runs it, one-line help)
@@ -107,7 +107,13 @@ def run_pretrain(config: settings.PretrainLaunchConfig) -> int:
     try:
         run_pretraining(config)
     except WorkersFailedError as error:
-        print(f"mlm pretrain: error: {error}", file=sys.stderr)
+        prefix = "mlm pretrain: error: "
+        last = error.tail[-1] if error.tail else ""
+        if error.returncode == USER_ERROR_EXIT and last.startswith(prefix):
+            # A worker refused bad input in one line (all of them would): that line is the error.
+            print(f"{prefix}worker {error.worker}: {last[len(prefix) :]}", file=sys.stderr)
+            return USER_ERROR_EXIT
+        print(f"{prefix}{error}", file=sys.stderr)
         return 1
     except TrainingDivergedError as error:
         print(f"mlm pretrain: error: {error}", file=sys.stderr)

@@ -176,6 +176,20 @@ def test_truncated_shard_for_pretrain(training_data, tmp_path):
     assert_no_model(out)
 
 
+def test_truncated_shard_with_local_workers_is_still_one_line(training_data, tmp_path):
+    """Each worker refuses the shard in one line (on its prefixed stdout); the launcher's stderr
+    carries that line once, with status 2."""
+    shards = copy_shards(training_data, tmp_path)
+    shard = first_train_file(shards)
+    os.truncate(shard, 100)
+    out = tmp_path / "out"
+    data = {**training_data, "shards": str(shards)}
+    result = run_cli(*pretrain_argv(data, out, "--steps", "2", "--workers", "2")[3:])
+    err = assert_one_line(result, "pretrain", f"{shard} is 100 bytes but manifest.json says")
+    assert err.startswith(("mlm pretrain: error: worker 0: ", "mlm pretrain: error: worker 1: "))
+    assert_no_model(out)
+
+
 def test_flipped_byte_is_a_crc_mismatch_for_pretrain(training_data, tmp_path, capsys):
     shards = copy_shards(training_data, tmp_path)
     shard = first_train_file(shards)
