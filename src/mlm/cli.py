@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mlm import config as settings
-from mlm.errors import DEBUG_ENV, USER_ERROR_EXIT, report
+from mlm.errors import DEBUG_ENV, report
 from mlm.startup import quiet_tensorflow
 
 # subcommand -> (settings class, "module:function" that runs it, one-line help)
@@ -101,20 +101,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def run_pretrain(config: settings.PretrainLaunchConfig) -> int:
     """Runs `mlm pretrain` (here, or as `config.workers` local processes); the exit status."""
-    from mlm.launch.local import WorkersFailedError, run_pretraining
+    from mlm.launch.local import run_pretraining
     from mlm.training.loop import TrainingDivergedError
 
+    # A failed worker is reported by `main` (`mlm.errors.report`): its one-line error, status 2,
+    # when it refused its input, else its log tail, status 1.
     try:
         run_pretraining(config)
-    except WorkersFailedError as error:
-        prefix = "mlm pretrain: error: "
-        last = error.tail[-1] if error.tail else ""
-        if error.returncode == USER_ERROR_EXIT and last.startswith(prefix):
-            # A worker refused bad input in one line (all of them would): that line is the error.
-            print(f"{prefix}worker {error.worker}: {last[len(prefix) :]}", file=sys.stderr)
-            return USER_ERROR_EXIT
-        print(f"{prefix}{error}", file=sys.stderr)
-        return 1
     except TrainingDivergedError as error:
         print(f"mlm pretrain: error: {error}", file=sys.stderr)
         return 3

@@ -29,6 +29,13 @@ _ONE_LINE_ERRORS = {
     "mlm.launch.kubernetes.JobLaunchError",
     "mlm.launch.kubernetes.JobTimeoutError",
 }
+# Failures that are not bugs and whose message says what happened (it may quote a log tail):
+# printed without a traceback, status 1.
+_FAILURES = {
+    "mlm.launch.local.WorkersFailedError",
+    "mlm.launch.kubernetes.JobFailedError",
+    "mlm.training.loop.TrainingDivergedError",
+}
 _CONNECTION_ERRORS = {
     "urllib3.exceptions.MaxRetryError",
     "urllib3.exceptions.NewConnectionError",
@@ -76,16 +83,32 @@ def _connection_detail(error: BaseException) -> str:
     return text[text.find("[Errno") :] if "[Errno" in text else text[:200]
 
 
+def _worker_error_line(error: BaseException) -> str:
+    """`worker N: <its one-line error>` when a local worker ended with a known failure."""
+    tail = getattr(error, "tail", None) or [""]
+    command, separator, message = tail[-1].partition(": error: ")
+    if getattr(error, "returncode", None) != USER_ERROR_EXIT or not separator:
+        return ""
+    if not command.startswith("mlm "):
+        return ""
+    return f"worker {getattr(error, 'worker', '?')}: {message}"
+
+
 def user_message(error: BaseException) -> str | None:
     """The one-line message for a known failure, or None when `error` is a bug.
 
     Known failures: `UserInputError` (its message), bytes that are not UTF-8, a truncated or
-    corrupt TFRecord (TensorFlow's `DataLossError`), a server that cannot be reached, and the
-    launcher's one-line job errors.
+    corrupt TFRecord (TensorFlow's `DataLossError`), a server that cannot be reached, the
+    launcher's one-line job errors, and a local worker that ended with one of these (its line).
     """
     names = _qualified_names(error)
+    worker_line = (
+        _worker_error_line(error) if "mlm.launch.local.WorkersFailedError" in names else ""
+    )
     if isinstance(error, UserInputError) or names & _ONE_LINE_ERRORS:
         message = str(error)
+    elif worker_line:
+        message = worker_line
     elif isinstance(error, UnicodeDecodeError):
         message = (
             f"input is not UTF-8 text ({error.reason} at byte offset {error.start}); re-encode "
@@ -111,7 +134,8 @@ def report(error: BaseException, command: str, *, debug: bool | None = None) -> 
     """Prints `error` to stderr the way front ends do, and returns the exit status.
 
     A known failure is one line `mlm COMMAND: error: ...` (after its traceback with `debug`),
-    status 2; a bug prints its traceback and where to report it, status 1.
+    status 2; a failed job or worker, or diverged training, prints its message (which may quote
+    a log tail), status 1; a bug prints its traceback and where to report it, status 1.
 
     Args:
         error: the exception that ended the command.
@@ -121,8 +145,12 @@ def report(error: BaseException, command: str, *, debug: bool | None = None) -> 
     if debug is None:
         debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     message = user_message(error)
-    if message is None or debug:
+    failure = message is None and bool(_qualified_names(error) & _FAILURES)
+    if (message is None and not failure) or debug:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
+    if failure:
+        print(f"mlm {command}: error: {error}", file=sys.stderr)
+        return 1
     if message is None:
         print(f"mlm {command}: unexpected {type(error).__name__}: {BUG_REPORT}", file=sys.stderr)
         return 1

@@ -344,3 +344,19 @@ def test_component_body_reports_a_known_failure_in_one_line(tmp_path):
     )
     assert_one_line(result, "shard", f"{tokenizer / TOKENIZER_INFO_FILE} is binary")
     assert_unfinished(out, SHARD_MANIFEST_FILE)
+
+
+def test_a_failed_worker_is_its_one_line_or_its_log_tail(capsys):
+    from mlm.launch.local import WorkersFailedError
+
+    refused = WorkersFailedError(
+        "worker 1 exited with status 2", 1, 2, ["starting", "mlm pretrain: error: bad shard"]
+    )
+    assert user_message(refused) == "worker 1: bad shard"
+    crashed = WorkersFailedError(
+        "worker 0 exited with status 1; Its last lines:\n  boom", 0, 1, ["boom"]
+    )
+    assert user_message(crashed) is None
+    assert report(crashed, "pretrain", debug=False) == 1
+    err = capsys.readouterr().err
+    assert err == "mlm pretrain: error: worker 0 exited with status 1; Its last lines:\n  boom\n"
