@@ -24,16 +24,15 @@ BUG_REPORT = (
     "this is a bug in mlm: please report it as an issue of the mlm project with the command "
     "line and the traceback above"
 )
-# Errors of other packages whose message is already one line naming the cause and the fix.
-_ONE_LINE_ERRORS = {
-    "mlm.launch.kubernetes.JobLaunchError",
-    "mlm.launch.kubernetes.JobTimeoutError",
-}
+# Errors of other modules whose message is already one line naming the cause and the fix.
+_ONE_LINE_ERRORS = {"mlm.launch.kubernetes.JobLaunchError"}
 # Failures that are not bugs and whose message says what happened (it may quote a log tail):
 # printed without a traceback, status 1.
 _FAILURES = {
     "mlm.launch.local.WorkersFailedError",
     "mlm.launch.kubernetes.JobFailedError",
+    "mlm.launch.kubernetes.JobCancelledError",
+    "mlm.launch.kubernetes.JobTimeoutError",
     "mlm.training.loop.TrainingDivergedError",
 }
 _CONNECTION_ERRORS = {
