@@ -20,6 +20,10 @@ def evaluate(
     """Scores the pre-trained model on `eval_batches` batches of the validation split (0: all;
     fixed mask seed) and writes the metrics (`perplexity`, `accuracy`, `loss`, `num_masked`) and
     a Markdown report with sample predictions."""
+    from mlm.errors import install_excepthook
+
+    install_excepthook("evaluate")  # a known failure ends the step with one line, status 2
+
     import shutil
     import tempfile
 

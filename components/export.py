@@ -15,6 +15,10 @@ def export(
 ):
     """Writes the pre-trained encoder as `encoder.keras` and a serving SavedModel, the tokenizer
     beside them and a model card (README.md) with the evaluation metrics."""
+    from mlm.errors import install_excepthook
+
+    install_excepthook("export")  # a known failure ends the step with one line, status 2
+
     from mlm.steps.export import export as run_export
 
     result = run_export(

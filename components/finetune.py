@@ -29,6 +29,10 @@ def finetune(
     `baseline`, also trains the same architecture from random initialisation on the same data
     and budget. Logs held-out accuracy and macro-F1 (entity F1 for NER) of both and the
     pretrained model's confusion matrix."""
+    from mlm.errors import install_excepthook
+
+    install_excepthook("finetune")  # a known failure ends the step with one line, status 2
+
     import os
     import tempfile
 

@@ -70,6 +70,10 @@ def pretrain(
     artifact's URI when it is remote (gs://, s3://, minio://), so the checkpoints outlive this
     pod and a retried step resumes from the last one.
     """
+    from mlm.errors import install_excepthook
+
+    install_excepthook("pretrain")  # a known failure ends the step with one line, status 2
+
     import json
 
     from mlm import storage

@@ -16,6 +16,10 @@ def shard(
 ):
     """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
     shards plus `manifest.json` as the `shards` artifact."""
+    from mlm.errors import install_excepthook
+
+    install_excepthook("shard")  # a known failure ends the step with one line, status 2
+
     from mlm.steps.shard import shard as run_shard
 
     result = run_shard(

@@ -16,6 +16,10 @@ def tokenize(
 ):
     """Trains a WordPiece tokenizer on `corpus_uri` (or loads `pretrained_tokenizer_uri`) and
     writes the tokenizer directory as the `tokenizer` artifact."""
+    from mlm.errors import install_excepthook
+
+    install_excepthook("tokenize")  # a known failure ends the step with one line, status 2
+
     from mlm.steps.tokenize import tokenize as run_tokenize
 
     result = run_tokenize(

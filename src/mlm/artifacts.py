@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -40,6 +41,33 @@ EXPORT_FILE = "export.json"
 CLASSIFIER_FILE = "classifier.keras"
 REPORT_FILE = "report.md"
 LABELS_FILE = "labels.json"
+
+
+def read_step_json(uri: str, step: str) -> dict[str, Any]:
+    """The JSON object `mlm STEP` wrote at `uri` (`manifest.json`, `mlm_tokenizer.json`,
+    `metrics.json`).
+
+    Raises:
+        UserInputError: the file is missing, binary, not valid JSON or not an object; the
+            message names it and says to run `mlm STEP` again.
+    """
+    data = storage.read_bytes(uri)
+    cause: Exception | None = None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        cause, problem = error, f"is binary, not JSON (byte {error.start} is not UTF-8)"
+    except json.JSONDecodeError as error:
+        cause = error
+        problem = f"is not valid JSON ({error.msg} at line {error.lineno}, column {error.colno})"
+    else:
+        if isinstance(value, dict):
+            return value
+        problem = f"holds a JSON {type(value).__name__}, not an object"
+    raise UserInputError(
+        f"{uri} {problem}, so it is corrupt or not an output of `mlm {step}`; run `mlm {step}` "
+        "again to write it"
+    ) from cause
 
 
 def check_replaceable(output_dir: str, marker: str, kind: str) -> None:

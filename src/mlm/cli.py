@@ -4,18 +4,22 @@ A step's flags come from its settings class in `mlm.config` (one flag per settin
 `--config FILE.yaml`); the step's module runs it (`run_cli(config) -> int`). `pretrain` goes
 through the local launcher, which trains in this process or starts `--workers` processes.
 TensorFlow is imported only when a step runs, so `mlm --help` stays fast.
+
+A known failure (bad input, a corrupt file, an unreachable server) is one line on stderr and exit
+status 2; `mlm --debug COMMAND ...` prints its traceback too (see `mlm.errors`).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from mlm import config as settings
-from mlm.errors import UserInputError
+from mlm.errors import DEBUG_ENV, report
 from mlm.startup import quiet_tensorflow
 
 # subcommand -> (settings class, "module:function" that runs it, one-line help)
@@ -64,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlm", description="Masked-language-model pre-training for BERT-style encoders."
     )
     parser.add_argument("--version", action="version", version=f"mlm {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="print the full traceback of an error, not just its one-line message",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (config_class, _runner, help_text) in STEPS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -92,14 +101,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def run_pretrain(config: settings.PretrainLaunchConfig) -> int:
     """Runs `mlm pretrain` (here, or as `config.workers` local processes); the exit status."""
-    from mlm.launch.local import WorkersFailedError, run_pretraining
+    from mlm.launch.local import run_pretraining
     from mlm.training.loop import TrainingDivergedError
 
+    # A failed worker is reported by `main` (`mlm.errors.report`): its one-line error, status 2,
+    # when it refused its input, else its log tail, status 1.
     try:
         run_pretraining(config)
-    except WorkersFailedError as error:
-        print(f"mlm pretrain: error: {error}", file=sys.stderr)
-        return 1
     except TrainingDivergedError as error:
         print(f"mlm pretrain: error: {error}", file=sys.stderr)
         return 3
@@ -113,14 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    if args.debug:
+        os.environ[DEBUG_ENV] = "1"  # also for the worker processes a launcher starts
     try:
         return _run(args)
-    except UserInputError as error:
-        print(f"mlm {args.command}: error: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"mlm {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # known failures: one line, status 2; bugs: traceback, status 1
+        return report(error, args.command)
 
 
 if __name__ == "__main__":

@@ -212,7 +212,7 @@ def test_workers_inside_a_cluster_is_refused(training_data, tmp_path, capsys, mo
 
 
 def test_a_failing_worker_fails_the_launch(training_data, tmp_path):
-    """Workers that stop with an error make `--workers 2` exit non-zero and show the error.
+    """Workers that refuse their input in one line make `--workers 2` exit 2 with that line.
 
     (Here: gradient accumulation, which Keras cannot run across several replicas.)
     """
@@ -223,9 +223,9 @@ def test_a_failing_worker_fails_the_launch(training_data, tmp_path):
     result = subprocess.run(
         argv, env=worker_env(), capture_output=True, text=True, timeout=400, check=False
     )
-    assert result.returncode == 1
-    assert "mlm pretrain: error: worker " in result.stderr
-    assert "exited with status 2" in result.stderr
+    assert result.returncode == 2
+    assert result.stderr.startswith("mlm pretrain: error: worker ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert "gradient_accumulation_steps=2 works only with one replica" in result.stderr
     assert not (tmp_path / "out" / "metrics.json").exists()
 

@@ -15,7 +15,7 @@ from typing import Any
 from mlm import storage
 from mlm.artifacts import cached_local_copy
 from mlm.data.corpus import batched, read_units
-from mlm.data.shards import FEATURES, read_manifest
+from mlm.data.shards import FEATURES, read_manifest, verify_files
 from mlm.errors import UserInputError
 
 
@@ -78,6 +78,7 @@ def pretraining_dataset(
     if storage.is_remote(shard_dir):
         local_dir = cached_local_copy(shard_dir, "shards")
         files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
+    verify_files(manifest, files)  # a truncated or corrupted shard fails here, in one line
     seq_length = manifest.seq_length
     spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in FEATURES}
 

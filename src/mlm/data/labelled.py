@@ -29,7 +29,8 @@ def read_labelled_texts(
     """Reads `(texts, labels)` from a CSV, TSV or JSONL file (local or `gs://`).
 
     Raises:
-        UserInputError: unknown format, missing columns, empty texts or labels.
+        UserInputError: unknown format, bytes that are not UTF-8, missing columns, empty texts or
+            labels.
     """
     suffix = os.path.splitext(uri.lower())[1]
     if suffix not in _DELIMITERS and suffix not in _JSONL_SUFFIXES:
@@ -39,7 +40,7 @@ def read_labelled_texts(
         )
     if not storage.exists(uri):
         raise UserInputError(f"labelled data {uri} does not exist; check the path")
-    content = storage.read_text(uri)
+    content = read_utf8(uri, "labelled data")
     if suffix in _DELIMITERS:
         rows = list(csv.DictReader(io.StringIO(content), delimiter=_DELIMITERS[suffix]))
         missing = [c for c in (text_column, label_column) if c not in (rows[0] if rows else {})]
@@ -87,14 +88,14 @@ def read_conll(uri: str) -> tuple[list[list[str]], list[list[str]]]:
     between sentences, `-DOCSTART-` lines ignored.
 
     Raises:
-        UserInputError: a line without a tag, or no sentences.
+        UserInputError: bytes that are not UTF-8, a line without a tag, or no sentences.
     """
     if not storage.exists(uri):
         raise UserInputError(f"labelled data {uri} does not exist; check the path")
     sentences, tags = [], []
     words: list[str] = []
     word_tags: list[str] = []
-    for number, line in enumerate([*storage.read_text(uri).splitlines(), ""], start=1):
+    for number, line in enumerate([*read_utf8(uri, "CoNLL file").splitlines(), ""], start=1):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
             if words:
@@ -112,6 +113,20 @@ def read_conll(uri: str) -> tuple[list[list[str]], list[list[str]]]:
     if not sentences:
         raise UserInputError(f"CoNLL file {uri} has no sentences")
     return sentences, tags
+
+
+def read_utf8(uri: str, what: str) -> str:
+    """The content of a UTF-8 text file; other bytes raise `UserInputError` naming the file, the
+    line and the byte offset of the first bad byte."""
+    data = storage.read_bytes(uri)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise UserInputError(
+            f"{what} {uri}, line {line} (byte offset {error.start}): not UTF-8 text "
+            f"({error.reason}); re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from error
 
 
 def stratified_split(

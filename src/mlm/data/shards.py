@@ -4,6 +4,9 @@ A shard directory holds `train-00000-of-00008.tfrecord[.gz]` ... and `validation
 `tf.train.Example`s with int64 features `input_ids`, `attention_mask`, `token_type_ids` (each
 `seq_length` long), and `manifest.json` describing them. The directory is assembled aside and
 moved into place with `manifest.json` last, so a directory with a manifest is always complete.
+The manifest records each file's size and CRC32C (computed while writing); `verify_files` checks
+them before the files are read, so a truncated or corrupted shard is one clear error, not a
+`DataLossError` in the middle of training.
 
 Two ways to form examples:
 
@@ -19,17 +22,21 @@ one example, and the output is a pure function of the input: re-running gives id
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mlm import storage
-from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable
+from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable, read_step_json
 from mlm.data.corpus import batched, is_validation
 from mlm.data.tfrecord import TFRecordWriter, serialize_int64_example
 from mlm.data.tokenizer import TokenizerInfo
 from mlm.errors import UserInputError
+
+logger = logging.getLogger(__name__)
 
 FEATURES = ("input_ids", "attention_mask", "token_type_ids")
 SPLITS = ("train", "validation")
@@ -55,6 +62,9 @@ class ShardManifest:
     compression: str | None
     splits: dict[str, SplitInfo]
     line_by_line: bool = False
+    # file name -> {"bytes": size, "crc32c": base64 of the big-endian CRC32C, as GCS writes it};
+    # empty in manifests written before these were recorded (their files are not verified).
+    file_info: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     shard_dir: str = ""
 
     def files(self, split: str) -> list[str]:
@@ -106,9 +116,10 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
             f"shard directory {shard_dir} has no {SHARD_MANIFEST_FILE} (missing or unfinished); "
             "create it with `mlm shard`"
         )
+    data = read_step_json(uri, "shard")
     try:
-        manifest = ShardManifest.from_dict(storage.read_json(uri), shard_dir)
-    except (KeyError, TypeError) as error:
+        manifest = ShardManifest.from_dict(data, shard_dir)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
         raise UserInputError(
             f"{uri} is not a shard manifest ({error}); re-create the directory with `mlm shard`"
         ) from error
@@ -126,6 +137,87 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
                     f"{SHARD_MANIFEST_FILE} but missing; re-run `mlm shard`"
                 )
     return manifest
+
+
+# (path, size, mtime in ns) of local shard files whose CRC32C matched their manifest: each file
+# is checksummed once per process (and again when staging replaces it), sizes every time.
+_VERIFIED: set[tuple[str, int, int]] = set()
+
+
+def _crc32c_base64(checksum: Any) -> str:
+    return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+def file_crc32c(path: str) -> str:
+    """CRC32C of a local file, base64-encoded like GCS's `crc32c` object field."""
+    import google_crc32c
+
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            checksum.update(chunk)
+    return _crc32c_base64(checksum)
+
+
+def verify_files(manifest: ShardManifest, paths: Iterable[str]) -> None:
+    """Checks local copies of shard files against the sizes and CRC32Cs in their manifest.
+
+    A file's name (its base name) is looked up in `manifest.file_info`; the size is compared
+    on every call, the CRC32C once per process for each (path, size, mtime). Manifests without
+    `file_info` (written by older versions) are not checked.
+
+    Raises:
+        UserInputError: a file is shorter or longer than recorded (truncated) or its content
+            differs (corrupted); the message names the file and says to re-run `mlm shard`.
+    """
+    if not manifest.file_info:
+        logger.info("%s records no file sizes or checksums; not verified", manifest.shard_dir)
+        return
+    for path in paths:
+        recorded = manifest.file_info.get(os.path.basename(path))
+        if recorded is None:
+            continue
+        stat = os.stat(path)
+        if stat.st_size != recorded["bytes"]:
+            raise UserInputError(
+                f"{path} is {stat.st_size} bytes but {SHARD_MANIFEST_FILE} says "
+                f"{recorded['bytes']}: the shard is truncated or was replaced; re-run `mlm shard`"
+            )
+        key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        if key in _VERIFIED:
+            continue
+        actual = file_crc32c(path)
+        if actual != recorded["crc32c"]:
+            raise UserInputError(
+                f"{path} has CRC32C {actual} but {SHARD_MANIFEST_FILE} says "
+                f"{recorded['crc32c']}: the shard is corrupted; re-run `mlm shard`"
+            )
+        _VERIFIED.add(key)
+
+
+class _ChecksummedFile:
+    """A binary file being written that counts its bytes and their CRC32C."""
+
+    def __init__(self, path: str):
+        import google_crc32c
+
+        self._file = open(path, "wb")  # noqa: SIM115 (closed by close())
+        self._checksum = google_crc32c.Checksum()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._checksum.update(data)
+        self.size += len(data)
+        return self._file.write(data)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def info(self) -> dict[str, Any]:
+        return {"bytes": self.size, "crc32c": _crc32c_base64(self._checksum)}
 
 
 class ExamplePacker:
@@ -195,7 +287,7 @@ class _SplitWriter:
         self.info = SplitInfo(
             files=[shard_file_name(split, i, num_shards, compression) for i in range(num_shards)]
         )
-        self._files = [open(os.path.join(directory, name), "wb") for name in self.info.files]  # noqa: SIM115
+        self._files = [_ChecksummedFile(os.path.join(directory, name)) for name in self.info.files]
         self._writers = [TFRecordWriter(file, compression) for file in self._files]
 
     def write(self, record: bytes, tokens: int) -> None:
@@ -207,6 +299,10 @@ class _SplitWriter:
         for writer, file in zip(self._writers, self._files):
             writer.close()
             file.close()
+
+    def file_info(self) -> dict[str, dict[str, Any]]:
+        """Size and CRC32C of each file (after `close`)."""
+        return {name: file.info() for name, file in zip(self.info.files, self._files)}
 
 
 def write_shards(
@@ -286,6 +382,11 @@ def write_shards(
             compression=compression,
             splits={split: writer.info for split, writer in writers.items()},
             line_by_line=line_by_line,
+            file_info={
+                name: info
+                for writer in writers.values()
+                for name, info in writer.file_info().items()
+            },
             shard_dir=output_dir,
         )
         storage.write_json(os.path.join(staging, SHARD_MANIFEST_FILE), manifest.to_dict())

@@ -22,6 +22,7 @@ from mlm.artifacts import (
     TOKENIZER_INFO_FILE,
     cached_local_copy,
     check_replaceable,
+    read_step_json,
 )
 from mlm.errors import UserInputError
 
@@ -218,7 +219,7 @@ def read_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
             f"tokenizer directory {tokenizer_dir} has no {TOKENIZER_INFO_FILE} (missing or "
             f"unfinished); create it with `mlm tokenize --output {tokenizer_dir}`"
         )
-    return TokenizerInfo.from_dict(storage.read_json(uri))
+    return TokenizerInfo.from_dict(read_step_json(uri, "tokenize"))
 
 
 def load_tokenizer(tokenizer_dir: str) -> Any:

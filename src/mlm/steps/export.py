@@ -33,9 +33,9 @@ from mlm.artifacts import (
     load_keras,
     local_copy,
     output_directory,
+    read_step_json,
 )
 from mlm.config import ExportConfig
-from mlm.errors import UserInputError
 
 SERVING_INPUTS = ("input_ids", "attention_mask")
 _ARCHITECTURE_KEYS = (
@@ -132,11 +132,15 @@ def export_from_config(
             )
         )
         metrics_path = os.path.join(local, METRICS_FILE)
-        pretrain_metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else {}
+        pretrain_metrics = (
+            read_step_json(metrics_path, "pretrain") if os.path.isfile(metrics_path) else {}
+        )
     check_tokenizer_matches(info, encoder.vocab_size, info.mask_token_id)
     evaluation = dict(evaluation_metrics or {})
     if config.evaluation_dir:
-        evaluation.update(storage.read_json(storage.join(config.evaluation_dir, METRICS_FILE)))
+        evaluation.update(
+            read_step_json(storage.join(config.evaluation_dir, METRICS_FILE), "evaluate")
+        )
 
     config = encoder.get_config()
     facts = {
@@ -171,14 +175,6 @@ def export_from_config(
         model_card_path=storage.join(output_dir, MODEL_CARD_FILE),
         num_parameters=facts["num_parameters"],
     )
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except json.JSONDecodeError as error:
-        raise UserInputError(f"{path} is not valid JSON ({error.msg}); re-run the step") from None
 
 
 def _table(values: Mapping[str, Any]) -> list[str]:

@@ -26,7 +26,7 @@ import tempfile
 from typing import TYPE_CHECKING, Any
 
 from mlm import storage
-from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE
+from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE, read_step_json
 from mlm.config import PretrainConfig
 from mlm.errors import UserInputError
 
@@ -57,7 +57,7 @@ class PretrainResult:
             output_dir=output_dir,
             model_path=storage.join(output_dir, MLM_MODEL_FILE),
             encoder_path=storage.join(output_dir, ENCODER_FILE),
-            metrics=storage.read_json(storage.join(output_dir, METRICS_FILE)),
+            metrics=read_step_json(storage.join(output_dir, METRICS_FILE), "pretrain"),
         )
 
     def to_dict(self) -> dict[str, Any]:
