@@ -1,9 +1,16 @@
-"""The `mlm-pretraining` pipeline: tokenize → shard → pretrain → evaluate → export → finetune.
+"""The `mlm-pretraining` pipeline: fingerprint → tokenize → shard → pretrain → evaluate → export →
+finetune.
 
 It only wires the components in `components/` and sets task options; parameter defaults equal
 the components' (and so `mlm.config`'s; tests/test_config.py checks both):
 
-- tokenize and shard are cached (same corpus and options → same artifacts); pretrain never is;
+- fingerprint runs first and is never cached: it digests the corpus listing (names, sizes,
+  generations/ETags/mtimes; `mlm.data.corpus.corpus_fingerprint`) and passes the digest to
+  tokenize and shard as a parameter, so their cache keys (which include parameter values) change
+  exactly when the corpus does: a recurring run over a growing corpus location re-tokenizes and
+  re-shards, and one over an unchanged corpus reuses the cached artifacts;
+- tokenize and shard are cached (same corpus content and options → same artifacts); pretrain
+  never is;
 - the pretrain pod requests `pretrain_pod_gpus` GPUs (`nvidia.com/gpu`, a runtime parameter) and
   tolerates the `nvidia.com/gpu` taint; with `launcher` "trainjob" or "tfjob" the pod only launches
   and watches the job, whose `workers` pods get `gpus_per_worker` GPUs each;
@@ -23,6 +30,7 @@ from kfp import dsl, kubernetes
 from components.evaluate import evaluate
 from components.export import export
 from components.finetune import finetune
+from components.fingerprint import fingerprint
 from components.pretrain import pretrain
 from components.shard import shard
 from components.tokenize import tokenize
@@ -115,8 +123,14 @@ def mlm_pretraining_pipeline(
         baseline: Also fine-tune a random-init encoder of the same architecture.
         seed: Seed for pre-training, evaluation masks and fine-tuning.
     """
+    fingerprint_task = fingerprint(corpus_uri=corpus_uri)
+    fingerprint_task.set_display_name("fingerprint")
+    # Always fresh: its output is what keys the cache of tokenize and shard.
+    fingerprint_task.set_caching_options(False)
+
     tokenize_task = tokenize(
         corpus_uri=corpus_uri,
+        corpus_fingerprint=fingerprint_task.output,
         vocab_size=vocab_size,
         lowercase=lowercase,
         pretrained_tokenizer_uri=pretrained_tokenizer_uri,
@@ -125,6 +139,7 @@ def mlm_pretraining_pipeline(
 
     shard_task = shard(
         corpus_uri=corpus_uri,
+        corpus_fingerprint=fingerprint_task.output,
         tokenizer=tokenize_task.outputs["tokenizer"],
         max_seq_length=max_seq_length,
         num_shards=num_shards,
@@ -192,4 +207,4 @@ def mlm_pretraining_pipeline(
 
 
 # The order the steps run in (and the task names in the compiled pipeline).
-TASK_ORDER = ("tokenize", "shard", "pretrain", "evaluate", "export", "finetune")
+TASK_ORDER = ("fingerprint", "tokenize", "shard", "pretrain", "evaluate", "export", "finetune")

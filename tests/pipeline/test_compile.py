@@ -1,4 +1,4 @@
-"""The compiled pipeline: it compiles, loads back, and has the six tasks wired in order."""
+"""The compiled pipeline: it compiles, loads back, and has its tasks wired in order."""
 
 import subprocess
 import sys
@@ -35,7 +35,7 @@ def task_order(spec):
     return order
 
 
-def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
+def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
     path = compile_pipeline(str(tmp_path / "pipeline.yaml"))
     spec, platform = load(path)
     assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
@@ -62,6 +62,15 @@ def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
     assert tasks["pretrain"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["tokenize"]["cachingOptions"]["enableCache"] is True
     assert tasks["shard"]["cachingOptions"]["enableCache"] is True
+    # The corpus fingerprint is computed afresh every run and keys tokenize's and shard's cache.
+    assert tasks["fingerprint"]["cachingOptions"].get("enableCache", False) is False
+    for name in ("tokenize", "shard"):
+        parameter = tasks[name]["inputs"]["parameters"]["corpus_fingerprint"]
+        assert parameter["taskOutputParameter"] == {
+            "producerTask": "fingerprint",
+            "outputParameterKey": "Output",
+        }
+        assert "fingerprint" in tasks[name]["dependentTasks"]
 
     executors = spec["deploymentSpec"]["executors"]
     images = {executor["container"]["image"] for executor in executors.values()}
