@@ -137,14 +137,18 @@ def _train(config: PretrainConfig) -> PretrainResult:
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
-    printer = ProgressPrinter(config.steps, quiet=config.quiet)
+    initial = _initial_model(config, info)
+    total_steps = config.total_steps(initial.step)
+    printer = ProgressPrinter(total_steps, quiet=config.quiet)
     reporters: list[Any] = []
     tensorboard = pushgateway = keeper = None
     try:
         with strategy.scope():
-            model = _build_model(config, info, manifest.seq_length)
+            model = _build_model(config, info, manifest.seq_length, initial)
             optimizer = _build_optimizer(config, model)
-            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            step_counter = tf.Variable(
+                initial.step, dtype=tf.int64, trainable=False, name="global_step"
+            )
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter)
         keeper = CheckpointKeeper(
             storage.join(output_dir, "checkpoints"),
@@ -167,7 +171,7 @@ def _train(config: PretrainConfig) -> PretrainResult:
                 f"precision {config.precision}"
             )
         loop_config = LoopConfig(
-            total_steps=config.steps,
+            total_steps=total_steps,
             log_every_steps=config.log_every_steps or max(1, config.steps // 20),
             checkpoint_every_steps=config.checkpoint_every_steps or None,
             checkpoint_every_minutes=config.checkpoint_every_minutes,
@@ -178,7 +182,10 @@ def _train(config: PretrainConfig) -> PretrainResult:
             model,
             optimizer,
             strategy,
-            lambda context, start_step: _dataset(config, "train", context).skip(start_step),
+            # The data of this run starts at its first step, not at the initial model's.
+            lambda context, start_step: _dataset(config, "train", context).skip(
+                start_step - initial.step
+            ),
             loop_config,
             step_counter=step_counter,
             checkpoints=keeper,
@@ -213,6 +220,9 @@ def _train(config: PretrainConfig) -> PretrainResult:
             "num_replicas": replicas,
             "run_id": config.run_id,
             "weights_sha256": digest,
+            "tokenizer_hash": info.content_hash,
+            "init_from": initial.uri or "",
+            "initial_step": initial.step,
         }
         final_report = {
             "step": result.final_step,
@@ -289,7 +299,40 @@ def _validate_model(config: PretrainConfig, model: Any, strategy: Any, manifest:
     )
 
 
-def _build_model(config: PretrainConfig, info: Any, seq_length: int) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _InitialModel:
+    """What training starts from: `uri` None is random weights at step 0."""
+
+    uri: str | None = None
+    step: int = 0
+
+
+def _initial_model(config: PretrainConfig, info: Any) -> _InitialModel:
+    """The earlier model `config.init_from` names (already resolved from the registry by
+    `with_run_identity`), checked against this run's tokenizer."""
+    if not config.init_from:
+        return _InitialModel()
+    uri = config.init_from
+    metrics_path = storage.join(uri, METRICS_FILE)
+    if not storage.exists(metrics_path):
+        raise UserInputError(
+            f"init_from: {uri} has no {METRICS_FILE}, so it is not a finished pretrain output "
+            "directory; pass the output directory of a completed `mlm pretrain`"
+        )
+    metrics = storage.read_json(metrics_path)
+    tokenizer_hash = metrics.get("tokenizer_hash")
+    if tokenizer_hash and tokenizer_hash != info.content_hash:
+        raise UserInputError(
+            f"init_from: {uri} was trained with another tokenizer (content hash "
+            f"{tokenizer_hash[:12]}, this run's is {info.content_hash[:12]}); continue with the "
+            "tokenizer it was trained with (pipeline: pretrained_tokenizer_uri)"
+        )
+    return _InitialModel(uri, int(metrics.get("steps", 0)))
+
+
+def _build_model(
+    config: PretrainConfig, info: Any, seq_length: int, initial: _InitialModel | None = None
+) -> Any:
     from mlm.encoders.bert import BERT
     from mlm.model import MaskedLanguageModel
 
@@ -316,7 +359,25 @@ def _build_model(config: PretrainConfig, info: Any, seq_length: int) -> Any:
         ),
     )
     model.build(None)
+    if initial is not None and initial.uri:
+        _load_initial_weights(model, initial.uri, info)
     return model
+
+
+def _load_initial_weights(model: Any, uri: str, info: Any) -> None:
+    """Copies the weights of the model saved in `uri` into `model` (same architecture)."""
+    from mlm.data.tokenizer import check_tokenizer_matches
+    from mlm.steps.evaluate import load_pretrained_model
+
+    earlier = load_pretrained_model(uri)
+    check_tokenizer_matches(info, earlier.vocab_size, earlier.mask_token_id)
+    try:
+        model.set_weights(earlier.get_weights())
+    except ValueError as error:
+        raise UserInputError(
+            f"init_from: {uri} has another architecture than this run's model ({error}); use "
+            "the variant and model_overrides it was trained with"
+        ) from None
 
 
 def _build_optimizer(config: PretrainConfig, model: Any) -> Any:
