@@ -24,6 +24,8 @@ def pretrain(
     pushgateway_url: str = "",
     run_id: str = "",
     seed: int = 0,
+    init_from: str = "",
+    model_registry_uri: str = "",
 ):
     """Pre-trains a `variant` BERT with the MLM objective on the `shards` artifact.
 
@@ -51,6 +53,8 @@ def pretrain(
         "pushgateway_url": pushgateway_url,  # "" (like every empty value) = not set
         "run_id": run_id,
         "seed": seed,
+        "init_from": init_from,  # "" = random weights; "registry:NAME" reads model_registry_uri
+        "model_registry_uri": model_registry_uri,
     }
     if launcher == "local":
         from mlm.config import PretrainLaunchConfig

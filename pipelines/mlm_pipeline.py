@@ -1,5 +1,5 @@
 """The `mlm-pretraining` pipeline: fingerprint → tokenize → shard → pretrain → evaluate → export →
-finetune.
+finetune → publish.
 
 It only wires the components in `components/` and sets task options; parameter defaults equal
 the components' (and so `mlm.config`'s; tests/test_config.py checks both):
@@ -11,6 +11,12 @@ the components' (and so `mlm.config`'s; tests/test_config.py checks both):
   re-shards, and one over an unchanged corpus reuses the cached artifacts;
 - tokenize and shard are cached (same corpus content and options → same artifacts); pretrain
   never is;
+- continual pre-training: `init_from` starts pretrain from an earlier model (its weights and step
+  count; `steps` are added to it), either a pretrain output directory or "registry:NAME", the
+  newest model published as NAME in `model_registry_uri` (random weights while there is none);
+  evaluate then also scores that model on the same batches (`perplexity_change`), and the last
+  task, publish, registers this run's model as `publish_model_as` (when set), so a recurring run
+  with `init_from="registry:NAME"` and `publish_model_as="NAME"` continues from the last one;
 - the pretrain pod requests `pretrain_pod_gpus` GPUs (`nvidia.com/gpu`, a runtime parameter) and
   tolerates the `nvidia.com/gpu` taint; with `launcher` "trainjob" or "tfjob" the pod only launches
   and watches the job, whose `workers` pods get `gpus_per_worker` GPUs each;
@@ -32,6 +38,7 @@ from components.export import export
 from components.finetune import finetune
 from components.fingerprint import fingerprint
 from components.pretrain import pretrain
+from components.publish import publish
 from components.shard import shard
 from components.tokenize import tokenize
 
@@ -88,6 +95,9 @@ def mlm_pretraining_pipeline(
     finetune_learning_rate: float = 1e-3,
     baseline: bool = True,
     seed: int = 0,
+    init_from: str = "",
+    model_registry_uri: str = "",
+    publish_model_as: str = "",
 ):
     """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
 
@@ -122,6 +132,13 @@ def mlm_pretraining_pipeline(
         finetune_learning_rate: Peak fine-tuning learning rate.
         baseline: Also fine-tune a random-init encoder of the same architecture.
         seed: Seed for pre-training, evaluation masks and fine-tuning.
+        init_from: Continue pre-training from this model: a pretrain output directory, or
+            "registry:NAME" for the newest model published as NAME in model_registry_uri
+            (none yet: random weights); "" = random weights. `steps` are added to its step
+            count, and evaluate reports the perplexity change against it.
+        model_registry_uri: Model registry directory (gs://, s3:// or a path the pods share).
+        publish_model_as: Publish this run's model under this name in model_registry_uri at the
+            end ("" = do not publish).
     """
     fingerprint_task = fingerprint(corpus_uri=corpus_uri)
     fingerprint_task.set_display_name("fingerprint")
@@ -161,6 +178,8 @@ def mlm_pretraining_pipeline(
         pushgateway_url=pushgateway_url,
         run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         seed=seed,
+        init_from=init_from,
+        model_registry_uri=model_registry_uri,
     )
     pretrain_task.set_display_name("pretrain")
     # A new model every run: a cached pretrain would silently reuse an old one.
@@ -205,6 +224,28 @@ def mlm_pretraining_pipeline(
     )
     finetune_task_.set_display_name("finetune")
 
+    publish_task = publish(
+        model=pretrain_task.outputs["model"],
+        evaluation=evaluate_task.outputs["metrics"],
+        tokenizer=tokenize_task.outputs["tokenizer"],
+        model_registry_uri=model_registry_uri,
+        model_name=publish_model_as,
+        run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    )
+    publish_task.set_display_name("publish")
+    # Last, so only a run that completed every step becomes the one the next run continues from.
+    publish_task.after(finetune_task_)
+    publish_task.set_caching_options(False)
+
 
 # The order the steps run in (and the task names in the compiled pipeline).
-TASK_ORDER = ("fingerprint", "tokenize", "shard", "pretrain", "evaluate", "export", "finetune")
+TASK_ORDER = (
+    "fingerprint",
+    "tokenize",
+    "shard",
+    "pretrain",
+    "evaluate",
+    "export",
+    "finetune",
+    "publish",
+)

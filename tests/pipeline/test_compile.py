@@ -55,6 +55,9 @@ def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
         "launcher",
         "max_seq_length",
         "batch_size",
+        "init_from",
+        "model_registry_uri",
+        "publish_model_as",
     ):
         assert name in loaded.component_spec.inputs, name
 
@@ -71,6 +74,12 @@ def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
             "outputParameterKey": "Output",
         }
         assert "fingerprint" in tasks[name]["dependentTasks"]
+    # Continual pre-training: pretrain reads init_from; publish, last, is never cached.
+    assert set(tasks["pretrain"]["inputs"]["parameters"]) >= {"init_from", "model_registry_uri"}
+    assert tasks["publish"]["cachingOptions"].get("enableCache", False) is False
+    assert tasks["publish"]["inputs"]["parameters"]["model_name"] == {
+        "componentInputParameter": "publish_model_as"
+    }
 
     executors = spec["deploymentSpec"]["executors"]
     images = {executor["container"]["image"] for executor in executors.values()}
