@@ -106,7 +106,7 @@ def publish(
         UserInputError: a bad name, a model directory without `metrics.json`, or a run id
             already published with another model.
     """
-    metrics = _read_metrics(model_uri, "model_uri")
+    metrics = model_metrics(model_uri, "model_uri")
     entry = ModelEntry(
         model_uri=model_uri,
         step=int(metrics.get("steps", 0)),
@@ -166,10 +166,12 @@ def resolve_init_from(init_from: str | None, registry_uri: str | None) -> str | 
 
 def initial_model(model_uri: str) -> str | None:
     """The model a pretrain output directory was initialised from (its `init_from`), or None."""
-    return _read_metrics(model_uri, "model").get("init_from") or None
+    return model_metrics(model_uri, "model").get("init_from") or None
 
 
-def _read_metrics(model_uri: str, what: str) -> dict[str, Any]:
+def model_metrics(model_uri: str, what: str) -> dict[str, Any]:
+    """The `metrics.json` of a finished pretrain output directory; `what` names the setting in
+    the one-line error raised when there is none."""
     path = storage.join(model_uri, METRICS_FILE)
     if not storage.exists(path):
         raise UserInputError(

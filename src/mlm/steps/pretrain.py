@@ -310,16 +310,12 @@ class _InitialModel:
 def _initial_model(config: PretrainConfig, info: Any) -> _InitialModel:
     """The earlier model `config.init_from` names (already resolved from the registry by
     `with_run_identity`), checked against this run's tokenizer."""
+    from mlm.registry import model_metrics
+
     if not config.init_from:
         return _InitialModel()
     uri = config.init_from
-    metrics_path = storage.join(uri, METRICS_FILE)
-    if not storage.exists(metrics_path):
-        raise UserInputError(
-            f"init_from: {uri} has no {METRICS_FILE}, so it is not a finished pretrain output "
-            "directory; pass the output directory of a completed `mlm pretrain`"
-        )
-    metrics = storage.read_json(metrics_path)
+    metrics = model_metrics(uri, "init_from")
     tokenizer_hash = metrics.get("tokenizer_hash")
     if tokenizer_hash and tokenizer_hash != info.content_hash:
         raise UserInputError(
