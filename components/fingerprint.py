@@ -11,6 +11,6 @@ def fingerprint(corpus_uri: str) -> str:
     listing: object names, sizes and generations / ETags / mtimes (nothing is read). The pipeline
     passes it to tokenize and shard, whose cache keys then change exactly when the corpus does;
     this task itself is never cached."""
-    from mlm.data.corpus import corpus_fingerprint
+    from mlm.data.fingerprint import corpus_fingerprint
 
     return corpus_fingerprint(corpus_uri)

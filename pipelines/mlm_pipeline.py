@@ -5,7 +5,7 @@ It only wires the components in `components/` and sets task options; parameter d
 the components' (and so `mlm.config`'s; tests/test_config.py checks both):
 
 - fingerprint runs first and is never cached: it digests the corpus listing (names, sizes,
-  generations/ETags/mtimes; `mlm.data.corpus.corpus_fingerprint`) and passes the digest to
+  generations/ETags/mtimes; `mlm.data.fingerprint.corpus_fingerprint`) and passes the digest to
   tokenize and shard as a parameter, so their cache keys (which include parameter values) change
   exactly when the corpus does: a recurring run over a growing corpus location re-tokenizes and
   re-shards, and one over an unchanged corpus reuses the cached artifacts;

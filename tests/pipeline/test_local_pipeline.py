@@ -11,7 +11,7 @@ import pytest
 
 import mlm
 from mlm import registry
-from mlm.data.corpus import corpus_fingerprint
+from mlm.data.fingerprint import corpus_fingerprint
 from pipelines.mlm_pipeline import TASK_ORDER
 from pipelines.run_local import format_summary, run_local
 

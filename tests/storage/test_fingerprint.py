@@ -11,7 +11,7 @@ import os
 import pytest
 
 from mlm import storage
-from mlm.data.corpus import corpus_fingerprint
+from mlm.data.fingerprint import corpus_fingerprint
 from mlm.errors import UserInputError
 
 

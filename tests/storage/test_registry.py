@@ -63,9 +63,9 @@ def test_a_run_publishes_one_model(root):
 
 def test_bad_input_is_a_one_line_error(tmp_path):
     reg = str(tmp_path / "registry")
-    with pytest.raises(UserInputError, match="model name '../x'"):
+    with pytest.raises(UserInputError, match=r"model name '\.\./x'"):
         registry.latest(reg, "../x")
     with pytest.raises(UserInputError, match="needs model_registry_uri"):
         registry.resolve_init_from("registry:weekly", None)
-    with pytest.raises(UserInputError, match="has no metrics.json"):
+    with pytest.raises(UserInputError, match=r"has no metrics\.json"):
         registry.publish(reg, "weekly", model_uri=str(tmp_path / "nothing"), run_id="r")

@@ -15,7 +15,6 @@ import gzip
 import hashlib
 import io
 import os
-import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from mlm import storage
@@ -121,28 +120,6 @@ def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
             )
         files.update(matched)
     return sorted(files)
-
-
-def corpus_fingerprint(corpus: str | Sequence[str] | None) -> str:
-    """A digest that changes exactly when the corpus does, without reading it.
-
-    Args:
-        corpus: as for `resolve_corpus`; None or "" is the built-in corpus.
-
-    Returns:
-        For files: `storage.fingerprint` of the resolved files (names, sizes, generations /
-        ETags / mtimes). For the built-in corpus: a digest of what determines its content (the
-        Python version, the standard library's location and the source of the module that
-        builds it), prefixed "builtin-".
-    """
-    if not corpus:
-        from mlm.data import default_corpus
-
-        with open(default_corpus.__file__, "rb") as source:
-            builder = hashlib.sha256(source.read()).hexdigest()
-        key = f"{sys.version}|{default_corpus.stdlib_dir()}|{builder}"
-        return "builtin-" + hashlib.sha256(key.encode()).hexdigest()
-    return storage.fingerprint(resolve_corpus(corpus))
 
 
 def file_size(uri: str) -> int:
