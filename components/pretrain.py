@@ -50,6 +50,8 @@ def pretrain(
     run_id: str = "",
     task_name: str = "pretrain",
     seed: int = 0,
+    init_from: str = "",
+    model_registry_uri: str = "",
 ):
     """Pre-trains a `variant` BERT with the MLM objective on the `shards` artifact.
 
@@ -100,6 +102,8 @@ def pretrain(
         "pushgateway_url": pushgateway_url,  # "" (like every empty value) = not set
         "run_id": run_id,
         "seed": seed,
+        "init_from": init_from,  # "" = random weights; "registry:NAME" reads model_registry_uri
+        "model_registry_uri": model_registry_uri,
     }
     reserved = {*settings, "shard_dir", "tokenizer_dir", "output_dir", "workers"}
     clashes = sorted(reserved & set(pretrain_options))

@@ -9,13 +9,16 @@ from components import MLM_IMAGE
 @dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
 def shard(
     corpus_uri: str,
+    corpus_fingerprint: str,
     tokenizer: Input[Artifact],
     shards: Output[Dataset],
     max_seq_length: int = 128,
     num_shards: int = 8,
 ):
     """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
-    shards plus `manifest.json` as the `shards` artifact."""
+    shards plus `manifest.json` as the `shards` artifact. `corpus_fingerprint` (from the
+    fingerprint component) only keys the cache: cached shards are reused only while the corpus is
+    unchanged."""
     from mlm.errors import install_excepthook
 
     install_excepthook("shard")  # a known failure ends the step with one line, status 2
@@ -29,4 +32,4 @@ def shard(
         max_seq_length=max_seq_length,
         num_shards=num_shards,
     )
-    shards.metadata.update(result.to_dict())
+    shards.metadata.update({**result.to_dict(), "corpus_fingerprint": corpus_fingerprint})

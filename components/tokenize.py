@@ -9,13 +9,16 @@ from components import MLM_IMAGE
 @dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)
 def tokenize(
     corpus_uri: str,
+    corpus_fingerprint: str,
     tokenizer: Output[Artifact],
     vocab_size: int = 8000,
     lowercase: bool = True,
     pretrained_tokenizer_uri: str = "",
 ):
     """Trains a WordPiece tokenizer on `corpus_uri` (or loads `pretrained_tokenizer_uri`) and
-    writes the tokenizer directory as the `tokenizer` artifact."""
+    writes the tokenizer directory as the `tokenizer` artifact. `corpus_fingerprint` (from the
+    fingerprint component) is not used here: it is part of the cache key, so a cached tokenizer is
+    reused only while the corpus is unchanged."""
     from mlm.errors import install_excepthook
 
     install_excepthook("tokenize")  # a known failure ends the step with one line, status 2
@@ -29,4 +32,4 @@ def tokenize(
         lowercase=lowercase,
         tokenizer=pretrained_tokenizer_uri,  # "" = train one
     )
-    tokenizer.metadata.update(result.to_dict())
+    tokenizer.metadata.update({**result.to_dict(), "corpus_fingerprint": corpus_fingerprint})

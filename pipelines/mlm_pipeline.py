@@ -1,13 +1,26 @@
-"""The `mlm-pretraining` pipeline: tokenize → shard → pretrain → evaluate → export → finetune.
+"""The `mlm-pretraining` pipeline: fingerprint → tokenize → shard → pretrain → evaluate → export →
+finetune → publish.
 
 It only wires the components in `components/` and sets task options; parameter defaults equal
 the components' (and so `mlm.config`'s; tests/test_config.py checks both):
 
-- tokenize and shard are cached (same corpus and options → same artifacts); pretrain never is;
+- fingerprint runs first and is never cached: it digests the corpus listing (names, sizes,
+  generations/ETags/mtimes; `mlm.data.fingerprint.corpus_fingerprint`) and passes the digest to
+  tokenize and shard as a parameter, so their cache keys (which include parameter values) change
+  exactly when the corpus does: a recurring run over a growing corpus location re-tokenizes and
+  re-shards, and one over an unchanged corpus reuses the cached artifacts;
+- continual pre-training: `init_from` starts pretrain from an earlier model (its weights and step
+  count; `steps` are added to it), either a pretrain output directory or "registry:NAME", the
+  newest model published as NAME in `model_registry_uri` (random weights while there is none);
+  evaluate then also scores that model on the same batches (`perplexity_change`), and the last
+  task, publish, registers this run's model as `publish_model_as` (when set), so a recurring run
+  with `init_from="registry:NAME"` and `publish_model_as="NAME"` continues from the last one;
+- tokenize and shard are cached (same corpus content and options → same artifacts); pretrain
+  never is;
 - pretrain is retried (`PRETRAIN_RETRIES` times, exponential back-off from `PRETRAIN_BACKOFF`): a
   retried pod re-attaches to the run's training job, or (launcher "local") resumes from the last
   checkpoint at the model artifact's remote URI;
-- the six steps run inside a `dsl.ExitHandler` whose `cleanup` task deletes the run's training
+- the steps run inside a `dsl.ExitHandler` whose `cleanup` task deletes the run's training
   jobs (by the run-id label) when the run ends, fails or is terminated;
 - the pretrain step runs with the compiled image's name in $MLM_IMAGE, so its TrainJob/TFJob
   workers run the same image (`worker_image` overrides it per run);
@@ -32,7 +45,9 @@ from components.cleanup import cleanup
 from components.evaluate import evaluate
 from components.export import export
 from components.finetune import finetune
+from components.fingerprint import fingerprint
 from components.pretrain import pretrain
+from components.publish import publish
 from components.shard import shard
 from components.tokenize import tokenize
 
@@ -101,6 +116,9 @@ def mlm_pretraining_pipeline(
     finetune_learning_rate: float = 1e-3,
     baseline: bool = True,
     seed: int = 0,
+    init_from: str = "",
+    model_registry_uri: str = "",
+    publish_model_as: str = "",
 ):
     """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
 
@@ -149,13 +167,26 @@ def mlm_pretraining_pipeline(
         finetune_learning_rate: Peak fine-tuning learning rate.
         baseline: Also fine-tune a random-init encoder of the same architecture.
         seed: Seed for pre-training, evaluation masks and fine-tuning.
+        init_from: Continue pre-training from this model: a pretrain output directory, or
+            "registry:NAME" for the newest model published as NAME in model_registry_uri
+            (none yet: random weights); "" = random weights. `steps` are added to its step
+            count, and evaluate reports the perplexity change against it.
+        model_registry_uri: Model registry directory (gs://, s3:// or a path the pods share).
+        publish_model_as: Publish this run's model under this name in model_registry_uri at the
+            end ("" = do not publish).
     """
     cleanup_task = cleanup(launcher=launcher, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
     cleanup_task.set_display_name("cleanup")
     cleanup_task.set_caching_options(False)
     with dsl.ExitHandler(cleanup_task, name="steps"):
+        fingerprint_task = fingerprint(corpus_uri=corpus_uri)
+        fingerprint_task.set_display_name("fingerprint")
+        # Always fresh: its output is what keys the cache of tokenize and shard.
+        fingerprint_task.set_caching_options(False)
+
         tokenize_task = tokenize(
             corpus_uri=corpus_uri,
+            corpus_fingerprint=fingerprint_task.output,
             vocab_size=vocab_size,
             lowercase=lowercase,
             pretrained_tokenizer_uri=pretrained_tokenizer_uri,
@@ -164,6 +195,7 @@ def mlm_pretraining_pipeline(
 
         shard_task = shard(
             corpus_uri=corpus_uri,
+            corpus_fingerprint=fingerprint_task.output,
             tokenizer=tokenize_task.outputs["tokenizer"],
             max_seq_length=max_seq_length,
             num_shards=num_shards,
@@ -194,6 +226,8 @@ def mlm_pretraining_pipeline(
             run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
             seed=seed,
+            init_from=init_from,
+            model_registry_uri=model_registry_uri,
         )
         pretrain_task.set_display_name("pretrain")
         # A new model every run: a cached pretrain would silently reuse an old one.
@@ -249,9 +283,31 @@ def mlm_pretraining_pipeline(
         )
         finetune_task_.set_display_name("finetune")
 
+        publish_task = publish(
+            model=pretrain_task.outputs["model"],
+            evaluation=evaluate_task.outputs["metrics"],
+            tokenizer=tokenize_task.outputs["tokenizer"],
+            model_registry_uri=model_registry_uri,
+            model_name=publish_model_as,
+            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        )
+        publish_task.set_display_name("publish")
+        # Last, so only a run that completed every step becomes the one the next run continues from.
+        publish_task.after(finetune_task_)
+        publish_task.set_caching_options(False)
+
 
 # The order the steps run in (and the task names in the compiled pipeline, inside the exit
 # handler's DAG `EXIT_HANDLER`; `CLEANUP_TASK` is the exit task).
-TASK_ORDER = ("tokenize", "shard", "pretrain", "evaluate", "export", "finetune")
+TASK_ORDER = (
+    "fingerprint",
+    "tokenize",
+    "shard",
+    "pretrain",
+    "evaluate",
+    "export",
+    "finetune",
+    "publish",
+)
 EXIT_HANDLER = "exit-handler-1"
 CLEANUP_TASK = "cleanup"

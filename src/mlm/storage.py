@@ -87,6 +87,7 @@ __all__ = [
     "atomic_directory",
     "atomic_write",
     "exists",
+    "fingerprint",
     "glob",
     "is_gcs",
     "is_remote",
@@ -919,6 +920,47 @@ def glob(pattern: str | os.PathLike[str]) -> list[str]:
         if all(fnmatch.fnmatchcase(p, s) for p, s in zip(candidate, segments)):
             matches.add(root + "/".join(candidate))
     return sorted(matches)
+
+
+def fingerprint(uris: Iterable[str | os.PathLike[str]]) -> str:
+    """A SHA-256 over the names, sizes and versions of files, read from listings only.
+
+    The version is what changes when a file is written again: the GCS generation, the S3 ETag
+    (an MD5 of the content for single-part uploads) or the local ``mtime_ns``. No content is
+    read, so this costs one metadata request per object (made in parallel) however large the
+    files are. The same files give the same digest; a file added, removed, resized or rewritten
+    gives another one.
+
+    Args:
+        uris: files (local paths or object URIs); order does not matter.
+
+    Raises:
+        UserInputError: a file or object does not exist.
+    """
+    names = sorted({_check_uri(uri) for uri in uris})
+    entries: dict[str, tuple[int | None, str]] = {}
+
+    def describe(uri: str) -> None:
+        entries[uri] = _size_and_version(uri)
+
+    _parallel(describe, names)
+    digest = hashlib.sha256()
+    for uri in names:
+        size, version = entries[uri]
+        digest.update(json.dumps([uri, size, version]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def _size_and_version(uri: str) -> tuple[int | None, str]:
+    """(size, version) of one file, from its metadata only (see `fingerprint`)."""
+    if not is_remote(uri):
+        with _translate_errors(uri, "read"):
+            stat = os.stat(uri)
+        return stat.st_size, f"mtime_ns:{stat.st_mtime_ns}"
+    info = _stat(uri)
+    if info is None:
+        raise UserInputError(_missing_message(uri))
+    return info.size, str(info.version)
 
 
 # --------------------------------------------------------------------------------------------

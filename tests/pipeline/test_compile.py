@@ -1,4 +1,4 @@
-"""The compiled pipeline: it compiles, loads back, has the six tasks wired in order inside an exit
+"""The compiled pipeline: it compiles, loads back, has its tasks wired in order inside an exit
 handler whose cleanup task deletes the run's jobs, and retries pretrain with back-off."""
 
 import subprocess
@@ -41,7 +41,7 @@ def task_order(spec):
     return order
 
 
-def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
+def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
     path = compile_pipeline(str(tmp_path / "pipeline.yaml"))
     spec, platform = load(path)
     assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
@@ -61,6 +61,9 @@ def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
         "launcher",
         "max_seq_length",
         "batch_size",
+        "init_from",
+        "model_registry_uri",
+        "publish_model_as",
     ):
         assert name in loaded.component_spec.inputs, name
 
@@ -68,6 +71,21 @@ def test_compiles_loads_back_and_lists_six_tasks_in_order(tmp_path):
     assert tasks["pretrain"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["tokenize"]["cachingOptions"]["enableCache"] is True
     assert tasks["shard"]["cachingOptions"]["enableCache"] is True
+    # The corpus fingerprint is computed afresh every run and keys tokenize's and shard's cache.
+    assert tasks["fingerprint"]["cachingOptions"].get("enableCache", False) is False
+    for name in ("tokenize", "shard"):
+        parameter = tasks[name]["inputs"]["parameters"]["corpus_fingerprint"]
+        assert parameter["taskOutputParameter"] == {
+            "producerTask": "fingerprint",
+            "outputParameterKey": "Output",
+        }
+        assert "fingerprint" in tasks[name]["dependentTasks"]
+    # Continual pre-training: pretrain reads init_from; publish, last, is never cached.
+    assert set(tasks["pretrain"]["inputs"]["parameters"]) >= {"init_from", "model_registry_uri"}
+    assert tasks["publish"]["cachingOptions"].get("enableCache", False) is False
+    assert tasks["publish"]["inputs"]["parameters"]["model_name"] == {
+        "componentInputParameter": "publish_model_as"
+    }
 
     executors = spec["deploymentSpec"]["executors"]
     images = {executor["container"]["image"] for executor in executors.values()}

@@ -1,5 +1,6 @@
 """The whole pipeline through KFP's real local runner (`kfp.local.SubprocessRunner`), tiny sizes:
-every step runs as a subprocess, and every artifact it hands on is checked."""
+every step runs as a subprocess, and every artifact it hands on is checked. A second run over the
+grown corpus continues pre-training from the model the first one published to a local registry."""
 
 import json
 import math
@@ -9,6 +10,8 @@ import keras
 import pytest
 
 import mlm
+from mlm import registry
+from mlm.data.fingerprint import corpus_fingerprint
 from pipelines.mlm_pipeline import TASK_ORDER
 from pipelines.run_local import format_summary, run_local
 
@@ -35,11 +38,29 @@ def executor_output(run_dir: Path, task: str) -> dict:
     return json.loads((run_dir / task / "executor_output.json").read_text())
 
 
+def continual(registry_uri: str) -> dict:
+    """The parameters of a recurring run that continues from, and publishes as, "weekly"."""
+    return {
+        "init_from": "registry:weekly",
+        "model_registry_uri": registry_uri,
+        "publish_model_as": "weekly",
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """Week 1: nothing published yet, so pre-training starts from random weights."""
+    root = tmp_path_factory.mktemp("local-pipeline")
+    corpus = write_corpus_slice(root / "corpus")
+    labels = write_labels(root / "labels.csv", rows_per_label=6)
+    params = {**TINY_PIPELINE, **continual(str(root / "registry"))}
+    summary = run_local(str(root / "out"), corpus=corpus, labels=labels, params=params)
+    return root, corpus, labels, summary
+
+
 @pytest.mark.slow
-def test_local_pipeline_produces_every_artifact(tmp_path):
-    corpus = write_corpus_slice(tmp_path / "corpus")
-    labels = write_labels(tmp_path / "labels.csv", rows_per_label=6)
-    summary = run_local(str(tmp_path / "out"), corpus=corpus, labels=labels, params=TINY_PIPELINE)
+def test_local_pipeline_produces_every_artifact(first_run):
+    tmp_path, corpus, _labels, summary = first_run
 
     artifacts = summary["artifacts"]
     assert list(artifacts) == list(TASK_ORDER)
@@ -95,3 +116,41 @@ def test_local_pipeline_produces_every_artifact(tmp_path):
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["seconds"] > 0
     text = format_summary(summary)
     assert "perplexity" in text and "random-init baseline" in text and str(run_dir) in text
+
+    # The fingerprint of the corpus keyed tokenize and shard; the model was published.
+    fingerprint = executor_output(run_dir, "fingerprint")["parameterValues"]["Output"]
+    assert fingerprint == corpus_fingerprint(corpus)
+    assert "perplexity_change" not in evaluation["metadata"]  # nothing to compare with
+    entry = registry.latest(str(tmp_path / "registry"), "weekly")
+    assert entry.model_uri == str(model) and entry.step == 4
+    assert entry.perplexity == pytest.approx(perplexity)
+    assert entry.tokenizer_uri == str(tokenizer)
+
+
+@pytest.mark.slow
+def test_the_next_run_continues_from_the_published_model(first_run):
+    """Week 2: the corpus grew; the run keeps week 1's tokenizer, starts at its step count and
+    reports the perplexity change against it."""
+    root, corpus, labels, first = first_run
+    first_dir = Path(first["artifacts"]["pretrain"]).parent
+    Path(corpus, "week2.txt").write_text(Path(corpus, "train.txt").read_text()[::-1])
+    entry = registry.latest(str(root / "registry"), "weekly")
+    params = {
+        **TINY_PIPELINE,
+        **continual(str(root / "registry")),
+        "pretrained_tokenizer_uri": entry.tokenizer_uri,
+    }
+    summary = run_local(str(root / "out2"), corpus=corpus, labels=labels, params=params)
+    run_dir = Path(summary["artifacts"]["pretrain"]).parent
+
+    fingerprint = executor_output(run_dir, "fingerprint")["parameterValues"]["Output"]
+    assert fingerprint != executor_output(first_dir, "fingerprint")["parameterValues"]["Output"]
+    metrics = json.loads((run_dir / "pretrain" / "model" / "metrics.json").read_text())
+    assert metrics["init_from"] == entry.model_uri
+    assert metrics["start_step"] == 4 and metrics["steps"] == 8
+    evaluation = executor_output(run_dir, "evaluate")["artifacts"]["metrics"]["artifacts"][0]
+    logged = evaluation["metadata"]
+    assert logged["perplexity_change"] == pytest.approx(
+        logged["perplexity"] - logged["previous_perplexity"]
+    )
+    assert registry.latest(str(root / "registry"), "weekly").step == 8

@@ -182,7 +182,19 @@ class PretrainConfig(Config):
         32, "global batch size, split over all replicas of all workers", at_least=1
     )
     steps: int = setting(
-        1000, "training steps to reach (a resumed run trains the remainder)", at_least=1
+        1000,
+        "training steps of this run (with init_from: added to the initial model's step count; "
+        "a resumed run trains the remainder)",
+        at_least=1,
+    )
+    init_from: str | None = setting(
+        None,
+        "start from this model's weights and step count: a pretrain output directory, or "
+        "registry:NAME for the newest model published as NAME in model_registry_uri (none "
+        "published yet, or not set: random weights)",
+    )
+    model_registry_uri: str | None = setting(
+        None, "model registry directory that init_from=registry:NAME reads (local, gs://, s3://)"
     )
     learning_rate: float = setting(5e-4, "peak learning rate", above=0)
     warmup_ratio: float = setting(
@@ -232,12 +244,25 @@ class PretrainConfig(Config):
         return int(self.warmup_ratio * self.steps)
 
     def with_run_identity(self) -> PretrainConfig:
-        """This config with `pushgateway_url` from $MLM_PUSHGATEWAY_URL and a new unique
-        `run_id` where they are not set: resolve once, before starting workers, so that all
-        workers report under the same run."""
+        """This config with `pushgateway_url` from $MLM_PUSHGATEWAY_URL, a new unique `run_id`
+        where they are not set, and `init_from` "registry:NAME" replaced by the model it names
+        now (None while none is published): resolve once, before starting workers, so that all
+        workers report under the same run and start from the same model."""
         run_id = self.run_id or f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
         pushgateway = self.pushgateway_url or os.environ.get("MLM_PUSHGATEWAY_URL") or None
-        return dataclasses.replace(self, run_id=run_id, pushgateway_url=pushgateway)
+        init_from = self.init_from
+        if init_from:
+            from mlm.registry import resolve_init_from
+
+            init_from = resolve_init_from(init_from, self.model_registry_uri)
+        return dataclasses.replace(
+            self, run_id=run_id, pushgateway_url=pushgateway, init_from=init_from
+        )
+
+    def total_steps(self, initial_step: int) -> int:
+        """The step count training stops at, starting from a model trained `initial_step`
+        steps (0: random weights)."""
+        return initial_step + self.steps
 
 
 @dataclass
@@ -280,6 +305,11 @@ class EvaluateConfig(Config):
     )
     seed: int = setting(0, "mask seed: batch i is masked with [seed, i]")
     num_samples: int = setting(4, "sequences shown in the report's predictions", at_least=0)
+    previous_model: str | None = setting(
+        None,
+        "also score this earlier pretrain output directory on the same batches and masks, and "
+        "report previous_perplexity and perplexity_change",
+    )
 
 
 @dataclass

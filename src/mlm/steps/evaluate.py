@@ -6,7 +6,10 @@ writes a Markdown report with the metrics and the seed README's prediction visua
 
 Output directory: `report.md` and `metrics.json` (written last): `perplexity` (exp of the mean
 cross-entropy at the masked positions), `accuracy` (masked tokens predicted exactly), `loss`,
-`num_masked`, `num_batches`, `num_examples`.
+`num_masked`, `num_batches`, `num_examples`. With a `previous_model` (the model a continual
+pre-training run started from), that model is scored on the same batches with the same masks
+and the metrics add `previous_perplexity`, `previous_accuracy`, `previous_loss` and
+`perplexity_change` (this model's perplexity minus the previous one's: negative is better).
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class EvaluateResult:
 
 def load_pretrained_model(model_dir: str) -> Any:
     """Loads the `MaskedLanguageModel` of a pretrain output directory (or a `.keras` file)."""
+    model_file = storage.join(model_dir, MLM_MODEL_FILE)
+    if storage.is_remote(model_dir) and storage.exists(model_file):
+        model_dir = model_file  # fetch the model alone, not the checkpoints beside it
     with local_copy(model_dir) as local:
         path = find_file(
             local, MLM_MODEL_FILE, "a pretrain output directory", "run `mlm pretrain` first"
@@ -65,7 +71,8 @@ def evaluate(
         **settings: `mlm.config.EvaluateConfig` settings by name: `split` ("validation" or
             "train"), `batch_size`, `eval_batches` (None: the whole split, the last batch may be
             smaller), `seed` (batch `i` is masked with `[seed, i]`), `num_samples` (sequences in
-            the report's prediction visualisation).
+            the report's prediction visualisation), `previous_model` (an earlier pretrain output
+            directory to compare with on the same batches).
 
     Returns:
         An `EvaluateResult`.
@@ -114,6 +121,15 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
         tokenizer_hash=info.content_hash,
     )
     metrics = masked_lm_metrics(model, dataset, num_batches=num_batches, seed=seed)
+    if config.previous_model:
+        previous = load_pretrained_model(config.previous_model)
+        check_tokenizer_matches(info, previous.vocab_size, previous.mask_token_id)
+        # The one evaluator, the same batches and masks: the difference is the models'.
+        before = masked_lm_metrics(previous, dataset, num_batches=num_batches, seed=seed)
+        metrics.update(
+            {f"previous_{key}": before[key] for key in ("perplexity", "accuracy", "loss")}
+        )
+        metrics["perplexity_change"] = metrics["perplexity"] - before["perplexity"]
     metrics.update(
         num_batches=float(num_batches),
         num_examples=float(min(examples, num_batches * batch_size)),
@@ -121,7 +137,7 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
     samples = visualize_mlm_predictions(
         model, next(iter(dataset)), load_tokenizer(tokenizer_dir), config.num_samples, seed=seed
     )
-    report = _report(model_dir, shard_dir, split, seed, metrics, samples)
+    report = _report(model_dir, shard_dir, split, seed, metrics, samples, config.previous_model)
     with output_directory(config.output_dir, METRICS_FILE, "evaluation") as staging:
         with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
             file.write(report)
@@ -132,8 +148,23 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
 
 
 def _report(
-    model_dir: str, shard_dir: str, split: str, seed: int, metrics: dict, samples: str
+    model_dir: str,
+    shard_dir: str,
+    split: str,
+    seed: int,
+    metrics: dict,
+    samples: str,
+    previous_model: str | None = None,
 ) -> str:
+    comparison = []
+    if previous_model:
+        comparison = [
+            "",
+            f"Against the previous model `{previous_model}` (same batches and masks): "
+            f"perplexity {metrics['previous_perplexity']:.3f} → {metrics['perplexity']:.3f} "
+            f"({metrics['perplexity_change']:+.3f}), masked-token accuracy "
+            f"{metrics['previous_accuracy']:.4f} → {metrics['accuracy']:.4f}.",
+        ]
     return "\n".join(
         [
             "# Masked-LM evaluation",
@@ -147,6 +178,7 @@ def _report(
             f"| masked-token accuracy | {metrics['accuracy']:.4f} |",
             f"| mean cross-entropy | {metrics['loss']:.4f} |",
             f"| masked tokens | {int(metrics['num_masked'])} |",
+            *comparison,
             "",
             "## Sample predictions",
             "",

@@ -155,14 +155,18 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
-    printer = ProgressPrinter(config.steps, quiet=config.quiet)
+    initial = _initial_model(config, info)
+    total_steps = config.total_steps(initial.step)
+    printer = ProgressPrinter(total_steps, quiet=config.quiet)
     reporters: list[Any] = []
     tensorboard = pushgateway = keeper = None
     try:
         with strategy.scope():
-            model = _build_model(config, info, manifest.seq_length)
+            model = _build_model(config, info, manifest.seq_length, initial)
             optimizer = _build_optimizer(config, model)
-            step_counter = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+            step_counter = tf.Variable(
+                initial.step, dtype=tf.int64, trainable=False, name="global_step"
+            )
             checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter)
         keeper = CheckpointKeeper(
             storage.join(output_dir, "checkpoints"),
@@ -185,7 +189,7 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
                 f"precision {config.precision}"
             )
         loop_config = LoopConfig(
-            total_steps=config.steps,
+            total_steps=total_steps,
             log_every_steps=config.log_every_steps or max(1, config.steps // 20),
             checkpoint_every_steps=config.checkpoint_every_steps or None,
             checkpoint_every_minutes=config.checkpoint_every_minutes,
@@ -205,6 +209,7 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
                 reporters=reporters,
                 log=printer.message if cluster.is_chief else (lambda _text: None),
                 stop=stop,
+                first_step=initial.step,  # continual pre-training: this run's data starts here
             )
         except TrainingInterrupted as interrupted:
             storage.write_json(
@@ -249,6 +254,9 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
             "num_replicas": replicas,
             "run_id": config.run_id,
             "weights_sha256": digest,
+            "tokenizer_hash": info.content_hash,
+            "init_from": initial.uri or "",
+            "initial_step": initial.step,
         }
         final_report = {
             "step": result.final_step,
@@ -325,7 +333,36 @@ def _validate_model(config: PretrainConfig, model: Any, strategy: Any, manifest:
     )
 
 
-def _build_model(config: PretrainConfig, info: Any, seq_length: int) -> Any:
+@dataclasses.dataclass(frozen=True)
+class _InitialModel:
+    """What training starts from: `uri` None is random weights at step 0."""
+
+    uri: str | None = None
+    step: int = 0
+
+
+def _initial_model(config: PretrainConfig, info: Any) -> _InitialModel:
+    """The earlier model `config.init_from` names (already resolved from the registry by
+    `with_run_identity`), checked against this run's tokenizer."""
+    from mlm.registry import model_metrics
+
+    if not config.init_from:
+        return _InitialModel()
+    uri = config.init_from
+    metrics = model_metrics(uri, "init_from")
+    tokenizer_hash = metrics.get("tokenizer_hash")
+    if tokenizer_hash and tokenizer_hash != info.content_hash:
+        raise UserInputError(
+            f"init_from: {uri} was trained with another tokenizer (content hash "
+            f"{tokenizer_hash[:12]}, this run's is {info.content_hash[:12]}); continue with the "
+            "tokenizer it was trained with (pipeline: pretrained_tokenizer_uri)"
+        )
+    return _InitialModel(uri, int(metrics.get("steps", 0)))
+
+
+def _build_model(
+    config: PretrainConfig, info: Any, seq_length: int, initial: _InitialModel | None = None
+) -> Any:
     from mlm.encoders.bert import BERT
     from mlm.model import MaskedLanguageModel
 
@@ -352,7 +389,25 @@ def _build_model(config: PretrainConfig, info: Any, seq_length: int) -> Any:
         ),
     )
     model.build(None)
+    if initial is not None and initial.uri:
+        _load_initial_weights(model, initial.uri, info)
     return model
+
+
+def _load_initial_weights(model: Any, uri: str, info: Any) -> None:
+    """Copies the weights of the model saved in `uri` into `model` (same architecture)."""
+    from mlm.data.tokenizer import check_tokenizer_matches
+    from mlm.steps.evaluate import load_pretrained_model
+
+    earlier = load_pretrained_model(uri)
+    check_tokenizer_matches(info, earlier.vocab_size, earlier.mask_token_id)
+    try:
+        model.set_weights(earlier.get_weights())
+    except ValueError as error:
+        raise UserInputError(
+            f"init_from: {uri} has another architecture than this run's model ({error}); use "
+            "the variant and model_overrides it was trained with"
+        ) from None
 
 
 def _build_optimizer(config: PretrainConfig, model: Any) -> Any:

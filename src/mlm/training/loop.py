@@ -196,6 +196,7 @@ def train_loop(
     reporters: Sequence[Reporter] = (),
     log: Callable[[str], None] = print,
     stop: StopRequest | None = None,
+    first_step: int = 0,
 ) -> LoopResult:
     """Trains `model` until `step_counter` reaches `config.total_steps`, resuming if it can.
 
@@ -214,6 +215,8 @@ def train_loop(
         reporters: sinks for the metrics of each logging interval (see `Reporter`).
         log: one-line messages (resume, checkpoint, divergence, stop).
         stop: a flag (set by SIGTERM/SIGINT) that stops training after saving the step reached.
+        first_step: the step at which this run's input starts (a run that continues from an
+            earlier model's step count reads its data from the beginning).
 
     Returns:
         The LoopResult.
@@ -252,11 +255,12 @@ def train_loop(
         checkpoints.track_input(
             iterator, worker=context.input_pipeline_id, num_workers=context.num_input_pipelines
         )
-    if start_step and not (checkpoints is not None and checkpoints.restore_input(start_step)):
+    consumed = start_step - first_step
+    if consumed > 0 and not (checkpoints is not None and checkpoints.restore_input(start_step)):
         # No saved input position: re-read the batches consumed so far (deterministic input).
         local_replicas = strategy.num_replicas_in_sync // context.num_input_pipelines
         log(f"no saved input position for step {start_step}: skipping the consumed batches")
-        iterator = iter(dataset.skip(start_step * local_replicas))
+        iterator = iter(dataset.skip(consumed * local_replicas))
         if checkpoints is not None:
             checkpoints.track_input(
                 iterator, worker=context.input_pipeline_id, num_workers=context.num_input_pipelines
