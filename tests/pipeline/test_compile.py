@@ -84,7 +84,7 @@ def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
     assert set(tasks["pretrain"]["inputs"]["parameters"]) >= {"init_from", "model_registry_uri"}
     assert tasks["publish"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["publish"]["inputs"]["parameters"]["model_name"] == {
-        "componentInputParameter": "publish_model_as"
+        "componentInputParameter": "pipelinechannel--publish_model_as"
     }
 
     executors = spec["deploymentSpec"]["executors"]
