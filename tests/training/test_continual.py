@@ -136,3 +136,48 @@ def test_another_architecture_or_a_missing_model_is_a_one_line_error(
     assert main(argv) == 2
     assert "needs model_registry_uri" in capsys.readouterr().err
     assert not storage.exists(str(tmp_path / "c" / "metrics.json"))
+
+
+def test_continue_pretraining_a_hugging_face_checkpoint(training_data, tmp_path):
+    """Domain adaptation: `--init-from` a transformers BERT directory starts from its weights and
+    architecture (not variant/model_overrides), at step 0; evaluate compares with it."""
+    import keras
+    import numpy as np
+
+    from mlm.data import read_tokenizer_info
+    from tests.encoders.test_hf_checkpoint import CONFIG, hf_tensors, write_checkpoint
+
+    info = read_tokenizer_info(training_data["tokenizer"])
+    config = {**CONFIG, "vocab_size": info.vocab_size, "max_position_embeddings": 32}
+    tensors = hf_tensors(config)
+    checkpoint = write_checkpoint(tmp_path / "bert-hf", config, tensors)
+    output = tmp_path / "adapted"
+    # A learning rate too small to move the weights: the model is the checkpoint's.
+    metrics = pretrain(
+        training_data, output, "--init-from", str(checkpoint), "--steps", "1",
+        "--learning-rate", "1e-12",
+    )  # fmt: skip
+    assert metrics["init_from"] == str(checkpoint)
+    assert metrics["initial_step"] == 0 and metrics["steps"] == 1
+    model = keras.models.load_model(output / "mlm_model.keras")
+    assert model.encoder.hidden_size == config["hidden_size"]  # not TINY_MODEL's
+    np.testing.assert_allclose(
+        model.encoder.token_embedding.embeddings.numpy(),
+        tensors["bert.embeddings.word_embeddings.weight"],
+        atol=1e-6,
+    )
+    result = evaluate(
+        str(output), training_data["shards"], training_data["tokenizer"],
+        str(tmp_path / "evaluation"), batch_size=8, eval_batches=2, seed=3,
+        previous_model=str(checkpoint),
+    ).metrics  # fmt: skip
+    assert result["previous_perplexity"] == pytest.approx(result["perplexity"], rel=1e-4)
+
+
+def test_a_hugging_face_checkpoint_with_another_vocabulary_is_one_line(training_data, tmp_path):
+    from tests.encoders.test_hf_checkpoint import CONFIG, hf_tensors, write_checkpoint
+
+    config = {**CONFIG, "max_position_embeddings": 32}  # vocabulary 90: not the tokenizer's
+    checkpoint = write_checkpoint(tmp_path / "bert-hf", config, hf_tensors(config))
+    argv = pretrain_argv(training_data, tmp_path / "out", "--quiet", "--init-from", str(checkpoint))
+    assert main(argv[3:]) == 2

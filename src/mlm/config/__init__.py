@@ -189,9 +189,11 @@ class PretrainConfig(Config):
     )
     init_from: str | None = setting(
         None,
-        "start from this model's weights and step count: a pretrain output directory, or "
+        "start from this model's weights and step count: a pretrain output directory, "
         "registry:NAME for the newest model published as NAME in model_registry_uri (none "
-        "published yet, or not set: random weights)",
+        "published yet, or not set: random weights), or a Hugging Face BERT checkpoint "
+        "directory (config.json + model.safetensors; its architecture replaces variant and "
+        "model_overrides; tokenize with its vocab.txt)",
     )
     model_registry_uri: str | None = setting(
         None, "model registry directory that init_from=registry:NAME reads (local, gs://, s3://)"

@@ -383,6 +383,17 @@ def _local_directory(path: str | os.PathLike[str]) -> Iterator[str]:
     yield path
 
 
+def is_hf_checkpoint(path: str) -> bool:
+    """Whether `path` (local or object store) is a Hugging Face checkpoint directory rather than
+    an `mlm pretrain` output: it has `config.json` and no `metrics.json`."""
+    from mlm import storage
+    from mlm.artifacts import METRICS_FILE
+
+    return storage.exists(storage.join(path, CONFIG_FILE)) and not storage.exists(
+        storage.join(path, METRICS_FILE)
+    )
+
+
 def load_hf_bert_checkpoint(path: str, *, with_mlm_head: bool = True, **mlm_kwargs: Any) -> Any:
     """Loads a Hugging Face BERT checkpoint directory into a `BERT` (and its MLM head).
 

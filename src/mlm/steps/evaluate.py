@@ -58,6 +58,20 @@ def load_pretrained_model(model_dir: str) -> Any:
         return load_keras(path)
 
 
+def _load_previous_model(uri: str, info: Any) -> Any:
+    """The model to compare with: an earlier pretrain output, or the Hugging Face checkpoint a
+    continual run started from (masking with this run's tokenizer's ids)."""
+    from mlm.encoders.hf_checkpoint import is_hf_checkpoint, load_hf_bert_checkpoint
+
+    if is_hf_checkpoint(uri):
+        return load_hf_bert_checkpoint(
+            uri,
+            mask_token_id=info.mask_token_id,
+            special_token_ids=tuple(info.special_token_ids),
+        )
+    return load_pretrained_model(uri)
+
+
 def evaluate(
     model_dir: str, shard_dir: str, tokenizer_dir: str, output_dir: str, **settings: Any
 ) -> EvaluateResult:
@@ -122,7 +136,7 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
     )
     metrics = masked_lm_metrics(model, dataset, num_batches=num_batches, seed=seed)
     if config.previous_model:
-        previous = load_pretrained_model(config.previous_model)
+        previous = _load_previous_model(config.previous_model, info)
         check_tokenizer_matches(info, previous.vocab_size, previous.mask_token_id)
         # The one evaluator, the same batches and masks: the difference is the models'.
         before = masked_lm_metrics(previous, dataset, num_batches=num_batches, seed=seed)

@@ -335,20 +335,25 @@ def _validate_model(config: PretrainConfig, model: Any, strategy: Any, manifest:
 
 @dataclasses.dataclass(frozen=True)
 class _InitialModel:
-    """What training starts from: `uri` None is random weights at step 0."""
+    """What training starts from: `uri` None is random weights at step 0; `hugging_face` marks a
+    `transformers` BERT checkpoint directory (its own architecture, step 0)."""
 
     uri: str | None = None
     step: int = 0
+    hugging_face: bool = False
 
 
 def _initial_model(config: PretrainConfig, info: Any) -> _InitialModel:
     """The earlier model `config.init_from` names (already resolved from the registry by
     `with_run_identity`), checked against this run's tokenizer."""
+    from mlm.encoders.hf_checkpoint import is_hf_checkpoint
     from mlm.registry import model_metrics
 
     if not config.init_from:
         return _InitialModel()
     uri = config.init_from
+    if is_hf_checkpoint(uri):
+        return _InitialModel(uri, 0, hugging_face=True)
     metrics = model_metrics(uri, "init_from")
     tokenizer_hash = metrics.get("tokenizer_hash")
     if tokenizer_hash and tokenizer_hash != info.content_hash:
@@ -366,6 +371,8 @@ def _build_model(
     from mlm.encoders.bert import BERT
     from mlm.model import MaskedLanguageModel
 
+    if initial is not None and initial.hugging_face:
+        return _hugging_face_model(config, info, seq_length, initial.uri)
     overrides = {
         "max_position_embeddings": max(512, seq_length),
         **(config.model.model_overrides or {}),
@@ -391,6 +398,38 @@ def _build_model(
     model.build(None)
     if initial is not None and initial.uri:
         _load_initial_weights(model, initial.uri, info)
+    return model
+
+
+def _hugging_face_model(config: PretrainConfig, info: Any, seq_length: int, uri: str) -> Any:
+    """The MaskedLanguageModel of a Hugging Face BERT checkpoint, masking as `config` says
+    (domain adaptation: continue pre-training an imported encoder on new text)."""
+    from mlm.encoders.hf_checkpoint import load_hf_bert_checkpoint
+
+    model = load_hf_bert_checkpoint(
+        uri,
+        mask_ratio=config.masking.mask_ratio,
+        random_token_ratio=config.masking.random_token_ratio,
+        unchanged_ratio=config.masking.unchanged_ratio,
+        mask_token_id=info.mask_token_id,
+        special_token_ids=tuple(info.special_token_ids),
+        max_predictions_per_seq=config.masking.max_predictions_per_seq,
+        continuation_token_ids=(
+            tuple(info.continuation_token_ids) if config.masking.whole_word_masking else None
+        ),
+    )
+    if model.vocab_size != info.vocab_size:
+        raise UserInputError(
+            f"init_from: {uri} has a vocabulary of {model.vocab_size} tokens but the tokenizer "
+            f"has {info.vocab_size}; make the tokenizer from its vocab.txt (mlm tokenize "
+            f"--tokenizer {storage.join(uri, 'vocab.txt')}) and shard with it"
+        )
+    if model.encoder.max_position_embeddings < seq_length:
+        raise UserInputError(
+            f"init_from: {uri} takes at most {model.encoder.max_position_embeddings} positions "
+            f"but the shards hold {seq_length}; shard with --max-seq-length "
+            f"{model.encoder.max_position_embeddings}"
+        )
     return model
 
 
