@@ -9,9 +9,11 @@ output directory receives (chief only):
 - `mlm_model.keras` (the whole MaskedLanguageModel) and `encoder.keras`;
 - `metrics.json` (steps, tokens, final loss/accuracy, tokens_per_second, validation metrics ...);
 - `history.json` (per logging interval: step, loss, accuracy, learning_rate, tokens_per_second);
-- `checkpoints/` (the last K checkpoints; a rerun with the same arguments resumes from them);
+- `checkpoints/` (the last K checkpoints with every worker's input position under `input/`; a
+  rerun with the same arguments resumes from them);
 - `tensorboard/` (event files with loss, accuracy, learning_rate, tokens_per_second);
-- `workers/worker-<i>.json` (every worker: final step and a digest of its weights).
+- `workers/worker-<i>.json` (every worker: final step and a digest of its weights; after
+  SIGTERM/SIGINT the step it saved and `stopped_by`).
 """
 
 from __future__ import annotations
