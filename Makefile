@@ -69,7 +69,7 @@ bench: $(BENCH_STAMP)
 	@set -e; for script in bench/bench_*.py; do \
 		echo "== $$script"; $(BENCH_VENV)/bin/python $$script --output $(BENCH_OUT); done
 	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/training.md $(BENCH_OUT)/encoder.md \
-		$(BENCH_OUT)/data.md \
+		$(BENCH_OUT)/data.md $(BENCH_OUT)/preemption.md \
 		$(BENCH_OUT)/multiworker.md > $(BENCH_OUT)/report.md
 	@{ cat bench/performance_intro.md; echo; echo "## The last run"; echo; \
 		cat $(BENCH_OUT)/report.md; } > docs/performance.md.tmp && mv docs/performance.md.tmp docs/performance.md
