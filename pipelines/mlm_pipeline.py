@@ -123,7 +123,7 @@ def mlm_pretraining_pipeline(
     """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
 
     Args:
-        corpus_uri: Text corpus (file, directory or gs:// URI; "" = built-in corpus).
+        corpus_uri: Text corpus (file, directory, or gs:// / s3:// / minio:// URI; "" = built-in corpus).
         labels_uri: Labelled CSV/TSV/JSONL (text,label) or CoNLL file for fine-tuning
             ("" = built-in labelled set).
         vocab_size: WordPiece vocabulary size.

@@ -142,7 +142,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output", default="runs/local", help="output directory")
-    parser.add_argument("--corpus", default=None, help="corpus file/dir/glob or gs:// URI")
+    parser.add_argument("--corpus", default=None, help="corpus file/dir/glob or gs:// / s3:// URI")
     parser.add_argument("--labels", default=None, help="labelled CSV/TSV/JSONL (text,label)")
     parser.add_argument(
         "--param", action="append", default=[], metavar="KEY=VALUE", help="pipeline parameter"

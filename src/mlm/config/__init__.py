@@ -72,7 +72,7 @@ class CorpusConfig(Config):
 
     corpus: list[str] | None = setting(
         None,
-        "text files, directories, globs, .gz files or gs:// prefixes (none: the built-in corpus "
+        "text files, directories, globs, .gz files or gs:// / s3:// prefixes (none: the built-in corpus "
         "of Python standard-library docstrings)",
     )
     layout: str = setting(
@@ -88,7 +88,9 @@ class CorpusConfig(Config):
 class TokenizeConfig(CorpusConfig):
     """`mlm tokenize`: train a WordPiece tokenizer on a corpus, or adopt an existing one."""
 
-    output_dir: str = setting(help="tokenizer directory to write (local or gs://)", flag="--output")
+    output_dir: str = setting(
+        help="tokenizer directory to write (local or object store)", flag="--output"
+    )
     vocab_size: int = setting(8000, "vocabulary size, special tokens included", at_least=1)
     lowercase: bool = setting(True, "uncased: lowercase and strip accents (--no-lowercase: cased)")
     tokenizer: str | None = setting(
@@ -105,7 +107,9 @@ class ShardConfig(CorpusConfig):
     tokenizer_dir: str = setting(
         help="tokenizer directory (from `mlm tokenize`)", flag="--tokenizer"
     )
-    output_dir: str = setting(help="shard directory to write (local or gs://)", flag="--output")
+    output_dir: str = setting(
+        help="shard directory to write (local or object store)", flag="--output"
+    )
     max_seq_length: int = setting(128, "tokens per example, [CLS] and [SEP] included", at_least=3)
     num_shards: int = setting(8, "TFRecord files per split", at_least=1)
     validation_fraction: float = setting(
@@ -175,7 +179,7 @@ class PretrainConfig(Config):
     tokenizer_dir: str = setting(
         help="tokenizer directory the shards were made with", flag="--tokenizer"
     )
-    output_dir: str = setting(help="output directory (local or gs://)", flag="--output")
+    output_dir: str = setting(help="output directory (local or object store)", flag="--output")
     model: ModelConfig = group(ModelConfig, "the encoder")
     masking: MaskingConfig = group(MaskingConfig, "the masked-LM objective")
     batch_size: int = setting(

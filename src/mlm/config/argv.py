@@ -83,7 +83,7 @@ def from_args(config_class: type[Config], args: argparse.Namespace) -> Any:
 
 
 def load_file(path: str) -> dict[str, Any]:
-    """The mapping in a YAML/JSON settings file (local or gs://)."""
+    """The mapping in a YAML/JSON settings file (local or object store)."""
     import yaml
 
     from mlm import storage

@@ -102,7 +102,9 @@ def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
     """
     entries = [corpus] if isinstance(corpus, str) else list(corpus)
     if not entries:
-        raise UserInputError("corpus: no path given; pass a file, directory, glob or gs:// prefix")
+        raise UserInputError(
+            "corpus: no path given; pass a file, directory, glob or gs:// / s3:// prefix"
+        )
     files: set[str] = set()
     for entry in entries:
         if _GLOB_CHARS & set(entry):
@@ -116,7 +118,7 @@ def resolve_corpus(corpus: str | Sequence[str]) -> list[str]:
         if not matched:
             raise UserInputError(
                 f"corpus: {entry!r} matches no file; pass an existing text file, directory, glob "
-                "or gs:// prefix"
+                "or gs:// / s3:// prefix"
             )
         files.update(matched)
     return sorted(files)

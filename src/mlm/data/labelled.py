@@ -2,7 +2,7 @@
 
 Sequence tasks read a CSV or TSV file with a header naming the text and label columns, or JSONL
 (one `{"text": ..., "label": ...}` object per line). Token tasks read CoNLL/IOB: one token per
-line with its tag in the last column, blank lines between sentences. Files may be local or gs://.
+line with its tag in the last column, blank lines between sentences. Files may be local or in an object store.
 Every problem with a file raises `UserInputError` naming the file, the line and the fix.
 """
 

@@ -78,7 +78,7 @@ def evaluate(
     """Scores a pre-trained masked language model on a shard split.
 
     Args:
-        model_dir: Pretrain output directory (with `mlm_model.keras`), local or gs://.
+        model_dir: Pretrain output directory (with `mlm_model.keras`), local or object store.
         shard_dir: Shard directory written by `mlm shard` with the same tokenizer.
         tokenizer_dir: The tokenizer directory (decodes the sample predictions).
         output_dir: Where `metrics.json` and `report.md` go (replaced as a whole).

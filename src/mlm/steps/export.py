@@ -101,7 +101,7 @@ def export(
     """Exports the encoder of a pre-training run.
 
     Args:
-        model_dir: Pretrain output directory (`encoder.keras`, `metrics.json`), local or gs://.
+        model_dir: Pretrain output directory (`encoder.keras`, `metrics.json`), local or object store.
         tokenizer_dir: The tokenizer directory the model was trained with.
         output_dir: The export directory (replaced as a whole).
         evaluation_metrics: Metrics for the model card (e.g. from `mlm evaluate`).

@@ -41,7 +41,7 @@ class PretrainResult:
     """What `pretrain` produced.
 
     Attributes:
-        output_dir: the output directory (local path or gs:// URI).
+        output_dir: the output directory (local path or object-store URI).
         model_path: the saved MaskedLanguageModel (`mlm_model.keras`).
         encoder_path: the saved encoder (`encoder.keras`).
         metrics: the content of `metrics.json`.
@@ -73,9 +73,9 @@ def pretrain(
     checkpoints.
 
     Args:
-        shard_dir: shard directory written by `mlm shard` (local or gs://).
+        shard_dir: shard directory written by `mlm shard` (local or object store).
         tokenizer_dir: the tokenizer directory the shards were made with.
-        output_dir: where the model, metrics and checkpoints go (local or gs://).
+        output_dir: where the model, metrics and checkpoints go (local or object store).
         **settings: `mlm.config.PretrainConfig` settings by name, groups included, e.g.
             `steps=100, batch_size=8, mask_ratio=0.2, model_overrides={"num_layers": 2}`.
 
@@ -490,7 +490,7 @@ def weights_digest(model: Any) -> str:
 
 
 def save_keras(model: Any, uri: str) -> None:
-    """Saves a Keras model to a local or gs:// `.keras` path atomically."""
+    """Saves a Keras model to a local or object-store `.keras` path atomically."""
     with tempfile.TemporaryDirectory(prefix="mlm-save-") as tmp:
         local = os.path.join(tmp, os.path.basename(uri))
         model.save(local)
