@@ -80,7 +80,7 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, tokenizer_dir, capsys):
     assert main(["tokenize", "--corpus", str(tmp_path / "none.txt"), "--output", "x"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"mlm tokenize: error: corpus: {str(tmp_path / 'none.txt')!r} matches no file; pass an "
-        "existing text file, directory, glob or gs:// prefix"
+        "existing text file, directory, glob or gs:// / s3:// prefix"
     ]
     (tmp_path / "c.txt").write_text("the model\n")
     assert main(["tokenize", "--corpus", str(tmp_path / "c.txt"), "--output", str(tmp_path / "t"),
