@@ -265,7 +265,7 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
             points.append(
                 {"step": step, "tokens": step * tokens_per_step, "seconds": seconds, **scores}
             )
-            log(f"peer: step {step}: validation loss {scores['loss']:.3f}")
+            log(f"peer: step {step}: validation loss {scores['loss']:.3f} ({seconds:.0f} s)")
     return {
         "curve": points,
         "seconds": seconds,
@@ -477,6 +477,7 @@ def main() -> int:
     parser.add_argument("--finetune", help="mlm finetune settings as JSON")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--no-probe", action="store_true")
+    parser.add_argument("--no-finetune", action="store_true", help="pre-training only")
     parser.add_argument(
         "--reuse", action="store_true", help="fine-tune the encoder already in --workdir"
     )
@@ -506,6 +507,11 @@ def main() -> int:
         saved = json.loads(facts_path.read_text())
         mlm_run, curves, peer = saved["mlm"], saved["curves"], saved["peer"]
         log(f"reusing the pre-trained encoder in {workdir}")
+        if peer is None and not args.no_peer:
+            log("peer: Hugging Face BertForMaskedLM")
+            peer = pretrain_peer(args, mlm_run, tokenizer, shards)
+            curves["hf-run_mlm"] = peer["curve"]
+            facts_path.write_text(json.dumps({"mlm": mlm_run, "curves": curves, "peer": peer}))
     else:
         log(f"corpus {corpus_bytes / 1e6:.1f} MB in {workdir}; tokenize and shard")
         tokenize(str(workdir / "corpus"), tokenizer, vocab_size=args.vocab_size)
@@ -534,9 +540,11 @@ def main() -> int:
         "mlm": mlm_run,
         "peer": peer,
         "curves": curves,
-        "finetune": finetune_slices(args, export_dir, rows, test_csv, workdir),
+        "finetune": {}
+        if args.no_finetune
+        else finetune_slices(args, export_dir, rows, test_csv, workdir),
     }
-    if not args.no_probe:
+    if not args.no_probe and not args.no_finetune:
         facts["probe"] = linear_probe(args, export_dir, rows, test_rows)
     facts["seconds"] = time.perf_counter() - started
     plot(curves, args.output / "quality.png")
