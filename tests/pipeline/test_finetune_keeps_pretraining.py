@@ -90,10 +90,11 @@ def test_layer_decay_multipliers_rise_from_embeddings_to_the_head():
     task = NLPTaskConfig(name="t", task_type="text_classification", num_classes=2)
     model = build_classifier(encoder, task, 16)
     multipliers = layerwise_learning_rate_multipliers(encoder, model.trainable_variables, 0.5)
-    assert multipliers["bert/token_embedding/embeddings"] == 0.125
-    assert multipliers["bert/embeddings_norm/gamma"] == 0.125
-    assert multipliers["bert/transformer_layer_0/attention/query/kernel"] == 0.25
-    assert multipliers["bert/transformer_layer_1/output_norm/beta"] == 0.5
+    name = encoder.name  # "bert", or "bert_<n>" when other encoders were built before
+    assert multipliers[f"{name}/token_embedding/embeddings"] == 0.125
+    assert multipliers[f"{name}/embeddings_norm/gamma"] == 0.125
+    assert multipliers[f"{name}/transformer_layer_0/attention/query/kernel"] == 0.25
+    assert multipliers[f"{name}/transformer_layer_1/output_norm/beta"] == 0.5
     assert "t/logits/kernel" not in multipliers  # the head: the full rate
     assert layerwise_learning_rate_multipliers(encoder, model.trainable_variables, 1.0) == {}
 
