@@ -5,8 +5,10 @@ JSONL file (one `{"text": ..., "label": ...}` object per line). Token classifica
 reads CoNLL/IOB files: one token per line with its tag in the last column, blank lines between
 sentences (readers and splits: `mlm.data.labelled`). Without `validation_data` the rows are
 split deterministically (stratified by label for sequence tasks). Training uses AdamW with linear
-warm-up and decay (`mlm.optimization`) and early stopping on the validation loss. The held-out
-scores are computed with numpy (`mlm.metrics`): accuracy, macro-F1 and the
+warm-up and decay (`mlm.optimization`; with `layer_decay` below 1 the encoder's blocks train at
+decaying fractions of the head's rate, `LayerwiseAdamW`) and early stopping on the validation
+loss. With `test_data` that file is scored after training, else the held-out data. The scores
+are computed with numpy (`mlm.metrics`): accuracy, macro-F1 and the
 confusion matrix; entity-level precision/recall/F1 for NER.
 
 With `baseline=True` the same architecture is also trained from random initialisation on the same
