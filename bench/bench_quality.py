@@ -429,11 +429,13 @@ def report(args, facts: dict) -> str:
             match = [p["loss"] for p in points if p["step"] == step]
             cells.append(f"{match[0]:.3f}" if match else "")
         lines.append(f"| {step} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "| labelled rows per class | pre-trained accuracy | random-init accuracy | gain (points) |",
-        "|---|---|---|---|",
-    ]
+    if facts["finetune"]:
+        lines += [
+            "",
+            "| labelled rows per class | pre-trained accuracy | random-init accuracy | "
+            "gain (points) |",
+            "|---|---|---|---|",
+        ]
     for shots, scores in facts["finetune"].items():
         ours, base = scores["pretrained"]["accuracy"], scores["baseline"]["accuracy"]
         lines.append(f"| {shots} | {ours:.3f} | {base:.3f} | {100 * (ours - base):+.1f} |")
