@@ -24,7 +24,7 @@ CRON ?= 0 0 3 * * 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: install system-packages run test lint format bench compile images lock deploy submit schedule clean
+.PHONY: install system-packages run test lint format bench bench-quality compile images lock deploy submit schedule clean
 
 # Programs the tests start for real, as COMMAND=DEBIAN_PACKAGE (installed when missing, as root).
 SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway promtool=prometheus
@@ -66,7 +66,7 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 # Every benchmark, then one Markdown report (tables, commands, versions) and the PNG plot.
 bench: $(BENCH_STAMP)
 	@mkdir -p $(BENCH_OUT)
-	@set -e; for script in bench/bench_*.py; do \
+	@set -e; for script in $(filter-out bench/bench_quality.py,$(wildcard bench/bench_*.py)); do \
 		echo "== $$script"; $(BENCH_VENV)/bin/python $$script --output $(BENCH_OUT); done
 	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/training.md $(BENCH_OUT)/encoder.md \
 		$(BENCH_OUT)/data.md $(BENCH_OUT)/preemption.md \
@@ -75,6 +75,12 @@ bench: $(BENCH_STAMP)
 		cat $(BENCH_OUT)/report.md; } > docs/performance.md.tmp && mv docs/performance.md.tmp docs/performance.md
 	@cp $(BENCH_OUT)/peers.png docs/performance-peers.png
 	@echo "report: docs/performance.md (and $(BENCH_OUT)/report.md), plot: docs/performance-peers.png"
+
+# Pre-training quality on the shared real text (../shared/data; not part of the repository):
+# well over 30 minutes on 2 cores, hence not part of `make bench`.
+bench-quality: $(BENCH_STAMP)
+	@mkdir -p $(BENCH_OUT)
+	$(BENCH_VENV)/bin/python bench/bench_quality.py --output $(BENCH_OUT)
 
 compile: $(STAMP)
 	$(PY) pipelines/compile.py --output $(PIPELINE_YAML)

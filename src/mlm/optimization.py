@@ -34,6 +34,7 @@ __all__ = [
     "WEIGHT_DECAY_EXCLUDED_NAMES",
     "Adam",
     "AdamW",
+    "LayerwiseAdamW",
     "LinearWarmup",
     "learning_rate_schedule_builder",
     "optimizer_builder",
@@ -281,7 +282,12 @@ def learning_rate_schedule_builder(
 _COMMON_OPTIMIZER_KEYS = ("gradient_clipping_by_norm", "gradient_accumulation_steps")
 _ADAM_KEYS = ("beta_1", "beta_2", "epsilon")
 _OPTIMIZER_KEYS = {
-    "adamw": ("weight_decay", *_ADAM_KEYS, *_COMMON_OPTIMIZER_KEYS),
+    "adamw": (
+        "weight_decay",
+        "learning_rate_multipliers",
+        *_ADAM_KEYS,
+        *_COMMON_OPTIMIZER_KEYS,
+    ),
     "adam": (*_ADAM_KEYS, *_COMMON_OPTIMIZER_KEYS),
     "lamb": ("weight_decay", *_ADAM_KEYS, *_COMMON_OPTIMIZER_KEYS),
     "sgd": ("momentum", "nesterov", *_COMMON_OPTIMIZER_KEYS),
@@ -338,6 +344,44 @@ class AdamW(_FusedAdamUpdate, keras.optimizers.AdamW):
     """
 
 
+@keras.saving.register_keras_serializable(package="mlm")
+class LayerwiseAdamW(AdamW):
+    """`AdamW` whose learning rate is scaled per variable (layer-wise learning-rate decay).
+
+    Args:
+        learning_rate_multipliers: factor of the learning rate by variable path
+            (`variable.path`, e.g. "bert/transformer_layer_0/attention/query/kernel"); variables
+            not named get the full rate. Decoupled weight decay keeps the unscaled rate.
+        *args, **kwargs: `AdamW`'s arguments.
+    """
+
+    def __init__(
+        self, *args: Any, learning_rate_multipliers: Mapping[str, float] | None = None, **kwargs
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.learning_rate_multipliers = {
+            str(k): float(v) for k, v in (learning_rate_multipliers or {}).items()
+        }
+        self._multipliers: list[float] = []
+
+    def build(self, var_list: list[Any]) -> None:
+        super().build(var_list)
+        self._multipliers = [
+            self.learning_rate_multipliers.get(variable.path, 1.0) for variable in var_list
+        ]
+
+    def update_step(self, gradient: Any, variable: Any, learning_rate: Any) -> None:
+        multiplier = self._multipliers[self._get_variable_index(variable)]
+        if multiplier != 1.0:
+            learning_rate = learning_rate * multiplier
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        config["learning_rate_multipliers"] = dict(self.learning_rate_multipliers)
+        return config
+
+
 _OPTIMIZER_CLASSES: dict[str, type[keras.optimizers.Optimizer]] = {
     "adamw": AdamW,
     "adam": Adam,
@@ -368,7 +412,9 @@ def optimizer_builder(
             - ``gradient_clipping_by_norm``: clips the global norm of all gradients together
               (Keras ``global_clipnorm``, as BERT does), not each gradient separately,
             - ``gradient_accumulation_steps``: apply the averaged gradients of this many
-              batches at once (1 = every batch).
+              batches at once (1 = every batch),
+            - ``learning_rate_multipliers`` (adamw): factor of the learning rate by variable
+              path (`LayerwiseAdamW`; layer-wise learning-rate decay when fine-tuning).
         lr_schedule: a learning-rate schedule (see `learning_rate_schedule_builder`) or a float.
 
     Returns:
@@ -413,7 +459,15 @@ def optimizer_builder(
     # Keras takes None for "no accumulation" and rejects 1.
     kwargs["gradient_accumulation_steps"] = accumulation if accumulation > 1 else None
 
-    optimizer = _OPTIMIZER_CLASSES[kind](**kwargs)
+    multipliers = given.get("learning_rate_multipliers")
+    if multipliers:
+        for path, factor in multipliers.items():
+            _number(what, f"learning_rate_multipliers[{path!r}]", factor, minimum=0.0)
+        optimizer: keras.optimizers.Optimizer = LayerwiseAdamW(
+            learning_rate_multipliers=multipliers, **kwargs
+        )
+    else:
+        optimizer = _OPTIMIZER_CLASSES[kind](**kwargs)
     if kwargs.get("weight_decay"):
         optimizer.exclude_from_weight_decay(var_names=list(WEIGHT_DECAY_EXCLUDED_NAMES))
     return optimizer

@@ -5,8 +5,10 @@ JSONL file (one `{"text": ..., "label": ...}` object per line). Token classifica
 reads CoNLL/IOB files: one token per line with its tag in the last column, blank lines between
 sentences (readers and splits: `mlm.data.labelled`). Without `validation_data` the rows are
 split deterministically (stratified by label for sequence tasks). Training uses AdamW with linear
-warm-up and decay (`mlm.optimization`) and early stopping on the validation loss. The held-out
-scores are computed with numpy (`mlm.metrics`): accuracy, macro-F1 and the
+warm-up and decay (`mlm.optimization`; with `layer_decay` below 1 the encoder's blocks train at
+decaying fractions of the head's rate, `LayerwiseAdamW`) and early stopping on the validation
+loss. With `test_data` that file is scored after training, else the held-out data. The scores
+are computed with numpy (`mlm.metrics`): accuracy, macro-F1 and the
 confusion matrix; entity-level precision/recall/F1 for NER.
 
 With `baseline=True` the same architecture is also trained from random initialisation on the same
@@ -77,6 +79,37 @@ def build_classifier(encoder: Any, task_config: Any, max_seq_length: int) -> Any
     return keras.Model(inputs, head(encoder(inputs)), name=f"{task_config.name}_classifier")
 
 
+def layerwise_learning_rate_multipliers(
+    encoder: Any, variables: list[Any], layer_decay: float
+) -> dict[str, float]:
+    """Learning-rate factors by variable path for layer-wise learning-rate decay.
+
+    The head keeps the full rate; the encoder's top block gets `layer_decay`, each block below
+    one more factor of it, and the embeddings `layer_decay ** (num_layers + 1)` (Clark et al.,
+    2020). Low layers of a pre-trained encoder change least, so fine-tuning keeps what
+    pre-training learned. Encoder variables outside the blocks and embeddings (the pooler) count
+    as the top block. Returns {} when `layer_decay` is 1 (one rate for all).
+    """
+    if layer_decay == 1.0:
+        return {}
+    num_layers = int(getattr(encoder, "num_layers", 0))
+    prefix = f"{encoder.name}/"
+    multipliers = {}
+    for variable in variables:
+        path = variable.path
+        if not path.startswith(prefix):
+            continue  # the head
+        part = path[len(prefix) :].split("/", 1)[0]
+        if part.startswith("transformer_layer_"):
+            depth = int(part.rsplit("_", 1)[1]) + 1
+        elif part.endswith("embedding") or part == "embeddings_norm":
+            depth = 0
+        else:
+            depth = num_layers
+        multipliers[path] = float(layer_decay ** (num_layers + 1 - depth))
+    return multipliers
+
+
 def _train(
     model: Any,
     train: tuple[dict, np.ndarray, np.ndarray | None],
@@ -89,6 +122,7 @@ def _train(
     weight_decay: float,
     patience: int,
     seed: int,
+    learning_rate_multipliers: dict[str, float],
 ) -> dict[str, list[float]]:
     import keras
 
@@ -106,7 +140,13 @@ def _train(
         }
     )
     optimizer = optimizer_builder(
-        {"type": "adamw", "weight_decay": weight_decay, "gradient_clipping_by_norm": 1.0}, schedule
+        {
+            "type": "adamw",
+            "weight_decay": weight_decay,
+            "gradient_clipping_by_norm": 1.0,
+            "learning_rate_multipliers": learning_rate_multipliers,
+        },
+        schedule,
     )
     model.compile(
         optimizer=optimizer,
@@ -231,6 +271,12 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
         encode = _encode_words if task_type.is_token_level else _encode_texts
         train = encode(tokenizer, dataset["train"], max_seq_length)
         validation = encode(tokenizer, dataset["validation"], max_seq_length)
+        test = None
+        scored_tags = dataset.get("validation_tags")
+        if config.test_data:
+            test_set = _read_test(config, task_type.is_token_level, label_names)
+            test = encode(tokenizer, test_set["test"], max_seq_length)
+            scored_tags = test_set.get("test_tags")
 
         task_config = NLPTaskConfig(
             name=task_type.value,
@@ -246,6 +292,7 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
             "warmup_ratio": config.warmup_ratio,
             "weight_decay": config.weight_decay,
             "patience": config.patience,
+            "layer_decay": config.layer_decay,
             "seed": seed,
         }
         starts = {"pretrained": encoder}
@@ -257,18 +304,32 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
         metrics: dict[str, dict[str, Any]] = {}
         histories: dict[str, dict[str, list[float]]] = {}
         models: dict[str, Any] = {}
+        train_budget = {k: v for k, v in budget.items() if k != "layer_decay"}
+        scored = test if test is not None else validation
         for name, start in starts.items():
             keras.utils.set_random_seed(seed)  # same head init and batch order for both
             model = build_classifier(start, task_config, max_seq_length)
-            histories[name] = _train(model, train, validation, **budget)
-            metrics[name] = _score(model, validation, dataset, task_type.is_token_level, batch_size)
+            multipliers = layerwise_learning_rate_multipliers(
+                start, model.trainable_variables, config.layer_decay
+            )
+            histories[name] = _train(
+                model, train, validation, learning_rate_multipliers=multipliers, **train_budget
+            )
+            metrics[name] = _score(
+                model, scored, scored_tags, task_type.is_token_level, batch_size, label_names
+            )
             metrics[name]["epochs_trained"] = len(histories[name]["loss"])
             models[name] = model
 
         matrix = metrics["pretrained"].pop("confusion_matrix", None)
         for scores in metrics.values():
             scores.pop("confusion_matrix", None)
-        report = _report(task_type.value, label_names, dataset, metrics, matrix, budget)
+        scored_on = (
+            f"{len(test[1])} test examples ({config.test_data})"
+            if test is not None
+            else f"the {len(validation[1])} held-out examples"
+        )
+        report = _report(task_type.value, label_names, dataset, metrics, matrix, budget, scored_on)
         with output_directory(config.output_dir, METRICS_FILE, "fine-tune") as staging:
             models["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
             copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
@@ -402,28 +463,50 @@ def _encode_words(tokenizer, split, max_seq_length):
     return x, np.maximum(labels, 0), weights
 
 
-def _score(model, validation, dataset, token_level: bool, batch_size: int) -> dict[str, Any]:
-    x, y, weights = validation
+def _read_test(config: FinetuneConfig, token_level: bool, label_names: list[str]) -> dict:
+    """`test_data` as labels indexed like the training data's (tags too for token tasks)."""
+    index = {name: i for i, name in enumerate(label_names)}
+    if token_level:
+        sentences, tags = read_conll(config.test_data)
+        unseen = sorted({t for sequence in tags for t in sequence} - set(label_names))
+        rows = [[index.get(t, 0) for t in sequence] for sequence in tags]
+        test = {"test": (sentences, rows), "test_tags": tags}
+    else:
+        texts, labels = read_labelled_texts(
+            config.test_data, text_column=config.text_column, label_column=config.label_column
+        )
+        unseen = sorted(set(labels) - set(label_names))
+        test = {"test": (texts, np.array([index.get(x, 0) for x in labels], dtype=np.int32))}
+    if unseen:
+        raise UserInputError(
+            f"test_data {config.test_data} has labels {unseen} that the training data lacks"
+        )
+    return test
+
+
+def _score(
+    model, scored, gold_tags, token_level: bool, batch_size: int, names: list[str]
+) -> dict[str, Any]:
+    x, y, weights = scored
     predictions = np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
-    names = dataset["label_names"]
     if not token_level:
         return classification_metrics(y, predictions, len(names))
     predicted_tags = []
-    for row, gold in enumerate(dataset["validation_tags"]):
+    for row, gold in enumerate(gold_tags):
         scored = np.flatnonzero(weights[row] > 0)
         tags = [names[i] for i in predictions[row, scored]]
         # Words cut off by max_seq_length get no prediction: count them as "O".
         predicted_tags.append(tags + ["O"] * (len(gold) - len(tags)))
-    return entity_metrics(dataset["validation_tags"], predicted_tags)
+    return entity_metrics(gold_tags, predicted_tags)
 
 
-def _report(task, label_names, dataset, metrics, matrix, budget) -> str:
+def _report(task, label_names, dataset, metrics, matrix, budget, scored_on) -> str:
     keys = [k for k in next(iter(metrics.values())) if isinstance(metrics["pretrained"][k], float)]
     lines = [
         f"# Fine-tuning: {task}",
         "",
         f"{len(dataset['train'][1])} training and {len(dataset['validation'][1])} held-out "
-        f"examples, {len(label_names)} labels: {', '.join(label_names)}.",
+        f"examples, {len(label_names)} labels: {', '.join(label_names)}. Scored on {scored_on}.",
         "",
         "| model | " + " | ".join(keys) + " | epochs |",
         "|---|" + "---|" * (len(keys) + 1),

@@ -1,0 +1,561 @@
+"""Quality benchmark: does pre-training pay off on real text within a small budget?
+
+On the shared real-text data (see `<data>/README.md`; never part of the repository):
+
+1. tokenize and shard State of the Union prose plus the AG News training texts;
+2. pre-train `mlm` for a fixed number of steps (a step budget, not a wall-clock one, so runs on a
+   busy machine compare), saving checkpoints along the way; the masked-LM validation loss of each
+   checkpoint gives the loss against tokens and seconds;
+3. the peer, in the same run: the Hugging Face `run_mlm` recipe (`BertForMaskedLM`,
+   `DataCollatorForLanguageModeling`, AdamW with linear warm-up and decay) on the same shards,
+   tokenizer, architecture, batch, steps and peak learning rate, its validation loss measured at
+   the same steps;
+4. export the encoder and fine-tune AG News topic classifiers (`mlm finetune`) on 25 and 250
+   labelled rows per class, early-stopped on a disjoint dev slice and scored on a stratified
+   subsample of the AG News test set, against the random-init baseline of the same architecture
+   and fine-tuning budget;
+5. a frozen-encoder linear probe (ridge classifier on mean + [CLS] features) of the pre-trained
+   and of random features.
+
+Writes `<output>/quality.md`, `<output>/quality.json` and `<output>/quality.png` (validation loss
+against tokens and seconds). Without the data it writes a note and exits 0.
+
+Usage: python bench/bench_quality.py [--data ../shared/data] [--recipe fast] [--steps 1500]
+       [--shots 25 250] [--test-rows 2000] [--no-peer] [--output bench/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL = {"hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512}
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+
+def read_tsv(path: Path) -> list[tuple[str, str]]:
+    with open(path, encoding="utf-8", newline="") as file:
+        return [(row["text"], row["label"]) for row in csv.DictReader(file, delimiter="\t")]
+
+
+def write_corpus(data: Path, directory: Path) -> int:
+    """SOTU paragraphs plus the AG News training texts, one per line; returns the byte count."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for path in sorted((data / "sotu").glob("*.txt")):
+        lines += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines += [text.strip() for text, _ in read_tsv(data / "agnews" / "train.tsv")]
+    text = "\n".join(line for line in lines if line) + "\n"
+    (directory / "train.txt").write_text(text, encoding="utf-8")
+    return len(text.encode())
+
+
+def write_labelled(rows: list[tuple[str, str]], path: Path) -> str:
+    with open(path, "w", encoding="utf-8", newline="") as file:
+        writer = csv.writer(file)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    return str(path)
+
+
+def per_class(rows: list[tuple[str, str]], count: int, skip: int = 0) -> list[tuple[str, str]]:
+    """`count` rows of each label, after skipping the first `skip` of each (rows pre-shuffled)."""
+    seen: dict[str, int] = {}
+    taken = []
+    for text, label in rows:
+        seen[label] = seen.get(label, 0) + 1
+        if skip < seen[label] <= skip + count:
+            taken.append((text, label))
+    return taken
+
+
+# --- pre-training -------------------------------------------------------------------------------
+
+
+def pretrain_mlm(args, tokenizer: str, shards: str, output: str) -> dict[str, Any]:
+    from mlm.config import recipe_settings
+    from mlm.steps.pretrain import pretrain
+
+    every = max(1, args.steps // args.curve_points)
+    recipe = recipe_settings(args.recipe)
+    settings = {
+        **recipe,
+        "model_overrides": {
+            **MODEL,
+            **recipe.get("model_overrides", {}),
+            **json.loads(args.model or "{}"),
+        },
+        "batch_size": args.batch_size,
+        "steps": args.steps,
+        "checkpoint_every_steps": every,
+        "checkpoint_every_minutes": None,
+        "keep_checkpoints": args.curve_points + 1,
+        "validation_batches": args.validation_batches,
+        "log_every_steps": every,
+        "quiet": True,
+    }
+    if args.learning_rate:
+        settings["learning_rate"] = args.learning_rate
+    start = time.perf_counter()
+    result = pretrain(shards, tokenizer, output, **settings)
+    seconds = time.perf_counter() - start
+    return {"settings": settings, "metrics": result.metrics, "seconds": seconds}
+
+
+def mlm_curve(args, run: dict, shards: str, output: str) -> list[dict[str, float]]:
+    """Validation loss of every kept checkpoint: [{step, tokens, seconds, loss, accuracy}]."""
+    import keras
+    import tensorflow as tf
+
+    import mlm
+    from mlm.evaluation import masked_lm_metrics
+
+    mlm.register_serializables()
+    model = keras.models.load_model(os.path.join(output, "mlm_model.keras"))
+    history = json.loads(Path(output, "history.json").read_text())
+    tokens_per_step = args.batch_size * run["metrics"]["seq_length"]
+    elapsed, previous, clock = {}, 0, 0.0
+    for step, rate in zip(history["step"], history["tokens_per_second"]):
+        clock += (step - previous) * tokens_per_step / max(rate, 1e-9)
+        elapsed[int(step)], previous = clock, step
+    points = []
+    for index in sorted(glob.glob(os.path.join(output, "checkpoints", "ckpt-*.index"))):
+        path = index[: -len(".index")]
+        step = int(path.rsplit("-", 1)[1])
+        tf.train.Checkpoint(model=model).read(path).expect_partial()
+        scores = masked_lm_metrics(model, validation_batches(args, shards), args.validation_batches)
+        points.append(
+            {
+                "step": step,
+                "tokens": step * tokens_per_step,
+                "seconds": elapsed.get(step, float("nan")),
+                "loss": scores["loss"],
+                "accuracy": scores["accuracy"],
+            }
+        )
+    return sorted(points, key=lambda p: p["step"])
+
+
+def validation_batches(args, shards: str) -> Any:
+    from mlm.data import pretraining_dataset
+
+    return pretraining_dataset(
+        shards, args.batch_size, split="validation", shuffle=False, repeat=True
+    )
+
+
+def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any]:
+    """The Hugging Face run_mlm recipe on the same shards; validation loss at the same steps."""
+    import numpy as np
+    import torch
+    from transformers import (
+        BertConfig,
+        BertForMaskedLM,
+        BertTokenizerFast,
+        DataCollatorForLanguageModeling,
+        get_linear_schedule_with_warmup,
+    )
+
+    from mlm.data import pretraining_dataset
+
+    settings = run["settings"]
+    model_args = {**MODEL, **json.loads(args.model or "{}")}
+    torch.manual_seed(0)
+    hf_tokenizer = BertTokenizerFast.from_pretrained(tokenizer)
+    collator = DataCollatorForLanguageModeling(hf_tokenizer, mlm_probability=0.15)
+    seq_length = run["metrics"]["seq_length"]
+    config = BertConfig(
+        vocab_size=len(hf_tokenizer),
+        hidden_size=model_args["hidden_size"],
+        num_hidden_layers=model_args["num_layers"],
+        num_attention_heads=model_args["num_heads"],
+        intermediate_size=model_args["intermediate_size"],
+        max_position_embeddings=max(512, seq_length),
+        pad_token_id=hf_tokenizer.pad_token_id,
+    )
+    model = BertForMaskedLM(config)
+    no_decay = ("bias", "LayerNorm.weight")
+    groups = [
+        {
+            "params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+            "weight_decay": 0.01,
+        },
+        {
+            "params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)],
+            "weight_decay": 0.0,
+        },
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=settings.get("learning_rate", 5e-4), eps=1e-6)
+    warmup = int(settings.get("warmup_ratio", 0.1) * args.steps)
+    schedule = get_linear_schedule_with_warmup(optimizer, warmup, args.steps)
+    # Read all batches first, so that no tf.data thread competes with PyTorch while it trains.
+    train_batches = pretraining_dataset(shards, args.batch_size, split="train", seed=0)
+    train = iter(list(train_batches.take(args.steps).as_numpy_iterator()))
+    validation = [
+        batch
+        for _, batch in zip(
+            range(args.validation_batches),
+            validation_batches(args, shards).as_numpy_iterator(),
+        )
+    ]
+
+    def collate(batch: dict, generator_seed: int | None = None) -> dict:
+        if generator_seed is not None:
+            torch.manual_seed(generator_seed)
+        examples = [{"input_ids": row.tolist()} for row in batch["input_ids"]]
+        collated = collator(examples)
+        collated["attention_mask"] = torch.from_numpy(batch["attention_mask"].astype(np.int64))
+        return collated
+
+    def evaluate() -> dict[str, float]:
+        model.eval()
+        state = torch.random.get_rng_state()
+        total = correct = count = 0.0
+        with torch.no_grad():
+            for index, batch in enumerate(validation):
+                inputs = collate(batch, generator_seed=1000 + index)
+                logits = model(**{k: v for k, v in inputs.items() if k != "labels"}).logits
+                labels = inputs["labels"]
+                selected = labels != -100
+                total += float(
+                    torch.nn.functional.cross_entropy(
+                        logits[selected], labels[selected], reduction="sum"
+                    )
+                )
+                correct += float((logits[selected].argmax(-1) == labels[selected]).sum())
+                count += float(selected.sum())
+        torch.random.set_rng_state(state)
+        model.train()
+        return {"loss": total / count, "accuracy": correct / count}
+
+    every = max(1, args.steps // args.curve_points)
+    tokens_per_step = args.batch_size * seq_length
+    points, seconds = [], 0.0
+    model.train()
+    for step in range(1, args.steps + 1):
+        start = time.perf_counter()
+        inputs = collate(next(train))
+        loss = model(**inputs).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds += time.perf_counter() - start
+        if step % every == 0 or step == args.steps:
+            scores = evaluate()
+            points.append(
+                {"step": step, "tokens": step * tokens_per_step, "seconds": seconds, **scores}
+            )
+            log(f"peer: step {step}: validation loss {scores['loss']:.3f} ({seconds:.0f} s)")
+    return {
+        "curve": points,
+        "seconds": seconds,
+        "tokens_per_second": args.steps * tokens_per_step / seconds,
+    }
+
+
+# --- downstream ---------------------------------------------------------------------------------
+
+
+def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -> dict:
+    from mlm.steps.finetune import finetune
+
+    results = {}
+    dev_csv = write_labelled(per_class(rows, args.dev_per_class), workdir / "dev.csv")
+    for shots in args.shots:
+        train_csv = write_labelled(
+            per_class(rows, shots, skip=args.dev_per_class), workdir / f"train-{shots}.csv"
+        )
+        start = time.perf_counter()
+        result = finetune(
+            export_dir,
+            train_csv,
+            str(workdir / f"finetune-{shots}"),
+            validation_data=dev_csv,
+            test_data=test_csv,
+            max_seq_length=args.finetune_seq_length,
+            baseline=True,
+            **json.loads(args.finetune or "{}"),
+        )
+        results[shots] = {
+            "pretrained": result.metrics["pretrained"],
+            "baseline": result.metrics["baseline"],
+            "seconds": time.perf_counter() - start,
+        }
+        log(
+            f"finetune {shots}/class: pretrained "
+            f"{result.metrics['pretrained']['accuracy']:.3f}, baseline "
+            f"{result.metrics['baseline']['accuracy']:.3f}"
+        )
+    return results
+
+
+def features(encoder: Any, tokenizer: Any, texts: list[str], length: int) -> Any:
+    """Mean-pooled and [CLS] hidden states, side by side: [N, 2H]."""
+    import numpy as np
+
+    parts = []
+    for start in range(0, len(texts), 64):
+        batch = tokenizer(
+            texts[start : start + 64],
+            max_length=length,
+            truncation=True,
+            padding="max_length",
+            return_tensors="np",
+        )
+        inputs = {k: batch[k].astype(np.int32) for k in ("input_ids", "attention_mask")}
+        hidden = np.asarray(encoder(inputs, training=False)["last_hidden_state"])
+        mask = inputs["attention_mask"][..., None].astype(np.float32)
+        mean = (hidden * mask).sum(1) / np.maximum(mask.sum(1), 1.0)
+        parts.append(np.concatenate([mean, hidden[:, 0]], axis=1))
+    return np.concatenate(parts)
+
+
+def ridge_probe(train_x, train_y, test_x, test_y, classes: int, penalty: float = 1.0) -> float:
+    """Accuracy of a ridge (least-squares, one-hot targets) classifier on standardized features."""
+    import numpy as np
+
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-6
+    a = np.hstack([(train_x - mean) / std, np.ones((len(train_x), 1))])
+    b = np.hstack([(test_x - mean) / std, np.ones((len(test_x), 1))])
+    targets = np.eye(classes)[train_y]
+    weights = np.linalg.solve(a.T @ a + penalty * len(a) * np.eye(a.shape[1]), a.T @ targets)
+    return float(((b @ weights).argmax(1) == test_y).mean())
+
+
+def linear_probe(args, export_dir: str, rows, test_rows) -> dict[str, float]:
+    import keras
+    import numpy as np
+    from transformers import AutoTokenizer
+
+    import mlm
+
+    mlm.register_serializables()
+    encoder = keras.models.load_model(os.path.join(export_dir, "encoder.keras"))
+    keras.utils.set_random_seed(1)
+    random_encoder = type(encoder).from_config(encoder.get_config())
+    tokenizer = AutoTokenizer.from_pretrained(os.path.join(export_dir, "tokenizer"))
+    train = per_class(rows, max(args.shots), skip=args.dev_per_class)
+    names = sorted({label for _, label in train})
+    train_y = np.array([names.index(label) for _, label in train])
+    test_y = np.array([names.index(label) for _, label in test_rows])
+    scores = {}
+    for name, model in (("pretrained", encoder), ("random", random_encoder)):
+        train_x = features(model, tokenizer, [t for t, _ in train], args.finetune_seq_length)
+        test_x = features(model, tokenizer, [t for t, _ in test_rows], args.finetune_seq_length)
+        scores[name] = ridge_probe(train_x, train_y, test_x, test_y, len(names))
+    log(f"linear probe: {scores}")
+    return scores
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def plot(curves: dict[str, list[dict]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for name, points in curves.items():
+        if not points:
+            continue
+        axes[0].plot(
+            [p["tokens"] / 1e6 for p in points], [p["loss"] for p in points], "o-", label=name
+        )
+        axes[1].plot([p["seconds"] for p in points], [p["loss"] for p in points], "o-", label=name)
+    axes[0].set_xlabel("training tokens (millions)")
+    axes[1].set_xlabel("training seconds (this machine)")
+    for axis in axes:
+        axis.set_ylabel("masked-LM validation loss")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def report(args, facts: dict) -> str:
+    mlm_run, curves = facts["mlm"], facts["curves"]
+    lines = [
+        "## Quality: pre-training on real text (AG News + State of the Union)",
+        "",
+        f"Recipe `{args.recipe}`, model {json.dumps({**MODEL, **json.loads(args.model or '{}')})}, "
+        f"{args.steps} steps of {args.batch_size} x {mlm_run['metrics']['seq_length']} tokens, "
+        f"vocabulary {args.vocab_size}; corpus {facts['corpus_mb']:.1f} MB. Fine-tuning scored on "
+        f"{facts['test_rows']} AG News test rows (stratified subsample), early-stopped on "
+        f"{args.dev_per_class} dev rows per class. Measured on a shared machine "
+        f"({os.cpu_count()} cores): seconds are indicative only.",
+        "",
+        "| pre-training | steps | tokens | train seconds | tokens/s | validation loss | "
+        "masked accuracy |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, points in curves.items():
+        if not points:
+            continue
+        last = points[-1]
+        rate = last["tokens"] / last["seconds"] if last["seconds"] else float("nan")
+        lines.append(
+            f"| {name} | {last['step']} | {last['tokens']:,} | {last['seconds']:.0f} | "
+            f"{rate:,.0f} | {last['loss']:.3f} | {last['accuracy']:.3f} |"
+        )
+    lines += ["", "Validation loss by step:", "", "| step | " + " | ".join(curves) + " |"]
+    lines.append("|---|" + "---|" * len(curves))
+    steps = sorted({p["step"] for points in curves.values() for p in points})
+    for step in steps:
+        cells = []
+        for points in curves.values():
+            match = [p["loss"] for p in points if p["step"] == step]
+            cells.append(f"{match[0]:.3f}" if match else "")
+        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+    if facts["finetune"]:
+        lines += [
+            "",
+            "| labelled rows per class | pre-trained accuracy | random-init accuracy | "
+            "gain (points) |",
+            "|---|---|---|---|",
+        ]
+    for shots, scores in facts["finetune"].items():
+        ours, base = scores["pretrained"]["accuracy"], scores["baseline"]["accuracy"]
+        lines.append(f"| {shots} | {ours:.3f} | {base:.3f} | {100 * (ours - base):+.1f} |")
+    probe = facts.get("probe")
+    if probe:
+        lines += [
+            "",
+            f"Frozen-encoder linear probe (ridge on mean + [CLS] features, {max(args.shots)} rows "
+            f"per class): pre-trained {probe['pretrained']:.3f}, random {probe['random']:.3f}.",
+        ]
+    lines += [
+        "",
+        f"Fine-tuning settings: {args.finetune or 'the `mlm finetune` defaults'}. "
+        f"Total wall time {facts['seconds'] / 60:.1f} min.",
+        "",
+        f"Reproduce: `python bench/bench_quality.py --recipe {args.recipe} --steps {args.steps} "
+        f"--test-rows {args.test_rows}`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--output", type=Path, default=Path("bench/results"))
+    parser.add_argument("--workdir", type=Path, help="keep the intermediate files here")
+    parser.add_argument("--recipe", default="fast", help="a named pre-training recipe")
+    parser.add_argument("--model", help="BERT overrides as JSON (default: 2 layers, 128 wide)")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--learning-rate", type=float, help="default: the recipe's")
+    parser.add_argument("--seq-length", type=int, default=128)
+    parser.add_argument("--vocab-size", type=int, default=8000)
+    parser.add_argument("--curve-points", type=int, default=5)
+    parser.add_argument("--validation-batches", type=int, default=20)
+    parser.add_argument("--shots", type=int, nargs="+", default=[25, 250])
+    parser.add_argument("--dev-per-class", type=int, default=50)
+    parser.add_argument("--test-rows", type=int, default=2000)
+    parser.add_argument("--finetune-seq-length", type=int, default=64)
+    parser.add_argument("--finetune", help="mlm finetune settings as JSON")
+    parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--no-probe", action="store_true")
+    parser.add_argument("--no-finetune", action="store_true", help="pre-training only")
+    parser.add_argument(
+        "--reuse", action="store_true", help="fine-tune the encoder already in --workdir"
+    )
+    args = parser.parse_args()
+    args.output.mkdir(parents=True, exist_ok=True)
+    if not (args.data / "agnews" / "train.tsv").is_file():
+        (args.output / "quality.md").write_text(
+            "## Quality\n\nSkipped: no real-text data at "
+            f"`{args.data}` (see bench/bench_quality.py).\n"
+        )
+        log(f"no data at {args.data}: skipped")
+        return 0
+
+    from mlm.steps.export import export
+    from mlm.steps.shard import shard
+    from mlm.steps.tokenize import tokenize
+
+    started = time.perf_counter()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlm-quality-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    corpus_bytes = write_corpus(args.data, workdir / "corpus")
+    tokenizer, shards = str(workdir / "tokenizer"), str(workdir / "shards")
+    output, export_dir = str(workdir / "pretrain"), str(workdir / "export")
+    facts_path = workdir / "pretrain-facts.json"
+    if args.reuse and facts_path.is_file():
+        # Fine-tuning experiments on an encoder this script pre-trained before.
+        saved = json.loads(facts_path.read_text())
+        mlm_run, curves, peer = saved["mlm"], saved["curves"], saved["peer"]
+        log(f"reusing the pre-trained encoder in {workdir}")
+        if peer is None and not args.no_peer:
+            log("peer: Hugging Face BertForMaskedLM")
+            peer = pretrain_peer(args, mlm_run, tokenizer, shards)
+            curves["hf-run_mlm"] = peer["curve"]
+            facts_path.write_text(json.dumps({"mlm": mlm_run, "curves": curves, "peer": peer}))
+    else:
+        log(f"corpus {corpus_bytes / 1e6:.1f} MB in {workdir}; tokenize and shard")
+        tokenize(str(workdir / "corpus"), tokenizer, vocab_size=args.vocab_size)
+        shard(str(workdir / "corpus"), tokenizer, shards, max_seq_length=args.seq_length)
+        log(f"mlm pretrain: {args.steps} steps, recipe {args.recipe}")
+        mlm_run = pretrain_mlm(args, tokenizer, shards, output)
+        curves = {"mlm": mlm_curve(args, mlm_run, shards, output)}
+        log(f"mlm: {curves['mlm'][-1]}")
+        export(output, tokenizer, export_dir)
+        peer = None
+        if not args.no_peer:
+            log("peer: Hugging Face BertForMaskedLM")
+            peer = pretrain_peer(args, mlm_run, tokenizer, shards)
+            curves["hf-run_mlm"] = peer["curve"]
+        facts_path.write_text(json.dumps({"mlm": mlm_run, "curves": curves, "peer": peer}))
+
+    rows = read_tsv(args.data / "agnews" / "train.tsv")
+    random.Random(0).shuffle(rows)
+    test_rows = read_tsv(args.data / "agnews" / "test.tsv")
+    random.Random(1).shuffle(test_rows)
+    test_rows = per_class(test_rows, args.test_rows // 4)
+    test_csv = write_labelled(test_rows, workdir / "test.csv")
+    facts: dict[str, Any] = {
+        "corpus_mb": corpus_bytes / 1e6,
+        "test_rows": len(test_rows),
+        "mlm": mlm_run,
+        "peer": peer,
+        "curves": curves,
+        "finetune": {}
+        if args.no_finetune
+        else finetune_slices(args, export_dir, rows, test_csv, workdir),
+    }
+    if not args.no_probe and not args.no_finetune:
+        facts["probe"] = linear_probe(args, export_dir, rows, test_rows)
+    facts["seconds"] = time.perf_counter() - started
+    plot(curves, args.output / "quality.png")
+    text = report(args, facts)
+    (args.output / "quality.md").write_text(text)
+    (args.output / "quality.json").write_text(json.dumps(facts, indent=2, default=str))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""The pure parts of bench/bench_quality.py (the benchmark itself needs the shared real-text data
+and `make bench-quality`): per-class slices, the ridge linear probe and the no-data skip."""
+
+import sys
+
+import numpy as np
+
+from bench import bench_quality
+
+
+def test_per_class_slices_are_disjoint_and_balanced():
+    rows = [(f"t{i}", "ab"[i % 2]) for i in range(20)]
+    dev = bench_quality.per_class(rows, 2)
+    train = bench_quality.per_class(rows, 3, skip=2)
+    assert [label for _, label in dev].count("a") == 2 and len(dev) == 4
+    assert [label for _, label in train].count("b") == 3 and len(train) == 6
+    assert not set(dev) & set(train)
+
+
+def test_ridge_probe_separates_separable_features_and_not_noise():
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 300)
+    informative = np.eye(3)[labels] * 3 + rng.normal(size=(300, 3))
+    noise = rng.normal(size=(300, 3))
+    train, test = slice(0, 200), slice(200, 300)
+    assert (
+        bench_quality.ridge_probe(
+            informative[train], labels[train], informative[test], labels[test], 3
+        )
+        > 0.9
+    )
+    assert (
+        bench_quality.ridge_probe(noise[train], labels[train], noise[test], labels[test], 3) < 0.5
+    )
+
+
+def test_without_the_data_it_writes_a_note_and_succeeds(tmp_path, monkeypatch):
+    argv = ["bench_quality.py", "--data", str(tmp_path / "none"), "--output", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench_quality.main() == 0
+    assert "Skipped: no real-text data" in (tmp_path / "quality.md").read_text()

@@ -1,0 +1,140 @@
+"""Fine-tuning starts from the exported encoder and keeps what pre-training learned.
+
+Real parts throughout: the tiny pre-training run of conftest, the export step, the finetune step
+and Keras' optimizer; no mocks."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import mlm
+from mlm.config import FinetuneConfig, PretrainConfig, recipe_settings
+from mlm.encoders.bert import BERT
+from mlm.errors import UserInputError
+from mlm.heads import NLPTaskConfig
+from mlm.optimization import LayerwiseAdamW, optimizer_builder
+from mlm.steps.finetune import build_classifier, finetune, layerwise_learning_rate_multipliers
+
+from .conftest import SEQ_LENGTH, write_labels
+
+
+def encoder_weights(model):
+    return {v.path: v.numpy() for v in model.weights if v.path.startswith("bert/")}
+
+
+def test_export_carries_every_pretrained_encoder_weight(tiny_run, exported):
+    mlm.register_serializables()
+    pretrained = keras.models.load_model(f"{tiny_run.model}/mlm_model.keras").encoder
+    export_encoder = keras.models.load_model(exported.encoder_path)
+    before, after = encoder_weights(pretrained), encoder_weights(export_encoder)
+    # Embeddings (token, position, segment), every LayerNorm and block: all carried over.
+    assert set(before) == set(after) and len(before) > 10
+    for path, value in before.items():
+        np.testing.assert_array_equal(after[path], value, err_msg=path)
+
+
+def test_finetune_starts_from_the_exported_weights(exported, tmp_path):
+    """With a tiny layer decay and no weight decay the encoder barely moves: the fine-tuned
+    classifier's encoder equals the export's, so fine-tuning started from those weights."""
+    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
+    finetune(
+        exported.output_dir,
+        data,
+        str(tmp_path / "ft"),
+        max_seq_length=SEQ_LENGTH,
+        batch_size=8,
+        epochs=2,
+        layer_decay=1e-4,
+        weight_decay=0.0,
+        baseline=False,
+    )
+    mlm.register_serializables()
+    start = encoder_weights(keras.models.load_model(exported.encoder_path))
+    classifier = keras.models.load_model(tmp_path / "ft" / "classifier.keras")
+    tuned = {v.path: v.numpy() for v in classifier.weights if v.path in start}
+    assert set(tuned) == set(start)
+    for path, value in start.items():
+        np.testing.assert_allclose(tuned[path], value, atol=1e-5, err_msg=path)
+
+
+def test_finetune_scores_test_data_when_given(exported, tmp_path):
+    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
+    test = write_labels(tmp_path / "test.csv", rows_per_label=3)
+    result = finetune(
+        exported.output_dir,
+        data,
+        str(tmp_path / "ft"),
+        test_data=test,
+        max_seq_length=SEQ_LENGTH,
+        batch_size=8,
+        epochs=1,
+        baseline=False,
+    )
+    assert sum(map(sum, result.confusion_matrix)) == 15  # 3 test rows of each of 5 labels
+    assert "Scored on 15 test examples" in (tmp_path / "ft" / "report.md").read_text()
+    saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert saved["settings"]["layer_decay"] == FinetuneConfig.layer_decay
+
+
+def test_layer_decay_multipliers_rise_from_embeddings_to_the_head():
+    encoder = BERT(
+        vocab_size=50,
+        hidden_size=8,
+        num_layers=2,
+        num_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    task = NLPTaskConfig(name="t", task_type="text_classification", num_classes=2)
+    model = build_classifier(encoder, task, 16)
+    multipliers = layerwise_learning_rate_multipliers(encoder, model.trainable_variables, 0.5)
+    name = encoder.name  # "bert", or "bert_<n>" when other encoders were built before
+    assert multipliers[f"{name}/token_embedding/embeddings"] == 0.125
+    assert multipliers[f"{name}/embeddings_norm/gamma"] == 0.125
+    assert multipliers[f"{name}/transformer_layer_0/attention/query/kernel"] == 0.25
+    assert multipliers[f"{name}/transformer_layer_1/output_norm/beta"] == 0.5
+    assert "t/logits/kernel" not in multipliers  # the head: the full rate
+    assert layerwise_learning_rate_multipliers(encoder, model.trainable_variables, 1.0) == {}
+
+
+def test_layerwise_adamw_scales_each_variables_step():
+    full, half, frozen = (keras.Variable(np.zeros(3, "float32"), name=n) for n in "abc")
+    optimizer = optimizer_builder(
+        {
+            "type": "adamw",
+            "weight_decay": 0.0,
+            "learning_rate_multipliers": {half.path: 0.5, frozen.path: 0.0},
+        },
+        0.1,
+    )
+    assert isinstance(optimizer, LayerwiseAdamW)
+    gradient = np.array([1.0, -2.0, 3.0], "float32")
+    optimizer.apply([gradient] * 3, [full, half, frozen])
+    # Adam's first step moves each weight by about the learning rate against the gradient sign.
+    np.testing.assert_allclose(full.numpy(), [-0.1, 0.1, -0.1], rtol=1e-4)
+    np.testing.assert_allclose(half.numpy(), [-0.05, 0.05, -0.05], rtol=1e-4)
+    np.testing.assert_array_equal(frozen.numpy(), [0.0, 0.0, 0.0])
+    clone = LayerwiseAdamW.from_config(optimizer.get_config())
+    assert clone.learning_rate_multipliers == {half.path: 0.5, frozen.path: 0.0}
+
+
+def test_layer_decay_above_one_is_a_user_error():
+    with pytest.raises(UserInputError, match=r"layer_decay=1\.5: must be at most 1"):
+        FinetuneConfig.create(encoder_dir="e", data="d", output_dir="o", layer_decay=1.5)
+
+
+def test_recipes_are_valid_pretrain_settings():
+    fast = PretrainConfig.create(
+        shard_dir="s", tokenizer_dir="t", output_dir="o", **recipe_settings("fast")
+    )
+    assert fast.model.tie_word_embeddings and fast.schedule == "polynomial_decay"
+    assert fast.model.model_overrides["hidden_dropout_prob"] == 0.0
+    assert PretrainConfig.create(
+        shard_dir="s", tokenizer_dir="t", output_dir="o", **recipe_settings("seed")
+    ) == PretrainConfig.create(shard_dir="s", tokenizer_dir="t", output_dir="o")
+    with pytest.raises(
+        UserInputError, match="recipe='slow': unknown recipe; use one of seed, fast"
+    ):
+        recipe_settings("slow")
