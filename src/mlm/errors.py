@@ -162,8 +162,12 @@ def install_excepthook(command: str) -> None:
 
     KFP ships a component's function body alone and calls it from its own executor, so the body
     calls this first: a known failure then ends the process with one line and status 2 (after
-    running the `atexit` handlers, which remove scratch space), a bug with its traceback.
+    running the `atexit` handlers, which remove scratch space), a bug with its traceback. It also
+    makes TensorFlow start without its console noise, as `mlm` does.
     """
+    from mlm.startup import quiet_tensorflow
+
+    quiet_tensorflow()
 
     def hook(kind: type[BaseException], error: BaseException, tb: object) -> None:
         if not isinstance(error, Exception):
