@@ -386,16 +386,8 @@ def _build_model(
     model = MaskedLanguageModel(
         encoder=encoder,
         vocab_size=info.vocab_size,
-        mask_ratio=config.masking.mask_ratio,
-        random_token_ratio=config.masking.random_token_ratio,
-        unchanged_ratio=config.masking.unchanged_ratio,
-        mask_token_id=info.mask_token_id,
-        special_token_ids=tuple(info.special_token_ids),
         tie_word_embeddings=config.model.tie_word_embeddings,
-        max_predictions_per_seq=config.masking.max_predictions_per_seq,
-        continuation_token_ids=(
-            tuple(info.continuation_token_ids) if config.masking.whole_word_masking else None
-        ),
+        **_masking_arguments(config, info),
     )
     model.build(None)
     if initial is not None and initial.uri:
@@ -403,23 +395,28 @@ def _build_model(
     return model
 
 
+def _masking_arguments(config: PretrainConfig, info: Any) -> dict[str, Any]:
+    """The `MaskedLanguageModel` masking arguments of a run: its settings, the tokenizer's ids."""
+    masking = config.masking
+    return {
+        "mask_ratio": masking.mask_ratio,
+        "random_token_ratio": masking.random_token_ratio,
+        "unchanged_ratio": masking.unchanged_ratio,
+        "mask_token_id": info.mask_token_id,
+        "special_token_ids": tuple(info.special_token_ids),
+        "max_predictions_per_seq": masking.max_predictions_per_seq,
+        "continuation_token_ids": (
+            tuple(info.continuation_token_ids) if masking.whole_word_masking else None
+        ),
+    }
+
+
 def _hugging_face_model(config: PretrainConfig, info: Any, seq_length: int, uri: str) -> Any:
     """The MaskedLanguageModel of a Hugging Face BERT checkpoint, masking as `config` says
     (domain adaptation: continue pre-training an imported encoder on new text)."""
     from mlm.encoders.hf_checkpoint import load_hf_bert_checkpoint
 
-    model = load_hf_bert_checkpoint(
-        uri,
-        mask_ratio=config.masking.mask_ratio,
-        random_token_ratio=config.masking.random_token_ratio,
-        unchanged_ratio=config.masking.unchanged_ratio,
-        mask_token_id=info.mask_token_id,
-        special_token_ids=tuple(info.special_token_ids),
-        max_predictions_per_seq=config.masking.max_predictions_per_seq,
-        continuation_token_ids=(
-            tuple(info.continuation_token_ids) if config.masking.whole_word_masking else None
-        ),
-    )
+    model = load_hf_bert_checkpoint(uri, **_masking_arguments(config, info))
     if model.vocab_size != info.vocab_size:
         raise UserInputError(
             f"init_from: {uri} has a vocabulary of {model.vocab_size} tokens but the tokenizer "
