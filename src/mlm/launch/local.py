@@ -96,20 +96,6 @@ def _pump(stream: TextIO, prefix: str, out: TextIO, tail: collections.deque, loc
     stream.close()
 
 
-def _stop(workers: Sequence[_Worker], grace_period: float) -> None:
-    """SIGTERM every live worker's process group, then SIGKILL what is left after the grace."""
-    live = [w for w in workers if w.process.poll() is None]
-    for worker in live:
-        _signal_group(worker.process, signal.SIGTERM)
-    deadline = time.monotonic() + grace_period
-    for worker in live:
-        try:
-            worker.process.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            _signal_group(worker.process, signal.SIGKILL)
-            worker.process.wait(timeout=30)
-
-
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, sig)  # the worker leads its own group (start_new_session)
@@ -158,7 +144,9 @@ def run_local_workers(
                 save_grace_period=save_grace_period, poll_interval=poll_interval,
             )  # fmt: skip
         finally:
-            _stop(workers, grace_period)  # no-op when all exited; covers KeyboardInterrupt
+            _forward_and_wait(
+                workers, signal.SIGTERM, grace_period
+            )  # no-op when all exited; covers KeyboardInterrupt
             for worker in workers:
                 worker.reader.join(timeout=5)
 
@@ -222,7 +210,7 @@ def _watch(
         failed = [w for w, code in zip(workers, codes) if code not in (None, 0)]
         if failed:
             worker = failed[0]
-            _stop(workers, grace_period)
+            _forward_and_wait(workers, signal.SIGTERM, grace_period)
             worker.reader.join(timeout=5)
             raise WorkersFailedError(
                 f"worker {worker.index} exited with status {worker.process.returncode}; "
@@ -234,7 +222,7 @@ def _watch(
         if all(code == 0 for code in codes):
             break
         if timeout is not None and time.monotonic() - started > timeout:
-            _stop(workers, grace_period)
+            _forward_and_wait(workers, signal.SIGTERM, grace_period)
             raise WorkersFailedError(
                 f"the {num_workers} workers did not finish within {timeout:g} s; stopped them",
                 worker=None,
