@@ -8,8 +8,8 @@ On the shared real-text data (see `<data>/README.md`; never part of the reposito
    checkpoint gives the loss against tokens and seconds;
 3. the peer, in the same run: the Hugging Face `run_mlm` recipe (`BertForMaskedLM`,
    `DataCollatorForLanguageModeling`, AdamW with linear warm-up and decay) on the same shards,
-   tokenizer, architecture, batch, steps and peak learning rate, its validation loss measured at
-   the same steps;
+   tokenizer, architecture, batch and peak learning rate, for the same training seconds as
+   `mlm` took (its schedule runs on the clock), its validation loss measured along the way;
 4. export the encoder and fine-tune AG News topic classifiers (`mlm finetune`) on 25 and 250
    labelled rows per class, early-stopped on a disjoint dev slice and scored on a stratified
    subsample of the AG News test set, against the random-init baseline of the same architecture
@@ -130,6 +130,8 @@ def mlm_curve(args, run: dict, shards: str, output: str) -> list[dict[str, float
 
     mlm.register_serializables()
     model = keras.models.load_model(os.path.join(output, "mlm_model.keras"))
+    # Scored at BERT's 15% masking whatever the recipe trains with, like the peer.
+    model.mask_ratio = 0.15
     history = json.loads(Path(output, "history.json").read_text())
     tokens_per_step = args.batch_size * run["metrics"]["seq_length"]
     elapsed, previous, clock = {}, 0, 0.0
@@ -163,7 +165,13 @@ def validation_batches(args, shards: str) -> Any:
 
 
 def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any]:
-    """The Hugging Face run_mlm recipe on the same shards; validation loss at the same steps."""
+    """The Hugging Face run_mlm recipe on the same shards, for the same training seconds as mlm.
+
+    The peer trains for `mlm`'s measured training time (its schedule is on the clock: linear
+    warm-up over the recipe's warm-up share of the time, then linear decay to zero when the time
+    is up), so both get the same wall-clock budget on this machine; its validation loss is
+    measured on the same batches at evenly spaced points of that time.
+    """
     import numpy as np
     import torch
     from transformers import (
@@ -171,7 +179,6 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
         BertForMaskedLM,
         BertTokenizerFast,
         DataCollatorForLanguageModeling,
-        get_linear_schedule_with_warmup,
     )
 
     from mlm.data import pretraining_dataset
@@ -203,9 +210,10 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
             "weight_decay": 0.0,
         },
     ]
-    optimizer = torch.optim.AdamW(groups, lr=settings.get("learning_rate", 5e-4), eps=1e-6)
-    warmup = int(settings.get("warmup_ratio", 0.1) * args.steps)
-    schedule = get_linear_schedule_with_warmup(optimizer, warmup, args.steps)
+    peak = settings.get("learning_rate", 5e-4)
+    optimizer = torch.optim.AdamW(groups, lr=peak, eps=1e-6)
+    warmup_share = settings.get("warmup_ratio", 0.1)
+    budget = run["metrics"]["train_seconds"]
     # Read all batches first, so that no tf.data thread competes with PyTorch while it trains.
     train_batches = pretraining_dataset(shards, args.batch_size, split="train", seed=0)
     train = iter(list(train_batches.take(args.steps).as_numpy_iterator()))
@@ -246,30 +254,40 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
         model.train()
         return {"loss": total / count, "accuracy": correct / count}
 
-    every = max(1, args.steps // args.curve_points)
+    def learning_rate(elapsed: float) -> float:
+        share = elapsed / budget
+        if share < warmup_share:
+            return peak * share / warmup_share
+        return peak * max(0.0, 1.0 - share) / (1.0 - warmup_share)
+
     tokens_per_step = args.batch_size * seq_length
-    points, seconds = [], 0.0
+    marks = [budget * (index + 1) / args.curve_points for index in range(args.curve_points)]
+    points, seconds, step = [], 0.0, 0
     model.train()
-    for step in range(1, args.steps + 1):
+    while seconds < budget and step < args.steps:
         start = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(seconds)
         inputs = collate(next(train))
         loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        schedule.step()
         optimizer.zero_grad(set_to_none=True)
         seconds += time.perf_counter() - start
-        if step % every == 0 or step == args.steps:
+        step += 1
+        if seconds >= marks[len(points)] or seconds >= budget:
             scores = evaluate()
             points.append(
                 {"step": step, "tokens": step * tokens_per_step, "seconds": seconds, **scores}
             )
             log(f"peer: step {step}: validation loss {scores['loss']:.3f} ({seconds:.0f} s)")
+            if len(points) == len(marks):
+                break
     return {
         "curve": points,
         "seconds": seconds,
-        "tokens_per_second": args.steps * tokens_per_step / seconds,
+        "tokens_per_second": step * tokens_per_step / seconds,
     }
 
 
@@ -420,15 +438,22 @@ def report(args, facts: dict) -> str:
             f"| {name} | {last['step']} | {last['tokens']:,} | {last['seconds']:.0f} | "
             f"{rate:,.0f} | {last['loss']:.3f} | {last['accuracy']:.3f} |"
         )
-    lines += ["", "Validation loss by step:", "", "| step | " + " | ".join(curves) + " |"]
-    lines.append("|---|" + "---|" * len(curves))
-    steps = sorted({p["step"] for points in curves.values() for p in points})
-    for step in steps:
+    lines += [
+        "",
+        "Validation loss (15% masking, the same batches) along each run, at evenly spaced points "
+        "of its own budget:",
+        "",
+        "| point | " + " | ".join(f"{name}: step, seconds, loss" for name in curves) + " |",
+        "|---|" + "---|" * len(curves),
+    ]
+    for index in range(max(len(points) for points in curves.values())):
         cells = []
         for points in curves.values():
-            match = [p["loss"] for p in points if p["step"] == step]
-            cells.append(f"{match[0]:.3f}" if match else "")
-        lines.append(f"| {step} | " + " | ".join(cells) + " |")
+            point = points[index] if index < len(points) else None
+            cells.append(
+                f"{point['step']}, {point['seconds']:.0f}, {point['loss']:.3f}" if point else ""
+            )
+        lines.append(f"| {index + 1} | " + " | ".join(cells) + " |")
     if facts["finetune"]:
         lines += [
             "",

@@ -221,6 +221,39 @@ def test_rms_norm_and_stochastic_depth_configuration():
     assert no_depth.drop_path_rates() == [0.0, 0.0]
 
 
+def test_pre_norm_blocks_follow_their_equations_and_save(tmp_path):
+    keras.utils.set_random_seed(4)
+    block = TransformerEncoderBlock(
+        hidden_size=32, num_heads=2, intermediate_size=64, norm_first=True, name="block"
+    )
+    x = np.random.default_rng(0).normal(size=(2, 8, 32)).astype("float32")
+    mask = np.ones((2, 1, 8), bool)
+    got = block(x, attention_mask=mask, training=False).numpy()
+    # x + attention(norm(x)), then + ffn(norm(.)): the residual stream itself is not normalized.
+    attended = x + block.attention(
+        block.attention_norm(x), block.attention_norm(x), attention_mask=mask
+    ).numpy()
+    hidden = block.activation(block.intermediate_dense(block.output_norm(attended)))
+    expected = attended + block.output_dense(hidden).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    post = TransformerEncoderBlock.from_config({**block.get_config(), "norm_first": False})
+    post.build(x.shape)
+    post.set_weights(block.get_weights())
+    assert not np.allclose(post(x, attention_mask=mask).numpy(), got, atol=1e-3)
+
+    encoder = BERT(**TINY, norm_first=True)
+    assert encoder.final_norm is not None and BERT(**TINY).final_norm is None
+    batch = _batch()
+    outputs = encoder(batch)["last_hidden_state"].numpy()
+    # The final normalization leaves every position at zero mean and unit variance.
+    np.testing.assert_allclose(outputs.mean(-1), 0.0, atol=1e-4)
+    np.testing.assert_allclose(outputs.std(-1), 1.0, atol=1e-2)
+    encoder.save(tmp_path / "encoder.keras")
+    loaded = keras.models.load_model(tmp_path / "encoder.keras")
+    assert loaded.get_config()["norm_first"] is True
+    np.testing.assert_array_equal(loaded(batch)["last_hidden_state"], outputs)
+
+
 def test_stochastic_depth_drops_whole_samples_and_keeps_the_mean():
     layer = StochasticDepth(0.25, seed=3)
     inputs = np.ones((4000, 3, 2), "float32")

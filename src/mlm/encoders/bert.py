@@ -165,10 +165,12 @@ class StochasticDepth(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="mlm")
 class TransformerEncoderBlock(keras.layers.Layer):
-    """A post-norm transformer encoder block, as in BERT.
+    """A transformer encoder block: post-norm as in BERT, or pre-norm.
 
-    `x = norm(x + drop_path(dropout(attention(x))))`, then
-    `x = norm(x + drop_path(dropout(dense(act(dense(x))))))`.
+    Post-norm (the default): `x = norm(x + drop_path(dropout(attention(x))))`, then
+    `x = norm(x + drop_path(dropout(dense(act(dense(x))))))`. Pre-norm (`norm_first=True`)
+    normalizes each branch's input instead and leaves the residual stream unnormalized:
+    `x = x + drop_path(dropout(attention(norm(x))))`, then the same for the feed-forward branch.
 
     Args:
         hidden_size: width of the input and output.
@@ -181,6 +183,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         normalization_type: "layer_norm" or "rms_norm".
         drop_path_rate: stochastic-depth rate of both residual branches.
         initializer_range: standard deviation of the truncated-normal kernel initializer.
+        norm_first: pre-norm instead of post-norm.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
     """
 
@@ -196,6 +199,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         normalization_type: str = "layer_norm",
         drop_path_rate: float = 0.0,
         initializer_range: float = 0.02,
+        norm_first: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -213,6 +217,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.normalization_type = normalization_type
         self.drop_path_rate = drop_path_rate
         self.initializer_range = initializer_range
+        self.norm_first = norm_first
         self.activation = get_activation(hidden_act)
 
         def initializer() -> keras.initializers.Initializer:
@@ -276,6 +281,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
         Returns:
             Float tensor of the same shape as `inputs`.
         """
+        if self.norm_first:
+            attended = self._self_attention(self.attention_norm(inputs), attention_mask, training)
+            attended = self.attention_dropout(attended, training=training)
+            x = inputs + self.drop_path(attended, training=training)
+            hidden = self.activation(self.intermediate_dense(self.output_norm(x)))
+            hidden = self.output_dropout(self.output_dense(hidden), training=training)
+            return x + self.drop_path(hidden, training=training)
         attended = self._self_attention(inputs, attention_mask, training)
         attended = self.attention_dropout(attended, training=training)
         x = self.attention_norm(inputs + self.drop_path(attended, training=training))
@@ -346,6 +358,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
                 "normalization_type": self.normalization_type,
                 "drop_path_rate": self.drop_path_rate,
                 "initializer_range": self.initializer_range,
+                "norm_first": self.norm_first,
             }
         )
         return config
@@ -356,7 +369,9 @@ class BERT(keras.Model):
     """A BERT encoder: token, position and segment embeddings and a stack of transformer blocks.
 
     The embeddings are summed, normalized and dropped out, then run through `num_layers`
-    post-norm transformer blocks that attend only to positions where `attention_mask` is 1.
+    transformer blocks that attend only to positions where `attention_mask` is 1: post-norm as
+    in BERT, or pre-norm with one more normalization after the last block (`norm_first`; it
+    trains stably at higher learning rates, as in Geiping & Goldstein's "Cramming", 2022).
     The optional pooler is a tanh dense layer on the first ([CLS]) position.
 
     Args:
@@ -373,6 +388,7 @@ class BERT(keras.Model):
         initializer_range: standard deviation of the truncated-normal weight initializer.
         layer_norm_eps: epsilon of the normalization layers.
         normalization_type: "layer_norm" or "rms_norm".
+        norm_first: pre-norm blocks and a final normalization instead of post-norm blocks.
         use_stochastic_depth: whether to drop residual branches at random during training.
         stochastic_depth_rate: drop-path rate of the last block; it rises linearly from 0 at
             the first block.
@@ -412,6 +428,7 @@ class BERT(keras.Model):
         initializer_range: float = 0.02,
         layer_norm_eps: float = 1e-12,
         normalization_type: str = "layer_norm",
+        norm_first: bool = False,
         use_stochastic_depth: bool = False,
         stochastic_depth_rate: float = 0.1,
         add_pooler: bool = True,
@@ -449,6 +466,7 @@ class BERT(keras.Model):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.normalization_type = normalization_type
+        self.norm_first = norm_first
         self.use_stochastic_depth = use_stochastic_depth
         self.stochastic_depth_rate = stochastic_depth_rate
         self.add_pooler = add_pooler
@@ -487,11 +505,20 @@ class BERT(keras.Model):
                 normalization_type=normalization_type,
                 drop_path_rate=rate,
                 initializer_range=initializer_range,
+                norm_first=norm_first,
                 dtype=self.dtype_policy,
                 name=f"transformer_layer_{index}",
             )
             for index, rate in enumerate(self.drop_path_rates())
         ]
+        # Pre-norm blocks leave the residual stream unnormalized: normalize it once at the end.
+        self.final_norm = (
+            make_normalization(
+                normalization_type, layer_norm_eps, name="final_norm", dtype=self.dtype_policy
+            )
+            if norm_first
+            else None
+        )
         self.pooler = (
             keras.layers.Dense(
                 hidden_size,
@@ -547,6 +574,8 @@ class BERT(keras.Model):
         self.embeddings_norm.build(hidden_shape)
         for layer in self.transformer_layers:
             layer.build(hidden_shape)
+        if self.final_norm is not None:
+            self.final_norm.build(hidden_shape)
         if self.pooler is not None:
             self.pooler.build((None, self.hidden_size))
         self.built = True
@@ -614,6 +643,8 @@ class BERT(keras.Model):
         self_attention_mask = ops.expand_dims(ops.cast(attention_mask, "bool"), 1)
         for layer in self.transformer_layers:
             x = layer(x, attention_mask=self_attention_mask, training=training)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         outputs = {"last_hidden_state": x, "attention_mask": attention_mask}
         if self.pooler is not None:
             outputs["pooler_output"] = self.pooler(x[:, 0, :])
@@ -636,6 +667,7 @@ class BERT(keras.Model):
                 "initializer_range": self.initializer_range,
                 "layer_norm_eps": self.layer_norm_eps,
                 "normalization_type": self.normalization_type,
+                "norm_first": self.norm_first,
                 "use_stochastic_depth": self.use_stochastic_depth,
                 "stochastic_depth_rate": self.stochastic_depth_rate,
                 "add_pooler": self.add_pooler,

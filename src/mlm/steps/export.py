@@ -48,6 +48,7 @@ _ARCHITECTURE_KEYS = (
     "max_position_embeddings",
     "type_vocab_size",
     "normalization_type",
+    "norm_first",
 )
 
 
