@@ -26,7 +26,7 @@ fraction of this machine's matmul rate in that precision, measured in the same r
 
 Needs the bench virtualenv (`make bench` creates `.venv-bench` from `bench/requirements.txt`).
 
-Usage: python bench/bench_peers.py [--configs tiny,small] [--rounds 3] [--steps 3]
+Usage: python bench/bench_peers.py [--configs tiny,small] [--rounds 3] [--steps 2]
        [--variants KEY,...] [--quick] [--output bench/results]
 """
 
@@ -610,10 +610,20 @@ def measure_config(config: str, variants: list[Variant], args: argparse.Namespac
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+    """The CPU's model name, with its family and model numbers (a hypervisor may show only a
+    generic name)."""
+    try:
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (ln.partition(":") for ln in
+                                  Path("/proc/cpuinfo").read_text().splitlines())
+        )  # fmt: skip
+    except OSError:
+        return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def bf16_instructions() -> list[str]:
@@ -802,6 +812,7 @@ def plot(results: dict, args: argparse.Namespace, path: Path) -> None:
                           xytext=(0, 3), textcoords="offset points", ha="right")  # fmt: skip
         axis.set_xticks(range(len(configs)), [f"BERT {c}" for c in configs])
         axis.set_title(f"{precision} class")
+        axis.margins(y=0.2)  # room for the bar labels under the legend
         axis.legend(fontsize=7, loc="upper right")
     axes[0].set_ylabel("training tokens/s (median)")
     figure.suptitle(f"MLM training on CPU ({cpu_name()}, {os.cpu_count()} CPUs), "
@@ -843,7 +854,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="tiny,small")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=3, help="steps per worker and round")
+    parser.add_argument("--steps", type=int, default=2, help="steps per worker and round")
     parser.add_argument("--variants", help="comma-separated keys (default: all but mlm XLA): "
                         + ", ".join(VARIANTS_BY_KEY))  # fmt: skip
     parser.add_argument("--quick", action="store_true",

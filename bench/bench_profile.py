@@ -63,7 +63,7 @@ def profile(config: str, steps: int, workdir: Path) -> tuple[dict[str, float], f
                 continue
             for event in line.events:
                 name = plane.event_metadata[event.metadata_id].name
-                if ":" in name:  # kernels are named "op_name:OpType"
+                if ":" in name and "::" not in name:  # kernels: "op_name:OpType"
                     per_type[name.rsplit(":", 1)[1]] += event.duration_ps / 1e9 / steps
     return dict(per_type), 1000 * wall / steps
 

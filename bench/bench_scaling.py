@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--precision", default="float32", choices=peers.PRECISIONS)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, default=1, help="steps per worker and round")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps (compilation)")
     parser.add_argument("--quick", action="store_true", help="a check that it runs: tiny only")
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     args = parser.parse_args()

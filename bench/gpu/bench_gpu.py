@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import bench_peers as peers
 
 NVIDIA_BERT_LARGE = 486  # sequences/s, one A100, TF2 AMP, sequence 128 (published)
+NVIDIA_LENGTH = 128
 A100_BF16_TFLOPS = 312
 # Dense bfloat16 tensor-core peaks (TFLOP/s) by the name nvidia-smi reports.
 PEAK_TFLOPS = {"A100": 312, "H100": 989, "H200": 989, "L4": 121, "L40S": 362, "A10": 125}
@@ -106,8 +107,9 @@ def main() -> int:
 
     peak = peak_tflops(name, args.peak_tflops)
     nvidia_mfu = (
-        NVIDIA_BERT_LARGE * args.length
-        * peers.model_flops_per_token(peers.CONFIGS["large"], 128) / (A100_BF16_TFLOPS * 1e12)
+        NVIDIA_BERT_LARGE * NVIDIA_LENGTH
+        * peers.model_flops_per_token(peers.CONFIGS["large"], NVIDIA_LENGTH)
+        / (A100_BF16_TFLOPS * 1e12)
     )  # fmt: skip
     lines = [
         "# MLM pre-training on one GPU",
