@@ -594,7 +594,7 @@ def measure_config(config: str, variants: list[Variant], args: argparse.Namespac
         workers, group_failed = start_workers(group, config, shape, args.output)
         failed.update(group_failed)
         per_round = sum(args.steps * w.warmup_seconds / WARMUP_STEPS for w in workers)
-        print(f"  {config} {precision}: {args.rounds} rounds, about "
+        print(f"  {config} {precision}: {args.rounds} rounds, at most about "
               f"{args.rounds * per_round / 60:.1f} min (from the warm-ups)", flush=True)  # fmt: skip
         try:
             rates.update(interleaved_rates(
