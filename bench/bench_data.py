@@ -11,7 +11,7 @@ Measures, each in a fresh subprocess (so peak RSS is that of one run):
 
 Prints a Markdown table and the ratios against the peer measured in the same run, and writes
 them to `<output>/data.md`. The input pipeline's batches/s against the training step's
-consumption is measured by bench_peers.py (the `mlm` worker reads these shards).
+consumption is measured by bench_input.py.
 
 Usage: python bench/bench_data.py [--sizes-mb 10 100] [--peer-mb 1] [--pairs 3]
        [--output bench/results]

@@ -1,28 +1,33 @@
-"""MLM training throughput of mlm against Hugging Face (PyTorch) and keras-hub, side by side.
+"""MLM training throughput of mlm against Hugging Face (PyTorch) and keras-hub, each at its best.
 
 Each implementation trains BERT with the masked-LM objective on the same synthetic batches
 (sequence 128, batch 32, 15% masking with 80/10/10 replacement, vocabulary 30522, AdamW with
-weight decay 0.01, dropout 0.1, float32) in its own worker process:
+weight decay 0.01, dropout 0.1, output projection tied to the token embedding) in its own worker
+process, in every variant a user would try:
 
 - `mlm`: the training step of `mlm pretrain` (`mlm.training.loop.make_train_step`), which projects
-  to the vocabulary only at the masked positions;
-- `hf-torch`: transformers `BertForMaskedLM` on PyTorch CPU in eager mode, masked by its
-  `DataCollatorForLanguageModeling` every step, `torch.optim.AdamW` (a plain training loop, what
-  `Trainer` runs without its bookkeeping);
-- `keras-hub`: `keras_hub.models.BertMaskedLM` (logits at up to 24 masked positions per sequence)
-  trained with `fit` on a `tf.data` pipeline that masks with `keras_hub.layers.MaskedLMMaskGenerator`;
-- `mlm-bf16`: the `mlm` step with `mixed_bfloat16` (what `mlm pretrain --precision mixed_bfloat16`
-  runs), shown for reference: the peers run float32, and the targets compare `mlm` in float32.
+  to the vocabulary only at the masked positions, in float32 and `mixed_bfloat16`
+  (`--precision`); XLA (`--jit-compile`) on request (`--variants`), as on CPU it is slower;
+- `hf-torch`: transformers `BertForMaskedLM` on PyTorch, masked every step by its
+  `DataCollatorForLanguageModeling` (on the id tensor, as a DataLoader worker would), AdamW, in
+  float32 and bfloat16 autocast, eager and `torch.compile`d;
+- `keras-hub`: `keras_hub.models.BertMaskedLM` (logits at up to 24 masked positions per sequence),
+  masked in a `tf.data` pipeline by `keras_hub.layers.MaskedLMMaskGenerator`, stepped by the
+  train function `fit` runs on one long-lived iterator, in float32 and `mixed_bfloat16`, with
+  `jit_compile` off and on.
 
-The workers are built and warmed up first; then the driver asks them in turn for a few steps each
-(round robin, so the machine's drift hits all alike) and reports the median tokens/s, the median of
-the per-round ratios against the faster peer, and the FLOP rate as a fraction of this machine's
-best float32 matmul rate, measured in the same run with TensorFlow and PyTorch.
+The workers are built and warmed up first (warm-up covers tracing and compilation and is not
+timed); a variant that fails to build or compile is reported as failed with its reason. Then the
+driver asks the workers in turn for a few steps each (round robin, reversed every other round, so
+the machine's drift hits all alike). The report compares like with like: mlm's best float32
+variant against the best float32 peer variant, mlm's best bfloat16 variant against the best
+bfloat16 peer variant (medians of the per-round ratios), and gives each step's model-FLOP rate as a
+fraction of this machine's matmul rate in that precision, measured in the same run.
 
 Needs the bench virtualenv (`make bench` creates `.venv-bench` from `bench/requirements.txt`).
 
-Usage: python bench/bench_peers.py [--configs tiny,small] [--rounds 5] [--steps 3]
-       [--output bench/results]
+Usage: python bench/bench_peers.py [--configs tiny,small] [--rounds 3] [--steps 2]
+       [--variants KEY,...] [--quick] [--output bench/results]
 """
 
 from __future__ import annotations
@@ -46,13 +51,12 @@ VOCAB = 30522
 LENGTH = 128
 BATCH = 32
 MASK_RATE = 0.15
-KERAS_HUB_MASK_LENGTH = 24  # keras-hub's preprocessor default (96 of 512), scaled to 128
 SPECIAL_IDS = (0, 1, 2, 3, 4)  # [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID = 4
 WEIGHT_DECAY = 0.01
 LEARNING_RATE = 1e-4
 POOL = 4  # distinct batches cycled through by the peers
-PIPELINE_BATCHES = 200  # batches timed through mlm's input pipeline alone
+WARMUP_STEPS = 3
 
 
 @dataclass(frozen=True)
@@ -66,20 +70,86 @@ class Config:
         return 4 * self.hidden
 
 
-CONFIGS = {"tiny": Config(4, 256, 4), "small": Config(6, 512, 8)}
-IMPLEMENTATIONS = ("mlm", "hf-torch", "keras-hub", "mlm-bf16")
-PEERS = ("hf-torch", "keras-hub")
-TARGETS = {"tiny": 1.5, "small": 1.4}  # tokens/s of mlm over the faster peer
-# Fraction of the positions at which each implementation computes vocabulary logits.
-LOGIT_FRACTION = {
-    "mlm": MASK_RATE,
-    "mlm-bf16": MASK_RATE,
-    "hf-torch": 1.0,
-    "keras-hub": KERAS_HUB_MASK_LENGTH / LENGTH,
+CONFIGS = {
+    "tiny": Config(4, 256, 4),
+    "small": Config(6, 512, 8),
+    "base": Config(12, 768, 12),
+    "large": Config(24, 1024, 16),
 }
+PRECISIONS = ("float32", "bfloat16")
+# Tokens/s of mlm's best variant over the best peer variant of the same precision.
+TARGETS = {"tiny": 1.5, "small": 1.4}
+MATMUL_TARGET = 0.75  # the step's model-FLOP rate over the matmul rate of its precision
 
 
-def training_flops_per_token(config: Config, logit_fraction: float) -> float:
+@dataclass(frozen=True)
+class Shape:
+    """Sequence length and batch size of one training step."""
+
+    length: int = LENGTH
+    batch: int = BATCH
+
+    def max_predictions(self) -> int:
+        """Masked positions per sequence that keras-hub (and XLA-compiled mlm) computes logits at:
+        keras-hub's preprocessor default, 96 of 512, scaled to the length."""
+        return max(1, round(self.length * 96 / 512))
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way to run one implementation: its precision class and whether it is compiled."""
+
+    implementation: str  # "mlm", "hf-torch" or "keras-hub"
+    precision: str  # "float32" or "bfloat16" (mixed: bfloat16 compute, float32 variables)
+    compiled: bool
+
+    @property
+    def key(self) -> str:
+        """The variant's name on the command line and in the JSON results."""
+        return f"{self.implementation}:{self.precision}:{'compiled' if self.compiled else 'eager'}"
+
+    @property
+    def label(self) -> str:
+        """The variant's name in the report: the setting a user would write."""
+        settings = {
+            "mlm": ("--precision float32", "--precision mixed_bfloat16"),
+            "hf-torch": ("float32", "bf16 autocast"),
+            "keras-hub": ("float32", "mixed_bfloat16"),
+        }[self.implementation]
+        text = settings[PRECISIONS.index(self.precision)]
+        if self.compiled:
+            text += {"mlm": " --jit-compile", "hf-torch": " + torch.compile"}.get(
+                self.implementation, ", jit_compile"
+            )
+        elif self.implementation == "hf-torch":
+            text += " eager"
+        return f"{self.implementation} {text}"
+
+    @property
+    def is_peer(self) -> bool:
+        return self.implementation != "mlm"
+
+    def logit_fraction(self, shape: Shape) -> float:
+        """Fraction of the positions at which this variant computes vocabulary logits."""
+        if self.implementation == "hf-torch":
+            return 1.0
+        if self.implementation == "keras-hub" or self.compiled:
+            return shape.max_predictions() / shape.length
+        return MASK_RATE
+
+
+ALL_VARIANTS = tuple(
+    Variant(implementation, precision, compiled)
+    for implementation in ("mlm", "hf-torch", "keras-hub")
+    for precision in PRECISIONS
+    for compiled in (False, True)
+)
+# XLA on CPU made mlm's step several times slower (bench/bench_training.py): asked for by name.
+DEFAULT_VARIANTS = tuple(v for v in ALL_VARIANTS if not (v.implementation == "mlm" and v.compiled))
+VARIANTS_BY_KEY = {v.key: v for v in ALL_VARIANTS}
+
+
+def training_flops_per_token(config: Config, logit_fraction: float, length: int = LENGTH) -> float:
     """Matmul FLOPs of one training step per token: 3x the forward pass (forward, and the two
     gradient matmuls of the backward pass).
 
@@ -89,22 +159,32 @@ def training_flops_per_token(config: Config, logit_fraction: float) -> float:
     """
     h, layers = config.hidden, config.layers
     projections = 2 * (4 * h * h + 2 * h * config.intermediate)
-    attention = 2 * 2 * LENGTH * h
+    attention = 2 * 2 * length * h
     head = 2 * (h * h + h * VOCAB) * logit_fraction
     return 3 * (layers * (projections + attention) + head)
+
+
+def model_flops_per_token(config: Config, length: int = LENGTH) -> float:
+    """The model FLOPs: the MLM head counted at the masked positions only (the same for all)."""
+    return training_flops_per_token(config, MASK_RATE, length)
 
 
 # --- workers ----------------------------------------------------------------------------------
 
 
-def synthetic_ids(seed: int):
-    """`[POOL, BATCH, LENGTH]` int32 ids: [CLS] text [SEP], text ids drawn uniformly."""
+def synthetic_ids(seed: int, shape: Shape):
+    """`[POOL, batch, length]` int32 ids: [CLS] text [SEP], text ids drawn uniformly."""
     import numpy as np
 
     rng = np.random.default_rng(seed)
-    ids = rng.integers(len(SPECIAL_IDS), VOCAB, size=(POOL, BATCH, LENGTH), dtype=np.int32)
+    ids = rng.integers(len(SPECIAL_IDS), VOCAB, size=(POOL, shape.batch, shape.length))
+    ids = ids.astype(np.int32)
     ids[:, :, 0], ids[:, :, -1] = 2, 3
     return ids
+
+
+def shard_dir(workdir: Path, length: int) -> Path:
+    return workdir / f"shards-{length}"
 
 
 class MlmWorker:
@@ -113,10 +193,11 @@ class MlmWorker:
     Batches come from `mlm.data.pretraining_dataset` over shards that `mlm tokenize` and `mlm
     shard` wrote from the built-in corpus (the vocabulary stays 30522, so the model is the
     peers'). The output projection is tied to the token embedding, as in both peers
-    (`mlm pretrain --tie-word-embeddings`).
+    (`mlm pretrain --tie-word-embeddings`). XLA needs static shapes: compiled, the step predicts
+    at a fixed number of positions per sequence (`--max-predictions-per-seq`), as keras-hub does.
     """
 
-    def __init__(self, config: Config, workdir: Path, precision: str = "float32") -> None:
+    def __init__(self, config: Config, shape: Shape, variant: Variant, workdir: Path) -> None:
         import keras
         import tensorflow as tf
 
@@ -128,7 +209,10 @@ class MlmWorker:
         from mlm.training.loop import make_train_step
 
         keras.utils.set_random_seed(0)
-        keras.config.set_dtype_policy(precision)  # what `mlm pretrain --precision` sets
+        # What `mlm pretrain --precision` sets.
+        keras.config.set_dtype_policy(
+            "mixed_bfloat16" if variant.precision == "bfloat16" else "float32"
+        )
         info = read_tokenizer_info(str(workdir / "tokenizer"))
         encoder = BERT(
             vocab_size=VOCAB,
@@ -136,30 +220,24 @@ class MlmWorker:
             num_layers=config.layers,
             num_heads=config.heads,
             intermediate_size=config.intermediate,
+            max_position_embeddings=max(512, shape.length),
         )
         model = MaskedLanguageModel(
             encoder, vocab_size=VOCAB, mask_ratio=MASK_RATE, mask_token_id=info.mask_token_id,
             special_token_ids=tuple(info.special_token_ids), tie_word_embeddings=True,
+            max_predictions_per_seq=shape.max_predictions() if variant.compiled else None,
         )  # fmt: skip
         model.build(None)
         optimizer = optimizer_builder(
             {"type": "adamw", "weight_decay": WEIGHT_DECAY}, LEARNING_RATE
         )
         optimizer.build(model.trainable_variables)
-
-        def batches():
-            return iter(pretraining_dataset(str(workdir / "shards"), BATCH, seed=0))
-
-        # The input pipeline alone, from a fresh iterator after a warm-up.
-        iterator = batches()
-        for _ in range(10):
-            next(iterator)
-        start = time.perf_counter()
-        for _ in range(PIPELINE_BATCHES):
-            next(iterator)
-        self.pipeline_batches_per_second = PIPELINE_BATCHES / (time.perf_counter() - start)
-        self.iterator = batches()
-        self.step_fn = make_train_step(model, optimizer, tf.distribute.get_strategy())
+        dataset = pretraining_dataset(str(shard_dir(workdir, shape.length)), shape.batch, seed=0)
+        self.iterator = iter(dataset)
+        self.step_fn = make_train_step(
+            model, optimizer, tf.distribute.get_strategy(), jit_compile=variant.compiled
+        )
+        self.requests = tf.zeros([2])  # neither save nor stop
         self.step = 0
         self.tf = tf
 
@@ -167,14 +245,27 @@ class MlmWorker:
         tf = self.tf
         start = time.perf_counter()
         for _ in range(steps):
-            sums = self.step_fn(self.iterator, tf.constant(self.step, tf.int64), tf.constant(0.0))
+            sums = self.step_fn(self.iterator, tf.constant(self.step, tf.int64), self.requests)
             self.step += 1
         sums.numpy()  # the steps run asynchronously until a result is read
         return time.perf_counter() - start
 
 
 class HuggingFaceWorker:
-    def __init__(self, config: Config, workdir: Path) -> None:
+    """transformers' `BertForMaskedLM` with a plain PyTorch loop (what `Trainer` runs without its
+    bookkeeping).
+
+    Masking is the library's: `DataCollatorForLanguageModeling.torch_mask_tokens` on the batch's
+    id tensor, every step, inside the timed region (its `__call__` on lists of dicts pads and
+    converts in Python, which a DataLoader would do in separate worker processes). Sequences are
+    packed without padding, so no attention mask is passed (PyTorch's SDPA then runs unmasked).
+    bfloat16 is `torch.autocast`; compiled is `torch.compile(model)` (the forward and, through
+    AOTAutograd, the backward; the optimizer runs eager), as `Trainer(torch_compile=True)` does.
+    """
+
+    def __init__(
+        self, config: Config, shape: Shape, variant: Variant, workdir: Path, device: str = "cpu"
+    ) -> None:
         import torch
         from transformers import (
             BertConfig,
@@ -183,6 +274,9 @@ class HuggingFaceWorker:
             DataCollatorForLanguageModeling,
         )
 
+        if device == "cpu":
+            # One intra-op thread per CPU (PyTorch's default counts physical cores only).
+            torch.set_num_threads(os.cpu_count() or 1)
         torch.manual_seed(0)
         vocab_file = workdir / "vocab.txt"
         words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -196,53 +290,73 @@ class HuggingFaceWorker:
             num_hidden_layers=config.layers,
             num_attention_heads=config.heads,
             intermediate_size=config.intermediate,
+            max_position_embeddings=max(512, shape.length),
         )
-        self.model = BertForMaskedLM(bert_config).train()
+        model = BertForMaskedLM(bert_config).to(device).train()
         self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY
+            model.parameters(), lr=LEARNING_RATE, weight_decay=WEIGHT_DECAY
         )
-        self.batches = [
-            [{"input_ids": row.tolist()} for row in batch] for batch in synthetic_ids(0)
-        ]
+        self.model = torch.compile(model) if variant.compiled else model
+        self.autocast = torch.autocast(
+            device_type=device, dtype=torch.bfloat16, enabled=variant.precision == "bfloat16"
+        )
+        ids = torch.from_numpy(synthetic_ids(0, shape)).long()
+        self.batches = [(row, row < len(SPECIAL_IDS)) for row in ids]
+        self.device = device
         self.step = 0
+        self.torch = torch
 
     def run(self, steps: int) -> float:
         start = time.perf_counter()
         for _ in range(steps):
-            batch = self.collator(self.batches[self.step % POOL])
-            loss = self.model(**batch).loss
+            ids, special = self.batches[self.step % POOL]
+            inputs, labels = self.collator.torch_mask_tokens(
+                ids.clone(), special_tokens_mask=special
+            )
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            with self.autocast:
+                loss = self.model(input_ids=inputs, labels=labels).loss
             loss.backward()
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
-        loss.item()
+        loss.item()  # waits for the device
         return time.perf_counter() - start
 
 
 class KerasHubWorker:
-    def __init__(self, config: Config) -> None:
+    """keras-hub's `BertMaskedLM`, stepped by the train function that `fit` runs, on one
+    long-lived iterator of a `tf.data` pipeline that masks with `MaskedLMMaskGenerator`."""
+
+    def __init__(self, config: Config, shape: Shape, variant: Variant) -> None:
         import keras
         import keras_hub
         import tensorflow as tf
 
         keras.utils.set_random_seed(0)
+        keras.config.set_dtype_policy(
+            "mixed_bfloat16" if variant.precision == "bfloat16" else "float32"
+        )
         backbone = keras_hub.models.BertBackbone(
             vocabulary_size=VOCAB,
             num_layers=config.layers,
             num_heads=config.heads,
             hidden_dim=config.hidden,
             intermediate_dim=config.intermediate,
-            max_sequence_length=512,
+            max_sequence_length=max(512, shape.length),
         )
         self.model = keras_hub.models.BertMaskedLM(backbone, preprocessor=None)
         self.model.compile(
-            optimizer=keras.optimizers.AdamW(learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY)
+            optimizer=keras.optimizers.AdamW(
+                learning_rate=LEARNING_RATE, weight_decay=WEIGHT_DECAY
+            ),
+            jit_compile=variant.compiled,
         )
         masker = keras_hub.layers.MaskedLMMaskGenerator(
             vocabulary_size=VOCAB,
             mask_selection_rate=MASK_RATE,
             mask_token_id=MASK_ID,
-            mask_selection_length=KERAS_HUB_MASK_LENGTH,
+            mask_selection_length=shape.max_predictions(),
             unselectable_token_ids=list(SPECIAL_IDS),
         )
 
@@ -256,33 +370,53 @@ class KerasHubWorker:
             }
             return inputs, masked["mask_ids"], masked["mask_weights"]
 
-        ids = synthetic_ids(0).reshape(-1, LENGTH)
+        ids = synthetic_ids(0, shape).reshape(-1, shape.length)
         dataset = tf.data.Dataset.from_tensor_slices(ids).repeat()
-        dataset = dataset.batch(BATCH, drop_remainder=True).map(preprocess).prefetch(2)
-        self.dataset = dataset
+        dataset = dataset.batch(shape.batch, drop_remainder=True)
+        dataset = dataset.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE)
+        self.iterator = iter(dataset.prefetch(tf.data.AUTOTUNE))
+        self.model.make_train_function()
 
     def run(self, steps: int) -> float:
         start = time.perf_counter()
-        self.model.fit(self.dataset, steps_per_epoch=steps, epochs=1, verbose=0)
+        for _ in range(steps):
+            logs = self.model.train_function(self.iterator)
+        float(logs["loss"])  # the steps run asynchronously until a result is read
         return time.perf_counter() - start
 
 
-def matmul_gflops(framework: str, sizes=(1024, 2048, 3072), repeats: int = 5) -> float:
-    """Best float32 matmul rate (GFLOP/s) over square sizes, median of `repeats` timings each."""
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def matmul_gflops(
+    framework: str, precision: str = "float32", sizes=(1024, 2048, 3072), repeats: int = 5
+) -> float:
+    """Best matmul rate (GFLOP/s) over square sizes, median of `repeats` timings each; bfloat16
+    multiplies bfloat16 operands (what mixed precision's matmuls do)."""
     best = 0.0
     for n in sizes:
         if framework == "tensorflow":
             import tensorflow as tf
 
-            pair = (tf.random.normal((n, n)), tf.random.normal((n, n)))
-            matmul = tf.function(lambda a, b: tf.reduce_sum(tf.matmul(a, b)))
+            dtype = tf.bfloat16 if precision == "bfloat16" else tf.float32
+            pair = tuple(tf.cast(tf.random.normal((n, n)), dtype) for _ in range(2))
+            matmul = tf.function(lambda a, b: tf.cast(tf.matmul(a, b)[0, 0], tf.float32))
 
             def once(matmul=matmul, pair=pair):
                 return float(matmul(*pair))
         else:
             import torch
 
-            a, b = torch.randn(n, n), torch.randn(n, n)
+            torch.set_num_threads(os.cpu_count() or 1)
+            dtype = torch.bfloat16 if precision == "bfloat16" else torch.float32
+            a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
 
             def once(a=a, b=b):
                 return float(torch.mm(a, b)[0, 0])
@@ -297,22 +431,22 @@ def matmul_gflops(framework: str, sizes=(1024, 2048, 3072), repeats: int = 5) ->
     return best
 
 
-def worker_main(name: str, config_name: str, workdir: Path) -> int:
-    """Builds one implementation, warms it up, then answers `steps` lines with seconds."""
-    config = CONFIGS[config_name]
-    if name == "mlm":
-        worker = MlmWorker(config, workdir)
-    elif name == "mlm-bf16":
-        worker = MlmWorker(config, workdir, precision="mixed_bfloat16")
-    elif name == "hf-torch":
-        worker = HuggingFaceWorker(config, workdir)
+def worker_main(args: argparse.Namespace) -> int:
+    """Builds one variant, warms it up, then answers each stdin line: a step count with the
+    seconds those steps took, `memory` with the peak RSS in MB."""
+    variant = VARIANTS_BY_KEY[args.worker]
+    config, shape = CONFIGS[args.config], Shape(args.length, args.batch)
+    if variant.implementation == "mlm":
+        worker = MlmWorker(config, shape, variant, args.workdir)
+    elif variant.implementation == "hf-torch":
+        worker = HuggingFaceWorker(config, shape, variant, args.workdir, device=args.device)
     else:
-        worker = KerasHubWorker(config)
-    worker.run(3)  # tracing, allocation, first-step costs
-    pipeline = getattr(worker, "pipeline_batches_per_second", None)
-    print(json.dumps({"ready": True, "pipeline_batches_per_second": pipeline}), flush=True)
+        worker = KerasHubWorker(config, shape, variant)
+    warmup = worker.run(args.warmup)  # tracing, compilation, allocation, first-step costs
+    print(json.dumps({"ready": True, "warmup_seconds": warmup}), flush=True)
     for line in sys.stdin:
-        print(json.dumps(worker.run(int(line))), flush=True)
+        answer = peak_rss_mb() if line.strip() == "memory" else worker.run(int(line))
+        print(json.dumps(answer), flush=True)
     return 0
 
 
@@ -320,84 +454,193 @@ def worker_main(name: str, config_name: str, workdir: Path) -> int:
 
 
 class Worker:
-    """One worker process, asked for steps over its stdin."""
+    """One worker process running one variant, asked for steps over its stdin.
 
-    def __init__(self, name: str, config: str, workdir: Path, env: dict | None = None) -> None:
-        self.name = name
-        command = [sys.executable, __file__, "--worker", name, "--config", config]
-        command += ["--workdir", str(workdir)]
-        self.log = workdir / f"worker-{name}-{config}.log"
+    `failure` holds the reason once the worker failed (to build, to compile, or mid-run); a
+    failed worker is left out of the rounds, not the end of the run.
+    """
+
+    def __init__(
+        self,
+        variant: Variant,
+        config: str,
+        shape: Shape,
+        workdir: Path,
+        *,
+        device: str = "cpu",
+        warmup: int = WARMUP_STEPS,
+    ) -> None:
+        self.variant = variant
+        self.failure: str | None = None
+        self.warmup_seconds = math.nan
+        command = [sys.executable, str(Path(__file__).resolve()), "--worker", variant.key]
+        command += ["--config", config, "--length", str(shape.length), "--batch", str(shape.batch)]
+        command += ["--workdir", str(workdir), "--device", device, "--warmup", str(warmup)]
+        name = variant.key.replace(":", "-")
+        self.log = workdir / f"worker-{name}-{config}-{shape.length}.log"
         with self.log.open("w") as log:  # TensorFlow's and PyTorch's chatter goes here
             self.process = subprocess.Popen(
-                command,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=log,
-                text=True,
-                env={**os.environ, **(env or {})},
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True
             )
 
-    def wait_ready(self) -> None:
-        line = self.process.stdout.readline()
-        try:
-            self.pipeline_batches_per_second = json.loads(line)["pipeline_batches_per_second"]
-        except (ValueError, KeyError, TypeError):
-            self.process.kill()
-            tail = "\n".join(self.log.read_text().splitlines()[-20:])
-            message = f"worker {self.name} failed (exit {self.process.wait()}):\n{tail}"
-            raise SystemExit(message) from None
+    def _fail(self) -> None:
+        self.process.kill()
+        code = self.process.wait()
+        lines = [line.strip() for line in self.log.read_text().splitlines() if line.strip()]
+        errors = [line for line in lines if "Error" in line or "error" in line]
+        reason = (errors or lines or [f"exit {code}"])[-1]
+        self.failure = reason[:200] + (" ..." if len(reason) > 200 else "")
 
-    def seconds(self, steps: int) -> float:
-        self.process.stdin.write(f"{steps}\n")
-        self.process.stdin.flush()
-        line = self.process.stdout.readline()
-        if not line:
-            raise SystemExit(f"worker {self.name} died (exit {self.process.wait()})")
-        return json.loads(line)
+    def wait_ready(self) -> bool:
+        """Waits for the warm-up; False (and `failure` set) when the worker failed."""
+        try:
+            self.warmup_seconds = json.loads(self.process.stdout.readline())["warmup_seconds"]
+            return True
+        except (ValueError, KeyError, TypeError):
+            self._fail()
+            return False
+
+    def ask(self, request: str):
+        """Sends one request line and returns the decoded answer (None once failed)."""
+        if self.failure:
+            return None
+        try:
+            self.process.stdin.write(f"{request}\n")
+            self.process.stdin.flush()
+            return json.loads(self.process.stdout.readline())
+        except (OSError, ValueError):
+            self._fail()
+            return None
 
     def close(self) -> None:
-        self.process.stdin.close()
-        self.process.wait(timeout=60)
+        if self.failure is None:
+            self.process.stdin.close()
+            self.process.wait(timeout=120)
 
 
-def prepare_shards(workdir: Path) -> None:
+def prepare_shards(workdir: Path, lengths: list[int]) -> None:
     """`mlm tokenize` + `mlm shard` of the built-in corpus into `workdir` (for the mlm worker)."""
     from mlm.steps.shard import shard
     from mlm.steps.tokenize import tokenize
 
     tokenize(None, str(workdir / "tokenizer"), vocab_size=VOCAB)
-    shard(None, str(workdir / "tokenizer"), str(workdir / "shards"), max_seq_length=LENGTH)
+    for length in lengths:
+        shard(
+            None, str(workdir / "tokenizer"), str(shard_dir(workdir, length)), max_seq_length=length
+        )
 
 
-def measure_config(
-    config: str, args: argparse.Namespace, pipelines: dict[str, float]
+def run_prepare(workdir: Path, lengths: list[int]) -> None:
+    """`prepare_shards` in a child process (keeps TensorFlow out of the driver)."""
+    print("tokenizing and sharding the built-in corpus for the mlm workers", flush=True)
+    command = [sys.executable, str(Path(__file__).resolve()), "--prepare", "--workdir"]
+    command += [str(workdir), "--lengths", ",".join(map(str, lengths))]
+    with (workdir / "prepare.log").open("w") as log:
+        subprocess.run(command, stdout=log, stderr=log, check=True)
+
+
+def start_workers(
+    variants: list[Variant], config: str, shape: Shape, workdir: Path, **options
+) -> tuple[list[Worker], dict[str, str]]:
+    """Starts and warms up the variants one at a time (so that warm-ups do not overlap);
+    returns the ready workers and the failure reason of each variant that failed."""
+    ready, failed = [], {}
+    for variant in variants:
+        start = time.perf_counter()
+        worker = Worker(variant, config, shape, workdir, **options)
+        if worker.wait_ready():
+            ready.append(worker)
+            print(f"  {config}: {variant.label} ready ({time.perf_counter() - start:.0f} s)",
+                  flush=True)  # fmt: skip
+        else:
+            failed[variant.key] = worker.failure
+            print(f"  {config}: {variant.label} FAILED: {worker.failure}", flush=True)
+    return ready, failed
+
+
+def interleaved_rates(
+    workers: list[Worker], rounds: int, steps: int, tokens_per_step: int, label: str
 ) -> dict[str, list[float]]:
-    """Tokens/s per round of each implementation, interleaved round robin; records the input
-    pipeline's batches/s of the mlm worker in `pipelines[config]`."""
-    workers = []
-    for name in IMPLEMENTATIONS:  # one at a time, so that warm-ups do not overlap
-        worker = Worker(name, config, args.output)
-        worker.wait_ready()
-        workers.append(worker)
-        if name == "mlm":
-            pipelines[config] = worker.pipeline_batches_per_second
-    rates: dict[str, list[float]] = {w.name: [] for w in workers}
-    try:
-        for round_index in range(args.rounds):
-            order = workers if round_index % 2 == 0 else workers[::-1]
-            for worker in order:
-                seconds = worker.seconds(args.steps)
-                rates[worker.name].append(args.steps * BATCH * LENGTH / seconds)
-            print(
-                f"  {config} round {round_index + 1}/{args.rounds}: "
-                + ", ".join(f"{n} {r[-1]:,.0f}" for n, r in rates.items())
-                + " tokens/s",
-                flush=True,
-            )
-    finally:
+    """Tokens/s per round of each worker, round robin (reversed every other round)."""
+    rates: dict[str, list[float]] = {w.variant.key: [] for w in workers}
+    for round_index in range(rounds):
+        order = workers if round_index % 2 == 0 else workers[::-1]
+        for worker in order:
+            seconds = worker.ask(str(steps))
+            if seconds is not None:
+                rates[worker.variant.key].append(steps * tokens_per_step / seconds)
+        print(
+            f"  {label} round {round_index + 1}/{rounds}: "
+            + ", ".join(f"{k} {r[-1]:,.0f}" for k, r in rates.items() if r)
+            + " tokens/s",
+            flush=True,
+        )
+    return {key: values for key, values in rates.items() if len(values) == rounds}
+
+
+def measure_config(config: str, variants: list[Variant], args: argparse.Namespace) -> dict:
+    """Every variant's tokens/s per round, and the failures with their reasons.
+
+    The precision classes run one after the other, each as its own interleaved rounds: the
+    comparisons are within a class, and half the workers at a time halves the memory.
+    """
+    shape = Shape()
+    rates: dict[str, list[float]] = {}
+    failed: dict[str, str] = {}
+    for precision in PRECISIONS:
+        group = [v for v in variants if v.precision == precision]
+        if not group:
+            continue
+        workers, group_failed = start_workers(group, config, shape, args.output)
+        failed.update(group_failed)
+        per_round = sum(args.steps * w.warmup_seconds / WARMUP_STEPS for w in workers)
+        print(f"  {config} {precision}: {args.rounds} rounds, at most about "
+              f"{args.rounds * per_round / 60:.1f} min (from the warm-ups)", flush=True)  # fmt: skip
+        try:
+            rates.update(interleaved_rates(
+                workers, args.rounds, args.steps, shape.batch * shape.length, f"{config} {precision}"
+            ))  # fmt: skip
+        finally:
+            for worker in workers:
+                worker.close()
         for worker in workers:
-            worker.close()
-    return rates
+            if worker.failure:
+                failed[worker.variant.key] = f"failed mid-run: {worker.failure}"
+    return {"tokens_per_second": rates, "failed": failed}
+
+
+def cpu_name() -> str:
+    """The CPU's model name, with its family and model numbers (a hypervisor may show only a
+    generic name)."""
+    try:
+        fields = dict(
+            (key.strip(), value.strip())
+            for key, _, value in (ln.partition(":") for ln in
+                                  Path("/proc/cpuinfo").read_text().splitlines())
+        )  # fmt: skip
+    except OSError:
+        return platform.processor() or "unknown"
+    name = fields.get("model name") or platform.processor() or "unknown"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def bf16_instructions() -> list[str]:
+    """The CPU's bfloat16 instruction sets, as /proc/cpuinfo names them."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((ln.split(":", 1)[1].split() for ln in text.splitlines()
+                  if ln.startswith("flags")), [])  # fmt: skip
+    return [flag for flag in ("avx512_bf16", "amx_bf16", "amx_tile") if flag in flags]
+
+
+def machine_line() -> str:
+    instructions = bf16_instructions()
+    bf16 = ", ".join(instructions) if instructions else "none (bfloat16 is emulated)"
+    return f"Machine: {cpu_name()}, {os.cpu_count()} CPUs; bfloat16 instructions: {bf16}."
 
 
 def versions() -> dict[str, str]:
@@ -412,173 +655,246 @@ def versions() -> dict[str, str]:
     return found
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
+def measure_matmul() -> dict[str, dict[str, float]]:
+    """Matmul GFLOP/s by precision and framework, each in a fresh process."""
+    peak: dict[str, dict[str, float]] = {p: {} for p in PRECISIONS}
+    for precision in PRECISIONS:
+        for framework in ("tensorflow", "torch"):
+            code = f"import bench_peers as b; print(b.matmul_gflops({framework!r}, {precision!r}))"
+            out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parent,
+                                 capture_output=True, text=True, check=True)  # fmt: skip
+            peak[precision][framework] = float(out.stdout.split()[-1])
+            print(f"best {precision} matmul, {framework}: {peak[precision][framework]:.0f} GFLOP/s",
+                  flush=True)  # fmt: skip
+    return peak
 
 
-def report(
-    results: dict, peak: dict[str, float], pipelines: dict[str, float], args: argparse.Namespace
-) -> str:
-    best_matmul = max(peak.values())
+def best_in_class(rates: dict[str, list[float]], precision: str, peer: bool) -> str | None:
+    """The key of the fastest (median) measured variant of one side in one precision class."""
+    keys = [k for k in rates if VARIANTS_BY_KEY[k].precision == precision
+            and VARIANTS_BY_KEY[k].is_peer == peer]  # fmt: skip
+    return max(keys, key=lambda k: statistics.median(rates[k]), default=None)
+
+
+def comparisons(results: dict, peak: dict) -> list[dict]:
+    """Like for like, per config and precision: mlm's best variant against the best peer
+    variant (median of the per-round ratios), and mlm's model-FLOP rate over the matmul rate."""
+    rows = []
+    for config, result in results.items():
+        rates = result["tokens_per_second"]
+        for precision in PRECISIONS:
+            ours, peer = (
+                best_in_class(rates, precision, False),
+                best_in_class(rates, precision, True),
+            )
+            if ours is None or peer is None:
+                continue
+            ratio = statistics.median(a / b for a, b in zip(rates[ours], rates[peer], strict=True))
+            flops = statistics.median(rates[ours]) * model_flops_per_token(CONFIGS[config]) / 1e9
+            rows.append({"config": config, "precision": precision, "mlm": ours, "peer": peer,
+                         "ratio": ratio, "target": TARGETS.get(config),
+                         "model_gflops": flops, "matmul_fraction": flops / max(peak[precision].values())})  # fmt: skip
+    return rows
+
+
+def report(results: dict, peak: dict, args: argparse.Namespace) -> str:
+    limit = {precision: max(values.values()) for precision, values in peak.items()}
     lines = [
-        "# MLM training throughput: mlm vs Hugging Face (PyTorch) vs keras-hub",
+        "# MLM training throughput: mlm vs Hugging Face (PyTorch) vs keras-hub, each at its best",
         "",
-        f"Machine: {cpu_name()}, {os.cpu_count()} CPUs. Versions: "
-        + ", ".join(f"{k} {v}" for k, v in versions().items())
-        + ".",
+        machine_line(),
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in versions().items()) + ".",
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`",
         f"Setup: sequence {LENGTH}, batch {BATCH}, vocabulary {VOCAB}, {MASK_RATE:.0%} masking "
         f"(80/10/10), AdamW (weight decay {WEIGHT_DECAY}), dropout 0.1, output projection tied "
-        f"to the token embedding (all three); {args.rounds} interleaved rounds of {args.steps} "
-        "steps after 3 warm-up steps; medians.",
-        "Best float32 matmul (square, 1024-3072): "
-        + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in peak.items())
-        + f"; the limit used below is {best_matmul:.0f} GFLOP/s.",
+        f"to the token embedding (all three); {WARMUP_STEPS} untimed warm-up steps (tracing, "
+        f"compilation), then {args.rounds} interleaved rounds of {args.steps} steps; medians.",
         "",
-        "`mlm-bf16` runs mixed_bfloat16 (this CPU has AVX512-BF16); the others run float32. "
-        "Model FLOPs count the MLM head at the masked positions only (the same work for all); "
-        "executed FLOPs count it where each implementation computes it (all positions for "
-        "Hugging Face, 24 per sequence for keras-hub).",
+        "Matmul rate (square, 1024-3072), the limit for the step's FLOP rate in each precision:",
         "",
-        "| config | implementation | tokens/s | vs faster peer | model GFLOP/s (% of matmul) "
-        "| executed GFLOP/s (% of matmul) |",
+        "| precision | TensorFlow GFLOP/s | PyTorch GFLOP/s | limit used |",
+        "|---|---:|---:|---:|",
+    ]
+    for precision, values in peak.items():
+        lines.append(f"| {precision} | {values['tensorflow']:.0f} | {values['torch']:.0f} "
+                     f"| {limit[precision]:.0f} |")  # fmt: skip
+    lines += [
+        "",
+        "Every variant. Model FLOPs count the MLM head at the masked positions only (the same "
+        "work for all); executed FLOPs count it where each variant computes it (all positions "
+        "for Hugging Face, a fixed number per sequence for keras-hub and XLA-compiled mlm). "
+        "Percentages are of the matmul limit of the variant's precision.",
+        "",
+        "| config | variant | tokens/s | vs best peer, same precision "
+        "| model GFLOP/s (% of matmul) | executed GFLOP/s (% of matmul) |",
         "|---|---|---:|---:|---:|---:|",
     ]
-    verdicts = []
-    for config, rates in results.items():
-        medians = {name: statistics.median(values) for name, values in rates.items()}
-        faster_peer = max(PEERS, key=lambda name: medians[name])
-        for name in IMPLEMENTATIONS:
-            ratio = statistics.median(
-                a / b for a, b in zip(rates[name], rates[faster_peer], strict=True)
+    shape = Shape()
+    for config, result in results.items():
+        rates = result["tokens_per_second"]
+        for variant in [VARIANTS_BY_KEY[k] for k in args.variant_keys]:
+            if variant.key in result["failed"]:
+                lines.append(f"| {config} | {variant.label} | failed: "
+                             f"{result['failed'][variant.key].replace('|', '/')} | | | |")  # fmt: skip
+                continue
+            values = rates[variant.key]
+            median = statistics.median(values)
+            peer = best_in_class(rates, variant.precision, True)
+            ratio = (
+                f"{statistics.median(a / b for a, b in zip(values, rates[peer], strict=True)):.2f}x"
+                if peer
+                else "-"
             )
-            model = medians[name] * training_flops_per_token(CONFIGS[config], MASK_RATE) / 1e9
+            rate = limit[variant.precision]
+            model = median * model_flops_per_token(CONFIGS[config]) / 1e9
             executed = (
-                medians[name] * training_flops_per_token(CONFIGS[config], LOGIT_FRACTION[name])
-            ) / 1e9
-            lines.append(
-                f"| {config} | {name} | {medians[name]:,.0f} | {ratio:.2f}x "
-                f"| {model:.0f} ({model / best_matmul:.0%}) "
-                f"| {executed:.0f} ({executed / best_matmul:.0%}) |"
+                median
+                * training_flops_per_token(CONFIGS[config], variant.logit_fraction(shape))
+                / 1e9
             )
-            if name == "mlm":
-                target = TARGETS[config]
-                met = "met" if ratio >= target else "NOT met"
-                verdicts.append(
-                    f"- {config}: mlm {ratio:.3f}x {faster_peer}; target {target}x: {met}."
-                )
-    lines += ["", "Targets (tokens/s of mlm over the faster peer):", *verdicts, ""]
-    lines.append(
-        "Input pipeline (`mlm.data.pretraining_dataset` over shards of the built-in corpus, "
-        f"batch {BATCH} x {LENGTH}, read alone) against what the float32 training step consumes:"
-    )
-    for config, rate in pipelines.items():
-        steps_per_second = statistics.median(results[config]["mlm"]) / (BATCH * LENGTH)
+            lines.append(f"| {config} | {variant.label} | {median:,.0f} | {ratio} "
+                         f"| {model:.0f} ({model / rate:.0%}) | {executed:.0f} ({executed / rate:.0%}) |")  # fmt: skip
+    lines += [
+        "",
+        "Targets, like for like (same run): mlm's best variant over the best peer variant of "
+        "the same precision (median of the per-round ratios): "
+        + ", ".join(f"{c} {t}x" for c, t in TARGETS.items())
+        + f"; and mlm's step at {MATMUL_TARGET:.0%} or more of its precision's matmul rate on "
+        "model FLOPs.",
+        "",
+        "| config | precision | mlm, best variant | best peer variant | ratio | target | met? "
+        "| mlm % of matmul | target | met? |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---|",
+    ]
+    for row in comparisons(results, peak):
+        target = row["target"]
+        met = "-" if target is None else ("yes" if row["ratio"] >= target else "**no**")
+        matmul_met = "yes" if row["matmul_fraction"] >= MATMUL_TARGET else "**no**"
         lines.append(
-            f"- {config}: {rate:,.0f} batches/s vs {steps_per_second:.2f} steps/s "
-            f"({rate / steps_per_second:,.0f}x headroom)."
+            f"| {row['config']} | {row['precision']} | {VARIANTS_BY_KEY[row['mlm']].label} "
+            f"| {VARIANTS_BY_KEY[row['peer']].label} | {row['ratio']:.2f}x "
+            f"| {'-' if target is None else f'{target}x'} | {met} "
+            f"| {row['matmul_fraction']:.0%} | {MATMUL_TARGET:.0%} | {matmul_met} |"
         )
     lines.append("")
     return "\n".join(lines)
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, args: argparse.Namespace, path: Path) -> None:
+    """One panel per precision: every measured variant's median tokens/s per config, with the
+    target (a multiple of the best peer variant) dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     configs = list(results)
-    figure, axis = plt.subplots(figsize=(7, 4))
-    width = 0.8 / len(IMPLEMENTATIONS)
-    for index, name in enumerate(IMPLEMENTATIONS):
-        medians = [statistics.median(results[c][name]) for c in configs]
-        positions = [
-            i + (index - (len(IMPLEMENTATIONS) - 1) / 2) * width for i in range(len(configs))
-        ]
-        bars = axis.bar(positions, medians, width, label=name)
-        axis.bar_label(bars, labels=[f"{m:,.0f}" for m in medians], fontsize=8)
-    for i, config in enumerate(configs):  # the target: a multiple of the faster peer
-        target = TARGETS[config] * max(statistics.median(results[config][p]) for p in PEERS)
-        axis.hlines(target, i - 0.45, i + 0.45, colors="black", linestyles="dashed")
-        axis.annotate(f"target {TARGETS[config]}x faster peer", (i + 0.45, target), fontsize=8,
-                      xytext=(0, 3), textcoords="offset points", ha="right")  # fmt: skip
-    axis.set_xticks(range(len(configs)), [f"BERT {c}" for c in configs])
-    axis.set_ylabel("training tokens/s (median)")
-    axis.set_title(
-        f"MLM training on CPU, seq {LENGTH}, batch {BATCH}, vocab {VOCAB}\n"
-        "float32, except mlm-bf16 (mixed bfloat16)"
-    )
-    axis.legend()
+    figure, axes = plt.subplots(1, len(PRECISIONS), figsize=(12, 4.5), sharey=True)
+    for axis, precision in zip(axes, PRECISIONS, strict=True):
+        variants = [VARIANTS_BY_KEY[k] for k in args.variant_keys
+                    if VARIANTS_BY_KEY[k].precision == precision]  # fmt: skip
+        width = 0.8 / max(1, len(variants))
+        for index, variant in enumerate(variants):
+            medians = [statistics.median(results[c]["tokens_per_second"].get(variant.key) or [0])
+                       for c in configs]  # fmt: skip
+            positions = [i + (index - (len(variants) - 1) / 2) * width for i in range(len(configs))]
+            bars = axis.bar(positions, medians, width, label=variant.label)
+            axis.bar_label(bars, labels=[f"{m:,.0f}" if m else "failed" for m in medians],
+                           fontsize=6, rotation=90, padding=2)  # fmt: skip
+        for i, config in enumerate(configs):
+            rates = results[config]["tokens_per_second"]
+            peer = best_in_class(rates, precision, True)
+            if peer is None or config not in TARGETS:
+                continue
+            target = TARGETS[config] * statistics.median(rates[peer])
+            axis.hlines(target, i - 0.45, i + 0.45, colors="black", linestyles="dashed")
+            axis.annotate(f"target {TARGETS[config]}x best peer", (i + 0.45, target), fontsize=7,
+                          xytext=(0, 3), textcoords="offset points", ha="right")  # fmt: skip
+        axis.set_xticks(range(len(configs)), [f"BERT {c}" for c in configs])
+        axis.set_title(f"{precision} class")
+        axis.margins(y=0.2)  # room for the bar labels under the legend
+        axis.legend(fontsize=7, loc="upper right")
+    axes[0].set_ylabel("training tokens/s (median)")
+    figure.suptitle(f"MLM training on CPU ({cpu_name()}, {os.cpu_count()} CPUs), "
+                    f"seq {LENGTH}, batch {BATCH}, vocab {VOCAB}")  # fmt: skip
     figure.tight_layout()
     figure.savefig(path, dpi=120)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--configs", default="tiny,small")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=3, help="steps per worker and round")
-    parser.add_argument("--output", type=Path, default=Path("bench/results"))
-    parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--config", help=argparse.SUPPRESS)
+def parse_variants(text: str | None, parser: argparse.ArgumentParser) -> list[str]:
+    if not text:
+        return [v.key for v in DEFAULT_VARIANTS]
+    keys = [k for k in text.split(",") if k]
+    unknown = sorted(set(keys) - set(VARIANTS_BY_KEY))
+    if unknown:
+        parser.error(f"--variants: unknown {unknown}; use any of {sorted(VARIANTS_BY_KEY)}")
+    return keys
+
+
+def add_worker_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hidden arguments a worker process (and the shard preparation) is started with."""
+    for name in ("--worker", "--config", "--device"):
+        parser.add_argument(name, help=argparse.SUPPRESS)
+    for name, default in (("--length", LENGTH), ("--batch", BATCH), ("--warmup", WARMUP_STEPS)):
+        parser.add_argument(name, type=int, default=default, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.worker:
-        return worker_main(args.worker, args.config, args.workdir)
-    if args.prepare:
-        prepare_shards(args.workdir)
-        return 0
+    parser.add_argument("--lengths", default=str(LENGTH), help=argparse.SUPPRESS)
 
-    configs = [c for c in args.configs.split(",") if c]
-    unknown = sorted(set(configs) - set(CONFIGS))
-    if unknown:
-        parser.error(f"--configs: unknown {unknown}; use any of {sorted(CONFIGS)}")
+
+def require_peers(parser: argparse.ArgumentParser) -> None:
     from importlib.util import find_spec
 
     missing = [name for name in ("keras_hub", "torch", "transformers") if find_spec(name) is None]
     if missing:
         parser.error(f"{missing} not installed: run `make bench`, which creates .venv-bench")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--configs", default="tiny,small")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2, help="steps per worker and round")
+    parser.add_argument("--variants", help="comma-separated keys (default: all but mlm XLA): "
+                        + ", ".join(VARIANTS_BY_KEY))  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="a check that it runs: tiny, eager variants, 1 round of 1 step")  # fmt: skip
+    parser.add_argument("--output", type=Path, default=Path("bench/results"))
+    add_worker_arguments(parser)
+    args = parser.parse_args()
+    if args.worker:
+        return worker_main(args)
+    if args.prepare:
+        prepare_shards(args.workdir, [int(n) for n in args.lengths.split(",")])
+        return 0
+
+    if args.quick:
+        args.configs, args.rounds, args.steps = "tiny", 1, 1
+        args.variants = args.variants or ",".join(v.key for v in DEFAULT_VARIANTS if not v.compiled)
+    args.variant_keys = parse_variants(args.variants, parser)
+    configs = [c for c in args.configs.split(",") if c]
+    unknown = sorted(set(configs) - set(CONFIGS))
+    if unknown:
+        parser.error(f"--configs: unknown {unknown}; use any of {sorted(CONFIGS)}")
+    require_peers(parser)
+    args.output = args.output.resolve()
     args.output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print(machine_line(), flush=True)
 
-    peak = {}
-    for framework in ("tensorflow", "torch"):
-        out = subprocess.run(
-            [sys.executable, "-c", f"import bench_peers as b; print(b.matmul_gflops({framework!r}))"],
-            cwd=Path(__file__).parent, capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        peak[framework] = float(out.stdout.split()[-1])
-        print(f"best float32 matmul, {framework}: {peak[framework]:.0f} GFLOP/s", flush=True)
-
-    print("tokenizing and sharding the built-in corpus for the mlm worker", flush=True)
-    with (args.output / "prepare.log").open("w") as log:
-        subprocess.run(
-            [sys.executable, __file__, "--prepare", "--workdir", str(args.output)],
-            stdout=log, stderr=log, check=True,
-        )  # fmt: skip
-    pipelines: dict[str, float] = {}
-    results = {config: measure_config(config, args, pipelines) for config in configs}
-    text = report(results, peak, pipelines, args)
+    peak = measure_matmul()
+    run_prepare(args.output, [LENGTH])
+    variants = [VARIANTS_BY_KEY[k] for k in args.variant_keys]
+    results = {config: measure_config(config, variants, args) for config in configs}
+    text = report(results, peak, args)
     print(text)
     (args.output / "peers.md").write_text(text + "\n")
-    (args.output / "peers.json").write_text(
-        json.dumps(
-            {
-                "matmul_gflops": peak,
-                "tokens_per_second": results,
-                "pipeline_batches_per_second": pipelines,
-            },
-            indent=1,
-        )
-        + "\n"
-    )
-    plot(results, args.output / "peers.png")
-    print(f"wrote {args.output / 'peers.md'} and {args.output / 'peers.png'}")
-    return 0 if math.isfinite(max(peak.values())) else 1
+    summary = {"matmul_gflops": peak, "results": results, "comparisons": comparisons(results, peak)}
+    (args.output / "peers.json").write_text(json.dumps(summary, indent=1) + "\n")
+    plot(results, args, args.output / "peers.png")
+    print(f"wrote {args.output / 'peers.md'} and {args.output / 'peers.png'} "
+          f"({(time.perf_counter() - started) / 60:.1f} min)")  # fmt: skip
+    return 0 if all(math.isfinite(v) for p in peak.values() for v in p.values()) else 1
 
 
 if __name__ == "__main__":

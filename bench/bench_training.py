@@ -1,4 +1,4 @@
-"""Benchmark of the pre-training step: MLM head gather vs. dense, XLA, and oneDNN.
+"""Benchmark of the pre-training step: MLM head gather vs. dense, XLA, oneDNN, inter-op threads.
 
 All on one synthetic batch and a small BERT, timed as interleaved rounds (A B C, A B C, ...) so
 that the CPU's run-to-run drift hits every variant alike; prints the median seconds per step and
@@ -9,7 +9,9 @@ the median of the per-round ratios.
 - dense (the peer): the same model and masking, but full logits `[batch, length, vocab]` and the
   loss taken over the masked positions afterwards (the seed README's `train_step`);
 - gather + XLA: the gather step with `jit_compile=True`;
-- oneDNN: the gather step in fresh processes with `TF_ENABLE_ONEDNN_OPTS=0` and `=1`, interleaved.
+- process settings: the gather step in fresh processes by default, with oneDNN off
+  (`TF_ENABLE_ONEDNN_OPTS=0`) and with one inter-op thread (`TF_NUM_INTEROP_THREADS=1`: kernels
+  one at a time, each using all cores), interleaved.
 
 Writes a Markdown table to `<output>/training.md`.
 
@@ -92,7 +94,8 @@ def gather_step(model, optimizer, batch, jit_compile: bool):
     strategy = tf.distribute.get_strategy()
     train_step = make_train_step(model, optimizer, strategy, jit_compile=jit_compile)
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
-    return lambda _batch, i: train_step(iterator, tf.constant(i, tf.int64), tf.constant(0.0))
+    no_requests = tf.zeros([2])  # neither save nor stop
+    return lambda _batch, i: train_step(iterator, tf.constant(i, tf.int64), no_requests)
 
 
 def seconds_per_step(step, batch, steps: int) -> float:
@@ -124,6 +127,34 @@ def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
     return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
+# Process-wide settings, each against the default in fresh processes (A B C, A B C, ...).
+PROCESS_SETTINGS = {
+    "default": {},
+    "oneDNN off": {"TF_ENABLE_ONEDNN_OPTS": "0"},
+    "one inter-op thread": {"TF_NUM_INTEROP_THREADS": "1"},
+}
+
+
+def process_settings(args: argparse.Namespace) -> list[str]:
+    """The gather step under each of `PROCESS_SETTINGS`, as report lines against the default."""
+    child = [sys.executable, __file__, "--child", *sys.argv[1:]]
+    times: dict[str, list[float]] = {name: [] for name in PROCESS_SETTINGS}
+    for _ in range(args.onednn_pairs):
+        for name, setting in PROCESS_SETTINGS.items():
+            env = {**os.environ, **setting}
+            out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
+            times[name].append(float(out.stdout.strip().splitlines()[-1]))
+    default = statistics.median(times["default"]) * 1000
+    return [
+        f"- {name} / default: {ratio(times, name, 'default'):.2f} (above 1: the default is "
+        f"faster; {statistics.median(times[name]) * 1000:.0f} vs {default:.0f} ms, "
+        + " ".join(f"{k}={v}" for k, v in PROCESS_SETTINGS[name].items())
+        + ")"
+        for name in PROCESS_SETTINGS
+        if name != "default"
+    ]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=256)
@@ -134,11 +165,14 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=3, help="steps per timed round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
-    parser.add_argument("--onednn-pairs", type=int, default=2, help="0 skips the oneDNN runs")
+    parser.add_argument(
+        "--onednn-pairs", type=int, default=2,
+        help="rounds of the process settings (oneDNN off, one inter-op thread); 0 skips them",
+    )  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    if args.child:  # one oneDNN setting, in a fresh process
+    if args.child:  # one process setting, in a fresh process
         print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
         return 0
 
@@ -161,21 +195,7 @@ def main() -> int:
         f"- XLA / graph mode: {ratio(times, 'gather+xla', 'gather'):.2f} (below 1: XLA faster)",
     ]
     if args.onednn_pairs:
-        child = [sys.executable, __file__, "--child", *sys.argv[1:]]
-        onednn: dict[str, list[float]] = {"0": [], "1": []}
-        for _ in range(args.onednn_pairs):
-            for setting in ("0", "1"):
-                env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": setting}
-                out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
-                onednn[setting].append(float(out.stdout.strip().splitlines()[-1]))
-        lines.append(
-            f"- oneDNN on / off: {ratio(onednn, '1', '0'):.2f} (below 1: oneDNN faster; "
-            + ", ".join(
-                f"{'on' if k == '1' else 'off'} {statistics.median(v) * 1000:.0f} ms"
-                for k, v in onednn.items()
-            )
-            + ")"
-        )
+        lines += process_settings(args)
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)

@@ -117,10 +117,14 @@ class MLMOutputProjection(keras.layers.Layer):
         if self.tied:
             if embeddings is None:
                 raise ValueError("A tied MLMOutputProjection needs `embeddings` in call().")
-            kernel = keras.ops.transpose(keras.ops.cast(embeddings, self.compute_dtype))
+            # transpose_b rather than a transposed copy: the gradient then comes out in the
+            # embedding's own [vocab, hidden] layout, with no transpose of it every step.
+            embeddings = tf.cast(embeddings, self.compute_dtype)
+            logits = tf.linalg.matmul(
+                tf.cast(inputs, self.compute_dtype), embeddings, transpose_b=True
+            )
         else:
-            kernel = self.kernel
-        logits = keras.ops.matmul(inputs, kernel)
+            logits = keras.ops.matmul(inputs, self.kernel)
         return keras.ops.cast(logits, "float32") + keras.ops.cast(self.bias, "float32")
 
     def compute_output_shape(self, input_shape):

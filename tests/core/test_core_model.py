@@ -188,6 +188,30 @@ def test_settings_changed_after_loading_take_effect(tmp_path):
         loaded.mask_ratio = 1.2
 
 
+def test_tied_projection_needs_no_transposed_copy_of_the_embedding():
+    """The tied vocabulary projection multiplies by the embedding with `transpose_b`: neither the
+    forward pass nor its gradient transposes the [vocab, hidden] table (a copy every step)."""
+    model = _model(tie_word_embeddings=True)
+    model.build()
+    table = model.encoder.token_embedding.embeddings
+    hidden = tf.random.normal((6, HIDDEN))
+
+    @tf.function
+    def logits_and_gradient(hidden):
+        with tf.GradientTape() as tape:
+            logits = model.mlm_output(hidden, embeddings=table)
+            loss = tf.reduce_sum(logits * logits)
+        return logits, tape.gradient(loss, table)
+
+    logits, gradient = logits_and_gradient(hidden)
+    graph = logits_and_gradient.get_concrete_function(hidden).graph
+    assert not [op.name for op in graph.get_operations() if op.type == "Transpose"]
+    expected = hidden.numpy() @ tf.convert_to_tensor(table).numpy().T
+    expected += model.mlm_output.bias.numpy()
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert tuple(tf.convert_to_tensor(gradient).shape) == (VOCAB, HIDDEN)
+
+
 def test_tied_output_projection_uses_the_encoder_embedding():
     model = _model(tie_word_embeddings=True)
     model.build()
