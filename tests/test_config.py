@@ -317,6 +317,34 @@ def test_replace_changes_settings_by_name_and_keeps_the_rest():
         base.replace(mask_ratio=0)
 
 
+def test_a_recipe_sets_defaults_that_explicit_settings_override(tmp_path):
+    recipe = settings.recipe_settings("fast")
+    plain = PretrainConfig.create(**REQUIRED[PretrainConfig], recipe="fast")
+    assert plain.learning_rate == recipe["learning_rate"] != PretrainConfig.learning_rate
+    assert plain.model.model_overrides == recipe["model_overrides"]
+    assert plain.model.tie_word_embeddings is True
+    # Flags beat the recipe; model_overrides merge key by key.
+    argv = ["--shards", "s", "--tokenizer", "t", "--output", "o", "--recipe", "fast"]
+    argv += ["--learning-rate", "1e-3", "--model-overrides", '{"num_layers": 2}']
+    config = from_argv(PretrainConfig, argv)
+    assert config.learning_rate == 1e-3 and config.schedule == recipe["schedule"]
+    assert config.model.model_overrides == {**recipe["model_overrides"], "num_layers": 2}
+    assert from_argv(PretrainConfig, to_argv(config)) == config
+    # A config file naming the recipe works the same way; the seed recipe is the class defaults.
+    path = tmp_path / "run.yaml"
+    path.write_text("recipe: fast\nsteps: 7\n")
+    parser = build_parser()
+    args = parser.parse_args(["pretrain", "--config", str(path), *argv[:6]])
+    from_file = settings.from_args(PretrainConfig, args)
+    assert (from_file.learning_rate, from_file.steps) == (recipe["learning_rate"], 7)
+    seed = PretrainConfig.create(**REQUIRED[PretrainConfig], recipe="seed")
+    assert seed == dataclasses.replace(
+        PretrainConfig.create(**REQUIRED[PretrainConfig]), recipe="seed"
+    )
+    with pytest.raises(UserInputError, match=r"recipe='nope': unknown recipe; use one of"):
+        PretrainConfig.create(**REQUIRED[PretrainConfig], recipe="nope")
+
+
 def test_empty_values_mean_not_set_everywhere():
     """KFP's "" / 0 / {} and the command line's 0 are None for optional settings."""
     config = PretrainConfig.create(

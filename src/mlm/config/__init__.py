@@ -28,9 +28,11 @@ import dataclasses
 import os
 import time
 import uuid
+from collections.abc import Mapping
+from typing import Any
 
 from mlm.config.argv import add_arguments, from_args, from_argv, to_argv
-from mlm.config.base import Config, Field, group, setting
+from mlm.config.base import Config, Field, group, nest, setting
 
 __all__ = [
     "RECIPES",
@@ -173,6 +175,23 @@ class MaskingConfig(Config):
         return None
 
 
+# Named pre-training recipes: `PretrainConfig` settings by name (groups flattened, as the step
+# functions take them). "seed" is the class defaults. "fast" learns more per step and per second
+# on a small corpus and a small model (measured by bench/bench_quality.py; after Izsak et al.,
+# 2021 and Geiping & Goldstein, 2022): output projection tied to the token embedding, no dropout
+# while pre-training, a high peak learning rate with a short warm-up and linear decay to zero.
+RECIPES: dict[str, dict] = {
+    "seed": {},
+    "fast": {
+        "tie_word_embeddings": True,
+        "model_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
+        "learning_rate": 2e-3,
+        "warmup_ratio": 0.06,
+        "schedule": "polynomial_decay",
+    },
+}
+
+
 @dataclass
 class PretrainConfig(Config):
     """`mlm pretrain`: one (possibly multi-worker) masked-LM pre-training run."""
@@ -182,6 +201,12 @@ class PretrainConfig(Config):
         help="tokenizer directory the shards were made with", flag="--tokenizer"
     )
     output_dir: str = setting(help="output directory (local or object store)", flag="--output")
+    recipe: str | None = setting(
+        None,
+        "a named recipe whose settings become the defaults (settings given explicitly win; "
+        "model_overrides merge key by key)",
+        choices=tuple(RECIPES),
+    )
     model: ModelConfig = group(ModelConfig, "the encoder")
     masking: MaskingConfig = group(MaskingConfig, "the masked-LM objective")
     batch_size: int = setting(
@@ -251,6 +276,19 @@ class PretrainConfig(Config):
         """Linear warm-up steps: `warmup_ratio` of `steps`."""
         return int(self.warmup_ratio * self.steps)
 
+    @classmethod
+    def presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
+        name = nested.get("recipe")
+        if name is None:
+            return {}
+        preset = nest(cls, recipe_settings(name), f"recipe {name}")
+        given = nested.get("model", {}).get("model_overrides")
+        if given and preset.get("model", {}).get("model_overrides"):
+            # The explicit overrides replace the recipe's key by key, not as a whole.
+            preset["model"]["model_overrides"] = {**preset["model"]["model_overrides"], **given}
+            nested["model"]["model_overrides"] = preset["model"]["model_overrides"]
+        return preset
+
     def with_run_identity(self) -> PretrainConfig:
         """This config with `pushgateway_url` from $MLM_PUSHGATEWAY_URL, a new unique `run_id`
         where they are not set, and `init_from` "registry:NAME" replaced by the model it names
@@ -288,23 +326,6 @@ class PretrainLaunchConfig(PretrainConfig):
         """The settings of the training itself (what each worker runs)."""
         names = {spec.name for spec in dataclasses.fields(PretrainConfig)}
         return PretrainConfig(**{name: getattr(self, name) for name in names})
-
-
-# Named pre-training recipes: `PretrainConfig` settings by name (groups flattened, as the step
-# functions take them). "seed" is the class defaults. "fast" learns more per step and per second
-# on a small corpus and a small model (measured by bench/bench_quality.py; after Izsak et al.,
-# 2021 and Geiping & Goldstein, 2022): output projection tied to the token embedding, no dropout
-# while pre-training, a high peak learning rate with a short warm-up and linear decay to zero.
-RECIPES: dict[str, dict] = {
-    "seed": {},
-    "fast": {
-        "tie_word_embeddings": True,
-        "model_overrides": {"hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-        "learning_rate": 2e-3,
-        "warmup_ratio": 0.06,
-        "schedule": "polynomial_decay",
-    },
-}
 
 
 def recipe_settings(name: str) -> dict:

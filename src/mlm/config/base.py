@@ -143,6 +143,12 @@ class Config:
         return list(_fields(cls))
 
     @classmethod
+    def presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
+        """Nested settings that the given ones select as defaults (e.g. a named recipe), which
+        any setting given explicitly overrides; none here."""
+        return {}
+
+    @classmethod
     def create(cls, **settings: Any) -> Any:
         """A config from flat keyword arguments (settings of groups included), e.g.
         `PretrainConfig.create(shard_dir=..., steps=10, mask_ratio=0.2)`."""
@@ -156,6 +162,7 @@ class Config:
         `UserInputError`s.
         """
         nested = nest(cls, values, source)
+        nested = merge(cls, cls.presets(nested), nested)
         missing = [f for f in cls.fields() if f.required and not _given(nested, f)]
         if missing:
             names = ", ".join(f"{f.name} ({f.flag})" for f in missing)
