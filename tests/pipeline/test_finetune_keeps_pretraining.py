@@ -15,7 +15,12 @@ from mlm.encoders.bert import BERT
 from mlm.errors import UserInputError
 from mlm.heads import NLPTaskConfig
 from mlm.optimization import LayerwiseAdamW, optimizer_builder
-from mlm.steps.finetune import build_classifier, finetune, layerwise_learning_rate_multipliers
+from mlm.steps.finetune import (
+    build_classifier,
+    finetune,
+    layerwise_learning_rate_multipliers,
+    set_encoder_trainable,
+)
 
 from .conftest import SEQ_LENGTH, write_labels
 
@@ -78,6 +83,56 @@ def test_finetune_scores_test_data_when_given(exported, tmp_path):
     assert "Scored on 15 test examples" in (tmp_path / "ft" / "report.md").read_text()
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert saved["settings"]["layer_decay"] == FinetuneConfig.layer_decay
+
+
+def test_head_only_epochs_train_the_head_on_a_frozen_encoder(exported, tmp_path):
+    """Head-only epochs leave every encoder weight bit-identical (no gradient, no weight decay)
+    while the head learns; the history holds both phases."""
+    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
+    result = finetune(
+        exported.output_dir,
+        data,
+        str(tmp_path / "ft"),
+        max_seq_length=SEQ_LENGTH,
+        batch_size=8,
+        head_only_epochs=2,
+        epochs=1,
+        learning_rate=0.05,
+        layer_decay=1e-9,  # the second phase barely moves the encoder either
+        weight_decay=0.0,
+        patience=5,
+        baseline=False,
+    )
+    saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert len(saved["history"]["pretrained"]["loss"]) == 3  # 2 head-only epochs + 1
+    assert result.metrics["pretrained"]["epochs_trained"] == 3
+    mlm.register_serializables()
+    start = encoder_weights(keras.models.load_model(exported.encoder_path))
+    classifier = keras.models.load_model(tmp_path / "ft" / "classifier.keras")
+    (encoder,) = [layer for layer in classifier.layers if isinstance(layer, BERT)]
+    tuned = encoder_weights(encoder)
+    for path, value in start.items():
+        np.testing.assert_allclose(tuned[path], value, atol=1e-6, err_msg=path)
+    head = [v for v in classifier.weights if v.path.endswith("logits/kernel")]
+    assert head and np.abs(head[0].numpy()).max() > 0.05  # initialized at stddev 0.02
+
+
+def test_set_encoder_trainable_freezes_the_encoder_and_keeps_an_unused_pooler_frozen():
+    encoder = BERT(
+        vocab_size=50,
+        hidden_size=8,
+        num_layers=1,
+        num_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    task = NLPTaskConfig(name="t", task_type="text_classification", num_classes=2, pooling="mean")
+    model = build_classifier(encoder, task, 16)
+    set_encoder_trainable(encoder, task, False)
+    assert {v.path.split("/")[0] for v in model.trainable_variables} == {"t"}
+    set_encoder_trainable(encoder, task, True)
+    paths = [v.path for v in model.trainable_variables]
+    assert any("token_embedding" in p for p in paths) and not any("pooler" in p for p in paths)
 
 
 def test_layer_decay_multipliers_rise_from_embeddings_to_the_head():

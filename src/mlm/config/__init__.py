@@ -435,6 +435,13 @@ class FinetuneConfig(Config):
         "block at this factor of it, each block below one more factor (1: one rate for all)",
         above=0,
     )
+    head_only_epochs: int = setting(
+        0,
+        "epochs that train only the head, the encoder frozen, before --epochs of training "
+        "everything (linear probing, then fine-tuning: the head starts from what the encoder "
+        "knows instead of pulling it towards a random head)",
+        at_least=0,
+    )
     dropout_rate: float = setting(0.1, "dropout in the head", at_least=0, below=1)
     pooling: str = setting("cls", "sequence tasks: how the head pools the tokens", choices=POOLINGS)
     baseline: bool = setting(

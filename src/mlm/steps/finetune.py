@@ -71,12 +71,18 @@ def build_classifier(encoder: Any, task_config: Any, max_seq_length: int) -> Any
         for name in ("input_ids", "attention_mask")
     }
     head = create_nlp_head(task_config, input_dim=encoder.hidden_size)
+    set_encoder_trainable(encoder, task_config, True)
+    return keras.Model(inputs, head(encoder(inputs)), name=f"{task_config.name}_classifier")
+
+
+def set_encoder_trainable(encoder: Any, task_config: Any, trainable: bool) -> None:
+    """Freezes or unfreezes the encoder; the pooler stays frozen when the head does not use it."""
+    encoder.trainable = trainable
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None and (
         task_config.task_type.is_token_level or task_config.pooling != "pooled"
     ):
         pooler.trainable = False  # unused by this head: no gradient, no weight decay
-    return keras.Model(inputs, head(encoder(inputs)), name=f"{task_config.name}_classifier")
 
 
 def layerwise_learning_rate_multipliers(
@@ -293,6 +299,7 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
             "weight_decay": config.weight_decay,
             "patience": config.patience,
             "layer_decay": config.layer_decay,
+            "head_only_epochs": config.head_only_epochs,
             "seed": seed,
         }
         starts = {"pretrained": encoder}
@@ -304,17 +311,35 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
         metrics: dict[str, dict[str, Any]] = {}
         histories: dict[str, dict[str, list[float]]] = {}
         models: dict[str, Any] = {}
-        train_budget = {k: v for k, v in budget.items() if k != "layer_decay"}
+        train_budget = {
+            k: v for k, v in budget.items() if k not in ("layer_decay", "head_only_epochs")
+        }
         scored = test if test is not None else validation
         for name, start in starts.items():
             keras.utils.set_random_seed(seed)  # same head init and batch order for both
             model = build_classifier(start, task_config, max_seq_length)
+            head_history: dict[str, list[float]] = {}
+            if config.head_only_epochs:
+                set_encoder_trainable(start, task_config, False)
+                head_history = _train(
+                    model,
+                    train,
+                    validation,
+                    learning_rate_multipliers={},
+                    **{**train_budget, "epochs": config.head_only_epochs},
+                )
+                set_encoder_trainable(start, task_config, True)
             multipliers = layerwise_learning_rate_multipliers(
                 start, model.trainable_variables, config.layer_decay
             )
             histories[name] = _train(
                 model, train, validation, learning_rate_multipliers=multipliers, **train_budget
             )
+            if head_history:
+                histories[name] = {
+                    key: head_history.get(key, []) + values
+                    for key, values in histories[name].items()
+                }
             metrics[name] = _score(
                 model, scored, scored_tags, task_type.is_token_level, batch_size, label_names
             )
