@@ -39,3 +39,15 @@ def test_without_the_data_it_writes_a_note_and_succeeds(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", argv)
     assert bench_quality.main() == 0
     assert "Skipped: no real-text data" in (tmp_path / "quality.md").read_text()
+
+
+def test_best_against_best_takes_each_sides_best_procedure():
+    def scores(pretrained, baseline):
+        return {"pretrained": {"accuracy": pretrained}, "baseline": {"accuracy": baseline}}
+
+    best = bench_quality.best_against_best(
+        {"probe-then-tune": scores(0.60, 0.45), "tune": scores(0.55, 0.58)}
+    )
+    assert best["pretrained"] == {"procedure": "probe-then-tune", "accuracy": 0.60}
+    assert best["baseline"] == {"procedure": "tune", "accuracy": 0.58}
+    assert abs(best["gain_points"] - 2.0) < 1e-9
