@@ -74,7 +74,8 @@ bench: $(BENCH_STAMP)
 		$(BENCH_OUT)/data.md $(BENCH_OUT)/preemption.md \
 		$(BENCH_OUT)/multiworker.md > $(BENCH_OUT)/report.md
 	@{ cat bench/performance_intro.md; echo; echo "## The last run"; echo; \
-		cat $(BENCH_OUT)/report.md; } > docs/performance.md.tmp && mv docs/performance.md.tmp docs/performance.md
+		echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d)."; echo; \
+		sed -E "s/^#{1,2} /### /" $(BENCH_OUT)/report.md; } > docs/performance.md.tmp && mv docs/performance.md.tmp docs/performance.md
 	@cp $(BENCH_OUT)/peers.png docs/performance-peers.png
 	@echo "report: docs/performance.md (and $(BENCH_OUT)/report.md), plot: docs/performance-peers.png"
 
