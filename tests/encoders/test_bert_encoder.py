@@ -230,9 +230,12 @@ def test_pre_norm_blocks_follow_their_equations_and_save(tmp_path):
     mask = np.ones((2, 1, 8), bool)
     got = block(x, attention_mask=mask, training=False).numpy()
     # x + attention(norm(x)), then + ffn(norm(.)): the residual stream itself is not normalized.
-    attended = x + block.attention(
-        block.attention_norm(x), block.attention_norm(x), attention_mask=mask
-    ).numpy()
+    attended = (
+        x
+        + block.attention(
+            block.attention_norm(x), block.attention_norm(x), attention_mask=mask
+        ).numpy()
+    )
     hidden = block.activation(block.intermediate_dense(block.output_norm(attended)))
     expected = attended + block.output_dense(hidden).numpy()
     np.testing.assert_allclose(got, expected, atol=1e-5)
