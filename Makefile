@@ -66,7 +66,7 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 # Every benchmark, then one Markdown report (tables, commands, versions) and the PNG plot.
 bench: $(BENCH_STAMP)
 	@mkdir -p $(BENCH_OUT)
-	@echo "make bench: about 45 minutes on 2 cores (bench_peers.py about 20, bench_scaling.py about 8)"
+	@echo "make bench: about 40 minutes on 2 cores (bench_peers.py about 15, bench_scaling.py about 8)"
 	@set -e; for script in $(sort $(filter-out bench/bench_quality.py,$(wildcard bench/bench_*.py))); do \
 		echo "== $$script"; $(BENCH_VENV)/bin/python $$script --output $(BENCH_OUT); done
 	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/profile.md $(BENCH_OUT)/scaling.md $(BENCH_OUT)/input.md \
@@ -80,7 +80,7 @@ bench: $(BENCH_STAMP)
 	@echo "report: docs/performance.md (and $(BENCH_OUT)/report.md), plot: docs/performance-peers.png"
 
 # Pre-training quality on the shared real text (../shared/data; not part of the repository):
-# well over 30 minutes on 2 cores, hence not part of `make bench`.
+# about 26 minutes on 2 cores and it needs that data, hence not part of `make bench`.
 bench-quality: $(BENCH_STAMP)
 	@mkdir -p $(BENCH_OUT)
 	$(BENCH_VENV)/bin/python bench/bench_quality.py --output $(BENCH_OUT)
