@@ -30,6 +30,18 @@ def encoder_weights(encoder):
     return {v.path.split("/", 1)[1]: v.numpy() for v in encoder.weights}
 
 
+def small_encoder(num_layers: int) -> BERT:
+    """A randomly initialised BERT small enough to build in milliseconds."""
+    return BERT(
+        vocab_size=50,
+        hidden_size=8,
+        num_layers=num_layers,
+        num_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+
+
 def test_export_carries_every_pretrained_encoder_weight(tiny_run, exported):
     mlm.register_serializables()
     pretrained = keras.models.load_model(f"{tiny_run.model}/mlm_model.keras").encoder
@@ -118,14 +130,7 @@ def test_head_only_epochs_train_the_head_on_a_frozen_encoder(exported, tmp_path)
 
 
 def test_set_encoder_trainable_freezes_the_encoder_and_keeps_an_unused_pooler_frozen():
-    encoder = BERT(
-        vocab_size=50,
-        hidden_size=8,
-        num_layers=1,
-        num_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
+    encoder = small_encoder(num_layers=1)
     task = NLPTaskConfig(name="t", task_type="text_classification", num_classes=2, pooling="mean")
     model = build_classifier(encoder, task, 16)
     set_encoder_trainable(encoder, task, False)
@@ -136,14 +141,7 @@ def test_set_encoder_trainable_freezes_the_encoder_and_keeps_an_unused_pooler_fr
 
 
 def test_layer_decay_multipliers_rise_from_embeddings_to_the_head():
-    encoder = BERT(
-        vocab_size=50,
-        hidden_size=8,
-        num_layers=2,
-        num_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
+    encoder = small_encoder(num_layers=2)
     task = NLPTaskConfig(name="t", task_type="text_classification", num_classes=2)
     model = build_classifier(encoder, task, 16)
     multipliers = layerwise_learning_rate_multipliers(encoder, model.trainable_variables, 0.5)
