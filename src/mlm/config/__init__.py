@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlm.config.argv import add_arguments, from_args, from_argv, to_argv
-from mlm.config.base import Config, Field, group, nest, setting
+from mlm.config.base import Config, Field, group, merge, nest, setting
 
 __all__ = [
     "RECIPES",
@@ -284,17 +284,18 @@ class PretrainConfig(Config):
         return int(self.warmup_ratio * self.steps)
 
     @classmethod
-    def presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
+    def with_presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
         name = nested.get("recipe")
         if name is None:
-            return {}
+            return dict(nested)
         preset = nest(cls, recipe_settings(name), f"recipe {name}")
-        given = nested.get("model", {}).get("model_overrides")
-        if given and preset.get("model", {}).get("model_overrides"):
-            # The explicit overrides replace the recipe's key by key, not as a whole.
-            preset["model"]["model_overrides"] = {**preset["model"]["model_overrides"], **given}
-            nested["model"]["model_overrides"] = preset["model"]["model_overrides"]
-        return preset
+        merged = merge(cls, preset, nested)  # new dicts at every group level
+        recipe_overrides = preset.get("model", {}).get("model_overrides")
+        given_overrides = nested.get("model", {}).get("model_overrides")
+        if recipe_overrides and given_overrides:
+            # Explicit overrides replace the recipe's key by key, not as a whole.
+            merged["model"]["model_overrides"] = {**recipe_overrides, **given_overrides}
+        return merged
 
     def with_run_identity(self) -> PretrainConfig:
         """This config with `pushgateway_url` from $MLM_PUSHGATEWAY_URL, a new unique `run_id`

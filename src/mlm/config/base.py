@@ -143,10 +143,10 @@ class Config:
         return list(_fields(cls))
 
     @classmethod
-    def presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
-        """Nested settings that the given ones select as defaults (e.g. a named recipe), which
-        any setting given explicitly overrides; none here."""
-        return {}
+    def with_presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
+        """The nested settings on top of the defaults they select (e.g. a named recipe); a
+        setting given explicitly always wins. Here: the settings as given."""
+        return dict(nested)
 
     @classmethod
     def create(cls, **settings: Any) -> Any:
@@ -162,7 +162,7 @@ class Config:
         `UserInputError`s.
         """
         nested = nest(cls, values, source)
-        nested = merge(cls, cls.presets(nested), nested)
+        nested = cls.with_presets(nested)
         missing = [f for f in cls.fields() if f.required and not _given(nested, f)]
         if missing:
             names = ", ".join(f"{f.name} ({f.flag})" for f in missing)
