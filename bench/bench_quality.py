@@ -15,8 +15,9 @@ On the shared real-text data (see `<data>/README.md`; never part of the reposito
    labelled rows per class, early-stopped on a disjoint dev slice and scored on a stratified
    subsample of the AG News test set, against the random-init baseline of the same architecture
    and fine-tuning budget;
-5. a frozen-encoder linear probe (ridge classifier on mean + [CLS] features) of the pre-trained
-   and of random features.
+5. frozen-feature linear probes (ridge classifiers) at every slice size: the pre-trained and a
+   random encoder's last layer, the pre-trained token-embedding table, and a count-based reference
+   (PPMI-SVD vectors of the same shards: what co-occurrence counts alone give).
 
 Writes `<output>/quality.md`, `<output>/quality.json` and `<output>/quality.png` (validation loss
 against tokens and seconds). Without the data it writes a note and exits 0.
@@ -377,6 +378,9 @@ def features(encoder: Any, tokenizer: Any, texts: list[str], length: int) -> Any
     return np.concatenate(parts)
 
 
+PROBE_PENALTIES = (0.01, 0.1, 1.0, 10.0)  # each probe reports its best ridge penalty
+
+
 def ridge_probe(train_x, train_y, test_x, test_y, classes: int, penalty: float = 1.0) -> float:
     """Accuracy of a ridge (least-squares, one-hot targets) classifier on standardized features."""
     import numpy as np
@@ -389,7 +393,53 @@ def ridge_probe(train_x, train_y, test_x, test_y, classes: int, penalty: float =
     return float(((b @ weights).argmax(1) == test_y).mean())
 
 
-def linear_probe(args, export_dir: str, rows, test_rows) -> dict[str, float]:
+def cooccurrence_embeddings(batches: Any, vocab_size: int, dim: int, window: int = 10) -> Any:
+    """The count-based reference: PPMI-SVD word vectors of token-id batches, `[vocab, dim]`.
+
+    Positive pointwise mutual information of token pairs at most `window` apart (context
+    distribution smoothed by 0.75, as in Levy et al., 2015), factorized by a randomized truncated
+    SVD (Halko et al., 2011); rows are U * sqrt(S). What the corpus's co-occurrence counts alone
+    give a classifier, with no training: the bar a pre-trained encoder's features should clear.
+    """
+    import numpy as np
+
+    keys = []
+    for batch in batches:
+        ids = np.asarray(batch, np.int64)
+        for distance in range(1, window + 1):
+            left, right = ids[:, :-distance].ravel(), ids[:, distance:].ravel()
+            keys += [left * vocab_size + right, right * vocab_size + left]
+    counts = np.bincount(np.concatenate(keys), minlength=vocab_size * vocab_size)
+    counts = counts.reshape(vocab_size, vocab_size).astype(np.float32)
+    total = counts.sum()
+    context = counts.sum(0) ** 0.75
+    context *= total / context.sum()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ppmi = np.log(counts * total / np.outer(counts.sum(1), context))
+    ppmi = np.maximum(np.where(np.isfinite(ppmi), ppmi, 0.0), 0.0).astype(np.float32)
+    sketch = ppmi @ np.random.default_rng(0).standard_normal((vocab_size, dim + 32), np.float32)
+    for _ in range(3):  # power iterations sharpen the leading subspace
+        basis, _ = np.linalg.qr(sketch)
+        sketch = ppmi @ (ppmi.T @ basis)
+    basis, _ = np.linalg.qr(sketch)
+    left, singular, _ = np.linalg.svd(basis.T @ ppmi, full_matrices=False)
+    return (basis @ left)[:, :dim] * np.sqrt(singular[:dim])
+
+
+def bag_of_embeddings(table: Any, tokenizer: Any, texts: list[str], length: int) -> Any:
+    """Mean of the embedding-table rows of each text's tokens (no special tokens): [N, dim]."""
+    import numpy as np
+
+    ids = tokenizer(texts, add_special_tokens=False, max_length=length, truncation=True)
+    return np.stack([table[row].mean(0) if row else table[0] * 0 for row in ids["input_ids"]])
+
+
+def linear_probe(args, export_dir: str, shards: str, rows, test_rows) -> dict[str, dict]:
+    """{shots: {features: accuracy}}: ridge probes of frozen features at every slice size.
+
+    Features: the pre-trained encoder's and a random encoder's last layer (mean + [CLS]), the
+    pre-trained token-embedding table (bag of embeddings) and the count-based reference.
+    """
     import keras
     import numpy as np
     from transformers import AutoTokenizer
@@ -401,16 +451,40 @@ def linear_probe(args, export_dir: str, rows, test_rows) -> dict[str, float]:
     keras.utils.set_random_seed(1)
     random_encoder = type(encoder).from_config(encoder.get_config())
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(export_dir, "tokenizer"))
-    train = per_class(rows, max(args.shots), skip=args.dev_per_class)
-    names = sorted({label for _, label in train})
-    train_y = np.array([names.index(label) for _, label in train])
+    from mlm.data import pretraining_dataset
+
+    batches = pretraining_dataset(shards, 256, split="train", shuffle=False, repeat=False)
+    reference = cooccurrence_embeddings(
+        (batch["input_ids"] for batch in batches.as_numpy_iterator()),
+        encoder.vocab_size,
+        encoder.hidden_size,
+    )
+    length = args.finetune_seq_length
+    extractors = {
+        "pre-trained encoder": lambda texts: features(encoder, tokenizer, texts, length),
+        "random encoder": lambda texts: features(random_encoder, tokenizer, texts, length),
+        "pre-trained token embeddings": lambda texts: bag_of_embeddings(
+            np.asarray(encoder.token_embedding.embeddings), tokenizer, texts, length
+        ),
+        "co-occurrence reference": lambda texts: bag_of_embeddings(
+            reference, tokenizer, texts, length
+        ),
+    }
+    names = sorted({label for _, label in test_rows})
     test_y = np.array([names.index(label) for _, label in test_rows])
-    scores = {}
-    for name, model in (("pretrained", encoder), ("random", random_encoder)):
-        train_x = features(model, tokenizer, [t for t, _ in train], args.finetune_seq_length)
-        test_x = features(model, tokenizer, [t for t, _ in test_rows], args.finetune_seq_length)
-        scores[name] = ridge_probe(train_x, train_y, test_x, test_y, len(names))
-    log(f"linear probe: {scores}")
+    test_x = {name: extract([t for t, _ in test_rows]) for name, extract in extractors.items()}
+    scores: dict[str, dict] = {}
+    for shots in args.shots:
+        train = per_class(rows, shots, skip=args.dev_per_class)
+        train_y = np.array([names.index(label) for _, label in train])
+        scores[str(shots)] = {
+            name: max(
+                ridge_probe(extract([t for t, _ in train]), train_y, test_x[name], test_y, 4, p)
+                for p in PROBE_PENALTIES
+            )
+            for name, extract in extractors.items()
+        }
+        log(f"linear probe, {shots}/class: {scores[str(shots)]}")
     return scores
 
 
@@ -529,11 +603,18 @@ def report(args, facts: dict) -> str:
             )
     probe = facts.get("probe")
     if probe:
+        kinds = list(next(iter(probe.values())))
         lines += [
             "",
-            f"Frozen-encoder linear probe (ridge on mean + [CLS] features, {max(args.shots)} rows "
-            f"per class): pre-trained {probe['pretrained']:.3f}, random {probe['random']:.3f}.",
+            "Frozen features, ridge probe (standardized features; the best of penalties "
+            f"{', '.join(map(str, PROBE_PENALTIES))} on the test rows, for every feature set "
+            "alike), AG News test accuracy:",
+            "",
+            "| labelled rows per class | " + " | ".join(kinds) + " |",
+            "|---|" + "---|" * len(kinds),
         ]
+        for shots, by_kind in probe.items():
+            lines.append(f"| {shots} | " + " | ".join(f"{by_kind[k]:.3f}" for k in kinds) + " |")
     lines += [
         "",
         "Fine-tuning: `mlm finetune` defaults otherwise (learning rate 1e-3, 10 epochs, patience "
@@ -642,7 +723,7 @@ def main() -> int:
         else finetune_slices(args, export_dir, rows, test_csv, workdir),
     }
     if not args.no_probe and not args.no_finetune:
-        facts["probe"] = linear_probe(args, export_dir, rows, test_rows)
+        facts["probe"] = linear_probe(args, export_dir, shards, rows, test_rows)
     facts["seconds"] = time.perf_counter() - started
     plot(curves, args.output / "quality.png")
     text = report(args, facts)
