@@ -466,7 +466,7 @@ def linear_probe(args, export_dir: str, shards: str, rows, test_rows) -> dict[st
         "pre-trained token embeddings": lambda texts: bag_of_embeddings(
             np.asarray(encoder.token_embedding.embeddings), tokenizer, texts, length
         ),
-        "co-occurrence reference": lambda texts: bag_of_embeddings(
+        "count-based reference": lambda texts: bag_of_embeddings(
             reference, tokenizer, texts, length
         ),
     }
