@@ -249,6 +249,26 @@ def test_mixed_float16_with_accumulation_and_static_predictions(training_data, t
     assert keras.mixed_precision.global_policy().name == "float32"  # restored afterwards
 
 
+@pytest.mark.parametrize("schedule", ["constant", "cosine_decay", "polynomial_decay"])
+def test_every_schedule_trains(training_data, tmp_path, schedule):
+    """Each `--schedule` choice: warm-up to the peak over the first half, then its own shape."""
+    from mlm.steps.pretrain import pretrain
+    from tests.training.conftest import TINY_MODEL
+
+    result = pretrain(
+        training_data["shards"], training_data["tokenizer"], str(tmp_path / "out"),
+        model_overrides=TINY_MODEL, batch_size=8, steps=4, learning_rate=3e-3, warmup_ratio=0.5,
+        schedule=schedule, log_every_steps=1, validation_batches=1, quiet=True,
+    )  # fmt: skip
+    rates = json.loads((tmp_path / "out" / "history.json").read_text())["learning_rate"]
+    assert result.metrics["steps"] == 4 and len(rates) == 4
+    assert max(rates) == pytest.approx(3e-3, rel=1e-5)
+    if schedule == "constant":
+        assert rates[1:] == pytest.approx([3e-3] * 3, rel=1e-5)
+    else:
+        assert rates[-1] < rates[1]
+
+
 def test_workers_get_the_same_config_as_flags():
     """What the local launcher hands its workers is `to_argv` of the config it was given."""
     from mlm.config import PretrainConfig, PretrainLaunchConfig, from_argv, to_argv

@@ -455,14 +455,14 @@ def _build_optimizer(config: PretrainConfig, model: Any) -> Any:
 
     # The schedule runs on the optimizer's iterations, which count batches (also when
     # accumulating gradients), so it spans `steps`.
-    schedule = learning_rate_schedule_builder(
-        {
-            "type": config.schedule,
-            "learning_rate": config.learning_rate,
-            "decay_steps": config.steps,
-            "warmup_steps": config.warmup_steps(),
-        }
-    )
+    schedule_config: dict[str, Any] = {
+        "type": config.schedule,
+        "learning_rate": config.learning_rate,
+        "warmup_steps": config.warmup_steps(),
+    }
+    if config.schedule != "constant":  # the one schedule with nothing to decay
+        schedule_config["decay_steps"] = config.steps
+    schedule = learning_rate_schedule_builder(schedule_config)
     optimizer_config: dict[str, Any] = {
         "type": config.optimizer,
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
