@@ -400,6 +400,8 @@ def cooccurrence_embeddings(batches: Any, vocab_size: int, dim: int, window: int
     distribution smoothed by 0.75, as in Levy et al., 2015), factorized by a randomized truncated
     SVD (Halko et al., 2011); rows are U * sqrt(S). What the corpus's co-occurrence counts alone
     give a classifier, with no training: the bar a pre-trained encoder's features should clear.
+    The counts are a dense `[vocab, vocab]` matrix: fine for the benchmark's 8,000-token
+    vocabulary (256 MB), too big for vocabularies much beyond 16,000.
     """
     import numpy as np
 
@@ -445,14 +447,13 @@ def linear_probe(args, export_dir: str, shards: str, rows, test_rows) -> dict[st
     from transformers import AutoTokenizer
 
     import mlm
+    from mlm.data import pretraining_dataset
 
     mlm.register_serializables()
     encoder = keras.models.load_model(os.path.join(export_dir, "encoder.keras"))
     keras.utils.set_random_seed(1)
     random_encoder = type(encoder).from_config(encoder.get_config())
     tokenizer = AutoTokenizer.from_pretrained(os.path.join(export_dir, "tokenizer"))
-    from mlm.data import pretraining_dataset
-
     batches = pretraining_dataset(shards, 256, split="train", shuffle=False, repeat=False)
     reference = cooccurrence_embeddings(
         (batch["input_ids"] for batch in batches.as_numpy_iterator()),
@@ -477,13 +478,13 @@ def linear_probe(args, export_dir: str, shards: str, rows, test_rows) -> dict[st
     for shots in args.shots:
         train = per_class(rows, shots, skip=args.dev_per_class)
         train_y = np.array([names.index(label) for _, label in train])
-        scores[str(shots)] = {
-            name: max(
-                ridge_probe(extract([t for t, _ in train]), train_y, test_x[name], test_y, 4, p)
-                for p in PROBE_PENALTIES
+        scores[str(shots)] = {}
+        for name, extract in extractors.items():
+            train_x = extract([t for t, _ in train])
+            scores[str(shots)][name] = max(
+                ridge_probe(train_x, train_y, test_x[name], test_y, len(names), penalty)
+                for penalty in PROBE_PENALTIES
             )
-            for name, extract in extractors.items()
-        }
         log(f"linear probe, {shots}/class: {scores[str(shots)]}")
     return scores
 
