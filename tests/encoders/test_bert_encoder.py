@@ -14,6 +14,7 @@ from mlm.encoders.bert import (
     BERT_VARIANTS,
     StochasticDepth,
     TransformerEncoderBlock,
+    alibi_slopes,
 )
 from mlm.errors import UserInputError
 
@@ -310,6 +311,64 @@ def test_save_and_load_give_identical_outputs(tmp_path):
     outputs = loaded(batch)
     for key in expected:
         np.testing.assert_array_equal(outputs[key], expected[key])
+
+
+def test_alibi_slopes_follow_press_et_al():
+    # 8 or more heads: the paper's 2^(-8(h+1)/n); fewer: the first n of the 8-head sequence.
+    assert alibi_slopes(2) == [0.5, 0.25]
+    assert alibi_slopes(8) == [2.0**-k for k in range(1, 9)]
+    assert alibi_slopes(16)[:3] == pytest.approx([2**-0.5, 2**-1.0, 2**-1.5])
+    assert alibi_slopes(16)[-1] == 2.0**-8
+
+
+def test_alibi_encoder_has_no_position_weights_and_sees_only_relative_positions(tmp_path):
+    keras.utils.set_random_seed(2)
+    alibi = BERT(**TINY, position_embedding_type="alibi")
+    absolute = BERT(**TINY)
+    alibi(_batch())
+    absolute(_batch())
+    assert alibi.position_embedding is None
+    assert absolute.count_params() - alibi.count_params() == 32 * 32  # positions x hidden
+    # A masked-out token in front shifts every real token one position to the right: with ALiBi
+    # (relative distances only) their outputs stay the same, with learned positions they change.
+    ids = np.random.default_rng(3).integers(5, 120, (1, 12)).astype("int32")
+    plain = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    shifted = {
+        "input_ids": np.concatenate([np.full((1, 1), 7, "int32"), ids], axis=1),
+        "attention_mask": np.concatenate([np.zeros((1, 1), "int32"), np.ones_like(ids)], axis=1),
+    }
+    for encoder, same in ((alibi, True), (absolute, False)):
+        before = encoder(plain)["last_hidden_state"].numpy()
+        after = encoder(shifted)["last_hidden_state"].numpy()[:, 1:]
+        assert np.allclose(after, before, atol=1e-5) is same
+    # The bias is -slope * distance, per head.
+    bias = alibi._alibi_bias(4).numpy()
+    assert bias.shape == (1, 2, 4, 4)
+    np.testing.assert_allclose(bias[0, 1, 0], [0.0, -0.25, -0.5, -0.75])
+    np.testing.assert_allclose(bias[0, 0, 3], [-1.5, -1.0, -0.5, 0.0])
+    # It round-trips through saving, and the option is validated.
+    alibi.save(tmp_path / "alibi.keras")
+    loaded = keras.models.load_model(tmp_path / "alibi.keras")
+    assert loaded.get_config()["position_embedding_type"] == "alibi"
+    np.testing.assert_array_equal(
+        loaded(plain)["last_hidden_state"], alibi(plain)["last_hidden_state"]
+    )
+    with pytest.raises(UserInputError, match=r"\['absolute', 'alibi'\]"):
+        BERT(**TINY, position_embedding_type="rotary")
+
+
+def test_attention_bias_is_added_to_the_scores():
+    # A bias that forbids every key but the query's own: each position attends only to itself,
+    # so the output is the value and output projections of that position alone.
+    block = TransformerEncoderBlock(32, 4, 64, hidden_dropout_prob=0.0)
+    block.build((2, 6, 32))
+    inputs = tf.constant(np.random.default_rng(4).normal(size=(2, 6, 32)).astype("float32"))
+    only_self = tf.constant((np.eye(6) - 1.0)[None, None] * 1e9, tf.float32)
+    got = block._self_attention(inputs, None, training=False, attention_bias=only_self)
+    value = block.attention.value_dense(inputs)  # [batch, length, heads, head_dim]
+    want = block.attention.output_dense(value)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), atol=1e-4)
+    assert not np.allclose(block._self_attention(inputs, None, training=False), want, atol=1e-3)
 
 
 def test_mixed_precision_policy():

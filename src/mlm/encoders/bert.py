@@ -3,8 +3,9 @@
 The encoder follows "BERT: Pre-training of Deep Bidirectional Transformers for Language
 Understanding" (Devlin et al., 2018) and the weight layout of Hugging Face's `BertModel`, so
 checkpoints convert one tensor at a time (see `mlm.encoders.hf_checkpoint`). It adds two
-options from later work: RMS normalization instead of LayerNorm, and stochastic depth
-(drop-path on the residual branches).
+options from later work: RMS normalization instead of LayerNorm, stochastic depth (drop-path on
+the residual branches), pre-norm blocks, and ALiBi attention biases in place of learned position
+embeddings.
 """
 
 from __future__ import annotations
@@ -29,6 +30,19 @@ BERT_VARIANTS: dict[str, dict[str, int]] = {
 }
 
 NORMALIZATION_TYPES = ("layer_norm", "rms_norm")
+POSITION_EMBEDDING_TYPES = ("absolute", "alibi")
+
+
+def alibi_slopes(num_heads: int) -> list[float]:
+    """Per-head slopes of the ALiBi attention bias `-slope * |query - key|`.
+
+    Press et al. ("Train Short, Test Long", 2022) give head `h` of `n` the slope
+    `2 ** (-8 * (h + 1) / n)`. With fewer than 8 heads that makes every head nearly position-blind
+    (2 heads: 1/16 and 1/256), so small models take the first `n` slopes of the 8-head sequence
+    instead (1/2, 1/4, ...): their first head stays sharply local.
+    """
+    _check_positive_int("num_heads", num_heads)
+    return [2.0 ** (-8.0 * (head + 1) / max(num_heads, 8)) for head in range(num_heads)]
 
 
 def _gelu_exact(x: Any) -> Any:
@@ -269,42 +283,58 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.output_norm.build(input_shape)
         self.built = True
 
-    def call(self, inputs: Any, attention_mask: Any = None, training: bool | None = None) -> Any:
+    def call(
+        self,
+        inputs: Any,
+        attention_mask: Any = None,
+        attention_bias: Any = None,
+        training: bool | None = None,
+    ) -> Any:
         """Runs the block.
 
         Args:
             inputs: float tensor [batch, length, hidden_size].
             attention_mask: bool tensor broadcastable to [batch, length, length]; False marks
                 key positions that no query may attend to (padding).
+            attention_bias: optional float32 tensor broadcastable to [batch, num_heads, length,
+                length], added to the attention scores before the softmax (e.g. ALiBi).
             training: whether dropout and drop-path are active.
 
         Returns:
             Float tensor of the same shape as `inputs`.
         """
         if self.norm_first:
-            attended = self._self_attention(self.attention_norm(inputs), attention_mask, training)
+            attended = self._self_attention(
+                self.attention_norm(inputs), attention_mask, training, attention_bias
+            )
             attended = self.attention_dropout(attended, training=training)
             x = inputs + self.drop_path(attended, training=training)
             hidden = self.activation(self.intermediate_dense(self.output_norm(x)))
             hidden = self.output_dropout(self.output_dense(hidden), training=training)
             return x + self.drop_path(hidden, training=training)
-        attended = self._self_attention(inputs, attention_mask, training)
+        attended = self._self_attention(inputs, attention_mask, training, attention_bias)
         attended = self.attention_dropout(attended, training=training)
         x = self.attention_norm(inputs + self.drop_path(attended, training=training))
         hidden = self.activation(self.intermediate_dense(x))
         hidden = self.output_dropout(self.output_dense(hidden), training=training)
         return self.output_norm(x + self.drop_path(hidden, training=training))
 
-    def _self_attention(self, inputs: Any, attention_mask: Any, training: bool | None) -> Any:
+    def _self_attention(
+        self,
+        inputs: Any,
+        attention_mask: Any,
+        training: bool | None,
+        attention_bias: Any = None,
+    ) -> Any:
         """Multi-head self-attention computed with the weights of `self.attention`.
 
         `self.attention` (a Keras `MultiHeadAttention`) holds the weights in its layout, which
         checkpoints and the Hugging Face import rely on; its einsums run ~2.8x slower on
         TensorFlow's CPU kernels than batched matmuls in [batch, heads, length, head_dim]
         layout, so the computation is done here: one fused query/key/value projection, scaled
-        dot products with the mask added before a float32 softmax, dropout on the
-        probabilities, and the output projection. The result equals `self.attention(inputs,
-        inputs, attention_mask=attention_mask)` (tested).
+        dot products with the bias and the mask added before a float32 softmax, dropout on the
+        probabilities, and the output projection. Without a bias the result equals
+        `self.attention(inputs, inputs, attention_mask=attention_mask)` (tested).
         """
         dtype = self.compute_dtype
         hidden, heads = self.hidden_size, self.num_heads
@@ -325,6 +355,8 @@ class TransformerEncoderBlock(keras.layers.Layer):
         query, key, value = ops.unstack(ops.transpose(qkv, (2, 0, 3, 1, 4)), axis=0)
         query = query * ops.cast(1.0 / head_dim**0.5, dtype)
         scores = ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32")
+        if attention_bias is not None:
+            scores = scores + attention_bias
         if attention_mask is not None:  # bool, [batch, (length or 1), length] -> add per head
             keep = ops.cast(ops.expand_dims(attention_mask, -3), "float32")
             scores = scores + (1.0 - keep) * -1e9
@@ -374,6 +406,13 @@ class BERT(keras.Model):
     trains stably at higher learning rates, as in Geiping & Goldstein's "Cramming", 2022).
     The optional pooler is a tanh dense layer on the first ([CLS]) position.
 
+    Positions are learned embeddings added to the token embeddings, as in BERT
+    (`position_embedding_type="absolute"`), or ALiBi (`"alibi"`; Press et al., 2022, and
+    MosaicBERT, Portes et al., 2023): no position embeddings, and each head's attention scores
+    get `-slope * |query - key|` (see `alibi_slopes`). Every head then starts out favouring
+    nearby tokens, so masked-LM training uses local context from the first steps instead of
+    first spending thousands of steps near the unigram loss while learned positions take shape.
+
     Args:
         vocab_size: number of token ids.
         hidden_size: width of the embeddings and of every block.
@@ -389,6 +428,8 @@ class BERT(keras.Model):
         layer_norm_eps: epsilon of the normalization layers.
         normalization_type: "layer_norm" or "rms_norm".
         norm_first: pre-norm blocks and a final normalization instead of post-norm blocks.
+        position_embedding_type: "absolute" (learned position embeddings) or "alibi"
+            (attention biases, no position weights).
         use_stochastic_depth: whether to drop residual branches at random during training.
         stochastic_depth_rate: drop-path rate of the last block; it rises linearly from 0 at
             the first block.
@@ -429,6 +470,7 @@ class BERT(keras.Model):
         layer_norm_eps: float = 1e-12,
         normalization_type: str = "layer_norm",
         norm_first: bool = False,
+        position_embedding_type: str = "absolute",
         use_stochastic_depth: bool = False,
         stochastic_depth_rate: float = 0.1,
         add_pooler: bool = True,
@@ -452,6 +494,11 @@ class BERT(keras.Model):
         ):
             _check_rate(name, value)
         get_activation(hidden_act)
+        if position_embedding_type not in POSITION_EMBEDDING_TYPES:
+            raise UserInputError(
+                f"position_embedding_type={position_embedding_type!r} is not supported; "
+                f"use one of {list(POSITION_EMBEDDING_TYPES)}."
+            )
 
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
@@ -467,6 +514,7 @@ class BERT(keras.Model):
         self.layer_norm_eps = layer_norm_eps
         self.normalization_type = normalization_type
         self.norm_first = norm_first
+        self.position_embedding_type = position_embedding_type
         self.use_stochastic_depth = use_stochastic_depth
         self.stochastic_depth_rate = stochastic_depth_rate
         self.add_pooler = add_pooler
@@ -485,7 +533,11 @@ class BERT(keras.Model):
 
         # === Layers ===
         self.token_embedding = embedding(vocab_size, "token_embedding")
-        self.position_embedding = embedding(max_position_embeddings, "position_embedding")
+        self.position_embedding = (
+            embedding(max_position_embeddings, "position_embedding")
+            if position_embedding_type == "absolute"
+            else None
+        )
         self.segment_embedding = embedding(type_vocab_size, "segment_embedding")
         self.embeddings_norm = make_normalization(
             normalization_type, layer_norm_eps, name="embeddings_norm", dtype=self.dtype_policy
@@ -570,7 +622,8 @@ class BERT(keras.Model):
         # The weights do not depend on the batch size or the sequence length.
         hidden_shape = (None, None, self.hidden_size)
         for embedding in (self.token_embedding, self.position_embedding, self.segment_embedding):
-            embedding.build((None, None))
+            if embedding is not None:
+                embedding.build((None, None))
         self.embeddings_norm.build(hidden_shape)
         for layer in self.transformer_layers:
             layer.build(hidden_shape)
@@ -632,23 +685,37 @@ class BERT(keras.Model):
     def call(self, inputs: Any, training: bool | None = None) -> dict[str, Any]:
         input_ids, attention_mask, token_type_ids = self._unpack_inputs(inputs)
         self._check_length(input_ids)
-        positions = ops.expand_dims(ops.arange(ops.shape(input_ids)[1], dtype="int32"), 0)
-        x = (
-            self.token_embedding(input_ids)
-            + self.position_embedding(positions)
-            + self.segment_embedding(token_type_ids)
-        )
+        length = ops.shape(input_ids)[1]
+        x = self.token_embedding(input_ids) + self.segment_embedding(token_type_ids)
+        attention_bias = None
+        if self.position_embedding is not None:
+            positions = ops.expand_dims(ops.arange(length, dtype="int32"), 0)
+            x = x + self.position_embedding(positions)
+        else:
+            attention_bias = self._alibi_bias(length)
         x = self.embeddings_dropout(self.embeddings_norm(x), training=training)
         # [batch, 1, length]: every query position sees the same keys.
         self_attention_mask = ops.expand_dims(ops.cast(attention_mask, "bool"), 1)
         for layer in self.transformer_layers:
-            x = layer(x, attention_mask=self_attention_mask, training=training)
+            x = layer(
+                x,
+                attention_mask=self_attention_mask,
+                attention_bias=attention_bias,
+                training=training,
+            )
         if self.final_norm is not None:
             x = self.final_norm(x)
         outputs = {"last_hidden_state": x, "attention_mask": attention_mask}
         if self.pooler is not None:
             outputs["pooler_output"] = self.pooler(x[:, 0, :])
         return outputs
+
+    def _alibi_bias(self, length: Any) -> Any:
+        """Float32 `[1, num_heads, length, length]`: `-slope * |query - key|` per head."""
+        positions = ops.arange(length, dtype="float32")
+        distance = ops.abs(ops.expand_dims(positions, 1) - ops.expand_dims(positions, 0))
+        slopes = ops.convert_to_tensor(alibi_slopes(self.num_heads), dtype="float32")
+        return -ops.reshape(slopes, (1, -1, 1, 1)) * ops.expand_dims(distance, 0)
 
     def get_config(self) -> dict[str, Any]:
         config = super().get_config()
@@ -668,6 +735,7 @@ class BERT(keras.Model):
                 "layer_norm_eps": self.layer_norm_eps,
                 "normalization_type": self.normalization_type,
                 "norm_first": self.norm_first,
+                "position_embedding_type": self.position_embedding_type,
                 "use_stochastic_depth": self.use_stochastic_depth,
                 "stochastic_depth_rate": self.stochastic_depth_rate,
                 "add_pooler": self.add_pooler,

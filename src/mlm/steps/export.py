@@ -49,6 +49,7 @@ _ARCHITECTURE_KEYS = (
     "type_vocab_size",
     "normalization_type",
     "norm_first",
+    "position_embedding_type",
 )
 
 
