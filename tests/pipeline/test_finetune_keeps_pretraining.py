@@ -22,7 +22,7 @@ from mlm.steps.finetune import (
     set_encoder_trainable,
 )
 
-from .conftest import SEQ_LENGTH, write_labels
+from .conftest import SEQ_LENGTH, TINY_MODEL, write_labels
 
 
 def encoder_weights(encoder):
@@ -51,6 +51,57 @@ def test_export_carries_every_pretrained_encoder_weight(tiny_run, exported):
     assert set(before) == set(after) and len(before) > 10
     for path, value in before.items():
         np.testing.assert_array_equal(after[path], value, err_msg=path)
+
+
+def test_the_fast_recipe_pretrains_exports_and_finetunes_an_alibi_encoder(tiny_run, tmp_path):
+    """The `fast` recipe's encoder has ALiBi attention biases and no position weights; the
+    option survives export (Keras file, SavedModel, export.json) and fine-tuning."""
+    import tensorflow as tf
+
+    from mlm.steps.export import export
+    from mlm.steps.pretrain import pretrain
+
+    settings = recipe_settings("fast")
+    overrides = {**TINY_MODEL, **settings.pop("model_overrides")}
+    assert overrides["position_embedding_type"] == "alibi"
+    model_dir = str(tmp_path / "model")
+    pretrain(
+        tiny_run.shards,
+        tiny_run.tokenizer,
+        model_dir,
+        **settings,
+        model_overrides=overrides,
+        batch_size=8,
+        steps=3,
+        validation_batches=1,
+        quiet=True,
+    )
+    result = export(model_dir, tiny_run.tokenizer, str(tmp_path / "export"))
+    facts = json.loads((tmp_path / "export" / "export.json").read_text())
+    assert facts["architecture"]["position_embedding_type"] == "alibi"
+    mlm.register_serializables()
+    encoder = keras.models.load_model(result.encoder_path)
+    assert encoder.position_embedding is None
+    assert not [v.path for v in encoder.weights if "position" in v.path]
+    # The SavedModel serves any length up to the limit: the bias is built from the input's.
+    serving = tf.saved_model.load(result.saved_model_path).signatures["serving_default"]
+    ids = tf.constant([[2, 7, 9, 3, 0, 0, 0]], tf.int32)
+    served = serving(input_ids=ids, attention_mask=tf.cast(ids > 0, tf.int32))
+    want = encoder({"input_ids": ids, "attention_mask": tf.cast(ids > 0, tf.int32)})
+    np.testing.assert_allclose(served["last_hidden_state"], want["last_hidden_state"], atol=1e-5)
+    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
+    finetune(
+        result.output_dir,
+        data,
+        str(tmp_path / "ft"),
+        max_seq_length=SEQ_LENGTH,
+        batch_size=8,
+        epochs=1,
+        baseline=False,
+    )
+    classifier = keras.models.load_model(tmp_path / "ft" / "classifier.keras")
+    (tuned,) = [layer for layer in classifier.layers if isinstance(layer, BERT)]
+    assert tuned.get_config()["position_embedding_type"] == "alibi"
 
 
 def test_finetune_starts_from_the_exported_weights(exported, tmp_path):
