@@ -30,6 +30,13 @@ def encoder_weights(encoder):
     return {v.path.split("/", 1)[1]: v.numpy() for v in encoder.weights}
 
 
+def classifier_encoder(finetune_dir) -> BERT:
+    """The encoder inside the classifier that `finetune` saved in `finetune_dir`."""
+    classifier = keras.models.load_model(finetune_dir / "classifier.keras")
+    (encoder,) = [layer for layer in classifier.layers if isinstance(layer, BERT)]
+    return encoder
+
+
 def small_encoder(num_layers: int) -> BERT:
     """A randomly initialised BERT small enough to build in milliseconds."""
     return BERT(
@@ -99,9 +106,7 @@ def test_the_fast_recipe_pretrains_exports_and_finetunes_an_alibi_encoder(tiny_r
         epochs=1,
         baseline=False,
     )
-    classifier = keras.models.load_model(tmp_path / "ft" / "classifier.keras")
-    (tuned,) = [layer for layer in classifier.layers if isinstance(layer, BERT)]
-    assert tuned.get_config()["position_embedding_type"] == "alibi"
+    assert classifier_encoder(tmp_path / "ft").get_config()["position_embedding_type"] == "alibi"
 
 
 def test_finetune_starts_from_the_exported_weights(exported, tmp_path):
@@ -121,9 +126,7 @@ def test_finetune_starts_from_the_exported_weights(exported, tmp_path):
     )
     mlm.register_serializables()
     start = encoder_weights(keras.models.load_model(exported.encoder_path))
-    classifier = keras.models.load_model(tmp_path / "ft" / "classifier.keras")
-    (encoder,) = [layer for layer in classifier.layers if isinstance(layer, BERT)]
-    tuned = encoder_weights(encoder)
+    tuned = encoder_weights(classifier_encoder(tmp_path / "ft"))
     assert set(tuned) == set(start)
     for path, value in start.items():
         np.testing.assert_allclose(tuned[path], value, atol=1e-5, err_msg=path)

@@ -2,7 +2,7 @@
 
 The encoder follows "BERT: Pre-training of Deep Bidirectional Transformers for Language
 Understanding" (Devlin et al., 2018) and the weight layout of Hugging Face's `BertModel`, so
-checkpoints convert one tensor at a time (see `mlm.encoders.hf_checkpoint`). It adds two
+checkpoints convert one tensor at a time (see `mlm.encoders.hf_checkpoint`). It adds
 options from later work: RMS normalization instead of LayerNorm, stochastic depth (drop-path on
 the residual branches), pre-norm blocks, and ALiBi attention biases in place of learned position
 embeddings.
