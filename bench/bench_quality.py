@@ -14,7 +14,8 @@ On the shared real-text data (see `<data>/README.md`; never part of the reposito
 4. export the encoder and fine-tune AG News topic classifiers (`mlm finetune`) on 25 and 250
    labelled rows per class, early-stopped on a disjoint dev slice and scored on a stratified
    subsample of the AG News test set, against the random-init baseline of the same architecture
-   and fine-tuning budget;
+   and fine-tuning budget; every procedure runs with `--seeds` seeds and each side's accuracy is
+   the mean over them (one seed is too noisy at 250 rows per class);
 5. frozen-feature linear probes (ridge classifiers) at every slice size: the pre-trained and a
    random encoder's last layer, the pre-trained token-embedding table, and a count-based reference
    (PPMI-SVD vectors of the same shards: what co-occurrence counts alone give).
@@ -23,7 +24,7 @@ Writes `<output>/quality.md`, `<output>/quality.json` and `<output>/quality.png`
 against tokens and seconds). Without the data it writes a note and exits 0.
 
 Usage: python bench/bench_quality.py [--data ../shared/data] [--recipe fast] [--steps 2500]
-       [--shots 25 250] [--test-rows 2000] [--no-peer] [--output bench/results]
+       [--shots 25 250] [--test-rows 2000] [--seeds 2] [--no-peer] [--output bench/results]
 """
 
 from __future__ import annotations
@@ -308,7 +309,12 @@ FINETUNE_PROCEDURES: dict[str, dict[str, Any]] = {
 
 
 def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -> dict:
-    """{shots: {procedure: {pretrained, baseline, seconds}}} on the AG News slices."""
+    """{shots: {procedure: {pretrained, baseline, seconds}}} on the AG News slices.
+
+    Every procedure runs with `args.seeds` seeds on the same slices (the seed sets the head's
+    initialisation, the random-init baseline's weights and the batch order); each side's
+    accuracy is the mean over seeds, with the per-seed figures kept beside it.
+    """
     from mlm.steps.finetune import finetune
 
     procedures = (
@@ -323,28 +329,44 @@ def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -
         results[shots] = {}
         for name, settings in procedures.items():
             start = time.perf_counter()
-            result = finetune(
-                export_dir,
-                train_csv,
-                str(workdir / f"finetune-{shots}-{name}"),
-                validation_data=dev_csv,
-                test_data=test_csv,
-                max_seq_length=args.finetune_seq_length,
-                baseline=True,
-                **settings,
-            )
+            runs = [
+                finetune(
+                    export_dir,
+                    train_csv,
+                    str(workdir / f"finetune-{shots}-{name}-seed{seed}"),
+                    validation_data=dev_csv,
+                    test_data=test_csv,
+                    max_seq_length=args.finetune_seq_length,
+                    baseline=True,
+                    **{**settings, "seed": seed},
+                ).metrics
+                for seed in range(args.seeds)
+            ]
             results[shots][name] = {
                 "settings": settings,
-                "pretrained": result.metrics["pretrained"],
-                "baseline": result.metrics["baseline"],
+                **mean_over_seeds(runs),
                 "seconds": time.perf_counter() - start,
             }
             log(
                 f"finetune {shots}/class, {name}: pretrained "
-                f"{result.metrics['pretrained']['accuracy']:.3f}, baseline "
-                f"{result.metrics['baseline']['accuracy']:.3f}"
+                f"{results[shots][name]['pretrained']['accuracy']:.3f}, baseline "
+                f"{results[shots][name]['baseline']['accuracy']:.3f} "
+                f"(mean of {args.seeds} seed(s))"
             )
     return results
+
+
+def mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each side's accuracy averaged over fine-tuning runs that differ only in their seed."""
+    sides = {}
+    for side in ("pretrained", "baseline"):
+        accuracies = [run[side]["accuracy"] for run in runs]
+        sides[side] = {
+            "accuracy": sum(accuracies) / len(accuracies),
+            "per_seed": accuracies,
+            "epochs_trained": [run[side].get("epochs_trained") for run in runs],
+        }
+    return sides
 
 
 def best_against_best(by_procedure: dict[str, Any]) -> dict[str, Any]:
@@ -517,6 +539,14 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     plt.close(figure)
 
 
+def seed_cell(side: dict[str, Any]) -> str:
+    """`mean (seed 0, seed 1, ...)`, or just the accuracy for a single seed."""
+    per_seed = side.get("per_seed", [])
+    if len(per_seed) < 2:
+        return f"{side['accuracy']:.3f}"
+    return f"{side['accuracy']:.3f} ({', '.join(f'{a:.3f}' for a in per_seed)})"
+
+
 def report(args, facts: dict) -> str:
     mlm_run, curves = facts["mlm"], facts["curves"]
     lines = [
@@ -568,7 +598,8 @@ def report(args, facts: dict) -> str:
     if facts["finetune"]:
         lines += [
             "",
-            "AG News accuracy by fine-tuning procedure (both sides run every procedure):",
+            "AG News accuracy by fine-tuning procedure (both sides run every procedure; "
+            f"mean of {args.seeds} seed(s), each seed's figure in brackets):",
             "",
             "| labelled rows per class | procedure | settings | pre-trained | random init |",
             "|---|---|---|---|---|",
@@ -577,8 +608,7 @@ def report(args, facts: dict) -> str:
             for name, scores in by_procedure.items():
                 lines.append(
                     f"| {shots} | {name} | `{json.dumps(scores['settings'])}` | "
-                    f"{scores['pretrained']['accuracy']:.3f} | "
-                    f"{scores['baseline']['accuracy']:.3f} |"
+                    f"{seed_cell(scores['pretrained'])} | {seed_cell(scores['baseline'])} |"
                 )
         lines += [
             "",
@@ -622,7 +652,7 @@ def report(args, facts: dict) -> str:
         f"3, batch 16). Total wall time {facts['seconds'] / 60:.1f} min.",
         "",
         f"Reproduce: `python bench/bench_quality.py --recipe {args.recipe} --steps {args.steps} "
-        f"--test-rows {args.test_rows}`.",
+        f"--test-rows {args.test_rows} --seeds {args.seeds}`.",
         "",
     ]
     return "\n".join(lines)
@@ -648,6 +678,14 @@ def main() -> int:
     parser.add_argument("--finetune-seq-length", type=int, default=64)
     parser.add_argument("--finetune", help="mlm finetune settings as JSON")
     parser.add_argument(
+        "--seeds",
+        type=int,
+        default=2,
+        help="fine-tune every procedure with this many seeds and compare the mean accuracies "
+        "(at 250 rows per class one seed moves each side by up to 3 points; 3 seeds take the "
+        "benchmark past 30 minutes)",
+    )
+    parser.add_argument(
         "--peer-learning-rate",
         type=float,
         default=2e-3,
@@ -661,6 +699,8 @@ def main() -> int:
         "--reuse", action="store_true", help="fine-tune the encoder already in --workdir"
     )
     args = parser.parse_args()
+    if args.seeds < 1:
+        parser.error(f"--seeds {args.seeds}: give at least 1 fine-tuning seed")
     args.output.mkdir(parents=True, exist_ok=True)
     if not (args.data / "agnews" / "train.tsv").is_file():
         (args.output / "quality.md").write_text(

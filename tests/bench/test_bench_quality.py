@@ -4,6 +4,7 @@ and `make bench-quality`): per-class slices, the ridge linear probe and the no-d
 import sys
 
 import numpy as np
+import pytest
 
 from bench import bench_quality
 
@@ -78,3 +79,26 @@ def test_cooccurrence_reference_groups_tokens_that_share_contexts():
 
     bag = bench_quality.bag_of_embeddings(vectors, Tokenizer(), ["2 3", "11"], 8)
     assert np.allclose(bag[0], vectors[[2, 3]].mean(0)) and np.allclose(bag[1], vectors[11])
+
+
+def test_fine_tuning_seeds_are_averaged_and_kept():
+    runs = [
+        {"pretrained": {"accuracy": 0.80, "epochs_trained": 5}, "baseline": {"accuracy": 0.79}},
+        {"pretrained": {"accuracy": 0.78, "epochs_trained": 6}, "baseline": {"accuracy": 0.75}},
+    ]
+    sides = bench_quality.mean_over_seeds(runs)
+    assert abs(sides["pretrained"]["accuracy"] - 0.79) < 1e-9
+    assert abs(sides["baseline"]["accuracy"] - 0.77) < 1e-9
+    assert sides["pretrained"]["per_seed"] == [0.80, 0.78]
+    assert sides["pretrained"]["epochs_trained"] == [5, 6]
+    assert bench_quality.seed_cell(sides["baseline"]) == "0.770 (0.790, 0.750)"
+    assert bench_quality.seed_cell({"accuracy": 0.8, "per_seed": [0.8]}) == "0.800"
+
+
+def test_zero_seeds_is_refused_with_the_flag_named(tmp_path, monkeypatch, capsys):
+    argv = ["bench_quality.py", "--seeds", "0", "--output", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_quality.main()
+    assert exit_info.value.code == 2
+    assert "--seeds 0: give at least 1 fine-tuning seed" in capsys.readouterr().err
