@@ -102,3 +102,9 @@ def test_zero_seeds_is_refused_with_the_flag_named(tmp_path, monkeypatch, capsys
         bench_quality.main()
     assert exit_info.value.code == 2
     assert "--seeds 0: give at least 1 fine-tuning seed" in capsys.readouterr().err
+
+
+def test_tokens_per_step_leave_out_padding_like_the_training_loop():
+    # Line-by-line shards: 3 steps of 4 x 64 slots, of which the loop counted 600 real tokens.
+    run = {"metrics": {"tokens": 600.0, "steps": 3, "seq_length": 64}}
+    assert bench_quality.real_tokens_per_step(run) == 200.0
