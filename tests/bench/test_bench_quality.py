@@ -1,6 +1,8 @@
-"""The pure parts of bench/bench_quality.py (the benchmark itself needs the shared real-text data
-and `make bench-quality`): per-class slices, the ridge linear probe and the no-data skip."""
+"""bench/bench_quality.py without the shared real-text data (the benchmark itself needs it and
+`make bench-quality`): per-class slices, the ridge linear probe, the no-data skip, seed averaging,
+and a few-step pre-training run on made-up lines (line-by-line shards, real-token counts)."""
 
+import json
 import sys
 
 import numpy as np
@@ -108,3 +110,31 @@ def test_tokens_per_step_leave_out_padding_like_the_training_loop():
     # Line-by-line shards: 3 steps of 4 x 64 slots, of which the loop counted 600 real tokens.
     run = {"metrics": {"tokens": 600.0, "steps": 3, "seq_length": 64}}
     assert bench_quality.real_tokens_per_step(run) == 200.0
+
+
+def test_default_run_shards_one_line_per_example_and_counts_real_tokens(tmp_path, monkeypatch):
+    # Short news-like lines: one per padded 64-token example, so fewer real tokens than slots.
+    data = tmp_path / "data"
+    (data / "agnews").mkdir(parents=True)
+    (data / "sotu").mkdir()
+    words = ["markets", "rally", "team", "wins", "rocket", "launch", "talks", "resume"]
+    lines = [" ".join(words[(i + j) % 8] for j in range(6 + i % 5)) for i in range(80)]
+    for split in ("train", "test"):
+        (data / "agnews" / f"{split}.tsv").write_text(
+            "text\tlabel\n" + "".join(f"{line}\tWorld\n" for line in lines)
+        )
+    (data / "sotu" / "a.txt").write_text("\n".join(lines[:20]) + "\n")
+    argv = ["bench_quality.py", "--data", str(data), "--output", str(tmp_path / "out")]
+    argv += ["--workdir", str(tmp_path / "work"), "--steps", "4", "--batch-size", "4"]
+    argv += ["--vocab-size", "120", "--curve-points", "2", "--validation-batches", "1"]
+    argv += ["--no-peer", "--no-finetune"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench_quality.main() == 0
+    manifest = json.loads((tmp_path / "work" / "shards" / "manifest.json").read_text())
+    assert manifest["line_by_line"] is True and manifest["seq_length"] == 64
+    facts = json.loads((tmp_path / "out" / "quality.json").read_text())
+    last = facts["curves"]["mlm"][-1]
+    assert last["step"] == 4
+    assert 0 < last["tokens"] < 4 * 4 * 64  # padding left out
+    assert last["tokens"] == round(facts["mlm"]["metrics"]["tokens"])
+    assert "one line per example" in (tmp_path / "out" / "quality.md").read_text()

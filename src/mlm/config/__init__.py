@@ -182,7 +182,7 @@ class MaskingConfig(Config):
 # biases instead of learned positions (learned positions left the loss near the unigram plateau
 # for ~2,400 steps), pre-norm blocks, output projection tied to the token embedding, no dropout
 # while pre-training, 40% of the tokens masked (more predictions per step), peak learning rate
-# 2e-3 (5e-3 diverges with ALiBi) with a short warm-up and linear decay to zero.
+# 2e-3 (at 5e-3 ALiBi training stalls) with a short warm-up and linear decay to zero.
 RECIPES: dict[str, dict] = {
     "seed": {},
     "fast": {
