@@ -14,9 +14,11 @@ def shard(
     shards: Output[Dataset],
     max_seq_length: int = 128,
     num_shards: int = 8,
+    line_by_line: bool = False,
 ):
     """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
-    shards plus `manifest.json` as the `shards` artifact. `corpus_fingerprint` (from the
+    shards plus `manifest.json` as the `shards` artifact (`line_by_line`: one padded example per
+    line instead of packing). `corpus_fingerprint` (from the
     fingerprint component) only keys the cache: cached shards are reused only while the corpus is
     unchanged."""
     from mlm.errors import install_excepthook
@@ -31,5 +33,6 @@ def shard(
         shards.path,
         max_seq_length=max_seq_length,
         num_shards=num_shards,
+        line_by_line=line_by_line,
     )
     shards.metadata.update({**result.to_dict(), "corpus_fingerprint": corpus_fingerprint})

@@ -87,6 +87,7 @@ def mlm_pretraining_pipeline(
     pretrained_tokenizer_uri: str = "",
     max_seq_length: int = 128,
     num_shards: int = 8,
+    line_by_line: bool = False,
     variant: str = "tiny",
     model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
     batch_size: int = 32,
@@ -131,6 +132,8 @@ def mlm_pretraining_pipeline(
         pretrained_tokenizer_uri: Use this tokenizer directory instead of training one.
         max_seq_length: Tokens per pre-training example.
         num_shards: TFRecord shards per split.
+        line_by_line: One padded pre-training example per corpus line (a document, a news
+            item) instead of packing lines into full sequences.
         variant: BERT size ("tiny", "small", "base", "large").
         model_overrides: BERT constructor overrides, e.g. {"num_layers": 2}.
         batch_size: Global pre-training batch size.
@@ -199,6 +202,7 @@ def mlm_pretraining_pipeline(
             tokenizer=tokenize_task.outputs["tokenizer"],
             max_seq_length=max_seq_length,
             num_shards=num_shards,
+            line_by_line=line_by_line,
         )
         shard_task.set_display_name("shard")
 

@@ -60,6 +60,7 @@ def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
         "pushgateway_url",
         "launcher",
         "max_seq_length",
+        "line_by_line",
         "batch_size",
         "init_from",
         "model_registry_uri",

@@ -70,6 +70,7 @@ def test_local_pipeline_produces_every_artifact(first_run):
 
     manifest = json.loads((run_dir / "shard" / "shards" / "manifest.json").read_text())
     assert manifest["seq_length"] == SEQ_LENGTH
+    assert manifest["line_by_line"] is False  # packed unless the run asks otherwise
     for split in ("train", "validation"):
         assert manifest["splits"][split]["examples"] > 0
         for name in manifest["splits"][split]["files"]:
@@ -130,7 +131,7 @@ def test_local_pipeline_produces_every_artifact(first_run):
 @pytest.mark.slow
 def test_the_next_run_continues_from_the_published_model(first_run):
     """Week 2: the corpus grew; the run keeps week 1's tokenizer, starts at its step count and
-    reports the perplexity change against it."""
+    reports the perplexity change against it. It shards one example per line this time."""
     root, corpus, labels, first = first_run
     first_dir = Path(first["artifacts"]["pretrain"]).parent
     Path(corpus, "week2.txt").write_text(Path(corpus, "train.txt").read_text()[::-1])
@@ -139,12 +140,15 @@ def test_the_next_run_continues_from_the_published_model(first_run):
         **TINY_PIPELINE,
         **continual(str(root / "registry")),
         "pretrained_tokenizer_uri": entry.tokenizer_uri,
+        "line_by_line": True,
     }
     summary = run_local(str(root / "out2"), corpus=corpus, labels=labels, params=params)
     run_dir = Path(summary["artifacts"]["pretrain"]).parent
 
     fingerprint = executor_output(run_dir, "fingerprint")["parameterValues"]["Output"]
     assert fingerprint != executor_output(first_dir, "fingerprint")["parameterValues"]["Output"]
+    manifest = json.loads((run_dir / "shard" / "shards" / "manifest.json").read_text())
+    assert manifest["line_by_line"] is True
     metrics = json.loads((run_dir / "pretrain" / "model" / "metrics.json").read_text())
     assert metrics["init_from"] == entry.model_uri
     assert metrics["start_step"] == 4 and metrics["steps"] == 8
