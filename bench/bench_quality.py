@@ -127,7 +127,7 @@ def pretrain_mlm(args, tokenizer: str, shards: str, output: str) -> dict[str, An
 
 def real_tokens_per_step(run: dict) -> float:
     """Tokens per step that are not padding: what `mlm pretrain` counts in its tokens and
-    tokens/s. The peer reads batches of the same shards, so it gets the same figure."""
+    tokens/s (the peer counts its own batches' attention masks)."""
     return run["metrics"]["tokens"] / run["metrics"]["steps"]
 
 
@@ -271,15 +271,15 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
             return peak * share / warmup_share
         return peak * max(0.0, 1.0 - share) / (1.0 - warmup_share)
 
-    tokens_per_step = real_tokens_per_step(run)
     marks = [budget * (index + 1) / args.curve_points for index in range(args.curve_points)]
-    points, seconds, step = [], 0.0, 0
+    points, seconds, step, tokens = [], 0.0, 0, 0
     model.train()
     while seconds < budget and step < args.steps:
         start = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(seconds)
-        inputs = collate(next(train))
+        batch = next(train)
+        inputs = collate(batch)
         loss = model(**inputs).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -287,23 +287,17 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
         optimizer.zero_grad(set_to_none=True)
         seconds += time.perf_counter() - start
         step += 1
+        tokens += int(batch["attention_mask"].sum())  # real tokens, as the mlm loop counts them
         if seconds >= marks[len(points)] or seconds >= budget:
             scores = evaluate()
-            points.append(
-                {
-                    "step": step,
-                    "tokens": round(step * tokens_per_step),
-                    "seconds": seconds,
-                    **scores,
-                }
-            )
+            points.append({"step": step, "tokens": tokens, "seconds": seconds, **scores})
             log(f"peer: step {step}: validation loss {scores['loss']:.3f} ({seconds:.0f} s)")
             if len(points) == len(marks):
                 break
     return {
         "curve": points,
         "seconds": seconds,
-        "tokens_per_second": step * tokens_per_step / seconds,
+        "tokens_per_second": tokens / seconds,
     }
 
 

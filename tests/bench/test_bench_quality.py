@@ -114,6 +114,7 @@ def test_tokens_per_step_leave_out_padding_like_the_training_loop():
 
 def test_default_run_shards_one_line_per_example_and_counts_real_tokens(tmp_path, monkeypatch):
     # Short news-like lines: one per padded 64-token example, so fewer real tokens than slots.
+    # The Hugging Face peer runs too (for mlm's few seconds) and counts its own batches' tokens.
     data = tmp_path / "data"
     (data / "agnews").mkdir(parents=True)
     (data / "sotu").mkdir()
@@ -127,7 +128,7 @@ def test_default_run_shards_one_line_per_example_and_counts_real_tokens(tmp_path
     argv = ["bench_quality.py", "--data", str(data), "--output", str(tmp_path / "out")]
     argv += ["--workdir", str(tmp_path / "work"), "--steps", "4", "--batch-size", "4"]
     argv += ["--vocab-size", "120", "--curve-points", "2", "--validation-batches", "1"]
-    argv += ["--no-peer", "--no-finetune"]
+    argv += ["--no-finetune"]
     monkeypatch.setattr(sys, "argv", argv)
     assert bench_quality.main() == 0
     manifest = json.loads((tmp_path / "work" / "shards" / "manifest.json").read_text())
@@ -138,3 +139,10 @@ def test_default_run_shards_one_line_per_example_and_counts_real_tokens(tmp_path
     assert 0 < last["tokens"] < 4 * 4 * 64  # padding left out
     assert last["tokens"] == round(facts["mlm"]["metrics"]["tokens"])
     assert "one line per example" in (tmp_path / "out" / "quality.md").read_text()
+
+    from mlm.data import pretraining_dataset
+
+    peer = facts["curves"]["hf-run_mlm"][-1]
+    batches = pretraining_dataset(str(tmp_path / "work" / "shards"), 4, split="train", seed=0)
+    masks = [b["attention_mask"] for b in batches.take(peer["step"]).as_numpy_iterator()]
+    assert peer["tokens"] == sum(int(mask.sum()) for mask in masks) < peer["step"] * 4 * 64
