@@ -36,6 +36,17 @@ def write_labels(path, rows_per_label: int) -> str:
     return str(path)
 
 
+def finetune_labels(encoder_dir: str, tmp_path, rows_per_label: int = 6, **settings):
+    """`finetune` the export in `encoder_dir` on `rows_per_label` built-in labelled rows per
+    class, into `tmp_path / "ft"`: batches of 8, one epoch, no baseline unless `settings` say
+    otherwise."""
+    from mlm.steps.finetune import finetune
+
+    data = write_labels(tmp_path / "labels.csv", rows_per_label)
+    defaults = {"max_seq_length": SEQ_LENGTH, "batch_size": 8, "epochs": 1, "baseline": False}
+    return finetune(encoder_dir, data, str(tmp_path / "ft"), **{**defaults, **settings})
+
+
 def write_corpus_slice(directory, lines: int = CORPUS_LINES) -> str:
     """The first `lines` paragraphs of the built-in corpus's train and validation files."""
     from mlm.data.default_corpus import default_corpus_dir

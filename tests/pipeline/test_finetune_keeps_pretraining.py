@@ -17,12 +17,11 @@ from mlm.heads import NLPTaskConfig
 from mlm.optimization import LayerwiseAdamW, optimizer_builder
 from mlm.steps.finetune import (
     build_classifier,
-    finetune,
     layerwise_learning_rate_multipliers,
     set_encoder_trainable,
 )
 
-from .conftest import SEQ_LENGTH, TINY_MODEL, write_labels
+from .conftest import TINY_MODEL, finetune_labels, write_labels
 
 
 def encoder_weights(encoder):
@@ -96,34 +95,14 @@ def test_the_fast_recipe_pretrains_exports_and_finetunes_an_alibi_encoder(tiny_r
     served = serving(input_ids=ids, attention_mask=tf.cast(ids > 0, tf.int32))
     want = encoder({"input_ids": ids, "attention_mask": tf.cast(ids > 0, tf.int32)})
     np.testing.assert_allclose(served["last_hidden_state"], want["last_hidden_state"], atol=1e-5)
-    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
-    finetune(
-        result.output_dir,
-        data,
-        str(tmp_path / "ft"),
-        max_seq_length=SEQ_LENGTH,
-        batch_size=8,
-        epochs=1,
-        baseline=False,
-    )
+    finetune_labels(result.output_dir, tmp_path)
     assert classifier_encoder(tmp_path / "ft").get_config()["position_embedding_type"] == "alibi"
 
 
 def test_finetune_starts_from_the_exported_weights(exported, tmp_path):
     """With a tiny layer decay and no weight decay the encoder barely moves: the fine-tuned
     classifier's encoder equals the export's, so fine-tuning started from those weights."""
-    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
-    finetune(
-        exported.output_dir,
-        data,
-        str(tmp_path / "ft"),
-        max_seq_length=SEQ_LENGTH,
-        batch_size=8,
-        epochs=2,
-        layer_decay=1e-4,
-        weight_decay=0.0,
-        baseline=False,
-    )
+    finetune_labels(exported.output_dir, tmp_path, epochs=2, layer_decay=1e-4, weight_decay=0.0)
     mlm.register_serializables()
     start = encoder_weights(keras.models.load_model(exported.encoder_path))
     tuned = encoder_weights(classifier_encoder(tmp_path / "ft"))
@@ -133,18 +112,8 @@ def test_finetune_starts_from_the_exported_weights(exported, tmp_path):
 
 
 def test_finetune_scores_test_data_when_given(exported, tmp_path):
-    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
     test = write_labels(tmp_path / "test.csv", rows_per_label=3)
-    result = finetune(
-        exported.output_dir,
-        data,
-        str(tmp_path / "ft"),
-        test_data=test,
-        max_seq_length=SEQ_LENGTH,
-        batch_size=8,
-        epochs=1,
-        baseline=False,
-    )
+    result = finetune_labels(exported.output_dir, tmp_path, test_data=test)
     assert sum(map(sum, result.confusion_matrix)) == 15  # 3 test rows of each of 5 labels
     assert "Scored on 15 test examples" in (tmp_path / "ft" / "report.md").read_text()
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
@@ -154,20 +123,15 @@ def test_finetune_scores_test_data_when_given(exported, tmp_path):
 def test_head_only_epochs_train_the_head_on_a_frozen_encoder(exported, tmp_path):
     """Head-only epochs leave every encoder weight bit-identical (no gradient, no weight decay)
     while the head learns; the history holds both phases."""
-    data = write_labels(tmp_path / "labels.csv", rows_per_label=6)
-    result = finetune(
+    result = finetune_labels(
         exported.output_dir,
-        data,
-        str(tmp_path / "ft"),
-        max_seq_length=SEQ_LENGTH,
-        batch_size=8,
+        tmp_path,
         head_only_epochs=2,
         epochs=1,
         learning_rate=0.05,
         layer_decay=1e-9,  # the second phase barely moves the encoder either
         weight_decay=0.0,
         patience=5,
-        baseline=False,
     )
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert len(saved["history"]["pretrained"]["loss"]) == 3  # 2 head-only epochs + 1

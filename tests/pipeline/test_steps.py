@@ -19,7 +19,7 @@ from mlm.steps.evaluate import evaluate
 from mlm.steps.export import export
 from mlm.steps.finetune import finetune
 
-from .conftest import SEQ_LENGTH, TINY_MODEL, write_labels
+from .conftest import SEQ_LENGTH, TINY_MODEL, finetune_labels, write_labels
 
 
 def sample_batch(tokenizer_dir, texts):
@@ -158,16 +158,8 @@ def test_export_rejects_a_mismatched_tokenizer(tiny_run, tmp_path):
 
 
 def test_finetune_sequence_classifier_with_baseline(exported, tmp_path, capsys):
-    data = write_labels(tmp_path / "labels.csv", rows_per_label=8)
-    result = finetune(
-        exported.output_dir,
-        data,
-        str(tmp_path / "ft"),
-        max_seq_length=SEQ_LENGTH,
-        batch_size=8,
-        epochs=2,
-        baseline=True,
-        seed=1,
+    result = finetune_labels(
+        exported.output_dir, tmp_path, rows_per_label=8, epochs=2, baseline=True, seed=1
     )
     assert set(result.metrics) == {"pretrained", "baseline"}
     # Progress with an ETA on stderr, as pretrain prints it: 30 rows / batch 8 x 2 epochs.
@@ -188,7 +180,7 @@ def test_finetune_sequence_classifier_with_baseline(exported, tmp_path, capsys):
     assert {"pretrained_accuracy", "baseline_macro_f1"} <= set(flat)
 
     # The saved classifier reproduces the reported held-out accuracy.
-    texts, labels = read_labelled_texts(data)
+    texts, labels = read_labelled_texts(str(tmp_path / "labels.csv"))
     _, held_out = stratified_split(labels, 0.2, seed=1)
     mlm.register_serializables()
     classifier = keras.models.load_model(tmp_path / "ft" / "classifier.keras")
