@@ -18,9 +18,8 @@ def shard(
 ):
     """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
     shards plus `manifest.json` as the `shards` artifact (`line_by_line`: one padded example per
-    line instead of packing). `corpus_fingerprint` (from the
-    fingerprint component) only keys the cache: cached shards are reused only while the corpus is
-    unchanged."""
+    line instead of packing). `corpus_fingerprint` (from the fingerprint component) only keys the
+    cache: cached shards are reused only while the corpus is unchanged."""
     from mlm.errors import install_excepthook
 
     install_excepthook("shard")  # a known failure ends the step with one line, status 2
