@@ -203,6 +203,7 @@ def test_recipes_are_valid_pretrain_settings():
         shard_dir="s", tokenizer_dir="t", output_dir="o", **recipe_settings("fast")
     )
     assert fast.model.tie_word_embeddings and fast.schedule == "polynomial_decay"
+    assert fast.model.token_embedding_init == "cooccurrence"
     assert fast.model.model_overrides["hidden_dropout_prob"] == 0.0
     assert PretrainConfig.create(
         shard_dir="s", tokenizer_dir="t", output_dir="o", **recipe_settings("seed")

@@ -34,6 +34,7 @@ def single_run(training_data, pushgateway, tmp_path_factory):
         pretrain_argv(
             training_data, output, "--steps", str(STEPS), "--log-every-steps", "2",
             "--checkpoint-every-steps", "4", "--pushgateway-url", pushgateway, "--run-id", "single",
+            "--token-embedding-init", "cooccurrence",
         )
     )  # fmt: skip
     return output, result.stdout
@@ -65,6 +66,8 @@ def test_single_process_writes_the_outputs(single_run):
     ]  # fmt: skip
     lines = stdout.splitlines()
     assert lines[0].startswith("pretrain: tiny BERT (")
+    assert lines[1].startswith("pretrain: token embeddings of ")
+    assert metrics["token_embedding_init"] == "cooccurrence"
     progress = [line for line in lines if line.startswith("step ")]
     assert [line.split()[1] for line in progress] == ["2/8", "4/8", "6/8", "8/8"]
     assert all(" | loss " in line and " tok/s | eta " in line for line in progress)
@@ -122,15 +125,19 @@ def test_two_local_workers_stay_in_sync_and_match_one_process(training_data, sin
         pretrain_argv(
             training_data, output, "--steps", str(STEPS), "--log-every-steps", "2",
             "--checkpoint-every-steps", "4", "--workers", "2", "--worker-timeout", "350",
+            "--token-embedding-init", "cooccurrence",
         )
     )  # fmt: skip
     assert "[worker 0] pretrain: tiny BERT" in result.stdout
+    # Every worker computes the same count-based embeddings from the same shards.
+    assert "[worker 0] pretrain: token embeddings of " in result.stdout
     assert "on 2 replica(s) / 2 worker(s)" in result.stdout
     summaries = [json.loads((output / "workers" / f"worker-{i}.json").read_text()) for i in (0, 1)]
     assert [s["step"] for s in summaries] == [STEPS, STEPS]
     assert summaries[0]["weights_sha256"] == summaries[1]["weights_sha256"]
     metrics = json.loads((output / "metrics.json").read_text())
     assert metrics["num_workers"] == 2 and metrics["num_replicas"] == 2
+    assert metrics["token_embedding_init"] == "cooccurrence"
     assert metrics["weights_sha256"] == summaries[0]["weights_sha256"]
     # Same global batch, seed and initial weights; the batches and masks differ in composition.
     single = json.loads((single_run[0] / "metrics.json").read_text())

@@ -25,6 +25,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from typing import TYPE_CHECKING, Any
 
 from mlm import storage
@@ -165,6 +166,7 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
     try:
         with strategy.scope():
             model = _build_model(config, info, manifest.seq_length, initial)
+            embedding_init, embedding_init_seconds = _init_token_embeddings(config, model, initial)
             optimizer = _build_optimizer(config, model)
             step_counter = tf.Variable(
                 initial.step, dtype=tf.int64, trainable=False, name="global_step"
@@ -190,6 +192,8 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
                 f"{replicas} replica(s) / {cluster.num_workers} worker(s), "
                 f"precision {config.precision}"
             )
+            if embedding_init:
+                printer.message(f"pretrain: {embedding_init}")
         loop_config = LoopConfig(
             total_steps=total_steps,
             log_every_steps=config.log_every_steps or max(1, config.steps // 20),
@@ -258,6 +262,8 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
             "weights_sha256": digest,
             "tokenizer_hash": info.content_hash,
             "init_from": initial.uri or "",
+            "token_embedding_init": "" if initial.uri else config.model.token_embedding_init,
+            "token_embedding_init_seconds": embedding_init_seconds,
             "initial_step": initial.step,
         }
         final_report = {
@@ -393,6 +399,41 @@ def _build_model(
     if initial is not None and initial.uri:
         _load_initial_weights(model, initial.uri, info)
     return model
+
+
+def _init_token_embeddings(
+    config: PretrainConfig, model: Any, initial: _InitialModel
+) -> tuple[str, float]:
+    """Replaces a new model's random token embeddings with count-based ones when
+    `token_embedding_init` is "cooccurrence" (PPMI-SVD vectors of the training shards, at the
+    encoder's initializer range); returns what it did ("" when nothing) and the seconds it took.
+    A model from `init_from` keeps its own embeddings; a resumed run's checkpoint replaces
+    these."""
+    import numpy as np
+
+    from mlm.data import pretraining_dataset
+    from mlm.training.embedding_init import COUNTED_TOKENS, initial_token_embeddings
+
+    if initial.uri or config.model.token_embedding_init != "cooccurrence":
+        return "", 0.0
+    start = time.perf_counter()
+    batches = pretraining_dataset(
+        config.shard_dir, 256, split="train", shuffle=False, repeat=False, drop_remainder=False
+    )
+    embeddings = model.encoder.token_embedding.embeddings
+    table, covered = initial_token_embeddings(
+        (batch["input_ids"] for batch in batches.as_numpy_iterator()),
+        np.asarray(embeddings),
+        model.encoder.initializer_range,
+    )
+    embeddings.assign(table)
+    seconds = time.perf_counter() - start
+    return (
+        f"token embeddings of {covered:,} of {len(table):,} tokens from the training shards' "
+        f"co-occurrence counts (PPMI-SVD, at most {COUNTED_TOKENS:,} tokens counted) in "
+        f"{seconds:.1f} s",
+        seconds,
+    )
 
 
 def _masking_arguments(config: PretrainConfig, info: Any) -> dict[str, Any]:

@@ -6,6 +6,8 @@
 - `loop`: `train_loop()`, one step function on every strategy (evaluation:
   `mlm.evaluation.masked_lm_metrics(..., strategy=...)`);
 - `checkpoints`: `CheckpointKeeper`, periodic checkpoints with automatic resume (local or object store).
+- `embedding_init`: count-based initial token embeddings (PPMI-SVD vectors of the shards), what
+  `token_embedding_init="cooccurrence"` starts a new model from.
 
 `mlm.steps.pretrain` puts them together; `mlm.launch.local` runs several workers on one machine.
 """
