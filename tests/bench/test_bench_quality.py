@@ -56,31 +56,23 @@ def test_best_against_best_takes_each_sides_best_procedure():
     assert abs(best["gain_points"] - 2.0) < 1e-9
 
 
-def test_cooccurrence_reference_groups_tokens_that_share_contexts():
-    # Two topics: ids 2-9 only ever appear among themselves, ids 10-17 likewise.
-    rng = np.random.default_rng(0)
-    topics = [np.arange(2, 10), np.arange(10, 18)]
-    batches = [
-        np.stack([rng.choice(topics[(row + step) % 2], 24) for row in range(8)])
-        for step in range(20)
-    ]
-    vectors = bench_quality.cooccurrence_embeddings(batches, vocab_size=20, dim=4, window=3)
-    assert vectors.shape == (20, 4)
-    unit = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-9)
-    similarity = unit @ unit.T
-    within = np.mean([similarity[a, b] for a in range(2, 10) for b in range(2, 10) if a != b])
-    across = np.mean([similarity[a, b] for a in range(2, 10) for b in range(10, 18)])
-    assert within > 0.8 and across < 0.2, (within, across)
-    # Tokens that never occur get no vector.
-    assert np.allclose(vectors[[0, 1, 18, 19]], 0)
+def test_bag_of_embeddings_is_the_mean_of_a_texts_rows():
+    table = np.arange(40, dtype=np.float32).reshape(20, 2)
 
-    # A text's bag of embeddings is the mean of its tokens' rows.
     class Tokenizer:
         def __call__(self, texts, **_):
             return {"input_ids": [[int(t) for t in text.split()] for text in texts]}
 
-    bag = bench_quality.bag_of_embeddings(vectors, Tokenizer(), ["2 3", "11"], 8)
-    assert np.allclose(bag[0], vectors[[2, 3]].mean(0)) and np.allclose(bag[1], vectors[11])
+    bag = bench_quality.bag_of_embeddings(table, Tokenizer(), ["2 3", "11", ""], 8)
+    assert np.allclose(bag, [table[[2, 3]].mean(0), table[11], [0, 0]])
+
+
+def test_few_shot_and_many_shot_slices_get_their_own_procedures():
+    few, many = bench_quality.procedures_for(25), bench_quality.procedures_for(250)
+    assert list(few) == ["probe-then-tune", "tune"]
+    assert list(many) == ["tune", "tune-3e-4"]
+    assert many["tune-3e-4"] == {"pooling": "mean", "learning_rate": 3e-4}
+    assert few["tune"] == many["tune"] == {"pooling": "mean"}
 
 
 def test_fine_tuning_seeds_are_averaged_and_kept():
