@@ -296,6 +296,9 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
             log(f"peer: step {step}: validation loss {scores['loss']:.3f} ({seconds:.0f} s)")
             if len(points) == len(marks):
                 break
+    if step and (not points or points[-1]["step"] != step):
+        # Out of batches (all `args.steps` of them) before the time was up: score where it ended.
+        points.append({"step": step, "tokens": tokens, "seconds": seconds, **evaluate()})
     return {
         "curve": points,
         "seconds": seconds,
