@@ -179,10 +179,10 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
     """The Hugging Face run_mlm recipe on the same shards, for the same training seconds as mlm.
 
     The peer trains for `mlm`'s measured training time, its count-based initialization included
-    (its schedule is on the clock: linear
-    warm-up over the recipe's warm-up share of the time, then linear decay to zero when the time
-    is up), so both get the same wall-clock budget on this machine; its validation loss is
-    measured on the same batches at evenly spaced points of that time.
+    (its schedule is on the clock: linear warm-up over the recipe's warm-up share of the time,
+    then linear decay to zero when the time is up), so both get the same wall-clock budget on
+    this machine; its validation loss is measured on the same batches at evenly spaced points of
+    that time.
     """
     import numpy as np
     import torch

@@ -114,7 +114,8 @@ def test_default_run_shards_one_line_per_example_and_counts_real_tokens(tmp_path
     lines = [" ".join(words[(i + j) % 8] for j in range(6 + i % 5)) for i in range(80)]
     for split in ("train", "test"):
         (data / "agnews" / f"{split}.tsv").write_text(
-            "text\tlabel\n" + "".join(f"{line}\tWorld\n" for line in lines)
+            "text\tlabel\n"
+            + "".join(f"{line}\t{('World', 'Sports')[i % 2]}\n" for i, line in enumerate(lines))
         )
     (data / "sotu" / "a.txt").write_text("\n".join(lines[:20]) + "\n")
     argv = ["bench_quality.py", "--data", str(data), "--output", str(tmp_path / "out")]
@@ -138,3 +139,28 @@ def test_default_run_shards_one_line_per_example_and_counts_real_tokens(tmp_path
     batches = pretraining_dataset(str(tmp_path / "work" / "shards"), 4, split="train", seed=0)
     masks = [b["attention_mask"] for b in batches.take(peer["step"]).as_numpy_iterator()]
     assert peer["tokens"] == sum(int(mask.sum()) for mask in masks) < peer["step"] * 4 * 64
+
+    # Fine-tuning the same encoder again (--reuse): every seed in its own worker process.
+    argv = ["bench_quality.py", "--data", str(data), "--output", str(tmp_path / "again")]
+    argv += ["--workdir", str(tmp_path / "work"), "--reuse", "--no-peer", "--no-probe"]
+    argv += ["--shots", "3", "--seeds", "2", "--dev-per-class", "2", "--test-rows", "8"]
+    argv += ["--finetune", '{"epochs": 1, "pooling": "mean"}', "--finetune-processes", "2"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench_quality.main() == 0
+    custom = json.loads((tmp_path / "again" / "quality.json").read_text())["finetune"]["3"]
+    assert custom["custom"]["settings"] == {"epochs": 1, "pooling": "mean"}
+    for side in ("pretrained", "baseline"):
+        assert len(custom["custom"][side]["per_seed"]) == 2
+        assert all(0 <= accuracy <= 1 for accuracy in custom["custom"][side]["per_seed"])
+    assert custom["custom"]["seconds"] > 0
+    for seed in (0, 1):
+        assert (tmp_path / "work" / f"finetune-3-custom-seed{seed}" / "metrics.json").is_file()
+
+
+def test_finetune_processes_below_one_is_refused(tmp_path, monkeypatch, capsys):
+    argv = ["bench_quality.py", "--finetune-processes", "0", "--output", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as exit_info:
+        bench_quality.main()
+    assert exit_info.value.code == 2
+    assert "--finetune-processes 0: give at least 1" in capsys.readouterr().err

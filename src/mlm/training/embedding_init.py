@@ -142,15 +142,17 @@ def cooccurrence_embeddings(
 ) -> np.ndarray:
     """PPMI-SVD vectors of token-id batches, `[vocab_size, dim]` float32 (rows U * sqrt(S)).
 
-    Tokens that never occur in the batches get zero rows.
+    Tokens that never occur in the batches (or have no positive PMI with any) get zero rows.
     """
     rows, cols, counts = cooccurrence_counts(
         batches, vocab_size, window=window, max_tokens=max_tokens
     )
     if not len(counts):
         raise ValueError("no token pairs to count: the batches are empty")
-    table = truncated_svd_rows(*ppmi(rows, cols, counts, vocab_size), vocab_size, dim, seed=seed)
-    table[np.bincount(rows, minlength=vocab_size) == 0] = 0  # exact zeros, not round-off
+    positive = ppmi(rows, cols, counts, vocab_size)
+    table = truncated_svd_rows(*positive, vocab_size, dim, seed=seed)
+    # Rows with no positive PMI (tokens that never occur) are exact zeros, not SVD round-off.
+    table[np.bincount(positive[0], minlength=vocab_size) == 0] = 0
     return table
 
 
