@@ -24,7 +24,7 @@ CRON ?= 0 0 3 * * 0
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND := tensorflow
 
-.PHONY: install system-packages run test lint format bench bench-quality compile images lock deploy submit schedule clean
+.PHONY: install system-packages upstream-packages run test lint format bench bench-quality compile images lock deploy submit schedule clean
 
 # Programs the tests start for real, as COMMAND=DEBIAN_PACKAGE (installed when missing, as root).
 SYSTEM_PACKAGES := prometheus-pushgateway=prometheus-pushgateway promtool=prometheus
@@ -43,6 +43,14 @@ install: $(STAMP)
 system-packages:
 	@scripts/install-system-packages.sh $(SYSTEM_PACKAGES)
 
+# Upstream's published API packages at each supported release, each in its own side environment
+# (tests/conformance: the fakes and validators are built from them).
+UPSTREAM_LIST := tests/conformance/upstream-packages.txt
+UPSTREAM_DIR := $(VENV)/upstream
+
+upstream-packages: $(STAMP)
+	@$(PY) scripts/install-upstream-packages.py $(UPSTREAM_LIST) $(UPSTREAM_DIR)
+
 run: $(STAMP)
 	$(PY) pipelines/run_local.py --output $(OUTPUT) $(if $(CORPUS),--corpus $(CORPUS)) $(if $(LABELS),--labels $(LABELS))
 
@@ -54,7 +62,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test: lint system-packages
+test: lint system-packages upstream-packages
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 $(BENCH_STAMP): pyproject.toml bench/requirements.txt
