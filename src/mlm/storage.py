@@ -457,6 +457,14 @@ class _GCSStore(_ObjectStore):
         return _local_crc32c(path)
 
 
+# How a Kubeflow pipeline hands its artifact store to every step and training worker: the
+# compiled pipeline puts the store's Secret into each step's environment as the AWS credentials
+# (keys `accesskey`/`secretkey`, as in Kubeflow's `mlpipeline-minio-artifact`), and names the
+# Secret and the store's endpoint in these variables, which the job launcher hands on to workers.
+STORE_SECRET_ENV = "MLM_STORE_SECRET"
+STORE_ENDPOINT_ENV = "MLM_STORE_ENDPOINT"
+STORE_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
+
 _S3_ATTEMPTS = 5  # botocore attempts per request (standard mode: 5xx, throttling, resets)
 _S3_RETRY_ROUNDS = 3  # s3fs's own rounds of those attempts for throttling ("SlowDown")
 
