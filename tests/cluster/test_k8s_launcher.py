@@ -328,8 +328,8 @@ def test_job_deleted_by_someone_else_is_a_failure():
     kube, clock = FakeKubernetes(), FakeClock()
     original = kube._custom
 
-    def custom(method, match, body):
-        response = original(method, match, body)
+    def custom(method, match, body, query):
+        response = original(method, match, body, query)
         if method == "POST":
             kube.objects.clear()
         return response
@@ -367,10 +367,10 @@ def capture_creates(kube) -> list[dict]:
     created: list[dict] = []
     original = kube._custom
 
-    def capture(method, match, body):
+    def capture(method, match, body, query):
         if method == "POST":
             created.append(copy.deepcopy(body))
-        return original(method, match, body)
+        return original(method, match, body, query)
 
     kube._custom = capture
     return created
@@ -434,10 +434,28 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(
     assert parsed.output_dir == "gs://b/run-7/pretrain/model"
 
 
-def test_namespace_comes_from_the_pod_then_the_setting(monkeypatch, tmp_path):
+def test_namespace_comes_from_the_pod_then_the_setting_then_the_kubeconfig(monkeypatch, tmp_path):
     monkeypatch.setattr(launch, "NAMESPACE_FILE", str(tmp_path / "absent"))
     monkeypatch.delenv("MLM_JOB_NAMESPACE", raising=False)
-    assert launch.current_namespace() == "mlm"
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    assert launch.current_namespace() == "default"  # kubectl's default
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://k.example.com"}}],
+                "users": [{"name": "u", "user": {}}],
+                "contexts": [
+                    {"name": "x", "context": {"cluster": "c", "user": "u", "namespace": "team-b"}}
+                ],
+                "current-context": "x",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    assert launch.current_namespace() == "team-b"
     monkeypatch.setenv("MLM_JOB_NAMESPACE", "team-a")
     assert launch.current_namespace() == "team-a"
     (tmp_path / "ns").write_text("kubeflow-user-bob\n")
@@ -855,12 +873,12 @@ def test_api_calls_carry_timeouts_and_network_errors_are_retried():
     original = kube._custom
     posts_seen = {"n": 0}
 
-    def flaky_custom(method, match, body):
+    def flaky_custom(method, match, body, query):
         if method == "POST":
             posts_seen["n"] += 1
             if posts_seen["n"] == 1:
                 raise urllib3.exceptions.MaxRetryError(None, "/apis", "connection refused")
-        return original(method, match, body)
+        return original(method, match, body, query)
 
     def flaky_get(job):
         reads["n"] += 1

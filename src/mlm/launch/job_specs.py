@@ -6,7 +6,11 @@ Two job kinds, both running MultiWorkerMirroredStrategy workers:
   `mlm-tensorflow-distributed` ClusterTrainingRuntime this project ships in `manifests/`. Trainer
   sets no `TF_CONFIG` for TensorFlow: the runtime gives each pod `JOB_COMPLETION_INDEX`,
   `JOBSET_NAME` and `MLM_WORKER_PORT`, the job adds `MLM_NUM_WORKERS`, and
-  `mlm.training.cluster.resolve_cluster` derives `TF_CONFIG` from them.
+  `mlm.training.cluster.resolve_cluster` derives `TF_CONFIG` from them. Two shapes of the
+  TrainJob API are in use (`TRAINJOB_APIS`): Trainer v2.2 and later place pods with
+  `spec.runtimePatches` and stop a job at `spec.activeDeadlineSeconds`; v2.1.0 (the release
+  Kubeflow 1.11 and 26.03 ship) has neither and places pods with `spec.podTemplateOverrides`
+  (kubeflow/trainer PR #3309 replaced one with the other).
 - "tfjob": a Kubeflow Training Operator v1 `TFJob` (kubeflow.org/v1), which sets `TF_CONFIG`.
 
 The job objects are built from the published API models (`kubeflow-trainer-api` for TrainJob,
@@ -19,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +33,9 @@ from mlm.errors import UserInputError
 RUNTIME_NAME = "mlm-tensorflow-distributed"
 WORKER_PORT = 2222
 DEFAULT_SERVICE_ACCOUNT = "mlm-trainer"
-PATCH_MANAGER = "mlm-launcher"
+# Trainer >= 2.2 requires a runtime patch's manager to be a domain-prefixed path
+# (kubeflow/trainer v2.3.0 pkg/runtime/framework/plugins/jobset/jobset.go: IsDomainPrefixedPath).
+PATCH_MANAGER = "mlm.kubeflow.org/launcher"
 # TrainJob pods are named `<name>-node-0-<i>-<suffix>` and their hostnames `<name>-node-0-<i>`
 # must stay valid DNS labels (<= 63 characters), so job names are kept well under that.
 MAX_JOB_NAME_LENGTH = 40
@@ -45,14 +51,21 @@ TFJOB_SPOT_BACKOFF_LIMIT = 3
 # 1.6 GB at >= 100 MB/s takes ~16 s; a BERT-base step on an accelerator takes under 2 s. About
 # 25 s in all: 180 s leaves room for slow disks, slow steps and larger models.
 TERMINATION_GRACE_PERIOD_SECONDS = 180
-# The Pushgateway of manifests/ (same namespace). TrainJob pods get it from the runtime.
-PUSHGATEWAY_URL = "http://mlm-pushgateway:9091"
+# The Pushgateway of manifests/, in namespace mlm; jobs run in other namespaces (the run's), so
+# it is addressed with its namespace. TrainJob pods get it from the runtime.
+PUSHGATEWAY_URL = "http://mlm-pushgateway.mlm.svc:9091"
 GPU_RESOURCE = "nvidia.com/gpu"
 GKE_SPOT_LABEL = "cloud.google.com/gke-spot"
 # tini (PID 1 of the images) forwards SIGTERM to `mlm`; a pod's `command` replaces the image's
 # ENTRYPOINT, so it must name tini itself.
 WORKER_COMMAND = ("/usr/bin/tini", "--", "mlm", "pretrain")
 POD_LABELS = {"app.kubernetes.io/part-of": "mlm", "app.kubernetes.io/component": "mlm-trainer"}
+# Worker pods stay out of the Istio mesh of a Kubeflow profile namespace: an injected proxy would
+# receive the workers' gRPC on 2222 as plain text from peers it cannot authorize (the profile's
+# AuthorizationPolicy matches mTLS identities), and KFP keeps its own pipeline pods out the same
+# way (backend/src/apiserver/template: sidecar.istio.io/inject "false"). Kubeflow's TFJob guide
+# says the same. The ClusterTrainingRuntime carries the same label for TrainJob pods.
+WORKER_POD_ONLY_LABELS = {"sidecar.istio.io/inject": "false"}
 # Which pipeline run and task a job belongs to: the pipeline's cleanup deletes a run's jobs by them.
 RUN_ID_LABEL = "mlm.kubeflow.org/run-id"
 TASK_LABEL = "mlm.kubeflow.org/task"
@@ -298,29 +311,51 @@ def _labels(spec: WorkerSpec) -> dict[str, str]:
 
 
 def _env(spec: WorkerSpec) -> list[Any]:
+    """The worker container's env: MLM_NUM_WORKERS and `spec.env`, then `spec.env_vars` in
+    order; the first variable of a name wins (the runtime's own MLM_PUSHGATEWAY_URL too)."""
     from kubernetes.client import V1EnvVar
 
     env = {"MLM_NUM_WORKERS": str(spec.num_workers), **(spec.env or {})}
     variables = [V1EnvVar(name=key, value=str(value)) for key, value in env.items()]
+    taken = {*env, "MLM_PUSHGATEWAY_URL"}
     for variable in spec.env_vars or ():
-        if variable["name"] not in env and variable["name"] != "MLM_PUSHGATEWAY_URL":
-            variables.append(
-                V1EnvVar(
-                    name=variable["name"],
-                    value=variable.get("value"),
-                    value_from=variable.get("valueFrom"),
-                )
+        if variable["name"] in taken:
+            continue
+        taken.add(variable["name"])
+        variables.append(
+            V1EnvVar(
+                name=variable["name"],
+                value=variable.get("value"),
+                value_from=variable.get("valueFrom"),
             )
+        )
     return variables
 
 
+# The TrainJob API shapes this launcher can write, newest first: the field that places pods on
+# the runtime's `node` job, and the Trainer releases that have it.
+RUNTIME_PATCHES, POD_TEMPLATE_OVERRIDES = "runtimePatches", "podTemplateOverrides"
+TRAINJOB_APIS = {
+    RUNTIME_PATCHES: "Kubeflow Trainer v2.2 or later",
+    POD_TEMPLATE_OVERRIDES: "Kubeflow Trainer v2.1",
+}
+
+
 def build_trainjob(
-    name: str, namespace: str, spec: WorkerSpec, pretrain_args: Sequence[str], timeout_s: int
+    name: str,
+    namespace: str,
+    spec: WorkerSpec,
+    pretrain_args: Sequence[str],
+    timeout_s: int,
+    api: str = RUNTIME_PATCHES,
 ) -> dict[str, Any]:
     """The TrainJob manifest: `spec.num_workers` nodes of the TensorFlow runtime.
 
     Image, command, worker count, resources and env go in `spec.trainer`; node selector,
-    tolerations and service account are a runtime patch on the runtime's `node` replicated job.
+    tolerations and service account go on the runtime's `node` replicated job, as a runtime patch
+    (`api="runtimePatches"`, Trainer >= 2.2, with `activeDeadlineSeconds`) or a pod template
+    override (`api="podTemplateOverrides"`, Trainer 2.1, which has no deadline field: the
+    launcher enforces the timeout itself).
 
     Args:
         name: the job name (see `job_name`).
@@ -328,12 +363,13 @@ def build_trainjob(
         spec: the workers.
         pretrain_args: the arguments after `mlm pretrain`.
         timeout_s: the job's active deadline, so the cluster stops it even without the launcher.
+        api: which TrainJob API shape to write (`TRAINJOB_APIS`).
 
     Returns:
         The TrainJob as a JSON-ready dict.
     """
-    from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
-
+    if api not in TRAINJOB_APIS:
+        raise ValueError(f"api must be one of {sorted(TRAINJOB_APIS)}, got {api!r}")
     kind = JOB_KINDS["trainjob"]
     selector, tolerations = _scheduling(spec)
     pod_patch: dict[str, Any] = {}
@@ -349,7 +385,6 @@ def build_trainjob(
             "kind": "ClusterTrainingRuntime",
             "name": RUNTIME_NAME,
         },
-        "activeDeadlineSeconds": int(timeout_s),
         "trainer": {
             "image": spec.image,
             "command": list(WORKER_COMMAND),
@@ -359,32 +394,38 @@ def build_trainjob(
             "resourcesPerNode": _serialize(_resources(spec)),
         },
     }
-    if pod_patch:
-        job_spec["runtimePatches"] = [
+    if api == RUNTIME_PATCHES:
+        job_spec["activeDeadlineSeconds"] = int(timeout_s)
+    if pod_patch and api == RUNTIME_PATCHES:
+        node_job = {"name": "node", "template": {"spec": {"template": {"spec": pod_patch}}}}
+        job_spec[RUNTIME_PATCHES] = [
             {
                 "manager": PATCH_MANAGER,
-                "trainingRuntimeSpec": {
-                    "template": {
-                        "spec": {
-                            "replicatedJobs": [
-                                {
-                                    "name": "node",
-                                    "template": {"spec": {"template": {"spec": pod_patch}}},
-                                }
-                            ]
-                        }
-                    }
-                },
+                "trainingRuntimeSpec": {"template": {"spec": {"replicatedJobs": [node_job]}}},
             }
         ]
+    elif pod_patch:
+        job_spec[POD_TEMPLATE_OVERRIDES] = [{"targetJobs": [{"name": "node"}], "spec": pod_patch}]
     manifest = {
         "apiVersion": kind.api_version,
         "kind": kind.kind,
         "metadata": {"name": name, "namespace": namespace, "labels": _labels(spec)},
         "spec": job_spec,
     }
-    # Round-trip through the Trainer API model, which checks every field's type.
-    return TrainerV1alpha1TrainJob.from_dict(manifest).to_dict()
+    if api == RUNTIME_PATCHES:
+        _check_with_trainer_model(manifest)
+    return manifest
+
+
+def _check_with_trainer_model(manifest: dict[str, Any]) -> None:
+    """Round-trips `manifest` through the installed Trainer API model, which checks every
+    field's type. The model ignores fields it does not know, so a field it drops is a bug here
+    (it would be pruned by an API server of that release too)."""
+    from kubeflow_trainer_api.models import TrainerV1alpha1TrainJob
+
+    rebuilt = TrainerV1alpha1TrainJob.from_dict(manifest).to_dict()
+    if rebuilt != manifest:
+        raise AssertionError(f"the Trainer API model does not keep this TrainJob: {manifest}")
 
 
 def build_tfjob(
@@ -426,7 +467,7 @@ def build_tfjob(
         ),
     )
     pod = V1PodTemplateSpec(
-        metadata=V1ObjectMeta(labels=_labels(spec)),
+        metadata=V1ObjectMeta(labels={**_labels(spec), **WORKER_POD_ONLY_LABELS}),
         spec=V1PodSpec(
             containers=[container],
             termination_grace_period_seconds=TERMINATION_GRACE_PERIOD_SECONDS,
@@ -464,7 +505,19 @@ def build_tfjob(
     return _serialize(job)
 
 
-BUILDERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "trainjob": build_trainjob,
-    "tfjob": build_tfjob,
-}
+def job_manifests(
+    kind: str,
+    name: str,
+    namespace: str,
+    spec: WorkerSpec,
+    pretrain_args: Sequence[str],
+    timeout_s: int,
+) -> list[tuple[str, dict[str, Any]]]:
+    """The manifests of a `kind` job, as (API shape, manifest), the one to try first first: a
+    TrainJob in each shape of `TRAINJOB_APIS` (newest first), a TFJob in its one shape."""
+    if kind == "trainjob":
+        return [
+            (api, build_trainjob(name, namespace, spec, pretrain_args, timeout_s, api=api))
+            for api in TRAINJOB_APIS
+        ]
+    return [("tfjob", build_tfjob(name, namespace, spec, pretrain_args, timeout_s))]

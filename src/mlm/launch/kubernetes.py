@@ -43,13 +43,15 @@ from typing import Any, TextIO
 from mlm import DEFAULT_IMAGE, GPU_IMAGE_SUFFIX
 from mlm.errors import UserInputError
 from mlm.launch.job_specs import (
-    BUILDERS,
     DEFAULT_SERVICE_ACCOUNT,
     JOB_KINDS,
     RUN_ID_LABEL,
+    RUNTIME_NAME,
+    TRAINJOB_APIS,
     JobKind,
     WorkerSpec,
     job_kind,
+    job_manifests,
     job_name,
     label_value,
     run_labels,
@@ -58,16 +60,24 @@ from mlm.launch.job_specs import (
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_NAMESPACE = "mlm"
-# Where Kubernetes mounts the pod's own namespace; the job goes there (next to the pipeline pod,
-# whose service account the namespace's RBAC lets create jobs).
+# Outside a pod with no namespace configured, as kubectl does.
+DEFAULT_NAMESPACE = "default"
+# Where Kubernetes mounts the pod's own namespace. Jobs go to the run's namespace: there the
+# pipeline step's service account has its rights (standalone KFP: kubeflow/pipeline-runner;
+# multi-user Kubeflow: <profile>/default-editor), the store's Secret exists
+# (mlpipeline-minio-artifact) and the store admits the pods (docs/operators.md, "Where jobs run").
 NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# What a namespace must hold before a job can start there (manifests/job-namespace).
+PREPARE_NAMESPACE = "kubectl apply -k manifests/job-namespace -n {namespace}"
 # (connect, read) seconds of every API call: a hung connection must not hang the step.
 REQUEST_TIMEOUT_S = (10.0, 60.0)
 # How long a worker may stay unable to pull its image / unschedulable before the launch fails.
 # Unschedulable waits longer: a cluster autoscaler may need minutes to add a (GPU) node.
 IMAGE_PULL_GRACE_S = 120.0
 UNSCHEDULABLE_GRACE_S = 600.0
+# How long a job that is not suspended may go without any worker pod: its controller failing to
+# create them (a missing ServiceAccount, a pod policy) shows only as events.
+NO_PODS_GRACE_S = 300.0
 _IMAGE_PULL_REASONS = {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"}
 _CONTAINER_CONFIG_REASONS = {"CreateContainerConfigError", "CreateContainerError"}
 # How long to wait for a job of the same name that is being deleted before recreating it.
@@ -156,14 +166,22 @@ def _api_message(error: Any) -> str:
 
 def current_namespace(explicit: str | None = None) -> str:
     """Where jobs go: `explicit`, else this pod's namespace (its service-account namespace file),
-    else $MLM_JOB_NAMESPACE, else "mlm" (the manifests' namespace)."""
+    else $MLM_JOB_NAMESPACE, else the kubeconfig's current context's namespace, else "default"."""
     if explicit:
         return explicit
     with contextlib.suppress(OSError):
         own = Path(NAMESPACE_FILE).read_text().strip()
         if own:
             return own
-    return os.environ.get("MLM_JOB_NAMESPACE") or DEFAULT_NAMESPACE
+    if os.environ.get("MLM_JOB_NAMESPACE"):
+        return os.environ["MLM_JOB_NAMESPACE"]
+    try:
+        from kubernetes import config
+
+        _, active = config.list_kube_config_contexts(os.environ.get("KUBECONFIG") or None)
+    except Exception:  # no kubeconfig, or one that does not parse: not ours to judge here
+        active = None
+    return ((active or {}).get("context") or {}).get("namespace") or DEFAULT_NAMESPACE
 
 
 def worker_image(image: str | None = None, gpus_per_worker: int = 0) -> str:
@@ -177,26 +195,74 @@ def worker_image(image: str | None = None, gpus_per_worker: int = 0) -> str:
     return base
 
 
+# What each job kind needs installed, and which Kubeflow releases include it (kubeflow/manifests
+# v1.10.2, v1.11.0 and 26.03 README and example/kustomization.yaml).
+_INSTALL = {
+    "trainjobs": (
+        "install Kubeflow Trainer v2.1 or later (Kubeflow 1.11 and 26.03 include v2.1.0, 1.10 "
+        "none) and this project's ClusterTrainingRuntime (kubectl apply -k manifests/overlays/...)"
+    ),
+    "tfjobs": (
+        "install the Kubeflow Training Operator v1.9 (Kubeflow 1.10 includes it; 1.11 and 26.03 "
+        "leave it out of their default install)"
+    ),
+}
+# Who grants the job rights in each kind of install (docs/operators.md, "Where jobs run").
+_GRANTS = (
+    "standalone KFP: kubectl apply -k manifests/overlays/dev binds kubeflow/pipeline-runner; "
+    "multi-user Kubeflow: a profile's default-editor gets TrainJobs from Kubeflow Trainer's "
+    "kubeflow-trainer-edit role and TFJobs from the Training Operator's kubeflow-training-edit"
+)
+
+
+def _unknown_fields(error: Any) -> list[str]:
+    """The fields a `fieldValidation=Strict` create names as unknown (HTTP 400 "strict decoding
+    error: unknown field \"spec.x\""), else []."""
+    if getattr(error, "status", None) != 400:
+        return []
+    return re.findall(r'unknown field \\?"([^"\\]+)\\?"', _api_message(error))
+
+
 def _create_error(
     error: Any, kind: JobKind, name: str, namespace: str, service_account: str | None
 ) -> JobLaunchError:
     """One line for an ApiException on create: what went wrong and what to do."""
     message = _api_message(error)
     where = f"{kind.kind} {namespace}/{name}"
+    if "admission webhook" in message:
+        if "must be created before the TrainJob" in message:
+            return JobLaunchError(
+                f"cannot create {where}: the ClusterTrainingRuntime {RUNTIME_NAME} is not "
+                f"installed ({message}); apply it with kubectl apply -k manifests/overlays/... "
+                "(manifests/base/runtime)"
+            )
+        return JobLaunchError(
+            f"cannot create {where}: the cluster's admission webhook refused it ({message}); "
+            "check the installed Kubeflow Trainer / Training Operator version against "
+            "docs/operators.md"
+        )
+    fields = _unknown_fields(error)
+    if fields:
+        supported = (
+            ", ".join(TRAINJOB_APIS.values())
+            if kind.plural == "trainjobs"
+            else "the Training Operator v1.9"
+        )
+        return JobLaunchError(
+            f"cannot create {where}: the cluster's {kind.kind} API has no {', '.join(fields)} "
+            f"(HTTP 400: {message}); this launcher writes {kind.kind}s for {supported}: install "
+            "one of them (docs/operators.md)"
+        )
     if error.status == 404:
         if "namespace" in message.lower():
             return JobLaunchError(
                 f"cannot create {where}: namespace {namespace!r} does not exist ({message}); "
                 "create it or run the step in the namespace the jobs should use"
             )
-        install = (
-            "install Kubeflow Trainer v2 and this project's runtime (kubectl apply -k manifests/...)"
-            if kind.plural == "trainjobs"
-            else "install the Kubeflow Training Operator (kubeflow.org/v1 TFJob)"
-        )
         return JobLaunchError(
             f"cannot create {where}: the {kind.kind} API ({kind.api_version}, {kind.plural}) is "
-            f"not installed in this cluster (HTTP 404); {install}, or use another launcher"
+            f"not installed in this cluster (HTTP 404); {_INSTALL[kind.plural]}, or use another "
+            "launcher"
         )
     if error.status == 403 and "quota" in message.lower():
         return JobLaunchError(
@@ -205,10 +271,9 @@ def _create_error(
         )
     if error.status == 403:
         return JobLaunchError(
-            f"cannot create {where}: this pod's service account may not create "
-            f"{kind.plural}.{kind.group} in namespace {namespace} (HTTP 403: {message}); bind it "
-            "a Role allowing create/get/list/delete on them and get/list on pods and pods/log "
-            "(manifests/base/app/rbac.yaml has one)"
+            f"cannot create {where}: this step's service account may not create "
+            f"{kind.plural}.{kind.group} in namespace {namespace} (HTTP 403: {message}); "
+            f"{_GRANTS}"
         )
     if error.status == 401:
         return JobLaunchError(
@@ -424,6 +489,39 @@ def _diagnose(core: Any, kind: JobKind, name: str, namespace: str, log_lines: in
     return {"worker": worker, "reason": reason, "log_tail": (log_tail or "").rstrip()}
 
 
+def _check_service_account(core: Any, namespace: str, service_account: str) -> None:
+    """Fails with one line when the workers' ServiceAccount is missing from `namespace`: the
+    job's controller could create no pod (the API server refuses pods that name a missing
+    account, and the Training Operator then retries forever without a condition)."""
+    from kubernetes.client.exceptions import ApiException
+
+    prepare = PREPARE_NAMESPACE.format(namespace=namespace)
+    try:
+        core.read_namespaced_service_account(
+            service_account, namespace, _request_timeout=REQUEST_TIMEOUT_S
+        )
+    except ApiException as error:
+        if error.status == 404:
+            raise JobLaunchError(
+                f"namespace {namespace} has no ServiceAccount {service_account}, which the "
+                f"training pods run as: prepare the namespace for mlm jobs ({prepare}; "
+                "docs/operators.md, 'Where jobs run')"
+            ) from None
+        if error.status == 403:
+            raise JobLaunchError(
+                f"this step's service account may not read ServiceAccount "
+                f"{namespace}/{service_account} (HTTP 403: {_api_message(error)}): namespace "
+                f"{namespace} is not prepared for mlm jobs ({prepare}; {_GRANTS})"
+            ) from None
+        logger.warning(
+            "could not check ServiceAccount %s/%s: %s", namespace, service_account, error
+        )
+    except _transient_errors() as error:
+        logger.warning(
+            "could not check ServiceAccount %s/%s: %s", namespace, service_account, error
+        )
+
+
 def launch_pretraining_job(
     kind: str,
     name: str,
@@ -450,6 +548,7 @@ def launch_pretraining_job(
     follow_logs: TextIO | None = None,
     image_pull_grace_s: float = IMAGE_PULL_GRACE_S,
     unschedulable_grace_s: float = UNSCHEDULABLE_GRACE_S,
+    no_pods_grace_s: float = NO_PODS_GRACE_S,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> JobResult:
@@ -473,6 +572,7 @@ def launch_pretraining_job(
         follow_logs: where worker 0's log lines go as they appear (None: not followed).
         image_pull_grace_s, unschedulable_grace_s: how long a worker may be unable to pull its
             image / be scheduled before the launch fails.
+        no_pods_grace_s: how long a job that is not suspended may have no worker pod at all.
         clock, sleep: time source and wait function (tests pass fakes).
 
     Returns:
@@ -480,7 +580,8 @@ def launch_pretraining_job(
 
     Raises:
         UserInputError: a bad parameter.
-        JobLaunchError: the job could not be created or its workers cannot start (one line).
+        JobLaunchError: the namespace is not prepared for jobs, the job could not be created or
+            its workers cannot start (one line).
         JobFailedError: the job failed (the message names the worker, reason and log tail).
         JobTimeoutError: the job did not end within `timeout_s`.
         JobCancelledError: SIGTERM (or Ctrl-C) arrived; the job was deleted first.
@@ -506,7 +607,7 @@ def launch_pretraining_job(
         env_vars=env_vars,
     )
     spec.validate()
-    manifest = BUILDERS[kind](name, namespace, spec, pretrain_args, int(timeout_s))
+    manifests = job_manifests(kind, name, namespace, spec, pretrain_args, int(timeout_s))
 
     from kubernetes.client import CoreV1Api, CustomObjectsApi
 
@@ -518,7 +619,9 @@ def launch_pretraining_job(
     started = clock()
     with _sigterm_raises():
         try:
-            attached = job.create(manifest, service_account, sleep)
+            if service_account:
+                _check_service_account(core, namespace, service_account)
+            attached = job.create(manifests, service_account, sleep)
             return _wait(
                 job,
                 core,
@@ -529,7 +632,11 @@ def launch_pretraining_job(
                 poll_interval_s=poll_interval_s,
                 log_lines=log_lines,
                 follower=_LogFollower(core, kind_info, namespace, follow_logs, "[worker 0] "),
-                graces={"image": image_pull_grace_s, "unschedulable": unschedulable_grace_s},
+                graces={
+                    "image": image_pull_grace_s,
+                    "unschedulable": unschedulable_grace_s,
+                    "no_pods": no_pods_grace_s,
+                },
                 clock=clock,
                 sleep=sleep,
             )
@@ -550,6 +657,14 @@ def _ignore_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+class _UnknownFieldsError(Exception):
+    """A strict create named fields the cluster's CRD does not have."""
+
+    def __init__(self, cause: Any, fields: list[str]) -> None:
+        super().__init__(", ".join(fields))
+        self.cause, self.fields = cause, fields
+
+
 class _Job:
     """One custom job object: create, read and delete it, retrying transient failures."""
 
@@ -558,19 +673,58 @@ class _Job:
     ) -> None:
         self.custom, self.launcher, self.kind = custom, launcher, kind
         self.coordinates, self.name = coordinates, name
+        self.api: str | None = None  # the API shape the job was created in
 
     @property
     def namespace(self) -> str:
         return self.coordinates[2]
 
     def create(
-        self, manifest: Mapping[str, Any], service_account: str | None, sleep: Callable
+        self,
+        manifests: Sequence[tuple[str, Mapping[str, Any]]],
+        service_account: str | None,
+        sleep: Callable,
     ) -> bool:
         """Creates the job; True when it already existed (a retried step re-attaches).
 
-        A job of the same name that is still being deleted (an earlier attempt's, deleted when
-        it failed) is waited out and then created anew.
+        `manifests` are the job in each API shape the launcher can write, newest first (see
+        `job_specs.job_manifests`). Each is sent with `fieldValidation=Strict`, so an API server
+        whose CRD lacks a field refuses it (HTTP 400) instead of silently pruning it; the next
+        shape is then tried. A job of the same name that is still being deleted (an earlier
+        attempt's, deleted when it failed) is waited out and then created anew.
         """
+        for index, (api, manifest) in enumerate(manifests):
+            try:
+                attached = self._create_waiting_out_deletion(manifest, service_account, sleep)
+            except _UnknownFieldsError as error:
+                if index == len(manifests) - 1:
+                    raise _create_error(
+                        error.cause, self.kind, self.name, self.namespace, service_account
+                    ) from None
+                logger.warning(
+                    "the cluster's %s API has no %s; writing the %s shape instead",
+                    self.kind.kind,
+                    ", ".join(error.fields),
+                    manifests[index + 1][0],
+                )
+                continue
+            self.api = api
+            if index:
+                logger.warning(
+                    "%s %s/%s uses %s (%s): it has no activeDeadlineSeconds, so this launcher "
+                    "enforces the job timeout itself",
+                    self.kind.kind,
+                    self.namespace,
+                    self.name,
+                    api,
+                    TRAINJOB_APIS.get(api, api),
+                )
+            return attached
+        raise AssertionError("no manifest to create")
+
+    def _create_waiting_out_deletion(
+        self, manifest: Mapping[str, Any], service_account: str | None, sleep: Callable
+    ) -> bool:
         for _ in range(TERMINATING_POLLS):
             attached = self._create_once(manifest, service_account, sleep)
             if not attached or not self._terminating():
@@ -613,7 +767,10 @@ class _Job:
         for attempt in range(1, attempts + 1):
             try:
                 self.custom.create_namespaced_custom_object(
-                    *self.coordinates, manifest, _request_timeout=REQUEST_TIMEOUT_S
+                    *self.coordinates,
+                    manifest,
+                    field_validation="Strict",
+                    _request_timeout=REQUEST_TIMEOUT_S,
                 )
                 logger.info("created %s %s/%s", self.kind.kind, self.namespace, self.name)
                 return False
@@ -623,6 +780,9 @@ class _Job:
                         "%s %s/%s exists; waiting for it", self.kind.kind, self.namespace, self.name
                     )
                     return True
+                fields = _unknown_fields(error)
+                if fields:
+                    raise _UnknownFieldsError(error, fields) from None
                 retryable = error.status in (429, 500, 502, 503, 504)
                 if not retryable or attempt == attempts:
                     raise _create_error(
@@ -727,6 +887,7 @@ def _wait(
 
     deadline = started + timeout_s
     stuck_since: dict[tuple[str, str], float] = {}
+    podless_since = clock()
     while True:
         try:
             current = job.get() or {}
@@ -759,6 +920,17 @@ def _wait(
                     job.delete()  # a job that cannot start only holds quota
                     raise JobLaunchError(problem[1])
         stuck_since = seen
+        if pods or _suspended(current):
+            podless_since = now
+        elif now - podless_since >= graces["no_pods"]:
+            cause = _warning_events(core, namespace, name)
+            job.delete()  # it would only wait for pods that will not come
+            raise JobLaunchError(
+                f"{kind_info.kind} {namespace}/{name} has created no worker pod in "
+                f"{graces['no_pods']:g} s ({cause or 'no event says why'}); see kubectl -n "
+                f"{namespace} get events; a missing ServiceAccount or Secret, or a policy that "
+                f"refuses the pods, is fixed by {PREPARE_NAMESPACE.format(namespace=namespace)}"
+            )
         if now >= deadline:
             deleted = delete()
             raise JobTimeoutError(
@@ -766,6 +938,38 @@ def _wait(
                 + (" and was deleted" if deleted else " and is still there")
             )
         sleep(min(poll_interval_s, max(deadline - now, 0.0)))
+
+
+def _suspended(job: Mapping[str, Any]) -> bool:
+    """Whether a job is suspended (queued, e.g. by Kueue): it has no pods on purpose."""
+    if (job.get("spec") or {}).get("suspend") or (
+        (job.get("spec") or {}).get("runPolicy") or {}
+    ).get("suspend"):
+        return True
+    conditions = (job.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Suspended" and c.get("status") == "True" for c in conditions)
+
+
+def _warning_events(core: Any, namespace: str, job_name: str) -> str:
+    """The newest Warning event about the job or the objects its controller made for it
+    (names starting with the job's), as "reason: message", or "" (best effort)."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        events = core.list_namespaced_event(
+            namespace, field_selector="type=Warning", _request_timeout=REQUEST_TIMEOUT_S
+        ).items
+    except (ApiException, *_transient_errors()):
+        return ""
+    about = [
+        e
+        for e in events
+        if e.involved_object is not None and (e.involved_object.name or "").startswith(job_name)
+    ]
+    if not about:
+        return ""
+    newest = max(about, key=lambda e: str(e.last_timestamp or e.event_time or ""))
+    return " ".join(f"{newest.reason}: {newest.message}".split())
 
 
 def _raise_failed(
@@ -827,6 +1031,35 @@ def delete_run_jobs(
     return deleted
 
 
+# Store settings that are no secrets and travel to the workers as values.
+_STORE_SETTINGS = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION", "AWS_REGION")
+
+
+def store_env_vars(environ: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The env that gives the workers this step's artifact store (as Kubernetes EnvVars).
+
+    The compiled pipeline names the store's Secret and endpoint in every step's environment
+    (`mlm.storage.STORE_SECRET_ENV`, `STORE_ENDPOINT_ENV`); the workers get the Secret's keys as
+    `secretKeyRef`s in their own namespace (never the values) and the endpoint and region
+    settings as values. Nothing when the step has no store settings.
+    """
+    from mlm.storage import STORE_ENDPOINT_ENV, STORE_SECRET_ENV, STORE_SECRET_KEYS
+
+    environ = os.environ if environ is None else environ
+    variables: list[dict[str, Any]] = []
+    secret = environ.get(STORE_SECRET_ENV)
+    if secret:
+        variables += [
+            {"name": env, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
+            for key, env in STORE_SECRET_KEYS.items()
+        ]
+        variables.append({"name": STORE_SECRET_ENV, "value": secret})
+    for name in (STORE_ENDPOINT_ENV, *_STORE_SETTINGS):
+        if environ.get(name):
+            variables.append({"name": name, "value": environ[name]})
+    return variables
+
+
 def launch_pretraining(
     launcher: str,
     *,
@@ -846,8 +1079,9 @@ def launch_pretraining(
 
     The job is named after `run_id` and `task` (the same on a retry of the step, which then
     re-attaches to it; without a run id, after `output_dir`) and labelled with both. It goes to
-    `current_namespace(namespace)` and runs `worker_image(image, gpus_per_worker)`; worker 0's
-    log lines are printed to stdout as they appear.
+    `current_namespace(namespace)` and runs `worker_image(image, gpus_per_worker)` with this
+    step's artifact store (`store_env_vars`); worker 0's log lines are printed to stdout as they
+    appear.
 
     Args:
         launcher: "trainjob" or "tfjob".
@@ -881,6 +1115,8 @@ def launch_pretraining(
     )
     options = {"follow_logs": sys.stdout, **dict(job_options or {})}
     options["labels"] = {**run_labels(run_id or "", task), **dict(options.get("labels") or {})}
+    # The store first: a same-named variable of the task's own env (TaskConfig) does not win.
+    options["env_vars"] = [*store_env_vars(), *(options.get("env_vars") or [])]
     return launch_pretraining_job(
         launcher,
         job_name(run_id, task) if run_id else job_name("", output_dir),
