@@ -10,9 +10,12 @@ While it waits, the launcher
 
 - prints worker 0's new log lines (step, loss, tokens/s, ETA) to its own output, so they appear in
   the pipeline step's log;
-- fails with one line naming the cause and the fix when the job cannot start: the job API is not
-  installed (404), the service account may not create it (403), a ResourceQuota refuses it, a
-  worker cannot pull its image, or a worker stays unschedulable;
+- creates the job with `fieldValidation=Strict`, so a field the cluster's API lacks is refused
+  rather than pruned, and then writes the older shape it supports (Kubeflow Trainer v2.1);
+- fails with one line naming the cause and the fix when the job cannot start: the namespace lacks
+  the workers' ServiceAccount, the job API is not installed (404), the service account may not
+  create it (403), the admission webhook refuses it, a ResourceQuota refuses it, no worker pod
+  appears, a worker cannot pull its image, or a worker stays unschedulable;
 - retries API calls that fail on the network or with a 5xx (every call carries a timeout);
 - deletes the job when it is terminated (SIGTERM, as Kubernetes stops a pod when a run is
   cancelled) and then exits.
