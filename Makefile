@@ -15,6 +15,8 @@ CORPUS ?=
 LABELS ?=
 OUTPUT ?= runs/local
 PIPELINE_YAML ?= pipelines/mlm_pretraining_pipeline.yaml
+# The KFP backend the YAML is for: 2.5 (Kubeflow 1.10), 2.15 (Kubeflow 1.11), 2.16 (Kubeflow 26.03).
+KFP_VERSION ?= 2.15
 REGISTRY ?= ghcr.io/mlm-project
 TAG ?= 0.1.0
 OVERLAY ?= dev
@@ -94,7 +96,7 @@ bench-quality: $(BENCH_STAMP)
 	$(BENCH_VENV)/bin/python bench/bench_quality.py --output $(BENCH_OUT)
 
 compile: $(STAMP)
-	$(PY) pipelines/compile.py --output $(PIPELINE_YAML)
+	$(PY) pipelines/compile.py --output $(PIPELINE_YAML) --kfp-version $(KFP_VERSION)
 
 # The images' hashed lock files: pyproject.toml's runtime dependencies (plus the CUDA wheels for
 # the GPU image), resolved for the images' Python and platform. The Dockerfiles install them in a

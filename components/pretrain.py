@@ -61,8 +61,9 @@ def pretrain(
     and `task_name`, named after them (a retry re-attaches to the job), running `worker_image`
     ("" = this step's own image, its "-gpu" variant for GPU workers) with `gpus_per_worker`
     GPUs, `worker_cpu` / `worker_memory`, `worker_node_selector`, `worker_tolerations` and `spot`
-    per pod, for at most `job_timeout_hours`, with this task's environment (`task_config.env`,
-    KFP's task-config passthrough). `pretrain_options` holds any other
+    per pod, for at most `job_timeout_hours`, with the artifact store the pipeline gave this step
+    and this task's environment (`task_config.env`, KFP's task-config passthrough; KFP 2.5 has
+    none, and its YAML leaves the input out, so `task_config` is then empty). `pretrain_options` holds any other
     `mlm.config.PretrainConfig` setting by name (precision, mask_ratio, whole_word_masking,
     gradient_clipping, checkpoint_every_steps, ...); an unknown name or a bad value fails the
     step with one line.
@@ -113,6 +114,8 @@ def pretrain(
             "and outputs) of their own; set them there"
         )
     settings.update(plain(pretrain_options))
+    # Before any job: a store the workers cannot use fails here, in seconds, with one line.
+    storage.check_store(model.uri)
     # Remote artifact URIs outlive the pod: train there, so a retry finds the checkpoints.
     output_dir = model.uri if "://" in model.uri else model.path
     if launcher == "local":

@@ -24,6 +24,11 @@ def shard(
 
     install_excepthook("shard")  # a known failure ends the step with one line, status 2
 
+    from mlm import storage
+
+    # The store the next steps and the training workers use: fail now if it cannot be.
+    storage.check_store(shards.uri)
+
     from mlm.steps.shard import shard as run_shard
 
     result = run_shard(

@@ -23,6 +23,11 @@ def tokenize(
 
     install_excepthook("tokenize")  # a known failure ends the step with one line, status 2
 
+    from mlm import storage
+
+    # The store the next steps and the training workers use: fail now if it cannot be.
+    storage.check_store(tokenizer.uri)
+
     from mlm.steps.tokenize import tokenize as run_tokenize
 
     result = run_tokenize(

@@ -28,17 +28,23 @@ the components' (and so `mlm.config`'s; tests/test_config.py checks both):
   tolerates the `nvidia.com/gpu` taint; with `launcher` "trainjob" or "tfjob" the pod only launches
   and watches the job, whose `workers` pods get `gpus_per_worker` GPUs each;
 - a node selector for the GPU node pool cannot be switched by a runtime parameter (a selector on a
-  CPU-only run would pin it to GPU nodes), so it is a compile-time option: set
-  `MLM_GPU_NODE_SELECTOR="key=value"` (e.g. `cloud.google.com/gke-accelerator=nvidia-l4`) before
-  importing this module, as `pipelines/compile.py --gpu-node-selector` does.
+  CPU-only run would pin it to GPU nodes), so it is a compile-time option
+  (`CompileConfig.gpu_node_selector`);
+- every step gets the artifact store from the cluster's Secret (`CompileConfig.store_secret`,
+  default `mlpipeline-minio-artifact`): its `accesskey` / `secretkey` as `AWS_ACCESS_KEY_ID` /
+  `AWS_SECRET_ACCESS_KEY`, and the Secret's name and the store's endpoint in `MLM_STORE_SECRET` /
+  `MLM_STORE_ENDPOINT` (`mlm.storage`), which the pretrain step hands on to its job's workers.
+
+`make_pipeline(config)` builds the pipeline for one `CompileConfig`; `mlm_pretraining_pipeline` is
+the one for the defaults without the store wiring, which the local runner (`pipelines/run_local.py`)
+runs: there is no Secret to read outside a cluster.
 
 An empty `corpus_uri` or `labels_uri` selects the built-in corpus / labelled set
 (`mlm.data.default_corpus`), which the project image carries (Python's standard library).
 """
 
-import os
-
 from kfp import dsl, kubernetes
+from kfp.dsl.graph_component import GraphComponent
 
 from components import MLM_IMAGE
 from components.cleanup import cleanup
@@ -50,6 +56,8 @@ from components.pretrain import pretrain
 from components.publish import publish
 from components.shard import shard
 from components.tokenize import tokenize
+from mlm.config import CompileConfig
+from mlm.storage import STORE_ENDPOINT_ENV, STORE_SECRET_ENV, STORE_SECRET_KEYS
 
 PIPELINE_NAME = "mlm-pretraining"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -59,247 +67,279 @@ PRETRAIN_BACKOFF_FACTOR = 2.0
 PRETRAIN_MAX_BACKOFF = "600s"
 
 
-def _gpu_node_selector() -> tuple[str, str] | None:
-    value = os.environ.get("MLM_GPU_NODE_SELECTOR", "").strip()
-    if not value:
-        return None
-    key, sep, label = value.partition("=")
-    if not sep or not key or not label:
-        raise ValueError(
-            f"MLM_GPU_NODE_SELECTOR={value!r}: write it as key=value, e.g. "
-            "cloud.google.com/gke-accelerator=nvidia-l4"
+def _wire_store(task: dsl.PipelineTask, config: CompileConfig) -> None:
+    """Gives `task` the artifact store of `config` (see the module docstring)."""
+    if config.store_secret:
+        # An optional Secret lets a pod without it start, and the step's store check name the
+        # Secret in one line, where a required one would leave the pod waiting in
+        # CreateContainerConfigError. KFP 2.5's SecretAsEnv has no `optional` (kfp-kubernetes
+        # 1.5.0), so there the Secret is required.
+        optional = {} if config.kfp_version == "2.5" else {"optional": True}
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=config.store_secret,
+            secret_key_to_env=dict(STORE_SECRET_KEYS),
+            **optional,
         )
-    return key, label
+        task.set_env_variable(STORE_SECRET_ENV, config.store_secret)
+    endpoint = config.store_endpoint_url()
+    if endpoint:
+        task.set_env_variable(STORE_ENDPOINT_ENV, endpoint)
 
 
-@dsl.pipeline(
-    name=PIPELINE_NAME,
-    description=(
-        "Pre-train a BERT-style encoder with masked language modelling, evaluate it, export it "
-        "and fine-tune a classifier on it (against a random-init baseline)."
-    ),
-)
-def mlm_pretraining_pipeline(
-    corpus_uri: str = "",
-    labels_uri: str = "",
-    vocab_size: int = 8000,
-    lowercase: bool = True,
-    pretrained_tokenizer_uri: str = "",
-    max_seq_length: int = 128,
-    num_shards: int = 8,
-    line_by_line: bool = False,
-    variant: str = "tiny",
-    model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
-    batch_size: int = 32,
-    steps: int = 1000,
-    learning_rate: float = 5e-4,
-    warmup_ratio: float = 0.1,
-    pretrain_options: dict = {},  # noqa: B006
-    workers: int = 1,
-    gpus_per_worker: int = 0,
-    pretrain_pod_gpus: int = 0,
-    launcher: str = "local",
-    worker_image: str = "",
-    worker_cpu: str = "4",
-    worker_memory: str = "16Gi",
-    worker_node_selector: dict = {},  # noqa: B006
-    worker_tolerations: list = [],  # noqa: B006
-    spot: bool = False,
-    job_timeout_hours: float = 168.0,
-    pushgateway_url: str = "",
-    eval_batches: int = 0,
-    finetune_task: str = "text_classification",
-    finetune_validation_uri: str = "",
-    finetune_validation_fraction: float = 0.2,
-    finetune_max_seq_length: int = 128,
-    finetune_batch_size: int = 16,
-    finetune_epochs: int = 10,
-    finetune_learning_rate: float = 1e-3,
-    baseline: bool = True,
-    seed: int = 0,
-    init_from: str = "",
-    model_registry_uri: str = "",
-    publish_model_as: str = "",
-):
-    """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
+def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
+    """The `mlm-pretraining` pipeline as `config` (a `CompileConfig`; default: its defaults)
+    compiles it: the pretrain pod's GPU node selector and the store wiring of every step. The
+    image is the components' (`components.MLM_IMAGE`, read when they are imported)."""
+    config = config or CompileConfig()
+    node_selector = (
+        tuple(config.gpu_node_selector.split("=", 1)) if config.gpu_node_selector else None
+    )
 
-    Args:
-        corpus_uri: Text corpus (file, directory, or gs:// / s3:// / minio:// URI; "" = built-in corpus).
-        labels_uri: Labelled CSV/TSV/JSONL (text,label) or CoNLL file for fine-tuning
-            ("" = built-in labelled set).
-        vocab_size: WordPiece vocabulary size.
-        lowercase: Lowercase text before tokenizing.
-        pretrained_tokenizer_uri: Use this tokenizer directory instead of training one.
-        max_seq_length: Tokens per pre-training example.
-        num_shards: TFRecord shards per split.
-        line_by_line: One padded pre-training example per corpus line (a document, a news
-            item) instead of packing lines into full sequences.
-        variant: BERT size ("tiny", "small", "base", "large").
-        model_overrides: BERT constructor overrides, e.g. {"num_layers": 2}.
-        batch_size: Global pre-training batch size.
-        steps: Pre-training optimizer steps.
-        learning_rate: Peak pre-training learning rate.
-        warmup_ratio: Share of the pre-training steps spent warming up linearly.
-        pretrain_options: Any other `mlm pretrain` setting by name, e.g. {"precision":
-            "mixed_bfloat16", "mask_ratio": 0.2, "whole_word_masking": true,
-            "gradient_clipping": 1.0, "checkpoint_every_steps": 500}; unknown names and bad
-            values fail the pretrain step with one line.
-        workers: Training workers (local processes or job pods).
-        gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
-        pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").
-        launcher: "local", "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator).
-        worker_image: Image of the job's workers ("" = the pipeline's image; its "-gpu" tag
-            when gpus_per_worker > 0).
-        worker_cpu: CPU request per worker pod (the limit is twice that).
-        worker_memory: Memory request and limit per worker pod.
-        worker_node_selector: Node labels the worker pods must land on, e.g.
-            {"cloud.google.com/gke-accelerator": "nvidia-l4"}.
-        worker_tolerations: Extra tolerations of the worker pods, e.g. [{"key": "dedicated",
-            "operator": "Equal", "value": "ml", "effect": "NoSchedule"}].
-        spot: Run the worker pods on spot (preemptible) nodes.
-        job_timeout_hours: Longest the training job may run (its active deadline).
-        pushgateway_url: Prometheus Pushgateway for training metrics ("" = off).
-        eval_batches: Validation batches to score (0 = the whole split).
-        finetune_task: "text_classification", "sentiment_analysis", "ner", ...
-        finetune_validation_uri: Held-out labelled file ("" = stratified split of labels_uri).
-        finetune_validation_fraction: Share of labels_uri held out when there is no
-            validation file.
-        finetune_max_seq_length: Tokens per fine-tuning example.
-        finetune_batch_size: Fine-tuning batch size.
-        finetune_epochs: Most fine-tuning epochs (early stopping on validation loss).
-        finetune_learning_rate: Peak fine-tuning learning rate.
-        baseline: Also fine-tune a random-init encoder of the same architecture.
-        seed: Seed for pre-training, evaluation masks and fine-tuning.
-        init_from: Continue pre-training from this model: a pretrain output directory, or
-            "registry:NAME" for the newest model published as NAME in model_registry_uri
-            (none yet: random weights); "" = random weights. `steps` are added to its step
-            count, and evaluate reports the perplexity change against it.
-        model_registry_uri: Model registry directory (gs://, s3:// or a path the pods share).
-        publish_model_as: Publish this run's model under this name in model_registry_uri at the
-            end ("" = do not publish).
-    """
-    cleanup_task = cleanup(launcher=launcher, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
-    cleanup_task.set_display_name("cleanup")
-    cleanup_task.set_caching_options(False)
-    with dsl.ExitHandler(cleanup_task, name="steps"):
-        fingerprint_task = fingerprint(corpus_uri=corpus_uri)
-        fingerprint_task.set_display_name("fingerprint")
-        # Always fresh: its output is what keys the cache of tokenize and shard.
-        fingerprint_task.set_caching_options(False)
+    @dsl.pipeline(
+        name=PIPELINE_NAME,
+        description=(
+            "Pre-train a BERT-style encoder with masked language modelling, evaluate it, export it "
+            "and fine-tune a classifier on it (against a random-init baseline)."
+        ),
+    )
+    def mlm_pretraining_pipeline(
+        corpus_uri: str = "",
+        labels_uri: str = "",
+        vocab_size: int = 8000,
+        lowercase: bool = True,
+        pretrained_tokenizer_uri: str = "",
+        max_seq_length: int = 128,
+        num_shards: int = 8,
+        line_by_line: bool = False,
+        variant: str = "tiny",
+        model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
+        batch_size: int = 32,
+        steps: int = 1000,
+        learning_rate: float = 5e-4,
+        warmup_ratio: float = 0.1,
+        pretrain_options: dict = {},  # noqa: B006
+        workers: int = 1,
+        gpus_per_worker: int = 0,
+        pretrain_pod_gpus: int = 0,
+        launcher: str = "local",
+        worker_image: str = "",
+        worker_cpu: str = "4",
+        worker_memory: str = "16Gi",
+        worker_node_selector: dict = {},  # noqa: B006
+        worker_tolerations: list = [],  # noqa: B006
+        spot: bool = False,
+        job_timeout_hours: float = 168.0,
+        pushgateway_url: str = "",
+        eval_batches: int = 0,
+        finetune_task: str = "text_classification",
+        finetune_validation_uri: str = "",
+        finetune_validation_fraction: float = 0.2,
+        finetune_max_seq_length: int = 128,
+        finetune_batch_size: int = 16,
+        finetune_epochs: int = 10,
+        finetune_learning_rate: float = 1e-3,
+        baseline: bool = True,
+        seed: int = 0,
+        init_from: str = "",
+        model_registry_uri: str = "",
+        publish_model_as: str = "",
+    ):
+        """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
 
-        tokenize_task = tokenize(
-            corpus_uri=corpus_uri,
-            corpus_fingerprint=fingerprint_task.output,
-            vocab_size=vocab_size,
-            lowercase=lowercase,
-            pretrained_tokenizer_uri=pretrained_tokenizer_uri,
-        )
-        tokenize_task.set_display_name("tokenize")
+        Args:
+            corpus_uri: Text corpus (file, directory, or gs:// / s3:// / minio:// URI; "" = built-in corpus).
+            labels_uri: Labelled CSV/TSV/JSONL (text,label) or CoNLL file for fine-tuning
+                ("" = built-in labelled set).
+            vocab_size: WordPiece vocabulary size.
+            lowercase: Lowercase text before tokenizing.
+            pretrained_tokenizer_uri: Use this tokenizer directory instead of training one.
+            max_seq_length: Tokens per pre-training example.
+            num_shards: TFRecord shards per split.
+            line_by_line: One padded pre-training example per corpus line (a document, a news
+                item) instead of packing lines into full sequences.
+            variant: BERT size ("tiny", "small", "base", "large").
+            model_overrides: BERT constructor overrides, e.g. {"num_layers": 2}.
+            batch_size: Global pre-training batch size.
+            steps: Pre-training optimizer steps.
+            learning_rate: Peak pre-training learning rate.
+            warmup_ratio: Share of the pre-training steps spent warming up linearly.
+            pretrain_options: Any other `mlm pretrain` setting by name, e.g. {"precision":
+                "mixed_bfloat16", "mask_ratio": 0.2, "whole_word_masking": true,
+                "gradient_clipping": 1.0, "checkpoint_every_steps": 500}; unknown names and bad
+                values fail the pretrain step with one line.
+            workers: Training workers (local processes or job pods).
+            gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
+            pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").
+            launcher: "local", "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator).
+            worker_image: Image of the job's workers ("" = the pipeline's image; its "-gpu" tag
+                when gpus_per_worker > 0).
+            worker_cpu: CPU request per worker pod (the limit is twice that).
+            worker_memory: Memory request and limit per worker pod.
+            worker_node_selector: Node labels the worker pods must land on, e.g.
+                {"cloud.google.com/gke-accelerator": "nvidia-l4"}.
+            worker_tolerations: Extra tolerations of the worker pods, e.g. [{"key": "dedicated",
+                "operator": "Equal", "value": "ml", "effect": "NoSchedule"}].
+            spot: Run the worker pods on spot (preemptible) nodes.
+            job_timeout_hours: Longest the training job may run (its active deadline).
+            pushgateway_url: Prometheus Pushgateway for training metrics ("" = off).
+            eval_batches: Validation batches to score (0 = the whole split).
+            finetune_task: "text_classification", "sentiment_analysis", "ner", ...
+            finetune_validation_uri: Held-out labelled file ("" = stratified split of labels_uri).
+            finetune_validation_fraction: Share of labels_uri held out when there is no
+                validation file.
+            finetune_max_seq_length: Tokens per fine-tuning example.
+            finetune_batch_size: Fine-tuning batch size.
+            finetune_epochs: Most fine-tuning epochs (early stopping on validation loss).
+            finetune_learning_rate: Peak fine-tuning learning rate.
+            baseline: Also fine-tune a random-init encoder of the same architecture.
+            seed: Seed for pre-training, evaluation masks and fine-tuning.
+            init_from: Continue pre-training from this model: a pretrain output directory, or
+                "registry:NAME" for the newest model published as NAME in model_registry_uri
+                (none yet: random weights); "" = random weights. `steps` are added to its step
+                count, and evaluate reports the perplexity change against it.
+            model_registry_uri: Model registry directory (gs://, s3:// or a path the pods share).
+            publish_model_as: Publish this run's model under this name in model_registry_uri at the
+                end ("" = do not publish).
+        """
+        cleanup_task = cleanup(launcher=launcher, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+        cleanup_task.set_display_name("cleanup")
+        cleanup_task.set_caching_options(False)
+        with dsl.ExitHandler(cleanup_task, name="steps"):
+            fingerprint_task = fingerprint(corpus_uri=corpus_uri)
+            fingerprint_task.set_display_name("fingerprint")
+            # Always fresh: its output is what keys the cache of tokenize and shard.
+            fingerprint_task.set_caching_options(False)
 
-        shard_task = shard(
-            corpus_uri=corpus_uri,
-            corpus_fingerprint=fingerprint_task.output,
-            tokenizer=tokenize_task.outputs["tokenizer"],
-            max_seq_length=max_seq_length,
-            num_shards=num_shards,
-            line_by_line=line_by_line,
-        )
-        shard_task.set_display_name("shard")
+            tokenize_task = tokenize(
+                corpus_uri=corpus_uri,
+                corpus_fingerprint=fingerprint_task.output,
+                vocab_size=vocab_size,
+                lowercase=lowercase,
+                pretrained_tokenizer_uri=pretrained_tokenizer_uri,
+            )
+            tokenize_task.set_display_name("tokenize")
 
-        pretrain_task = pretrain(
-            shards=shard_task.outputs["shards"],
-            tokenizer=tokenize_task.outputs["tokenizer"],
-            variant=variant,
-            model_overrides=model_overrides,
-            batch_size=batch_size,
-            steps=steps,
-            learning_rate=learning_rate,
-            warmup_ratio=warmup_ratio,
-            pretrain_options=pretrain_options,
-            workers=workers,
-            gpus_per_worker=gpus_per_worker,
-            launcher=launcher,
-            worker_image=worker_image,
-            worker_cpu=worker_cpu,
-            worker_memory=worker_memory,
-            worker_node_selector=worker_node_selector,
-            worker_tolerations=worker_tolerations,
-            spot=spot,
-            job_timeout_hours=job_timeout_hours,
-            pushgateway_url=pushgateway_url,
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
-            seed=seed,
-            init_from=init_from,
-            model_registry_uri=model_registry_uri,
-        )
-        pretrain_task.set_display_name("pretrain")
-        # A new model every run: a cached pretrain would silently reuse an old one.
-        pretrain_task.set_caching_options(False)
-        pretrain_task.set_retry(
-            num_retries=PRETRAIN_RETRIES,
-            backoff_duration=PRETRAIN_BACKOFF,
-            backoff_factor=PRETRAIN_BACKOFF_FACTOR,
-            backoff_max_duration=PRETRAIN_MAX_BACKOFF,
-        )
-        # The workers run the image this step runs (one image setting for the whole pipeline).
-        pretrain_task.set_env_variable("MLM_IMAGE", MLM_IMAGE)
-        pretrain_task.set_accelerator_type(GPU_RESOURCE)
-        pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
-        # The limit is a placeholder, not a task input: inside the exit handler's DAG the
-        # compiler only passes the parameter down when the task registers it as one it uses.
-        pretrain_task.register_pipeline_channels([pretrain_pod_gpus])
-        kubernetes.add_toleration(
-            pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
-        )
-        node_selector = _gpu_node_selector()
-        if node_selector:
-            kubernetes.add_node_selector(pretrain_task, *node_selector)
+            shard_task = shard(
+                corpus_uri=corpus_uri,
+                corpus_fingerprint=fingerprint_task.output,
+                tokenizer=tokenize_task.outputs["tokenizer"],
+                max_seq_length=max_seq_length,
+                num_shards=num_shards,
+                line_by_line=line_by_line,
+            )
+            shard_task.set_display_name("shard")
 
-        evaluate_task = evaluate(
-            model=pretrain_task.outputs["model"],
-            shards=shard_task.outputs["shards"],
-            tokenizer=tokenize_task.outputs["tokenizer"],
-            eval_batches=eval_batches,
-            seed=seed,
-        )
-        evaluate_task.set_display_name("evaluate")
+            pretrain_task = pretrain(
+                shards=shard_task.outputs["shards"],
+                tokenizer=tokenize_task.outputs["tokenizer"],
+                variant=variant,
+                model_overrides=model_overrides,
+                batch_size=batch_size,
+                steps=steps,
+                learning_rate=learning_rate,
+                warmup_ratio=warmup_ratio,
+                pretrain_options=pretrain_options,
+                workers=workers,
+                gpus_per_worker=gpus_per_worker,
+                launcher=launcher,
+                worker_image=worker_image,
+                worker_cpu=worker_cpu,
+                worker_memory=worker_memory,
+                worker_node_selector=worker_node_selector,
+                worker_tolerations=worker_tolerations,
+                spot=spot,
+                job_timeout_hours=job_timeout_hours,
+                pushgateway_url=pushgateway_url,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+                task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
+                seed=seed,
+                init_from=init_from,
+                model_registry_uri=model_registry_uri,
+            )
+            pretrain_task.set_display_name("pretrain")
+            # A new model every run: a cached pretrain would silently reuse an old one.
+            pretrain_task.set_caching_options(False)
+            pretrain_task.set_retry(
+                num_retries=PRETRAIN_RETRIES,
+                backoff_duration=PRETRAIN_BACKOFF,
+                backoff_factor=PRETRAIN_BACKOFF_FACTOR,
+                backoff_max_duration=PRETRAIN_MAX_BACKOFF,
+            )
+            # The workers run the image this step runs (one image setting for the whole pipeline).
+            pretrain_task.set_env_variable("MLM_IMAGE", MLM_IMAGE)
+            pretrain_task.set_accelerator_type(GPU_RESOURCE)
+            pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
+            # The limit is a placeholder, not a task input: inside the exit handler's DAG the
+            # compiler only passes the parameter down when the task registers it as one it uses.
+            pretrain_task.register_pipeline_channels([pretrain_pod_gpus])
+            kubernetes.add_toleration(
+                pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
+            )
+            if node_selector:
+                kubernetes.add_node_selector(pretrain_task, *node_selector)
 
-        export_task = export(
-            model=pretrain_task.outputs["model"],
-            tokenizer=tokenize_task.outputs["tokenizer"],
-            evaluation=evaluate_task.outputs["metrics"],
-        )
-        export_task.set_display_name("export")
+            evaluate_task = evaluate(
+                model=pretrain_task.outputs["model"],
+                shards=shard_task.outputs["shards"],
+                tokenizer=tokenize_task.outputs["tokenizer"],
+                eval_batches=eval_batches,
+                seed=seed,
+            )
+            evaluate_task.set_display_name("evaluate")
 
-        finetune_task_ = finetune(
-            encoder=export_task.outputs["encoder"],
-            labels_uri=labels_uri,
-            task=finetune_task,
-            validation_uri=finetune_validation_uri,
-            validation_fraction=finetune_validation_fraction,
-            max_seq_length=finetune_max_seq_length,
-            batch_size=finetune_batch_size,
-            epochs=finetune_epochs,
-            learning_rate=finetune_learning_rate,
-            baseline=baseline,
-            seed=seed,
-        )
-        finetune_task_.set_display_name("finetune")
+            export_task = export(
+                model=pretrain_task.outputs["model"],
+                tokenizer=tokenize_task.outputs["tokenizer"],
+                evaluation=evaluate_task.outputs["metrics"],
+            )
+            export_task.set_display_name("export")
 
-        publish_task = publish(
-            model=pretrain_task.outputs["model"],
-            evaluation=evaluate_task.outputs["metrics"],
-            tokenizer=tokenize_task.outputs["tokenizer"],
-            model_registry_uri=model_registry_uri,
-            model_name=publish_model_as,
-            run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-        )
-        publish_task.set_display_name("publish")
-        # Last, so only a run that completed every step becomes the one the next run continues from.
-        publish_task.after(finetune_task_)
-        publish_task.set_caching_options(False)
+            finetune_task_ = finetune(
+                encoder=export_task.outputs["encoder"],
+                labels_uri=labels_uri,
+                task=finetune_task,
+                validation_uri=finetune_validation_uri,
+                validation_fraction=finetune_validation_fraction,
+                max_seq_length=finetune_max_seq_length,
+                batch_size=finetune_batch_size,
+                epochs=finetune_epochs,
+                learning_rate=finetune_learning_rate,
+                baseline=baseline,
+                seed=seed,
+            )
+            finetune_task_.set_display_name("finetune")
 
+            publish_task = publish(
+                model=pretrain_task.outputs["model"],
+                evaluation=evaluate_task.outputs["metrics"],
+                tokenizer=tokenize_task.outputs["tokenizer"],
+                model_registry_uri=model_registry_uri,
+                model_name=publish_model_as,
+                run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            )
+            publish_task.set_display_name("publish")
+            # Last, so only a run that completed every step becomes the one the next run continues from.
+            publish_task.after(finetune_task_)
+            publish_task.set_caching_options(False)
+
+            for task in (
+                fingerprint_task,
+                tokenize_task,
+                shard_task,
+                pretrain_task,
+                evaluate_task,
+                export_task,
+                finetune_task_,
+                publish_task,
+            ):
+                _wire_store(task, config)
+
+    return mlm_pretraining_pipeline
+
+
+# The pipeline without store wiring, for the local runner and for reading its signature.
+mlm_pretraining_pipeline = make_pipeline(CompileConfig(store_secret=""))
 
 # The order the steps run in (and the task names in the compiled pipeline, inside the exit
 # handler's DAG `EXIT_HANDLER`; `CLEANUP_TASK` is the exit task).

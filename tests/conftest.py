@@ -8,9 +8,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 pytest_plugins = ["tests.gcs_emulator", "tests.s3_emulator"]
 
-# Compile-time pipeline options come from the environment; the tests check the defaults.
-for _name in ("MLM_IMAGE", "MLM_GPU_NODE_SELECTOR"):
-    os.environ.pop(_name, None)
+# The components read their image from the environment; the tests check the default.
+os.environ.pop("MLM_IMAGE", None)
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:

@@ -86,8 +86,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_service(argv: list[str], ready_url: str, log_path: Path) -> subprocess.Popen:
-    """Starts a local server process and waits (bounded) until ``ready_url`` answers 200.
+def start_service(
+    argv: list[str], ready_url: str, log_path: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen:
+    """Starts a local server process (environment ``env``, default this one's) and waits
+    (bounded) until ``ready_url`` answers 200.
 
     Output goes to ``log_path`` (a pipe nobody reads could fill and block the server).
 
@@ -97,7 +100,7 @@ def start_service(argv: list[str], ready_url: str, log_path: Path) -> subprocess
     """
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
         )
     deadline = time.monotonic() + _START_TIMEOUT_S
     while time.monotonic() < deadline:

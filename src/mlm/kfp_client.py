@@ -1,7 +1,8 @@
 """`mlm pipeline`: compile, upload, run and schedule the pipeline on a KFP server.
 
-- `mlm pipeline compile [--output YAML] [--image IMAGE]` writes the pipeline's IR YAML (the
-  `pipelines` and `components` packages are installed with `mlm`, so it runs from any directory).
+- `mlm pipeline compile [--output YAML] [--image IMAGE] [--kfp-version V] [--store-secret NAME] ...`
+  writes the pipeline's IR YAML for one KFP backend (`mlm.config.CompileConfig`; the `pipelines`
+  and `components` packages are installed with `mlm`, so it runs from any directory).
 - `mlm pipeline upload --package YAML` creates the pipeline `mlm-pretraining` once, and one
   pipeline version per package version + git revision + package content (re-uploading the same
   package is a no-op).
@@ -31,12 +32,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mlm.config import CompileConfig, add_arguments, from_args
 from mlm.errors import UserInputError
 from mlm.kfp_auth import SA_TOKEN_PATH, KFPConnection, client_arguments, explain_server_error
 
 DEFAULT_EXPERIMENT = "mlm-pretraining"
 # Relative to the working directory: the committed package when run from the repository root.
-DEFAULT_PACKAGE = "pipelines/mlm_pretraining_pipeline.yaml"
+DEFAULT_PACKAGE = CompileConfig().output
 DEFAULT_PIPELINE_NAME = "mlm-pretraining"
 DEFAULT_SCHEDULE_NAME = "mlm-pretraining-recurring"
 # Set by image builds and CI where the source is not a git checkout.
@@ -493,24 +495,14 @@ def describe_recurring_run(recurring_run: Any) -> str:
     )
 
 
-def compile_package(output: str, image: str | None = None) -> str:
-    """Compiles the pipeline to `output` with `pipelines.compile` (installed with `mlm`)."""
-    from pipelines.compile import compile_pipeline
-
-    return compile_pipeline(output, image=image)
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     # allow_abbrev=False: a retired `--token VALUE` must not silently mean `--token-file`.
     sub = parser.add_subparsers(dest="pipeline_command", metavar="ACTION", required=True)
 
     compile_parser = sub.add_parser(
-        "compile", allow_abbrev=False, help="write the pipeline's IR YAML"
+        "compile", allow_abbrev=False, help="write the pipeline's IR YAML for one KFP backend"
     )
-    compile_parser.add_argument("--output", default=DEFAULT_PACKAGE, help="YAML path to write")
-    compile_parser.add_argument(
-        "--image", default=None, help="container image for every step (default: $MLM_IMAGE)"
-    )
+    add_arguments(compile_parser, CompileConfig)
 
     def server_options(sub_parser: argparse.ArgumentParser) -> None:
         sub_parser.add_argument(
@@ -614,7 +606,9 @@ def connection_from_args(args: argparse.Namespace) -> KFPConnection:
 
 def run_cli(args: argparse.Namespace, client_factory: Callable[..., Any] | None = None) -> int:
     if args.pipeline_command == "compile":
-        print(compile_package(args.output, image=args.image))
+        from pipelines.compile import compile_pipeline
+
+        print(compile_pipeline(from_args(CompileConfig, args)))
         return 0
     connection = connection_from_args(args)
     try:

@@ -13,11 +13,13 @@ Stores:
   Credentials: Workload Identity, ``GOOGLE_APPLICATION_CREDENTIALS`` or gcloud's.
 - ``s3://BUCKET/PATH`` and ``minio://BUCKET/PATH`` (the same store; KFP writes ``minio://`` for
   the pipeline root of a standard Kubeflow install): fsspec's s3fs. The endpoint is
-  ``AWS_ENDPOINT_URL_S3`` or else ``AWS_ENDPOINT_URL`` (unset: AWS itself); in-cluster Kubeflow
-  serves its store (MinIO, or SeaweedFS since Kubeflow 1.11) at
-  ``http://minio-service.kubeflow:9000``. Credentials come from the standard AWS variables
-  (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, e.g. from Kubeflow's
-  ``mlpipeline-minio-artifact`` Secret) or botocore's other sources; the region from
+  ``AWS_ENDPOINT_URL_S3``, else ``AWS_ENDPOINT_URL``, else ``MLM_STORE_ENDPOINT`` (what a compiled
+  pipeline gives its steps; unset: AWS itself); in-cluster Kubeflow serves its store at
+  ``http://minio-service.kubeflow:9000`` (MinIO, Kubeflow 1.10) or
+  ``http://seaweedfs.kubeflow:8333`` (SeaweedFS, 1.11 and later). Credentials come from the
+  standard AWS variables (``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY``, in a compiled
+  pipeline from Kubeflow's ``mlpipeline-minio-artifact`` Secret) or botocore's other sources;
+  `check_store` tries them with one quick request; the region from
   ``AWS_DEFAULT_REGION`` / ``AWS_REGION``. A custom endpoint is addressed path-style
   (``http://host:9000/BUCKET/KEY``), which every S3-API server accepts.
 
@@ -86,6 +88,7 @@ __all__ = [
     "SyncResult",
     "atomic_directory",
     "atomic_write",
+    "check_store",
     "exists",
     "fingerprint",
     "glob",
@@ -269,6 +272,12 @@ class _ObjectStore:
 
     def bucket_exists(self, bucket: str) -> bool:
         raise NotImplementedError
+
+    def probe(self, bucket: str, prefix: str) -> None:
+        """One quick request that reaches the store, with its credentials, under ``prefix`` of
+        ``bucket``; raises what the store's client raises (FileNotFoundError: no such bucket)."""
+        if not self.bucket_exists(bucket):
+            raise FileNotFoundError(bucket)
 
     def stat(self, bucket: str, key: str) -> _ObjectInfo | None:
         """The object named ``key``; None when there is none."""
@@ -466,7 +475,31 @@ STORE_ENDPOINT_ENV = "MLM_STORE_ENDPOINT"
 STORE_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 
 _S3_ATTEMPTS = 5  # botocore attempts per request (standard mode: 5xx, throttling, resets)
+# Error codes of keys the store does not know or a secret key that does not match.
+_S3_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId")
+
+
+def _s3_error_code(error: BaseException) -> str | None:
+    """The S3 error code behind an s3fs error (it keeps botocore's ClientError as the cause)."""
+    for cause in (error, error.__cause__, error.__context__):
+        response = getattr(cause, "response", None)
+        if isinstance(response, dict):
+            return response.get("Error", {}).get("Code")
+    return None
+
+
 _S3_RETRY_ROUNDS = 3  # s3fs's own rounds of those attempts for throttling ("SlowDown")
+
+
+def _store_wiring() -> str:
+    """Where a pipeline step's store settings came from, for error messages ("" outside one)."""
+    secret = os.environ.get(STORE_SECRET_ENV)
+    if not secret:
+        return ""
+    return (
+        f" (keys from the Secret {secret}, {'/'.join(STORE_SECRET_KEYS)}, in this pod's "
+        "namespace; `mlm pipeline compile --store-secret/--store-endpoint` set them)"
+    )
 
 
 class _S3Store(_ObjectStore):
@@ -475,18 +508,54 @@ class _S3Store(_ObjectStore):
     # https://docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html
     bucket_re = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
     bucket_rule = "3-63 lower-case letters, digits, '-' or '.'"
-    permission_fix = (
-        "give the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY read and write access "
-        "to the bucket (s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket)"
-    )
+    probe_timeout_s = 10.0
 
     def __init__(self) -> None:
         self._filesystems: dict[tuple[int, str | None], Any] = {}
         self._lock = threading.Lock()
 
+    @property
+    def permission_fix(self) -> str:  # type: ignore[override]
+        return (
+            "give the credentials in AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY read and write "
+            "access to the bucket (s3:GetObject, s3:PutObject, s3:DeleteObject, s3:ListBucket)"
+            + _store_wiring()
+        )
+
     @staticmethod
     def endpoint() -> str | None:
-        return os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+        """The S3 endpoint: AWS's variables first, then the one a pipeline step was compiled
+        with (`STORE_ENDPOINT_ENV`), else AWS itself (None)."""
+        return (
+            os.environ.get("AWS_ENDPOINT_URL_S3")
+            or os.environ.get("AWS_ENDPOINT_URL")
+            or os.environ.get(STORE_ENDPOINT_ENV)
+            or None
+        )
+
+    @staticmethod
+    def _new_fs(
+        endpoint: str | None, attempts: int, rounds: int, connect_s: float, read_s: float
+    ) -> Any:
+        import s3fs
+
+        config: dict[str, Any] = {
+            "retries": {"max_attempts": attempts, "mode": "standard"},
+            "connect_timeout": connect_s,
+            "read_timeout": read_s,
+        }
+        if endpoint:
+            # MinIO and friends serve buckets as paths, not as DNS names.
+            config["s3"] = {"addressing_style": "path"}
+        fs = s3fs.S3FileSystem(
+            endpoint_url=endpoint,
+            config_kwargs=config,
+            skip_instance_cache=True,
+            use_listings_cache=False,
+            default_block_size=_CHUNK_SIZE,
+        )
+        fs.retries = rounds
+        return fs
 
     def fs(self) -> Any:
         """The process's s3fs file system (one per process and endpoint, no listing cache)."""
@@ -495,40 +564,47 @@ class _S3Store(_ObjectStore):
         with self._lock:
             fs = self._filesystems.get(key)
             if fs is None:
-                import s3fs
-
-                config: dict[str, Any] = {
-                    "retries": {"max_attempts": _S3_ATTEMPTS, "mode": "standard"},
-                    "connect_timeout": 10,
-                    "read_timeout": 60,
-                }
-                if endpoint:
-                    # MinIO and friends serve buckets as paths, not as DNS names.
-                    config["s3"] = {"addressing_style": "path"}
-                fs = s3fs.S3FileSystem(
-                    endpoint_url=endpoint,
-                    config_kwargs=config,
-                    skip_instance_cache=True,
-                    use_listings_cache=False,
-                    default_block_size=_CHUNK_SIZE,
-                )
-                fs.retries = _S3_RETRY_ROUNDS
+                fs = self._new_fs(endpoint, _S3_ATTEMPTS, _S3_RETRY_ROUNDS, 10, 60)
                 self._filesystems[key] = fs
         return fs
+
+    def probe(self, bucket: str, prefix: str) -> None:
+        # One attempt with short timeouts: an unreachable store fails in seconds, not after
+        # the retries that ride out a store's hiccups mid-run.
+        timeout = self.probe_timeout_s
+        fs = self._new_fs(self.endpoint(), 1, 1, timeout, timeout)
+        fs.call_s3("list_objects_v2", Bucket=bucket, Prefix=prefix, MaxKeys=1)
 
     def explain(self, error: BaseException, uri: str) -> str | None:
         from botocore import exceptions as bexc
 
+        wiring = _store_wiring()
         if isinstance(error, bexc.NoCredentialsError | bexc.PartialCredentialsError):
+            if wiring:
+                return (
+                    f"no store credentials for {uri} ({error}): the Secret "
+                    f"{os.environ[STORE_SECRET_ENV]} is missing or lacks the keys "
+                    f"{', '.join(STORE_SECRET_KEYS)} in this pod's namespace — create it there, "
+                    "or compile the pipeline with --store-secret naming the one that exists"
+                )
             return (
                 f"no AWS credentials for {uri} ({error}) — set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY (in Kubeflow: from the mlpipeline-minio-artifact Secret)"
             )
         if isinstance(error, bexc.EndpointConnectionError | bexc.ConnectTimeoutError):
             return (
-                f"cannot reach the S3 endpoint {self.endpoint() or 'of AWS'} for {uri} ({error}) "
-                "— set AWS_ENDPOINT_URL to the store's URL (in-cluster Kubeflow: "
-                "http://minio-service.kubeflow:9000)"
+                f"cannot reach the S3 endpoint {self.endpoint() or 'of AWS'} for {uri} "
+                f"({error}){wiring} — set the store's URL (AWS_ENDPOINT_URL, or compile with "
+                "--store-endpoint; in-cluster Kubeflow 1.10: http://minio-service.kubeflow:9000, "
+                "1.11 and later: http://seaweedfs.kubeflow:8333) and check that a NetworkPolicy "
+                "lets this pod reach it"
+            )
+        code = _s3_error_code(error)
+        if code in _S3_BAD_CREDENTIALS:
+            return (
+                f"the S3 store at {self.endpoint() or 'AWS'} refuses the credentials for {uri} "
+                f"({code}){wiring} — give AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of a user "
+                "of that store"
             )
         # s3fs's OSErrors for 5xx and throttling answers that outlasted every retry.
         transient = (errno.EBUSY, errno.EREMOTEIO, errno.ETIMEDOUT)
@@ -670,7 +746,9 @@ def _translate_errors(uri: str, action: str) -> Iterator[None]:
     except missing as err:
         raise UserInputError(_missing_message(uri)) from err
     except denied as err:
-        raise UserInputError(f"permission denied to {action} {uri} — {fix}") from err
+        # Unknown keys are a set-up error of their own, not a missing grant.
+        message = store.explain(err, uri) if store is not None else None
+        raise UserInputError(message or f"permission denied to {action} {uri} — {fix}") from err
     except NotADirectoryError as err:
         raise UserInputError(f"cannot {action} {uri}: a parent is a file, not a directory") from err
     except Exception as err:
@@ -874,6 +952,23 @@ def _checksum_for(uri: str) -> Callable[[str], str]:
 # --------------------------------------------------------------------------------------------
 # Queries
 # --------------------------------------------------------------------------------------------
+
+
+def check_store(uri: str | os.PathLike[str]) -> None:
+    """Fails with one line when the object store of ``uri`` cannot be used from here: it cannot be
+    reached, refuses the credentials, or lacks the bucket. A local path passes.
+
+    One quick request under ``uri`` (for S3: one attempt, 10 s timeouts), so a pipeline step
+    that calls it first ends within a minute of starting on a misconfigured store, naming the
+    endpoint and, in a compiled pipeline, the Secret the credentials came from.
+    """
+    uri = os.fspath(uri)
+    store = _store(uri)
+    if store is None:
+        return
+    bucket, key = split_uri(uri)
+    with _translate_errors(uri, "list"):
+        store.probe(bucket, key)
 
 
 def exists(uri: str | os.PathLike[str]) -> bool:

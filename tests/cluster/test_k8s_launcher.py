@@ -482,9 +482,9 @@ def compiled_pretrain_image(tmp_path) -> str:
 
     path = compile_pipeline(str(tmp_path / "p.yaml"))
     spec = next(yaml.safe_load_all(open(path).read()))  # noqa: SIM115
-    (env,) = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]
-    assert env["name"] == "MLM_IMAGE"
-    return env["value"]
+    env = spec["deploymentSpec"]["executors"]["exec-pretrain"]["container"]["env"]
+    (image,) = [e["value"] for e in env if e["name"] == "MLM_IMAGE"]
+    return image
 
 
 def run_pretrain_step(kube, tmp_path, task_env=None, **parameters):
@@ -513,6 +513,38 @@ def run_pretrain_step(kube, tmp_path, task_env=None, **parameters):
         **parameters,
     )
     return metrics
+
+
+def test_without_task_config_kfp_2_5_the_step_still_hands_its_store_to_the_workers(
+    monkeypatch, tmp_path, pod_namespace
+):
+    # KFP 2.5's YAML has no TaskConfig input, so KFP's executor passes an empty TaskConfig; the
+    # store comes from what the compiled step names in its own environment.
+    monkeypatch.setenv("MLM_STORE_SECRET", "mlpipeline-minio-artifact")
+    monkeypatch.setenv("MLM_STORE_ENDPOINT", "http://minio-service.kubeflow:9000")
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    kube = FakeKubernetes()
+    kube.on_get = finish_after(1, {"type": "Complete"})
+    created = capture_creates(kube)
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    run_pretrain_step(kube, tmp_path, workers=2, task_env=None)
+    (job,) = created
+    assert job["spec"]["trainer"]["env"] == [
+        {"name": "MLM_NUM_WORKERS", "value": "2"},
+        *(
+            {
+                "name": env,
+                "valueFrom": {"secretKeyRef": {"name": "mlpipeline-minio-artifact", "key": key}},
+            }
+            for key, env in (
+                ("accesskey", "AWS_ACCESS_KEY_ID"),
+                ("secretkey", "AWS_SECRET_ACCESS_KEY"),
+            )
+        ),
+        {"name": "MLM_STORE_SECRET", "value": "mlpipeline-minio-artifact"},
+        {"name": "MLM_STORE_ENDPOINT", "value": "http://minio-service.kubeflow:9000"},
+    ]
 
 
 def test_the_runs_image_resources_placement_and_options_reach_the_trainjob(

@@ -155,12 +155,107 @@ def test_image_and_gpu_node_selector_are_compile_time_options(tmp_path):
     images = {e["container"]["image"] for e in executors.values()}
     assert images == {"registry.example.com/mlm:9-gpu"}
     # The pretrain step hands its own image on to the job's workers.
-    assert executors["exec-pretrain"]["container"]["env"] == [
-        {"name": "MLM_IMAGE", "value": "registry.example.com/mlm:9-gpu"}
-    ]
+    assert {"name": "MLM_IMAGE", "value": "registry.example.com/mlm:9-gpu"} in executors[
+        "exec-pretrain"
+    ]["container"]["env"]
     k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["exec-pretrain"]
     assert k8s["nodeSelector"]["labels"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     assert not list(tmp_path.glob(".*partial*"))
+
+
+def store_wiring(spec, platform):
+    """executor -> (its store env, its Secret-as-env entries)."""
+    k8s = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    return {
+        name: (
+            {
+                e["name"]: e["value"]
+                for e in executor["container"].get("env", [])
+                if e["name"].startswith("MLM_STORE_")
+            },
+            k8s.get(name, {}).get("secretAsEnv", []),
+        )
+        for name, executor in spec["deploymentSpec"]["executors"].items()
+    }
+
+
+def test_every_step_gets_the_store_secret_and_endpoint_of_its_kfp_version(tmp_path):
+    steps = {f"exec-{name}" for name in TASK_ORDER}
+    expected_endpoint = {
+        "2.5": "http://minio-service.kubeflow:9000",
+        "2.15": "http://seaweedfs.kubeflow:8333",
+        "2.16": "http://seaweedfs.kubeflow:8333",
+    }
+    for version, endpoint in expected_endpoint.items():
+        out = compile_pipeline(str(tmp_path / f"{version}.yaml"), kfp_version=version)
+        wiring = store_wiring(*load(out))
+        assert set(wiring) == steps | {f"exec-{CLEANUP_TASK}"}
+        for name in steps:
+            env, secrets = wiring[name]
+            assert env == {
+                "MLM_STORE_SECRET": "mlpipeline-minio-artifact",
+                "MLM_STORE_ENDPOINT": endpoint,
+            }, name
+            (secret,) = secrets
+            assert secret["secretName"] == "mlpipeline-minio-artifact"
+            assert {(m["secretKey"], m["envVar"]) for m in secret["keyToEnv"]} == {
+                ("accesskey", "AWS_ACCESS_KEY_ID"),
+                ("secretkey", "AWS_SECRET_ACCESS_KEY"),
+            }
+            # Optional where the backend knows the field: a pod without the Secret starts and
+            # its store check names the Secret, instead of waiting in CreateContainerConfigError.
+            assert secret.get("optional") is (None if version == "2.5" else True)
+        # The exit task only deletes jobs: no store.
+        assert wiring[f"exec-{CLEANUP_TASK}"] == ({}, [])
+
+    # Another store, or none at all (e.g. GCS with Workload Identity).
+    out = compile_pipeline(
+        str(tmp_path / "own.yaml"), store_secret="own-keys", store_endpoint="https://s3.example.com"
+    )
+    env, (secret,) = store_wiring(*load(out))["exec-pretrain"]
+    assert env == {"MLM_STORE_SECRET": "own-keys", "MLM_STORE_ENDPOINT": "https://s3.example.com"}
+    assert secret["secretName"] == "own-keys"
+    out = compile_pipeline(str(tmp_path / "none.yaml"), store_secret="")
+    assert all(wiring == ({}, []) for wiring in store_wiring(*load(out)).values())
+
+
+def test_kfp_2_5_yaml_has_no_task_config_and_the_cli_takes_the_settings(tmp_path, capsys):
+    from mlm.cli import main
+
+    output = tmp_path / "kfp25.yaml"
+    assert main(["pipeline", "compile", "--output", str(output), "--kfp-version", "2.5"]) == 0
+    assert capsys.readouterr().out.strip() == str(output)
+    text = output.read_text()
+    assert "TASK_CONFIG" not in text and "taskConfigPassthroughs" not in text
+    spec, _ = load(output)
+    assert (
+        "task_config" not in spec["components"]["comp-pretrain"]["inputDefinitions"]["parameters"]
+    )
+    assert task_order(spec) == list(TASK_ORDER)
+    # The default backend has both: the pretrain task's own env reaches the job's workers.
+    spec, _ = load(compile_pipeline(str(tmp_path / "default.yaml")))
+    pretrain = spec["components"]["comp-pretrain"]
+    assert pretrain["inputDefinitions"]["parameters"]["task_config"]["parameterType"] == (
+        "TASK_CONFIG"
+    )
+    assert {p["field"] for p in pretrain["taskConfigPassthroughs"]} >= {"ENV"}
+
+
+def test_bad_compile_settings_fail_in_one_line(tmp_path):
+    from mlm.errors import UserInputError
+
+    for settings, expected in (
+        ({"kfp_version": "2.4"}, "kfp_version='2.4': use one of 2.5, 2.15, 2.16"),
+        ({"gpu_node_selector": "nvidia-l4"}, "write it as KEY=VALUE"),
+        ({"store_endpoint": "seaweedfs.kubeflow:8333"}, "give the URL with its scheme"),
+    ):
+        try:
+            compile_pipeline(str(tmp_path / "bad.yaml"), **settings)
+        except UserInputError as error:
+            assert expected in str(error)
+        else:
+            raise AssertionError(f"{settings} compiled")
+    assert not list(tmp_path.iterdir())
 
 
 def test_committed_yaml_matches_the_pipeline_source(tmp_path):

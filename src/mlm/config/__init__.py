@@ -36,6 +36,7 @@ from mlm.config.base import Config, Field, group, merge, nest, setting
 
 __all__ = [
     "RECIPES",
+    "CompileConfig",
     "Config",
     "EvaluateConfig",
     "ExportConfig",
@@ -475,3 +476,83 @@ class FinetuneConfig(Config):
         if self.layer_decay > 1:
             return f"layer_decay={self.layer_decay}: must be at most 1 (1: one rate for all)"
         return None
+
+
+# --- the compiled pipeline ----------------------------------------------------------------------
+
+# The KFP backends the compiled YAML is made for, and the Kubeflow releases that ship them
+# (kubeflow/manifests README at v1.10.2, v1.11.0, v26.03.0). tests/conformance/
+# test_pipeline_spec.py parses the YAML with each backend's own pipeline-spec release.
+KFP_BACKENDS = ("2.5", "2.15", "2.16")
+# The Secret with the artifact store's keys (`accesskey`, `secretkey`) that a Kubeflow install puts
+# in `kubeflow` and in every profile namespace (kubeflow/pipelines, manifests/kustomize/base/
+# installs/multi-user/pipelines-profile-controller/sync.py at 2.5.0 and 2.15.0).
+KFP_STORE_SECRET = "mlpipeline-minio-artifact"
+# The store's in-cluster S3 endpoint per backend: MinIO behind `minio-service` on 9000 with KFP
+# 2.5 (third-party/minio); SeaweedFS's S3 port 8333 from 2.15 on (third-party/seaweedfs: in
+# 2.15 `minio-service:9000` forwards to it; Kubeflow 26.03 has no `minio-service`).
+KFP_STORE_ENDPOINTS = {
+    "2.5": "http://minio-service.kubeflow:9000",
+    "2.15": "http://seaweedfs.kubeflow:8333",
+    "2.16": "http://seaweedfs.kubeflow:8333",
+}
+
+
+@dataclass
+class CompileConfig(Config):
+    """`mlm pipeline compile`: the pipeline's IR YAML for one KFP backend."""
+
+    output: str = setting("pipelines/mlm_pretraining_pipeline.yaml", "YAML path to write")
+    image: str | None = setting(
+        None,
+        "container image of every step and of the training job's workers (default: $MLM_IMAGE, "
+        "else the image of this version)",
+    )
+    gpu_node_selector: str | None = setting(
+        None,
+        "KEY=VALUE node selector of the pretrain pod, e.g. cloud.google.com/gke-accelerator="
+        "nvidia-l4 (a compile-time option: a runtime parameter cannot switch a selector off)",
+    )
+    kfp_version: str = setting(
+        "2.15",
+        "KFP backend the YAML is for: 2.5 (Kubeflow 1.10; leaves out TaskConfig, which it "
+        "rejects), 2.15 (Kubeflow 1.11, standalone 2.15), 2.16 (Kubeflow 26.03)",
+        choices=KFP_BACKENDS,
+    )
+    store_secret: str = setting(
+        KFP_STORE_SECRET,
+        "Secret (keys accesskey, secretkey) every step and training worker gets as its AWS "
+        'credentials for the artifact store; "" = none (the pods\' own identity, e.g. GCS '
+        "Workload Identity)",
+    )
+    store_endpoint: str | None = setting(
+        None,
+        "S3 endpoint of the artifact store the steps and workers use (default with a "
+        "--store-secret: the KFP version's in-cluster store, "
+        + ", ".join(f"{v}: {url}" for v, url in KFP_STORE_ENDPOINTS.items())
+        + ")",
+    )
+
+    def check(self) -> str | None:
+        if self.gpu_node_selector is not None:
+            key, sep, value = self.gpu_node_selector.partition("=")
+            if not (key and sep and value):
+                return (
+                    f"gpu_node_selector={self.gpu_node_selector!r}: write it as KEY=VALUE, e.g. "
+                    "cloud.google.com/gke-accelerator=nvidia-l4"
+                )
+        if self.store_endpoint is not None and not self.store_endpoint.startswith(
+            ("http://", "https://")
+        ):
+            return (
+                f"store_endpoint={self.store_endpoint!r}: give the URL with its scheme, e.g. "
+                f"{KFP_STORE_ENDPOINTS[self.kfp_version]}"
+            )
+        return None
+
+    def store_endpoint_url(self) -> str | None:
+        """The endpoint the steps get: the given one, else the backend's store when the Secret
+        is wired, else none (the steps' own AWS_ENDPOINT_URL, if any)."""
+        if self.store_endpoint:
+            return self.store_endpoint
+        return KFP_STORE_ENDPOINTS[self.kfp_version] if self.store_secret else None
