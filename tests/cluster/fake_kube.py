@@ -14,9 +14,9 @@ client sends `fieldValidation=Strict`, which fails the create with HTTP 400; a t
 An `authorize` hook (tests/conformance/rbac.py over upstream's roles) refuses requests with 403
 as RBAC does.
 
-It serves the calls the launcher makes: custom objects (create, get, list by label, delete), pod
-list by label, pod log (with kubelet-style timestamps when asked), ServiceAccount get and event
-list. `serve` puts the same fake behind a loopback HTTP server, for a launcher in another process.
+It serves the calls the launcher makes: custom objects (create, get, list by label, delete), API
+discovery of a group version, pod list by label, pod log (with kubelet-style timestamps when
+asked), ServiceAccount get and event list. `serve` puts the same fake behind a loopback HTTP server, for a launcher in another process.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ _PODS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods$")
 _LOG = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/pods/(?P<name>[^/]+)/log$")
 _SERVICE_ACCOUNT = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/serviceaccounts/(?P<name>[^/]+)$")
 _EVENTS = re.compile(r"^/api/v1/namespaces/(?P<ns>[^/]+)/events$")
+_DISCOVERY = re.compile(r"^/apis/(?P<group>[^/]+)/(?P<version>[^/]+)$")
 
 
 def shipped_runtime() -> dict:
@@ -201,6 +202,21 @@ class FakeKubernetes(ApiClient):
             raise _status_error(403, "Forbidden", refusal)
         if match := _CUSTOM.match(path):
             return self._custom(method, match, body, query)
+        if (match := _DISCOVERY.match(path)) and method == "GET":
+            resources = [
+                {"name": plural, "namespaced": True, "kind": api.kind}
+                for (group, version, plural), api in self.apis.items()
+                if (group, version) == (match["group"], match["version"])
+            ]
+            if not resources:
+                raise _status_error(
+                    404, "NotFound", "the server could not find the requested resource"
+                )
+            group_version = f"{match['group']}/{match['version']}"
+            return _Response(
+                200,
+                {"kind": "APIResourceList", "groupVersion": group_version, "resources": resources},
+            )
         if (match := _PODS.match(path)) and method == "GET":
             return self._list_pods(match["ns"], query.get("labelSelector", ""))
         if (match := _SERVICE_ACCOUNT.match(path)) and method == "GET":

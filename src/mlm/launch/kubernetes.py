@@ -212,7 +212,8 @@ _INSTALL = {
 }
 # Who grants the job rights in each kind of install (docs/operators.md, "Where jobs run").
 _GRANTS = (
-    "standalone KFP: kubectl apply -k manifests/overlays/dev binds kubeflow/pipeline-runner; "
+    "standalone KFP: manifests/kfp-standalone (in overlays/dev and overlays/gke-gpu) binds "
+    "kubeflow/pipeline-runner the Role mlm-pipeline-launcher; "
     "multi-user Kubeflow: a profile's default-editor gets TrainJobs from Kubeflow Trainer's "
     "kubeflow-trainer-edit role and TFJobs from the Training Operator's kubeflow-training-edit"
 )
@@ -227,9 +228,15 @@ def _unknown_fields(error: Any) -> list[str]:
 
 
 def _create_error(
-    error: Any, kind: JobKind, name: str, namespace: str, service_account: str | None
+    error: Any,
+    kind: JobKind,
+    name: str,
+    namespace: str,
+    service_account: str | None,
+    served: bool | None = None,
 ) -> JobLaunchError:
-    """One line for an ApiException on create: what went wrong and what to do."""
+    """One line for an ApiException on create: what went wrong and what to do (`served`: whether
+    API discovery lists the kind, asked after a 403)."""
     message = _api_message(error)
     where = f"{kind.kind} {namespace}/{name}"
     if "admission webhook" in message:
@@ -255,6 +262,12 @@ def _create_error(
             f"cannot create {where}: the cluster's {kind.kind} API has no {', '.join(fields)} "
             f"(HTTP 400: {message}); this launcher writes {kind.kind}s for {supported}: install "
             "one of them (docs/operators.md)"
+        )
+    if error.status == 403 and served is False:
+        return JobLaunchError(
+            f"cannot create {where}: the {kind.kind} API ({kind.api_version}, {kind.plural}) is "
+            f"not installed in this cluster (HTTP 403, and API discovery does not list it); "
+            f"{_INSTALL[kind.plural]}, or use another launcher"
         )
     if error.status == 404:
         if "namespace" in message.lower():
@@ -748,6 +761,31 @@ class _Job:
     def _id(self) -> tuple[str, str]:
         return self.kind.kind, f"{self.namespace}/{self.name}"
 
+    def _served(self) -> bool | None:
+        """Whether the cluster serves this job kind (API discovery, which RBAC grants every
+        authenticated user: the `system:discovery` ClusterRole); None when that cannot be told.
+
+        RBAC decides before the API server looks the resource up, so a service account without
+        rights to a kind that is not installed gets 403, not 404: this tells the two apart."""
+        from kubernetes.client.exceptions import ApiException
+
+        group, version = self.kind.group, self.kind.version
+        try:
+            found = self.custom.api_client.call_api(
+                f"/apis/{group}/{version}",
+                "GET",
+                response_type="object",
+                auth_settings=["BearerToken"],
+                _return_http_data_only=True,
+                _request_timeout=REQUEST_TIMEOUT_S,
+            )
+        except ApiException as error:
+            return False if error.status == 404 else None
+        except _transient_errors():
+            return None
+        resources = (found or {}).get("resources") or []
+        return any(resource.get("name") == self.kind.plural for resource in resources)
+
     def _terminating(self) -> bool:
         """Whether the existing job is being deleted (or already gone)."""
         from kubernetes.client.exceptions import ApiException
@@ -789,7 +827,12 @@ class _Job:
                 retryable = error.status in (429, 500, 502, 503, 504)
                 if not retryable or attempt == attempts:
                     raise _create_error(
-                        error, self.kind, self.name, self.namespace, service_account
+                        error,
+                        self.kind,
+                        self.name,
+                        self.namespace,
+                        service_account,
+                        served=self._served() if error.status == 403 else None,
                     ) from None
                 reason = f"HTTP {error.status}"
             except _transient_errors() as error:
