@@ -234,3 +234,23 @@ def test_a_store_policy_that_admits_nothing_from_the_job_namespace_is_caught():
     profile = Endpoint("team-a", trainer().labels, kubeflow.PROFILE_NAMESPACE_LABELS)
     assert allowed([kubeflow.SEAWEEDFS_POLICY_2_16], profile, store_pod, 8333)
     assert not allowed([kubeflow.SEAWEEDFS_POLICY_2_16], profile, store_pod, 8888)
+
+
+def test_the_guides_matrix_names_tests_that_exist_and_covers_every_cell():
+    import re
+    from pathlib import Path
+
+    from tests.conformance import test_pipeline_spec
+
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "operators.md").read_text()
+    section = guide.split("## Kubeflow releases and what works where", 1)[1].split("\n## ", 1)[0]
+    modules = {"matrix": globals(), "spec": vars(test_pipeline_spec)}
+    named = re.findall(r"\b(matrix|spec)::(test_\w+)", section)
+    assert named and all(name in modules[module] for module, name in named), named
+    rows = [line for line in section.splitlines() if re.match(r"\| (1\.10|1\.11|26\.03) ", line)]
+    cells = {(row.split("|")[1].split()[0], row.split("|")[2].strip()) for row in rows}
+    assert cells == {(i.release, i.mode) for i in kubeflow.INSTALLS}
+    for row in rows:
+        # Three launcher cells, each a ✔ with its test or a quoted refusal with its test.
+        for cell in row.split("|")[3:6]:
+            assert "::test_" in cell or "spec::…" in cell, cell
