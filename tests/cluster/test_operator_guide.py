@@ -111,3 +111,45 @@ def test_the_guides_pod_selector_and_job_kinds_match_the_launcher_and_its_role()
             plural = plural if plural.endswith("s") else plural + "s"
             assert plural in {k.plural for k in launch.JOB_KINDS.values()}, line
             assert plural in resources, line
+
+
+def prerequisite(what: str) -> str:
+    """The install cell of the guide's prerequisites row that starts with `what`."""
+    rows = [line for line in GUIDE.splitlines() if line.startswith(f"| {what}")]
+    assert len(rows) == 1, what
+    return rows[0].split(" | ")[2]
+
+
+def test_the_install_commands_are_the_ones_upstream_documents_for_each_release():
+    # KFP standalone. The commands' form is kubeflow/website content/en/docs/components/
+    # pipelines/operator-guides/installation/_index.md (commit 36dc512a8, current with 2.15.0);
+    # the env is the one kubeflow/pipelines manifests/kustomize/README.md at 2.15.0 installs
+    # (KFP_ENV=platform-agnostic). Not env/dev: from 2.14.3 on (commit 5181358d6a) its
+    # kustomization retags every KFP image `newTag: master` and adds ../gcp/inverse-proxy.
+    kfp = prerequisite("Kubeflow Pipelines, standalone")
+    for command in (
+        "export PIPELINE_VERSION=2.15.0",
+        'kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/'
+        'cluster-scoped-resources?ref=$PIPELINE_VERSION"',
+        "kubectl wait --for condition=established --timeout=60s crd/applications.app.k8s.io",
+        'kubectl apply -k "github.com/kubeflow/pipelines/manifests/kustomize/'
+        'env/platform-agnostic?ref=$PIPELINE_VERSION"',
+    ):
+        assert command in kfp, command
+    assert "kustomize/env/dev" not in GUIDE
+    # Kubeflow Trainer: kubeflow/trainer docs/operator-guides/installation.md at v2.3.0 (Helm
+    # chart, `--version ${VERSION#v}`), and for v2.1.0 the same page's kustomize form
+    # (`manifests/overlays/manager?ref=${VERSION}`).
+    assert (
+        "helm install kubeflow-trainer oci://ghcr.io/kubeflow/charts/kubeflow-trainer "
+        "--namespace kubeflow-system --create-namespace --version 2.3.0"
+    ) in prerequisite("Kubeflow Trainer (for `launcher=trainjob`): v2.3")
+    assert (
+        'kubectl apply --server-side -k "https://github.com/kubeflow/trainer.git/'
+        'manifests/overlays/manager?ref=v2.1.0"'
+    ) in prerequisite("or Kubeflow Trainer v2.1")
+    # The Training Operator: kubeflow/training-operator README (v1.9): the standalone overlay.
+    assert (
+        'kubectl apply --server-side -k "github.com/kubeflow/training-operator.git/'
+        'manifests/overlays/standalone?ref=v1.9.2"'
+    ) in prerequisite("or the Training Operator v1.9")
