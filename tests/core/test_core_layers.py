@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from mlm.layers import Dropout, LayerNormalization
+from tests.precision import rounding_tolerance
 
 
 @pytest.mark.parametrize(
@@ -111,7 +112,9 @@ def test_layer_norm_values_and_gradients_equal_keras(policy):
     got, got_grads = forward_and_gradients(ours)
     want, want_grads = forward_and_gradients(reference)
     assert got.dtype == want.dtype
-    tolerance = 1e-5 if policy == "float32" else 2e-2
+    # In bfloat16 the input is rounded once, the normalised value and the scale and shift three
+    # more times; the gradients go back through the same roundings.
+    tolerance = 1e-5 if policy == "float32" else rounding_tolerance("bfloat16", 4)
     np.testing.assert_allclose(
         tf.cast(got, tf.float32), tf.cast(want, tf.float32), atol=tolerance, rtol=tolerance
     )
