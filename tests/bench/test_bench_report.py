@@ -4,6 +4,7 @@ benchmark itself is `make bench`; nothing here times anything)."""
 from __future__ import annotations
 
 import argparse
+import math
 
 import pytest
 
@@ -132,3 +133,31 @@ def test_a_worker_that_fails_reports_its_reason(tmp_path):
     assert "KeyError" in worker.failure and "no-such-config" in worker.failure
     assert worker.ask("1") is None
     worker.close()
+
+
+def test_matmul_rates_only_for_the_precisions_asked_and_emulated_bf16_is_time_boxed(monkeypatch):
+    # A real emulated bfloat16 matmul can take minutes, so the subprocess is stood in for here:
+    # what is asked of it (which precisions, which sizes, which time limit) is what is checked.
+    import subprocess
+
+    calls = []
+
+    def run(argv, timeout=None, **kwargs):
+        calls.append((argv[-1], timeout))
+        if "'torch', 'bfloat16'" in argv[-1]:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        return subprocess.CompletedProcess(argv, 0, stdout="123.0\n", stderr="")
+
+    monkeypatch.setattr(bench_peers.subprocess, "run", run)
+    monkeypatch.setattr(bench_peers, "bf16_instructions", lambda: [])  # an AVX2-only CPU
+    assert bench_peers.measure_matmul(["float32"]) == {
+        "float32": {"tensorflow": 123.0, "torch": 123.0}
+    }
+    assert all("bfloat16" not in code for code, _ in calls)
+    calls.clear()
+    peak = bench_peers.measure_matmul(["bfloat16"])
+    assert peak["bfloat16"]["tensorflow"] == 123.0 and math.isnan(peak["bfloat16"]["torch"])
+    assert all("sizes=(512, 1024)" in code for code, _ in calls)
+    assert all(timeout == bench_peers.MATMUL_TIMEOUT_S for _, timeout in calls)
+    assert bench_peers.matmul_limit(peak["bfloat16"]) == 123.0
+    assert math.isnan(bench_peers.matmul_limit({"torch": math.nan}))
