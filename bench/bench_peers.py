@@ -7,7 +7,7 @@ process, in every variant a user would try:
 
 - `mlm`: the training step of `mlm pretrain` (`mlm.training.loop.make_train_step`), which projects
   to the vocabulary only at the masked positions, in float32 and `mixed_bfloat16`
-  (`--precision`); XLA (`--jit-compile`) on request (`--variants`), as on CPU it is slower;
+  (`--precision`); XLA (`--jit-compile`) on request (`--variants`), as on CPU it is no faster;
 - `hf-torch`: transformers `BertForMaskedLM` on PyTorch, masked every step by its
   `DataCollatorForLanguageModeling` (on the id tensor, as a DataLoader worker would), AdamW, in
   float32 and bfloat16 autocast, eager and `torch.compile`d;
@@ -147,7 +147,7 @@ ALL_VARIANTS = tuple(
     for precision in PRECISIONS
     for compiled in (False, True)
 )
-# XLA on CPU made mlm's step several times slower (bench/bench_training.py): asked for by name.
+# On CPU XLA does not make mlm's step faster (bench/bench_training.py): asked for by name.
 DEFAULT_VARIANTS = tuple(v for v in ALL_VARIANTS if not (v.implementation == "mlm" and v.compiled))
 VARIANTS_BY_KEY = {v.key: v for v in ALL_VARIANTS}
 

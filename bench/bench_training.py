@@ -8,7 +8,10 @@ the median of the per-round ratios.
   projects to the vocabulary only at the masked positions (`masked_lm_forward`);
 - dense (the peer): the same model and masking, but full logits `[batch, length, vocab]` and the
   loss taken over the masked positions afterwards (the seed README's `train_step`);
-- gather + XLA: the gather step with `jit_compile=True`;
+- gather, static: the gather step with a fixed number of predictions per sequence
+  (`max_predictions_per_seq=20`, 15% of 128 rounded up), the shapes XLA needs;
+- gather + XLA: that step with `jit_compile=True` (with a dynamic prediction count XLA computes
+  the head at every position);
 - process settings: the gather step in fresh processes by default, with oneDNN off
   (`TF_ENABLE_ONEDNN_OPTS=0`) and with one inter-op thread (`TF_NUM_INTEROP_THREADS=1`: kernels
   one at a time, each using all cores), interleaved.
@@ -30,12 +33,18 @@ import sys
 import time
 from pathlib import Path
 
+import bench_peers as peers  # machine_line: the CPU and its bfloat16 instructions
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
-def build(args: argparse.Namespace):
-    """A seeded BERT masked-LM model, its AdamW optimizer and one synthetic batch."""
+STATIC_PREDICTIONS = 20  # per sequence of 128: 15% rounded up
+
+
+def build(args: argparse.Namespace, max_predictions: int | None = None):
+    """A seeded BERT masked-LM model (`max_predictions` per sequence, None: dynamic), its AdamW
+    optimizer and one synthetic batch."""
     import keras
     import tensorflow as tf
 
@@ -51,7 +60,9 @@ def build(args: argparse.Namespace):
         intermediate_size=4 * args.hidden,
         max_position_embeddings=args.length,
     )
-    model = MaskedLanguageModel(encoder, vocab_size=args.vocab, mask_token_id=4)
+    model = MaskedLanguageModel(
+        encoder, vocab_size=args.vocab, mask_token_id=4, max_predictions_per_seq=max_predictions
+    )
     model.build(None)
     optimizer = keras.optimizers.AdamW(learning_rate=1e-4)
     optimizer.build(model.trainable_variables)
@@ -110,7 +121,8 @@ def measure(args: argparse.Namespace, names: list[str]) -> dict[str, list[float]
     """Interleaved rounds of the named variants; returns seconds per step of each round."""
     steps = {}
     for name in names:  # a fresh model per variant: every variant starts from the same weights
-        model, optimizer, batch = build(args)
+        static = name in ("gather, static", "gather+xla")
+        model, optimizer, batch = build(args, STATIC_PREDICTIONS if static else None)
         if name == "dense":
             steps[name] = dense_step(model, optimizer)
         else:
@@ -176,13 +188,14 @@ def main() -> int:
         print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
         return 0
 
-    times = measure(args, ["gather", "dense", "gather+xla"])
+    times = measure(args, ["gather", "dense", "gather, static", "gather+xla"])
     lines = [
         "# Training-step variants (mlm's own design choices)",
         "",
         f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; BERT hidden "
         f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; batch {args.batch} x "
-        f"{args.length}; {args.rounds} interleaved rounds of {args.steps} steps; medians.",
+        f"{args.length}; {args.rounds} interleaved rounds of {args.steps} steps; medians. "
+        f"{peers.machine_line()}",
         "",
         "| variant | ms/step |",
         "|---|---:|",
@@ -192,7 +205,8 @@ def main() -> int:
         "",
         f"- gather / dense (vocabulary logits only at the masked positions / at every position): "
         f"{ratio(times, 'gather', 'dense'):.2f} (below 1: gather faster)",
-        f"- XLA / graph mode: {ratio(times, 'gather+xla', 'gather'):.2f} (below 1: XLA faster)",
+        f"- XLA / graph mode, both static: {ratio(times, 'gather+xla', 'gather, static'):.2f} "
+        "(below 1: XLA faster)",
     ]
     if args.onednn_pairs:
         lines += process_settings(args)

@@ -44,8 +44,19 @@ class Dropout(keras.layers.Dropout):
         threshold = min(round(self.rate * _HALF_WORD), _HALF_WORD - 1)
         # The seed generator's state is int64; stateless ops take int32 seeds (as Keras does).
         seed = tf.cast(tf.math.floormod(self.seed_generator.next(), tf.int32.max - 1), tf.int32)
+        # Under XLA the words come from ThreeFry: XLA on CPU keeps Philox's words between the
+        # forward and the backward pass in a fusion about 30 times slower than the one that
+        # draws them, which made the XLA training step 3.5 times slower than the graph step
+        # (docs/performance.md, "Why the XLA step was slower"). TensorFlow's own kernels have
+        # Philox only; either way the drop rate and the scale are the same.
+        in_xla = tf.__internal__.get_enclosing_xla_context() is not None
         words = tf.random.stateless_uniform(
-            [*shape[:-1], shape[-1] // 2], seed=seed, minval=None, maxval=None, dtype=tf.uint32
+            [*shape[:-1], shape[-1] // 2],
+            seed=seed,
+            minval=None,
+            maxval=None,
+            dtype=tf.uint32,
+            alg="threefry" if in_xla else "philox",
         )
         halves = tf.reshape(tf.bitcast(words, tf.uint16), shape)
         keep = halves >= tf.constant(threshold, tf.uint16)

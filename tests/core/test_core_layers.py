@@ -128,3 +128,28 @@ def test_layer_norm_other_axes_use_the_keras_implementation():
     ours = LayerNormalization(axis=1)
     reference = keras.layers.LayerNormalization(axis=1)
     np.testing.assert_allclose(ours(inputs), reference(inputs), atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.5])
+def test_under_xla_the_threefry_draws_keep_the_rate_the_scale_and_the_gradient(rate):
+    # Under XLA the 16-bit draws come from ThreeFry (TensorFlow's own kernels have only Philox):
+    # another stream, the same statistics and contract.
+    layer = Dropout(rate, seed=5)
+    inputs = tf.ones((64, 128, 256))
+
+    @tf.function(jit_compile=True)
+    def forward_and_gradient(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            outputs = layer(x, training=True)
+            total = tf.reduce_sum(outputs)
+        return outputs, tape.gradient(total, x)
+
+    outputs, gradient = (t.numpy() for t in forward_and_gradient(inputs))
+    kept = outputs != 0
+    scale = 1.0 / (1.0 - round(rate * 65536) / 65536)
+    assert abs((1 - kept.mean()) - rate) < 5 * np.sqrt(rate * (1 - rate) / kept.size)
+    np.testing.assert_allclose(outputs[kept], scale, rtol=1e-6)
+    np.testing.assert_array_equal(gradient, outputs)  # d(sum)/dx is the mask times the scale
+    graph_outputs = layer(inputs, training=True).numpy()
+    assert not np.array_equal(graph_outputs == 0, kept)  # a new draw, from Philox

@@ -150,7 +150,7 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
     if config.jit_compile and replicas > 1 and not tf.config.list_logical_devices("GPU"):
         raise UserInputError(
             "jit_compile with several CPU replicas is not supported: TensorFlow cannot compile "
-            "collectives with XLA on CPU. Drop --jit-compile (on CPU it is usually slower anyway)"
+            "collectives with XLA on CPU. Drop --jit-compile (on CPU it is no faster anyway)"
         )
     output_dir = config.output_dir
     storage.makedirs(output_dir)
