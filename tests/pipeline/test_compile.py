@@ -204,6 +204,9 @@ def test_every_step_gets_the_store_secret_and_endpoint_of_its_kfp_version(tmp_pa
             }
             # Optional where the backend knows the field: a pod without the Secret starts and
             # its store check names the Secret, instead of waiting in CreateContainerConfigError.
+            # (kubeflow/pipelines 2.15.0 backend/src/v2/driver/k8s.go copies
+            # SecretAsEnv.Optional into the SecretKeySelector; 2.5.0 driver.go resolves
+            # secretNameParameter, which the SDK writes, and has no Optional.)
             assert secret.get("optional") is (None if version == "2.5" else True)
         # The exit task only deletes jobs: no store.
         assert wiring[f"exec-{CLEANUP_TASK}"] == ({}, [])
