@@ -14,6 +14,6 @@ import os
 
 from mlm import DEFAULT_IMAGE
 
-# Read once, when the components are defined: set MLM_IMAGE before importing them to compile
-# against another image (`mlm pipeline compile --image ...` does that).
+# Read once, when the components are defined. `mlm pipeline compile --image ...` gives every task
+# another image without it (`PipelineTask.set_container_image`).
 MLM_IMAGE = os.environ.get("MLM_IMAGE") or DEFAULT_IMAGE

@@ -61,9 +61,6 @@ def compile_pipeline(config: CompileConfig | str | None = None, **settings: Any)
         if config is not None:
             settings["output"] = config
         config = CompileConfig.create(**settings)
-    if config.image:
-        # The components read it when they are first imported (`components.MLM_IMAGE`).
-        os.environ["MLM_IMAGE"] = config.image
     from kfp import compiler
 
     from pipelines.mlm_pipeline import make_pipeline

@@ -89,9 +89,10 @@ def _wire_store(task: dsl.PipelineTask, config: CompileConfig) -> None:
 
 def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
     """The `mlm-pretraining` pipeline as `config` (a `CompileConfig`; default: its defaults)
-    compiles it: the pretrain pod's GPU node selector and the store wiring of every step. The
-    image is the components' (`components.MLM_IMAGE`, read when they are imported)."""
+    compiles it: every task's image (None: the components' own, `components.MLM_IMAGE`), the
+    pretrain pod's GPU node selector and the store wiring of every step."""
     config = config or CompileConfig()
+    image = config.image or MLM_IMAGE
     node_selector = (
         tuple(config.gpu_node_selector.split("=", 1)) if config.gpu_node_selector else None
     )
@@ -267,7 +268,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
                 backoff_max_duration=PRETRAIN_MAX_BACKOFF,
             )
             # The workers run the image this step runs (one image setting for the whole pipeline).
-            pretrain_task.set_env_variable("MLM_IMAGE", MLM_IMAGE)
+            pretrain_task.set_env_variable("MLM_IMAGE", image)
             pretrain_task.set_accelerator_type(GPU_RESOURCE)
             pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
             # The limit is a placeholder, not a task input: inside the exit handler's DAG the
@@ -323,7 +324,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             publish_task.after(finetune_task_)
             publish_task.set_caching_options(False)
 
-            for task in (
+            steps = (
                 fingerprint_task,
                 tokenize_task,
                 shard_task,
@@ -332,8 +333,12 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
                 export_task,
                 finetune_task_,
                 publish_task,
-            ):
+            )
+            for task in steps:
                 _wire_store(task, config)
+        if config.image:
+            for task in (cleanup_task, *steps):
+                task.set_container_image(config.image)
 
     return mlm_pretraining_pipeline
 

@@ -172,3 +172,28 @@ def test_artifact_file_names_are_defined_once():
             if isinstance(node, ast.Constant) and node.value in names:
                 literals.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value}")
     assert literals == []
+
+
+def test_compile_options_are_arguments_not_environment_writes():
+    """No module of components/ or pipelines/ writes the process environment (a setting that
+    travels through os.environ to code imported later is a side channel)."""
+    writes = []
+    for top in ("components", "pipelines"):
+        for path in (REPO / top).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                target = None
+                if isinstance(node, ast.Assign | ast.AugAssign | ast.Delete):
+                    targets = (
+                        node.targets if isinstance(node, ast.Assign | ast.Delete) else [node.target]
+                    )
+                    target = next((t for t in targets if isinstance(t, ast.Subscript)), None)
+                    target = target.value if target is not None else None
+                elif (
+                    isinstance(node, ast.Call)
+                    and isinstance(node.func, ast.Attribute)
+                    and node.func.attr in {"update", "setdefault", "pop", "clear", "putenv"}
+                ):
+                    target = node.func.value
+                if target is not None and ast.unparse(target) in {"os.environ", "os"}:
+                    writes.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert writes == []
