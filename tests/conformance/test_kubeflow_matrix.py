@@ -254,3 +254,37 @@ def test_the_guides_matrix_names_tests_that_exist_and_covers_every_cell():
         # Three launcher cells, each a ✔ with its test or a quoted refusal with its test.
         for cell in row.split("|")[3:6]:
             assert "::test_" in cell or "spec::…" in cell, cell
+
+
+def test_no_profile_subject_may_run_pods_as_the_account_that_holds_a_cloud_identity():
+    """gke-gpu gives the workers' account in `kubeflow` a Workload Identity; a profile's
+    default-editor holds `kubeflow-edit` in its own namespace only, so it can start no pod, job
+    or TrainJob there (nor in `mlm`), and the profile's own `mlm-trainer` holds no identity."""
+    identity = "iam.gke.io/gcp-service-account"
+
+    def accounts_with_identity(resources):
+        return [
+            (a["metadata"].get("namespace"), a["metadata"]["name"])
+            for a in by_kind(resources, "ServiceAccount")
+            if identity in (a["metadata"].get("annotations") or {})
+        ]
+
+    assert accounts_with_identity(build("overlays/gke-gpu")) == [
+        ("kubeflow", specs.DEFAULT_SERVICE_ACCOUNT)
+    ]
+    assert accounts_with_identity(build(PROJECT["multi-user"])) == []
+    for install in MULTI_USER.values():
+        authorizer = Authorizer([*install.upstream_rbac(), *build(PROJECT["multi-user"])])
+        for namespace in ("kubeflow", "mlm"):
+            for group, resource in (
+                ("", "pods"),
+                ("batch", "jobs"),
+                ("trainer.kubeflow.org", "trainjobs"),
+                ("kubeflow.org", "tfjobs"),
+            ):
+                request = Request("create", group, resource, namespace)
+                assert not authorizer.allowed(install.runner, request), (install.name, request)
+        # In its own namespace it may (that account has no identity).
+        assert authorizer.allowed(
+            install.runner, Request("create", "", "pods", install.job_namespace)
+        )
