@@ -475,6 +475,7 @@ STORE_ENDPOINT_ENV = "MLM_STORE_ENDPOINT"
 STORE_SECRET_KEYS = {"accesskey": "AWS_ACCESS_KEY_ID", "secretkey": "AWS_SECRET_ACCESS_KEY"}
 
 _S3_ATTEMPTS = 5  # botocore attempts per request (standard mode: 5xx, throttling, resets)
+_S3_RETRY_ROUNDS = 3  # s3fs's own rounds of those attempts for throttling ("SlowDown")
 # Error codes of keys the store does not know or a secret key that does not match.
 _S3_BAD_CREDENTIALS = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "InvalidClientTokenId")
 
@@ -486,9 +487,6 @@ def _s3_error_code(error: BaseException) -> str | None:
         if isinstance(response, dict):
             return response.get("Error", {}).get("Code")
     return None
-
-
-_S3_RETRY_ROUNDS = 3  # s3fs's own rounds of those attempts for throttling ("SlowDown")
 
 
 def _store_wiring() -> str:
@@ -962,7 +960,7 @@ def check_store(uri: str | os.PathLike[str]) -> None:
     that calls it first ends within a minute of starting on a misconfigured store, naming the
     endpoint and, in a compiled pipeline, the Secret the credentials came from.
     """
-    uri = os.fspath(uri)
+    uri = _check_uri(uri)
     store = _store(uri)
     if store is None:
         return

@@ -547,6 +547,39 @@ def test_without_task_config_kfp_2_5_the_step_still_hands_its_store_to_the_worke
     ]
 
 
+def test_a_store_the_workers_cannot_reach_fails_the_step_in_one_line_before_any_job(
+    monkeypatch, tmp_path, pod_namespace
+):
+    from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
+
+    from components.pretrain import pretrain
+    from tests.gcs_emulator import _free_port
+
+    endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLM_STORE_SECRET", "mlpipeline-minio-artifact")
+    monkeypatch.setenv("MLM_STORE_ENDPOINT", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "any")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "any")
+    kube = FakeKubernetes()
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    with pytest.raises(UserInputError) as caught:
+        pretrain.python_func(
+            shards=Dataset(name="shards", uri="minio://mlpipeline/v2/artifacts/run-7/shards"),
+            tokenizer=Artifact(name="tokenizer", uri="minio://mlpipeline/v2/artifacts/run-7/tok"),
+            model=Model(name="model", uri="minio://mlpipeline/v2/artifacts/run-7/pretrain/model"),
+            metrics=Metrics(name="metrics", uri=str(tmp_path / "metrics")),
+            task_config=TaskConfig(),
+            launcher="trainjob",
+            run_id="run-7",
+        )
+    message = str(caught.value)
+    assert f"cannot reach the S3 endpoint {endpoint}" in message and "\n" not in message
+    assert "mlpipeline-minio-artifact" in message
+    assert kube.calls == []  # no job, not even a look at the cluster
+
+
 def test_the_runs_image_resources_placement_and_options_reach_the_trainjob(
     monkeypatch, tmp_path, pod_namespace
 ):

@@ -20,17 +20,15 @@ BACKENDS = {"2.5": "kfp-2.5.0", "2.15": "kfp-2.15.0", "2.16": "kfp-2.16.0"}
 # The pb2 modules are loaded by path: the packages' __init__ import the KFP SDK, which the side
 # environment leaves out.
 _PARSE_SCRIPT = """
-import importlib.util, json, pathlib, sys
+import importlib.util, json, os, pathlib, sys, types
 from google.protobuf import json_format
-root = pathlib.Path(sys.path[0]) if pathlib.Path(sys.path[0], "kfp").is_dir() else None
-root = root or next(pathlib.Path(p) for p in sys.path if pathlib.Path(p, "kfp", "pipeline_spec").is_dir())
+root = pathlib.Path(os.environ["PYTHONPATH"])  # the side environment (upstream.run_in)
 def load(name, path):
     spec = importlib.util.spec_from_file_location(name, root / path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
-import types
 for package in ("kfp", "kfp.pipeline_spec", "kfp.kubernetes"):
     sys.modules[package] = types.ModuleType(package)
 pipeline_spec_pb2 = load("kfp.pipeline_spec.pipeline_spec_pb2", "kfp/pipeline_spec/pipeline_spec_pb2.py")

@@ -51,14 +51,15 @@ class Request:
     def describe(self, user: str) -> str:
         """The API server's refusal text (k8s.io/apiserver endpoints/handlers/responsewriters
         `forbiddenMessage`)."""
-        what = f'resource "{self.resource.split("/")[0]}"'
-        if "/" in self.resource:
-            what += f' with subresource "{self.resource.split("/", 1)[1]}"'
+        resource, _, subresource = self.resource.partition("/")
+        what = f'resource "{resource}"' + (
+            f' with subresource "{subresource}"' if subresource else ""
+        )
+        qualified = f"{resource}.{self.group}" if self.group else resource
+        named = f' "{self.name}"' if self.name else ""
         return (
-            f"{self.resource.split('/')[0]}{'.' + self.group if self.group else ''}"
-            f"{' ' + repr(self.name).replace(chr(39), chr(34)) if self.name else ''} is forbidden: "
-            f'User "{user}" cannot {self.verb} {what} in API group "{self.group}" in the '
-            f'namespace "{self.namespace}"'
+            f'{qualified}{named} is forbidden: User "{user}" cannot {self.verb} {what} in API '
+            f'group "{self.group}" in the namespace "{self.namespace}"'
         )
 
 
