@@ -42,9 +42,10 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 STATIC_PREDICTIONS = 20  # per sequence of 128: 15% rounded up
 
 
-def build(args: argparse.Namespace, max_predictions: int | None = None):
-    """A seeded BERT masked-LM model (`max_predictions` per sequence, None: dynamic), its AdamW
-    optimizer and one synthetic batch."""
+def build(args: argparse.Namespace, max_predictions: int | None = None, dropout: float = 0.1):
+    """A seeded BERT masked-LM model (`max_predictions` per sequence, None: dynamic; `dropout`
+    on the hidden states and the attention probabilities), its AdamW optimizer and one synthetic
+    batch."""
     import keras
     import tensorflow as tf
 
@@ -59,6 +60,8 @@ def build(args: argparse.Namespace, max_predictions: int | None = None):
         num_heads=max(1, args.hidden // 64),
         intermediate_size=4 * args.hidden,
         max_position_embeddings=args.length,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
     )
     model = MaskedLanguageModel(
         encoder, vocab_size=args.vocab, mask_token_id=4, max_predictions_per_seq=max_predictions
@@ -167,6 +170,95 @@ def process_settings(args: argparse.Namespace) -> list[str]:
     ]
 
 
+def _best_ms(fn, inputs: tuple, calls: int = 3, rounds: int = 3) -> float:
+    """Milliseconds per call of a tf.function: the best of `rounds` rounds of `calls` calls."""
+    import tensorflow as tf
+
+    fn(*inputs)
+    fn(*inputs)  # tracing and compilation
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            result = fn(*inputs)
+        tf.nest.map_structure(lambda t: t.numpy(), result)
+        best = min(best, (time.perf_counter() - start) / calls)
+    return best * 1000
+
+
+def xla_bisection(args: argparse.Namespace) -> list[str]:
+    """Graph mode against XLA for growing parts of the step (static predictions), and for one
+    encoder block: where XLA loses (docs/performance.md, "Why the XLA step was slower")."""
+    import keras
+    import tensorflow as tf
+
+    from mlm.encoders.bert import TransformerEncoderBlock
+
+    def parts(dropout: float) -> dict:
+        model, optimizer, batch = build(args, STATIC_PREDICTIONS, dropout)
+        seed = tf.constant([0, 1], tf.int64)
+
+        def forward(batch, seed):
+            return model.masked_lm_forward(batch, training=True, seed=seed)["loss"]
+
+        def backward(batch, seed):
+            with tf.GradientTape() as tape:
+                loss = forward(batch, seed)
+            gradients = tape.gradient(loss, model.trainable_variables)
+            return tf.add_n([tf.reduce_sum(g) for g in gradients if g is not None])
+
+        def with_optimizer(batch, seed):
+            variables = model.trainable_variables
+            with tf.GradientTape() as tape:
+                loss = forward(batch, seed)
+            gradients = tape.gradient(loss, variables)
+            pairs = [(g, v) for g, v in zip(gradients, variables) if g is not None]
+            optimizer.apply([g for g, _ in pairs], [v for _, v in pairs])
+            return loss
+
+        def masking(batch, seed):
+            return tf.reduce_sum(model._masked_batch(batch, seed)[0]["input_ids"])
+
+        def encoder(batch, seed):
+            return tf.reduce_sum(model._encode(batch, True))
+
+        cases = {"masking alone": masking} if dropout else {}
+        cases.update({
+            f"encoder forward, dropout {dropout}": encoder,
+            f"forward and loss, dropout {dropout}": forward,
+            f"forward, loss, backward, dropout {dropout}": backward,
+            f"forward, loss, backward, optimizer, dropout {dropout}": with_optimizer,
+        })  # fmt: skip
+        return {name: (fn, (batch, seed)) for name, fn in cases.items()}
+
+    def block(attention_dropout: float) -> dict:
+        layer = TransformerEncoderBlock(
+            args.hidden, max(1, args.hidden // 64), 4 * args.hidden,
+            hidden_dropout_prob=0.0, attention_probs_dropout_prob=attention_dropout,
+        )  # fmt: skip
+        layer.build((args.batch, args.length, args.hidden))
+        x = tf.random.stateless_normal((args.batch, args.length, args.hidden), seed=(1, 2))
+
+        def forward_backward(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                total = tf.reduce_sum(layer(x, training=True))
+            return tape.gradient(total, x)
+
+        name = f"one encoder block, forward and backward, attention dropout {attention_dropout}"
+        return {name: (forward_backward, (x,))}
+
+    cases = {**parts(0.1), **parts(0.0), **block(0.0), **block(0.1)}
+    lines = ["| what was compiled | graph ms | XLA ms |", "| --- | ---: | ---: |"]
+    for name, (fn, inputs) in cases.items():
+        keras.utils.set_random_seed(0)
+        graph = _best_ms(tf.function(fn), inputs)
+        xla = _best_ms(tf.function(fn, jit_compile=True), inputs)
+        lines.append(f"| {name} | {graph:,.1f} | {xla:,.1f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=256)
@@ -181,8 +273,27 @@ def main() -> int:
         "--onednn-pairs", type=int, default=2,
         help="rounds of the process settings (oneDNN off, one inter-op thread); 0 skips them",
     )  # fmt: skip
+    parser.add_argument(
+        "--xla-bisection", action="store_true",
+        help="instead: graph vs XLA for growing parts of the step (writes xla_bisection.md)",
+    )  # fmt: skip
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+
+    if args.xla_bisection:
+        lines = [
+            "# Graph mode vs XLA, part by part",
+            "",
+            f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; BERT hidden "
+            f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; batch {args.batch} x "
+            f"{args.length}, {STATIC_PREDICTIONS} predictions per sequence; best of 3 rounds of 3 "
+            f"calls. {peers.machine_line()}",
+            "",
+            *xla_bisection(args),
+        ]
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "xla_bisection.md").write_text("\n".join(lines) + "\n")
+        return 0
 
     if args.child:  # one process setting, in a fresh process
         print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
