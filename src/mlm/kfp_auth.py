@@ -17,7 +17,10 @@ never travel on the command line, where `ps` shows them to every user of the mac
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import re
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -59,6 +62,50 @@ class KFPConnection:
     def describe(self) -> str:
         """The endpoint, as error messages name it."""
         return self.host or "the in-cluster KFP endpoint"
+
+
+class _SecretRedactor(logging.Filter):
+    """Replaces credentials in log records (messages and tracebacks) with `[redacted]`."""
+
+    BEARER = re.compile(r"(Bearer|Cookie:?|authorization'?:?)\s+['\"]?[^\s'\",}]+", re.I)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def redact(self, text: str) -> str:
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            text = text.replace(secret, "[redacted]")
+        return self.BEARER.sub(lambda match: f"{match.group(1)} [redacted]", text)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = self.redact(record.getMessage()), ()
+        if record.exc_info:
+            formatted = "".join(traceback.format_exception(*record.exc_info))
+            record.exc_text = self.redact(formatted).rstrip("\n")
+        return True
+
+
+_REDACTOR = _SecretRedactor()
+
+
+def redact_in_logs(arguments: Mapping[str, Any]) -> None:
+    """Keeps the credentials in `arguments` (of `kfp.Client`) out of every log line.
+
+    The kfp client and its generated API log server responses (some echo the request headers)
+    through the standard `logging` module: the filter sits on the root logger, for records
+    logged there, and on its handlers and `logging.lastResort`, for records of other loggers.
+    """
+    for key in ("existing_token", "cookies"):
+        if arguments.get(key):
+            _REDACTOR.secrets.add(str(arguments[key]))
+    token_path = getattr(arguments.get("credentials"), "_token_path", None)
+    if token_path:
+        _REDACTOR.secrets.add(_read_secret(token_path, "--sa-token"))
+    root = logging.getLogger()
+    for target in [root, *root.handlers, logging.lastResort]:
+        if target is not None and _REDACTOR not in target.filters:
+            target.addFilter(_REDACTOR)
 
 
 def _read_secret(path: str, flag: str) -> str:
@@ -131,18 +178,53 @@ def client_arguments(
     return arguments
 
 
+def presented_credentials(
+    connection: KFPConnection, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """What the client sends to prove who it is, as a message names it (None: nothing)."""
+    environ = os.environ if environ is None else environ
+    if connection.token_file:
+        return f"the bearer token in --token-file {connection.token_file}"
+    if connection.sa_token:
+        return f"the service-account token in --sa-token {connection.sa_token}"
+    if connection.iap_client_id:
+        return f"the IAP credentials for client id {connection.iap_client_id}"
+    if connection.cookie_file:
+        return f"the session cookie in --cookie-file {connection.cookie_file}"
+    if environ.get(TOKEN_ENV):
+        return f"the bearer token in ${TOKEN_ENV}"
+    if environ.get(COOKIE_ENV):
+        return f"the session cookie in ${COOKIE_ENV}"
+    return None
+
+
 def explain_server_error(error: BaseException, connection: KFPConnection) -> str | None:
-    """One line for an error of the KFP API or of the connection to it (None: not one of those)."""
+    """One line for an error of the KFP API or of the connection to it (None: not one of those).
+
+    It never quotes the response: a server or proxy may echo the request, credentials included.
+    """
     status = getattr(error, "status", None)
     where = connection.describe()
+    headers = getattr(error, "headers", None) or {}
+    server = headers.get("server") or headers.get("Server") if hasattr(headers, "get") else None
+    by = f" (answered by {server})" if server else ""
+    credentials = presented_credentials(connection)
     if isinstance(status, int) and status in (401, 403):
-        if status == 401:
-            return f"{where} answered 401 Unauthorized: give credentials with {CREDENTIAL_HINT}"
+        if status == 401 and credentials:
+            return (
+                f"{where} answered 401 Unauthorized{by}: it rejected {credentials} (expired, "
+                "revoked or issued for another audience); get a new one and try again"
+            )
+        if status == 401 or not credentials:
+            return (
+                f"{where} answered {status}{by} to a request without credentials: give them "
+                f"with {CREDENTIAL_HINT}"
+            )
         namespace = connection.namespace or "the default namespace"
         return (
-            f"{where} answered 403 Forbidden for {namespace}: the credentials are valid but lack "
-            "access; use --namespace with a profile you belong to, or ask its owner for a "
-            "contributor RoleBinding"
+            f"{where} answered 403 Forbidden{by} for {namespace}: it accepted {credentials} but "
+            "they lack access; use --namespace with a profile you belong to, or ask its owner "
+            "for a contributor RoleBinding"
         )
     if isinstance(status, int) and status == 404:
         return (

@@ -28,13 +28,20 @@ import json
 import os
 import re
 import subprocess
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mlm.config import CompileConfig, add_arguments, from_args
 from mlm.errors import UserInputError
-from mlm.kfp_auth import SA_TOKEN_PATH, KFPConnection, client_arguments, explain_server_error
+from mlm.kfp_auth import (
+    SA_TOKEN_PATH,
+    KFPConnection,
+    client_arguments,
+    explain_server_error,
+    redact_in_logs,
+)
 
 DEFAULT_EXPERIMENT = "mlm-pretraining"
 # Relative to the working directory: the committed package when run from the repository root.
@@ -189,10 +196,25 @@ def validate_window(start_time: str | None, end_time: str | None) -> tuple[str |
 
 
 def make_client(connection: KFPConnection) -> Any:
-    """Creates a `kfp.Client` for a connection (see `mlm.kfp_auth`)."""
+    """Creates a `kfp.Client` for a connection (see `mlm.kfp_auth`).
+
+    Unlike `kfp.Client`, it asks the health endpoint once: kfp's client retries it five times
+    on any API error, 401 included, logging each response in full, and a response that echoes
+    the request would put the credentials in the log.
+    """
     import kfp
 
-    return kfp.Client(**client_arguments(connection))
+    class Client(kfp.Client):
+        def get_kfp_healthz(self, sleep_duration: int = 5) -> Any:
+            return self._healthz_api.healthz_service_get_healthz()
+
+    arguments = client_arguments(connection)
+    redact_in_logs(arguments)
+    with warnings.catch_warnings():
+        # "This client only works with Kubeflow Pipeline v2.0.0-beta.2 and later": every
+        # backend this project compiles for is later (config.KFP_BACKENDS).
+        warnings.filterwarnings("ignore", "This client only works with", FutureWarning)
+        return Client(**arguments)
 
 
 def git_revision(directory: str | None = None) -> str:

@@ -455,8 +455,8 @@ class _ApiError(Exception):
 @pytest.mark.parametrize(
     ("error", "message"),
     [
-        (_ApiError(401, "Unauthorized"), "401 Unauthorized: give credentials with --token-file"),
-        (_ApiError(403, "Forbidden"), "403 Forbidden for team-a"),
+        (_ApiError(401, "Unauthorized"), "401 to a request without credentials: give them with"),
+        (_ApiError(403, "Forbidden"), "403 to a request without credentials: give them with"),
         (_ApiError(404, "Not Found"), "--host must be the pipeline API root"),
         (_ApiError(503, "Service Unavailable"), "503 Service Unavailable"),
     ],
@@ -491,6 +491,98 @@ def test_unreachable_host_is_one_line(package, capsys, tmp_path):
     assert code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"cannot reach http://127.0.0.1:{port}: check --host" in err[0]
+
+
+class _EchoingProxy:
+    """A real HTTP server on loopback that answers every request 401 and echoes the request's
+    headers in the body, as some proxies do (the KFP API server itself cannot run here)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                body = json.dumps({"error": "unauthorized", "request_headers": dict(self.headers)})
+                self.send_response(401)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            do_POST = do_GET
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_a_rejected_token_is_one_line_without_retries_and_never_logged(package, monkeypatch, capfd):
+    """The real kfp.Client, no --namespace (so it asks the health endpoint first), a token in
+    $KFP_TOKEN and a server answering 401 with the request headers echoed: one request, one
+    line saying the token was rejected, and the token nowhere in the output, even with the kfp
+    libraries logging at DEBUG."""
+    import logging
+
+    secret = "s3cr3t-token-value-0123456789"
+    monkeypatch.setenv("KFP_TOKEN", secret)
+    monkeypatch.setattr(logging.getLogger(), "level", logging.DEBUG)
+    proxy = _EchoingProxy()
+    try:
+        code = main(["pipeline", "submit", "--host", proxy.url, "--package", package])
+    finally:
+        proxy.close()
+    out, err = capfd.readouterr()
+    assert code == 2
+    assert len(proxy.requests) == 1, proxy.requests  # no retries on a 4xx
+    assert proxy.requests[0][1].get("authorization") == f"Bearer {secret}"  # it was sent
+    assert secret not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[-1].startswith("mlm pipeline: error: ")
+    assert (
+        "401 Unauthorized" in lines[-1] and "rejected the bearer token in $KFP_TOKEN" in lines[-1]
+    )
+
+
+def test_a_403_with_credentials_names_the_namespace_and_who_answered(tmp_path):
+    error = _ApiError(403, "Forbidden")
+    error.headers = {"server": "istio-envoy"}
+    token = _secret(tmp_path, "token", "abc")
+    connection = kfp_auth.KFPConnection(host="https://kf", namespace="team-a", token_file=token)
+    message = kfp_auth.explain_server_error(error, connection)
+    assert message.startswith("https://kf answered 403 Forbidden (answered by istio-envoy) for ")
+    assert f"team-a: it accepted the bearer token in --token-file {token} but" in message
+
+
+def test_the_log_filter_redacts_tokens_in_messages_and_tracebacks():
+    import logging
+
+    kfp_auth.redact_in_logs({"existing_token": "tok-123456"})
+    redactor = next(
+        f for f in logging.getLogger().filters if isinstance(f, kfp_auth._SecretRedactor)
+    )
+    try:
+        raise RuntimeError("response echoed: {'Authorization': 'Bearer tok-123456'}")
+    except RuntimeError:
+        import sys
+
+        record = logging.LogRecord("kfp", logging.ERROR, __file__, 1, "token %s", ("tok-123456",),
+                                   sys.exc_info())  # fmt: skip
+    redactor.filter(record)
+    assert "tok-123456" not in record.getMessage() + record.exc_text
+    assert "[redacted]" in record.exc_text
 
 
 def test_compile_subcommand_writes_loadable_yaml(tmp_path, monkeypatch, capsys):
