@@ -18,6 +18,8 @@ PIPELINE_YAML ?= pipelines/mlm_pretraining_pipeline.yaml
 # The KFP backend the YAML is for: 2.5 (Kubeflow 1.10), 2.15 (Kubeflow 1.11), 2.16 (Kubeflow 26.03).
 KFP_VERSION ?= 2.15
 REGISTRY ?= ghcr.io/mlm-project
+# The image the base manifests name; `make images` pins the overlays to what it pushed, by digest.
+BASE_IMAGE := ghcr.io/mlm-project/mlm
 TAG ?= 0.1.0
 OVERLAY ?= dev
 KFP_HOST ?=
@@ -113,6 +115,12 @@ images:
 	docker build -f images/gpu.Dockerfile -t $(REGISTRY)/mlm:$(TAG)-gpu .
 	docker push $(REGISTRY)/mlm:$(TAG)
 	docker push $(REGISTRY)/mlm:$(TAG)-gpu
+	$(PYTHON) scripts/pin-image-digest.py $(BASE_IMAGE) \
+		$$(docker inspect --format '{{index .RepoDigests 0}}' $(REGISTRY)/mlm:$(TAG)) \
+		manifests/overlays/dev manifests/overlays/multi-user
+	$(PYTHON) scripts/pin-image-digest.py $(BASE_IMAGE) \
+		$$(docker inspect --format '{{index .RepoDigests 0}}' $(REGISTRY)/mlm:$(TAG)-gpu) \
+		manifests/overlays/gke-gpu
 
 deploy: $(STAMP)
 	$(VENV)/bin/kubectl apply -k manifests/overlays/$(OVERLAY)

@@ -83,6 +83,16 @@ def _pod_problems(where: str, template: dict) -> Iterator[str]:
             yield f"{at} runs as uid 0"
         if security.get("allowPrivilegeEscalation") is not False:
             yield f"{at} allows privilege escalation"
+        if security.get("readOnlyRootFilesystem") is not True:
+            yield f"{at} has a writable root filesystem (set readOnlyRootFilesystem: true)"
+        else:
+            # Whatever the program writes (TMPDIR, HOME) must be a mounted volume.
+            mounts = [m.get("mountPath", "") for m in container.get("volumeMounts") or []]
+            for variable in container.get("env") or []:
+                if variable.get("name") in ("TMPDIR", "HOME") and not any(
+                    (variable.get("value") or "").startswith(mount) for mount in mounts if mount
+                ):
+                    yield f"{at} writes {variable['name']}={variable.get('value')} on a read-only root"
         if security.get("privileged"):
             yield f"{at} is privileged"
         if "ALL" not in ((security.get("capabilities") or {}).get("drop") or []):

@@ -608,9 +608,11 @@ spec:
           resources: {requests: {cpu: 100m}}
         - name: sidecar
           image: busybox
+          env: [{name: TMPDIR, value: /tmp}]
           securityContext:
             runAsNonRoot: true
             allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
             capabilities: {drop: [ALL]}
             seccompProfile: {type: RuntimeDefault}
           resources:
@@ -645,12 +647,14 @@ def test_policy_checker_flags_every_violation_in_a_bad_manifest():
     assert problems == [
         f"{web} may run as root (set runAsNonRoot: true)",
         f"{web} allows privilege escalation",
+        f"{web} has a writable root filesystem (set readOnlyRootFilesystem: true)",
         f"{web} is privileged",
         f"{web} does not drop ALL capabilities",
         f"{web} adds capabilities",
         f"{web} lacks the RuntimeDefault seccomp profile",
         f"{web} image nginx:latest uses the latest tag",
         f"{web} lacks resources requests.memory, limits.cpu, limits.memory",
+        "Deployment bad: spec.template container sidecar writes TMPDIR=/tmp on a read-only root",
         "Deployment bad: spec.template container sidecar image busybox is not pinned by tag",
         "Deployment bad: spec.template shares a host namespace",
         "Role greedy grants access to core/secrets, which mlm never uses",
@@ -658,3 +662,36 @@ def test_policy_checker_flags_every_violation_in_a_bad_manifest():
         "Role greedy uses a wildcard in {'apiGroups': ['kubeflow.org'], 'resources': ['tfjobs'], 'verbs': ['*']}",
         "ClusterRoleBinding everywhere: cluster-wide RBAC is not needed by anything mlm runs",
     ]
+
+
+def test_the_build_pins_every_deploying_overlay_to_the_pushed_digest(tmp_path):
+    """scripts/pin-image-digest.py, as `make images` runs it after the push: every workload of
+    each overlay then names the image by digest (real `kubectl kustomize`), and pinning again
+    replaces the earlier pin."""
+    root = tmp_path / "manifests"
+    shutil.copytree(configured_manifests(), root)
+    cpu, gpu = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    base = "ghcr.io/mlm-project/mlm"
+    script = [sys.executable, str(REPO / "scripts" / "pin-image-digest.py"), base]
+    for digest in ("sha256:" + "0" * 64, cpu):  # the second push replaces the first pin
+        run = subprocess.run([*script, f"registry.example/team/mlm@{digest}",
+                              str(root / "overlays/dev"), str(root / "overlays/multi-user")],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+    run = subprocess.run([*script, f"{base}@{gpu}", str(root / "overlays/gke-gpu")],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    expected = {
+        "overlays/dev": f"registry.example/team/mlm@{cpu}",
+        "overlays/multi-user": f"registry.example/team/mlm@{cpu}",
+        "overlays/gke-gpu": f"{base}@{gpu}",
+    }
+    for overlay, image in expected.items():
+        result = kustomize(root / overlay)
+        assert result.returncode == 0, result.stderr
+        images = set(re.findall(r"image: (\S+)", result.stdout))
+        mlm_images = {i for i in images if "mlm" in i and "pushgateway" not in i}
+        assert mlm_images == {image}, (overlay, images)
+    bad = subprocess.run([*script, f"{base}:0.1.0", str(root / "overlays/dev")],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    assert bad.returncode == 2 and "REPOSITORY@sha256:<64 hex digits>" in bad.stderr

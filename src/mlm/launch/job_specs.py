@@ -428,6 +428,17 @@ def _check_with_trainer_model(manifest: dict[str, Any]) -> None:
         raise AssertionError(f"the Trainer API model does not keep this TrainJob: {manifest}")
 
 
+# The workers' root filesystem is read-only; what they write locally goes to an emptyDir
+# (manifests/base/runtime/tensorflow-distributed.yaml does the same for TrainJobs).
+SCRATCH_VOLUME, SCRATCH_PATH = "scratch", "/scratch"
+SCRATCH_ENV = {
+    "TMPDIR": SCRATCH_PATH,
+    "HOME": f"{SCRATCH_PATH}/home",
+    "KERAS_HOME": f"{SCRATCH_PATH}/home/.keras",
+    "MPLCONFIGDIR": f"{SCRATCH_PATH}/home/.matplotlib",
+}
+
+
 def build_tfjob(
     name: str, namespace: str, spec: WorkerSpec, pretrain_args: Sequence[str], timeout_s: int
 ) -> dict[str, Any]:
@@ -443,6 +454,7 @@ def build_tfjob(
         V1Capabilities,
         V1Container,
         V1ContainerPort,
+        V1EmptyDirVolumeSource,
         V1EnvVar,
         V1ObjectMeta,
         V1PodSecurityContext,
@@ -450,6 +462,8 @@ def build_tfjob(
         V1PodTemplateSpec,
         V1SeccompProfile,
         V1SecurityContext,
+        V1Volume,
+        V1VolumeMount,
     )
 
     kind = JOB_KINDS["tfjob"]
@@ -459,12 +473,19 @@ def build_tfjob(
         image=spec.image,
         command=list(WORKER_COMMAND),
         args=list(pretrain_args),
-        env=[V1EnvVar(name="MLM_PUSHGATEWAY_URL", value=PUSHGATEWAY_URL), *_env(spec)],
+        env=[
+            V1EnvVar(name="MLM_PUSHGATEWAY_URL", value=PUSHGATEWAY_URL),
+            *(V1EnvVar(name=name, value=value) for name, value in SCRATCH_ENV.items()),
+            *_env(spec),
+        ],
         ports=[V1ContainerPort(name="tfjob-port", container_port=WORKER_PORT)],
         resources=_resources(spec),
         security_context=V1SecurityContext(
-            allow_privilege_escalation=False, capabilities=V1Capabilities(drop=["ALL"])
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=V1Capabilities(drop=["ALL"]),
         ),
+        volume_mounts=[V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_PATH)],
     )
     pod = V1PodTemplateSpec(
         metadata=V1ObjectMeta(labels={**_labels(spec), **WORKER_POD_ONLY_LABELS}),
@@ -473,6 +494,7 @@ def build_tfjob(
             termination_grace_period_seconds=TERMINATION_GRACE_PERIOD_SECONDS,
             service_account_name=spec.service_account,
             automount_service_account_token=False,
+            volumes=[V1Volume(name=SCRATCH_VOLUME, empty_dir=V1EmptyDirVolumeSource())],
             node_selector=selector or None,
             tolerations=tolerations or None,
             security_context=V1PodSecurityContext(
