@@ -285,7 +285,7 @@ def test_bad_config_files_are_one_line_errors(tmp_path, capsys):
     wrong.write_text("shard_dir: s\ntokenizer_dir: t\noutput_dir: o\nmasking: {mask_ratio: lots}\n")
     assert main(["pretrain", "--config", str(wrong)]) == 2
     assert capsys.readouterr().err == (
-        "mlm pretrain: error: mask_ratio='lots': expected a number\n"
+        f"mlm pretrain: error: --config {wrong}: mask_ratio='lots': expected a number\n"
     )
 
     listing = tmp_path / "list.yaml"

@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mlm.config.base import Config, Field, merge, nest
+from mlm.config.base import Config, Field, check_values, merge, nest
 from mlm.errors import UserInputError
 
 CONFIG_FLAG = "--config"
@@ -78,6 +78,7 @@ def from_args(config_class: type[Config], args: argparse.Namespace) -> Any:
     config_file = getattr(args, "_config_file", None)
     if config_file:
         values = nest(config_class, load_file(config_file), config_file)
+        check_values(config_class, values, f"{CONFIG_FLAG} {config_file}")
     flags = {f.name: getattr(args, f.name) for f in config_class.fields() if f.name in args}
     return config_class.from_dict(merge(config_class, values, nest(config_class, flags, "")))
 
@@ -90,8 +91,14 @@ def load_file(path: str) -> dict[str, Any]:
 
     try:
         data = yaml.safe_load(storage.read_text(path))
+    except UnicodeDecodeError as error:
+        raise UserInputError(
+            f"{CONFIG_FLAG} {path}: not UTF-8 text ({error.reason} at byte {error.start}); give "
+            "a YAML or JSON file of settings"
+        ) from None
     except yaml.YAMLError as error:
-        raise UserInputError(f"{CONFIG_FLAG} {path}: not valid YAML ({error})") from None
+        detail = " ".join(str(error).split())
+        raise UserInputError(f"{CONFIG_FLAG} {path}: not valid YAML ({detail})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -108,6 +108,9 @@ class Field:
 
 
 _EMPTY: dict[Any, Any] = {int: 0, float: 0.0, str: "", dict: {}, list: []}
+# The largest integer setting: sizes, counts and seeds all fit TensorFlow's int32 (a larger one
+# would overflow deep inside the tokenizer or the graph instead of being refused here).
+INT_LIMIT = 2**31 - 1
 
 
 def _split_optional(annotation: Any) -> tuple[Any, bool]:
@@ -238,6 +241,20 @@ def merge(cls: type[Config], base: Mapping[str, Any], update: Mapping[str, Any])
     return merged
 
 
+def check_values(cls: type[Config], nested: Mapping[str, Any], source: str) -> None:
+    """Checks each value of `nested` (settings from one source, e.g. a `--config` file) on its
+    own, so that a bad value is reported with the source it came from."""
+    for field in cls.fields():
+        node: Any = nested
+        for part in field.path:
+            node = node.get(part, {})
+        if field.name in node:
+            try:
+                _coerce(field, node[field.name])
+            except UserInputError as error:
+                raise UserInputError(f"{source}: {error}") from None
+
+
 def _given(nested: Mapping[str, Any], field: Field) -> bool:
     for part in field.path:
         nested = nested.get(part, {})
@@ -328,6 +345,8 @@ def _check_value(name: str, value: Any, metadata: Mapping[str, Any]) -> None:
         return
     if isinstance(value, float) and not math.isfinite(value):
         raise UserInputError(f"{name}={value}: must be a finite number")
+    if isinstance(value, int) and abs(value) > INT_LIMIT:
+        raise UserInputError(f"{name}={value}: must be at most {INT_LIMIT:,} in size")
     at_least, above, below = (metadata.get(k) for k in ("at_least", "above", "below"))
     if at_least is not None and value < at_least:
         raise UserInputError(f"{name}={value}: must be at least {at_least}")
