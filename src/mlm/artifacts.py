@@ -25,6 +25,7 @@ from mlm.errors import UserInputError
 # tokenize: the Hugging Face fast-tokenizer files plus the package's facts (its marker).
 TOKENIZER_INFO_FILE = "mlm_tokenizer.json"
 HF_TOKENIZER_FILE = "tokenizer.json"
+HF_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # shard: the TFRecord files and their manifest (the marker).
 SHARD_MANIFEST_FILE = "manifest.json"
 # pretrain, evaluate and finetune: metrics.json is each one's marker.
@@ -75,8 +76,10 @@ def check_replaceable(output_dir: str, marker: str, kind: str) -> None:
     an object-store output whose upload was cut short (`storage.is_unfinished`).
 
     The steps replace their output directory as a whole; this keeps them from deleting a
-    directory the user meant for something else.
+    directory the user meant for something else. A local location must also be writable
+    (`storage.check_writable_location`): steps call this before they read their inputs.
     """
+    storage.check_writable_location(output_dir)
     if storage.is_remote(output_dir):
         entries = storage.glob(storage.join(output_dir, "*"))
     elif os.path.isdir(output_dir):
@@ -141,14 +144,52 @@ def find_file(directory: str, name: str, what: str, hint: str) -> str:
     return path
 
 
-def load_keras(path: str) -> Any:
-    """Loads a `.keras` file of this package's models (registers their classes first)."""
+def load_keras(path: str, hint: str = "write it again with the step that made it") -> Any:
+    """Loads a `.keras` file of this package's models (registers their classes first).
+
+    The file is checked as what it claims to be first: a zip archive whose members are intact,
+    holding `config.json` and the weights. Keras' safe mode stays on, so a file with a `Lambda`
+    layer (arbitrary Python code) is refused, not run.
+
+    Raises:
+        UserInputError: the file is not a `.keras` archive, is damaged, or Keras cannot rebuild
+            the model from it; the message names the file and says `hint`.
+    """
+    import zipfile
+
     import keras
 
     import mlm
 
+    problem = ""
+    if not zipfile.is_zipfile(path):
+        problem = "is not a .keras file (a zip archive of config.json and weights)"
+    else:
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+                damaged = archive.testzip()
+        except (zipfile.BadZipFile, OSError, EOFError) as error:
+            names, damaged = set(), str(error)
+        if damaged:
+            problem = f"is a damaged archive ({damaged} fails its check)"
+        elif "config.json" not in names or not names & {"model.weights.h5", "model.weights.npz"}:
+            problem = "is a zip archive without a Keras model (no config.json or weights)"
+    if problem:
+        raise UserInputError(f"{path} {problem}; {hint}")
     mlm.register_serializables()
-    return keras.models.load_model(path)
+    try:
+        return keras.models.load_model(path)
+    except Exception as error:  # a file Keras cannot rebuild: say which and why, in one line
+        detail = " ".join(str(error).split())[:300]
+        if "Lambda" in detail and "safe_mode" in detail:
+            raise UserInputError(
+                f"{path} holds a Lambda layer (arbitrary Python code), which mlm does not load; "
+                "rebuild the model without Lambda layers"
+            ) from error
+        raise UserInputError(
+            f"{path} cannot be loaded as a Keras model ({type(error).__name__}: {detail}); {hint}"
+        ) from error
 
 
 def copy_tree(source: str, destination: str) -> None:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from mlm import config as settings
 from mlm.errors import DEBUG_ENV, report
-from mlm.startup import quiet_tensorflow
+from mlm.startup import private_tempdir, quiet_tensorflow
 
 # subcommand -> (settings class, "module:function" that runs it, one-line help)
 STEPS: dict[str, tuple[type[settings.Config], str, str]] = {
@@ -61,10 +62,18 @@ TOOLS: dict[str, tuple[str, str]] = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line, like every other `mlm` error (the
+    usage of a step runs to dozens of lines; `--help` shows it)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from mlm import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="mlm", description="Masked-language-model pre-training for BERT-style encoders."
     )
     parser.add_argument("--version", action="version", version=f"mlm {__version__}")
@@ -123,13 +132,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.debug:
         os.environ[DEBUG_ENV] = "1"  # also for the worker processes a launcher starts
+    previous_handler = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(args)
+        with private_tempdir():
+            return _run(args)
+    except Terminated:
+        print(f"mlm {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print(f"mlm {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # known failures: one line, status 2; bugs: traceback, status 1
         return report(error, args.command)
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a pod's deletion) as an exception, like SIGINT's KeyboardInterrupt: the
+    command unwinds, so temporary folders and half-built outputs are removed before it exits
+    with status 143. Pre-training installs its own handler, which saves a checkpoint first."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated()
 
 
 if __name__ == "__main__":

@@ -12,7 +12,9 @@ This module imports nothing heavy: the classes of other libraries are recognised
 from __future__ import annotations
 
 import atexit
+import errno
 import os
+import re
 import sys
 import traceback
 
@@ -39,6 +41,33 @@ _CONNECTION_ERRORS = {
     "urllib3.exceptions.MaxRetryError",
     "urllib3.exceptions.NewConnectionError",
     "requests.exceptions.ConnectionError",
+}
+
+
+# File-system errors that the user fixes (space, permissions, a file in the way), with the fix.
+# Anywhere they happen, they are one line naming the path.
+_OS_FIXES = {
+    errno.ENOSPC: "free space there or write somewhere else",
+    errno.EDQUOT: "free space within the quota or write somewhere else",
+    errno.EROFS: "write somewhere else (in a container: a mounted volume)",
+    errno.EACCES: "fix the permissions or use another path",
+    errno.EPERM: "fix the permissions or use another path",
+    errno.EEXIST: "a file is in the way: remove it or use another path",
+    errno.ENOTDIR: "a part of the path is a file, not a directory: use another path",
+    errno.EISDIR: "it is a directory: give a file",
+    errno.ENAMETOOLONG: "use a shorter path",
+}
+# The same errors as TensorFlow's C++ file system reports them (inside a DataLossError,
+# ResourceExhaustedError, ... message): "<path>; No space left on device".
+_OS_ERROR_TEXT = re.compile(
+    r"([^\s;{}'\"]+)['\"]?[;:,]?\s*(No space left on device|Read-only file system|"
+    r"Disk quota exceeded|Permission denied)"
+)
+_OS_ERROR_CODES = {
+    "No space left on device": errno.ENOSPC,
+    "Read-only file system": errno.EROFS,
+    "Disk quota exceeded": errno.EDQUOT,
+    "Permission denied": errno.EACCES,
 }
 
 
@@ -119,6 +148,15 @@ def user_message(error: BaseException) -> str | None:
             f"a TFRecord shard is truncated or corrupt ({detail}); write the shards again with "
             "`mlm shard`"
         )
+    elif isinstance(error, OSError) and error.errno in _OS_FIXES and error.filename:
+        message = f"cannot use {error.filename}: {error.strerror}; {_OS_FIXES[error.errno]}"
+    elif any(name.startswith("tensorflow.") for name in names) and _OS_ERROR_TEXT.search(
+        str(error)
+    ):
+        match = _OS_ERROR_TEXT.search(str(error))
+        assert match is not None
+        path, text = match.groups()
+        message = f"cannot write {path}: {text}; {_OS_FIXES[_OS_ERROR_CODES[text]]}"
     elif names & _CONNECTION_ERRORS or isinstance(error, ConnectionRefusedError):
         message = (
             f"cannot reach {_host_of(error)} ({_connection_detail(error)}); check the URL "
@@ -163,11 +201,15 @@ def install_excepthook(command: str) -> None:
     KFP ships a component's function body alone and calls it from its own executor, so the body
     calls this first: a known failure then ends the process with one line and status 2 (after
     running the `atexit` handlers, which remove scratch space), a bug with its traceback. It also
-    makes TensorFlow start without its console noise, as `mlm` does.
+    makes TensorFlow start without its console noise and keeps temporary files in a folder of
+    the process (`mlm.startup.private_tempdir`), as `mlm` does.
     """
-    from mlm.startup import quiet_tensorflow
+    from mlm.startup import private_tempdir, quiet_tensorflow
 
     quiet_tensorflow()
+    tempdir = private_tempdir()  # as `mlm` does: temporary files in a folder of this process
+    tempdir.__enter__()
+    atexit.register(tempdir.__exit__, None, None, None)
 
     def hook(kind: type[BaseException], error: BaseException, tb: object) -> None:
         if not isinstance(error, Exception):

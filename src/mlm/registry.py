@@ -25,7 +25,7 @@ import time
 from typing import Any
 
 from mlm import storage
-from mlm.artifacts import METRICS_FILE
+from mlm.artifacts import METRICS_FILE, read_step_json
 from mlm.errors import UserInputError
 
 REGISTRY_PREFIX = "registry:"
@@ -178,4 +178,4 @@ def model_metrics(model_uri: str, what: str) -> dict[str, Any]:
             f"{what}: {model_uri} has no {METRICS_FILE}, so it is not a finished pretrain output "
             "directory; pass the output directory of a completed `mlm pretrain`"
         )
-    return storage.read_json(path)
+    return read_step_json(path, "pretrain")

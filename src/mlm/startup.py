@@ -108,3 +108,60 @@ def quiet_tensorflow() -> None:
     ):
         return
     sys.meta_path.insert(0, _QuietTensorFlowFinder())
+
+
+# A process's private temporary folder: `mlm-<pid>-<random>` in the system's temporary directory.
+_PRIVATE_TEMPDIR = re.compile(r"^mlm-(\d+)-")
+
+
+@contextmanager
+def private_tempdir() -> Iterator[str]:
+    """Points `tempfile` at a folder of this process for the block, and removes it afterwards.
+
+    Everything a step puts in temporary space (mlm's staging and scratch, Keras' temporary
+    files, TensorFlow's autograph modules) then lives in `$TMPDIR/mlm-<pid>-<random>`, which
+    goes when the block ends, however it ends. A process killed with SIGKILL cannot clean up:
+    folders of processes that no longer run are removed when the next one starts.
+    """
+    base = tempfile.gettempdir()
+    remove_orphaned_tempdirs(base)
+    root = tempfile.mkdtemp(prefix=f"mlm-{os.getpid()}-", dir=base)
+    previous = tempfile.tempdir
+    tempfile.tempdir = root
+    try:
+        yield root
+    finally:
+        tempfile.tempdir = previous
+        _remove_tree(root)
+
+
+def remove_orphaned_tempdirs(base: str) -> list[str]:
+    """Removes the private temporary folders in `base` whose process is gone; returns them."""
+    removed = []
+    try:
+        names = os.listdir(base)
+    except OSError:
+        return removed
+    for name in names:
+        match = _PRIVATE_TEMPDIR.match(name)
+        if match and not process_running(int(match.group(1))):
+            _remove_tree(os.path.join(base, name))
+            removed.append(name)
+    return removed
+
+
+def process_running(pid: int) -> bool:
+    """Whether a process `pid` runs on this machine (in this PID namespace)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def _remove_tree(path: str) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)

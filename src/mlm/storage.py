@@ -81,6 +81,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import IO, Any
 
 from mlm.errors import UserInputError
+from mlm.startup import process_running
 
 __all__ = [
     "IN_PROGRESS",
@@ -837,16 +838,6 @@ def _temp_sibling(path: str, kind: str = "tmp") -> str:
     return os.path.join(directory, f".{name}.{kind}-{_HOST}-{os.getpid()}-{secrets.token_hex(4)}")
 
 
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
 def _remove_stale_temporaries(path: str) -> list[str]:
     """Deletes temporaries of ``path`` (`_temp_sibling` names) whose writer is gone.
 
@@ -869,7 +860,7 @@ def _remove_stale_temporaries(path: str) -> list[str]:
         full = os.path.join(directory, entry)
         host = match["host"]
         if host is None or host == _HOST:
-            stale = not _process_alive(int(match["pid"]))
+            stale = not process_running(int(match["pid"]))
         else:
             with contextlib.suppress(OSError):
                 stale = time.time() - os.lstat(full).st_mtime > _FOREIGN_TEMP_AGE_S
@@ -897,7 +888,13 @@ def scratch_dir(kind: str) -> str:
     if "/" in kind or kind in ("", ".", ".."):
         raise ValueError(f"scratch_dir kind must be one path component, got {kind!r}")
     with _scratch_lock:
-        if _scratch_root is None or _scratch_root[0] != os.getpid():  # a forked child: its own
+        # A forked child gets its own; so does a process whose temporary folder was removed
+        # (`mlm.startup.private_tempdir` ended).
+        if (
+            _scratch_root is None
+            or _scratch_root[0] != os.getpid()
+            or not os.path.isdir(_scratch_root[1])
+        ):
             root = tempfile.mkdtemp(prefix="mlm-")
             _scratch_root = (os.getpid(), root)
             atexit.register(_remove_scratch, os.getpid(), root)
@@ -1121,9 +1118,19 @@ def read_bytes(uri: str | os.PathLike[str]) -> bytes:
 
 
 def read_text(uri: str | os.PathLike[str], *, encoding: str = "utf-8") -> str:
-    """The whole content of a local file or an object as text."""
+    """The whole content of a local file or an object as text.
+
+    Raises:
+        UserInputError: the bytes are not `encoding` (the file named, with the offset).
+    """
     with open_read(uri, "r", encoding=encoding) as f:
-        return f.read()
+        try:
+            return f.read()
+        except UnicodeDecodeError as error:
+            raise UserInputError(
+                f"{os.fspath(uri)} is not {encoding} text ({error.reason} at byte {error.start}); "
+                "it is binary or damaged: write it again, or re-encode it as UTF-8"
+            ) from error
 
 
 def read_json(uri: str | os.PathLike[str]) -> Any:
@@ -1227,6 +1234,43 @@ def write_json(
 ) -> None:
     """Writes ``obj`` as JSON atomically (see `atomic_write`), with a trailing newline."""
     write_text(uri, json.dumps(obj, indent=indent) + "\n", overwrite=overwrite)
+
+
+def check_writable_location(uri: str | os.PathLike[str], setting: str = "--output") -> None:
+    """Refuses a local output location that cannot be written, before any work is done.
+
+    The location must be a directory or not exist yet; its nearest existing parent must be a
+    writable directory on a writable file system. Object-store locations are checked when they
+    are first used (`makedirs`, `check_store`).
+
+    Raises:
+        UserInputError: naming the location, `setting` and the fix.
+    """
+    uri = _check_uri(uri)
+    if is_remote(uri):
+        return
+    path = os.path.abspath(uri)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UserInputError(
+            f"{setting} {uri} is a file, not a directory; remove it or choose another {setting}"
+        )
+    parent = path
+    while not os.path.exists(parent):
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        raise UserInputError(
+            f"{setting} {uri}: {parent} is a file, not a directory; choose another {setting}"
+        )
+    if os.statvfs(parent).f_flag & os.ST_RDONLY:
+        raise UserInputError(
+            f"{setting} {uri}: {parent} is on a read-only file system; choose a writable "
+            f"{setting} (in a container: a mounted volume)"
+        )
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserInputError(
+            f"{setting} {uri}: no permission to write in {parent}; fix its permissions or choose "
+            f"another {setting}"
+        )
 
 
 def makedirs(uri: str | os.PathLike[str]) -> None:
@@ -1553,8 +1597,25 @@ def atomic_directory(uri: str | os.PathLike[str], *, last: Sequence[str] = ()) -
             remove(marker, missing_ok=True)
         else:
             _swap_in_directory(tmp, destination)
+    except Exception as error:
+        if not _out_of_space(error):
+            raise
+        # Named after the output, not the temporary file (close() and the Rust and C++ writers
+        # of the libraries do not even say which file).
+        raise UserInputError(
+            f"cannot write {uri}: no space left on its device; free space there or write "
+            "somewhere else"
+        ) from error
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _out_of_space(error: BaseException) -> bool:
+    """Whether `error` says the disk (or the quota) is full, in Python's, Rust's or C++'s words."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    return "No space left on device" in text or "Disk quota exceeded" in text
 
 
 def _swap_in_directory(tmp: str, destination: str) -> None:

@@ -161,3 +161,12 @@ def test_augment_text_dataset_drops_words_deterministically():
     assert 10 < unchanged < 40
     with pytest.raises(UserInputError, match="augmentation_prob"):
         augment_text_dataset(dataset, augmentation_prob=1.5)
+
+
+def test_a_corpus_on_one_huge_line_is_refused_before_tokenizing(tmp_path):
+    from mlm.data.corpus import MAX_UNIT_CHARACTERS, read_units
+
+    path = tmp_path / "one-line.txt"
+    path.write_text("word " * (MAX_UNIT_CHARACTERS // 5 + 1) + "\n")
+    with pytest.raises(UserInputError, match=rf"corpus {path}: a line of 4\.0 million characters"):
+        list(read_units(str(path)))

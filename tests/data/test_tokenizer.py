@@ -130,5 +130,11 @@ def test_check_tokenizer_matches(tokenizer_dir):
     data = json.loads((tokenizer_dir / TOKENIZER_INFO_FILE).read_text())
     assert TokenizerInfo.from_dict(data) == info
     del data["mask_token_id"]
-    with pytest.raises(UserInputError, match="missing keys"):
+    with pytest.raises(UserInputError, match="field mask_token_id is missing"):
+        TokenizerInfo.from_dict(data)
+    data["mask_token_id"] = "4"
+    with pytest.raises(UserInputError, match="field mask_token_id is a string, not an integer"):
+        TokenizerInfo.from_dict(data)
+    data["mask_token_id"] = info.vocab_size
+    with pytest.raises(UserInputError, match=f"token id {info.vocab_size} is beyond vocab_size"):
         TokenizerInfo.from_dict(data)

@@ -100,7 +100,8 @@ def test_readers_accept_csv_tsv_and_jsonl(tmp_path):
     [
         ("x.csv", "sentence,label\nhello,pos\n", "'text'"),
         ("x.csv", "text,label\nhello,\n", "line 2: empty label"),
-        ("x.csv", "", "header row"),
+        ("x.csv", "", r"the header row \[\] lacks the column\(s\) \['text', 'label'\]"),
+        ("x.csv", "text,label\n", "the header is there but no rows follow it"),
         ("x.jsonl", '{"text": "a", "label": "b"}\nnot json\n', "line 2: not a JSON object"),
         ("x.jsonl", '{"text": "a"}\n', "line 1: expected an object"),
         ("x.parquet", "", "unknown format .parquet"),

@@ -1,5 +1,7 @@
 """SIGTERM during `mlm pretrain`, as real processes: every worker saves the same step, the run
-exits 143, and a rerun continues from that step with no step repeated or skipped."""
+exits 143, and a rerun continues from that step with no step repeated or skipped, ending with the
+same weights, bit for bit, as a run that was never stopped (the masks, the dropout random numbers
+and the input position are all restored)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ import re
 import signal
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.training.conftest import pretrain_argv, worker_env
 
@@ -42,6 +46,23 @@ def interrupt(
 
 def logged_steps(lines: list[str]) -> list[int]:
     return [int(m[1]) for m in map(PROGRESS.match, lines) if m]
+
+
+def uninterrupted(argv: list[str], output: Path, reference: Path) -> dict:
+    """The metrics of the same run into `reference`, never stopped."""
+    argv = [str(reference) if part == str(output) else part for part in argv]
+    result = subprocess.run(argv, env=worker_env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads((reference / "metrics.json").read_text())
+
+
+def check_same_as_uninterrupted(output: Path, argv: list[str], reference: Path) -> None:
+    expected = uninterrupted(argv, output, reference)
+    resumed = json.loads((output / "metrics.json").read_text())
+    assert resumed["weights_sha256"] == expected["weights_sha256"]
+    assert resumed["final_loss"] == expected["final_loss"]
+    history = json.loads((output / "history.json").read_text())
+    assert history["loss"] == json.loads((reference / "history.json").read_text())["loss"]
 
 
 def check_stop_and_resume(output: Path, argv: list[str], num_workers: int) -> None:
@@ -102,15 +123,28 @@ def test_sigterm_stops_two_local_workers_at_the_same_step_and_the_rerun_continue
         "--checkpoint-every-steps", "1000", "--workers", "2", "--worker-timeout", "600",
     )  # fmt: skip
     check_stop_and_resume(output, argv, num_workers=2)
+    check_same_as_uninterrupted(output, argv, tmp_path / "reference")
 
 
-def test_sigterm_stops_one_process_after_saving_and_the_rerun_continues(training_data, tmp_path):
+@pytest.mark.parametrize("dropout", [0.1, 0.0])
+def test_sigterm_stops_one_process_after_saving_and_the_rerun_continues(
+    training_data, tmp_path, dropout
+):
     output = tmp_path / "out"
     argv = pretrain_argv(
         training_data, output, "--steps", str(STEPS), "--log-every-steps", "1",
         "--checkpoint-every-steps", "1000",
     )  # fmt: skip
+    overrides = argv.index("--model-overrides") + 1
+    argv[overrides] = json.dumps(
+        {
+            **json.loads(argv[overrides]),
+            "hidden_dropout_prob": dropout,
+            "attention_probs_dropout_prob": dropout,
+        }
+    )
     check_stop_and_resume(output, argv, num_workers=1)
+    check_same_as_uninterrupted(output, argv, tmp_path / "reference")
 
 
 def test_a_stop_request_catches_both_signals_and_restores_the_handlers():

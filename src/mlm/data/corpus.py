@@ -256,6 +256,10 @@ class _ReadingProgress:
         self.meter.update(self.before)
 
 
+# The longest line or document read; longer is text without line breaks (see `_units`).
+MAX_UNIT_CHARACTERS = 4_000_000
+
+
 def _units(
     files: list[str],
     layout: str,
@@ -270,6 +274,15 @@ def _units(
     for index, uri in enumerate(files):
         stats.files += 1
         for unit in _file_units(uri, layout, strict_utf8, stats, position):
+            if len(unit) > MAX_UNIT_CHARACTERS:
+                # Tokenized in one piece, such a unit takes about 90 bytes of memory per
+                # character, and it is one example of the split (50 MB on one line: 4.4 GB).
+                raise UserInputError(
+                    f"corpus {uri}: a {layout[:-1]} of {len(unit) / 1e6:.1f} million characters "
+                    f"(at most {MAX_UNIT_CHARACTERS / 1e6:.0f} million); split the text into "
+                    "lines (one sentence or paragraph each), or into blank-line-separated "
+                    "documents with --layout documents"
+                )
             if clean:
                 unit = clean_text(unit)
             words = len(unit.split())

@@ -15,13 +15,30 @@ from typing import Any
 from mlm import storage
 from mlm.artifacts import cached_local_copy
 from mlm.data.corpus import batched, read_units
-from mlm.data.shards import FEATURES, read_manifest, verify_files
+from mlm.data.shards import FEATURES, ShardManifest, read_manifest, verify_files
 from mlm.errors import UserInputError
 
 
 def _workers_from_tf_config() -> int:
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
     return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
+
+
+def checked_shard_files(manifest: ShardManifest, split: str) -> list[str]:
+    """Local paths of the files of `split` that hold examples, checked against the manifest's
+    sizes and CRC32Cs (object-store shards are staged to local scratch first).
+
+    Steps call it before they create their output, so a truncated or corrupted shard is one line
+    and leaves nothing behind; the check of a file version is done once per process.
+    """
+    # Examples go to the files round-robin, so with fewer examples than files only the first
+    # ones hold data; leaving out the empty ones keeps file-level sharding from starving a worker.
+    files = manifest.files(split)[: manifest.splits[split].examples]
+    if storage.is_remote(manifest.shard_dir):
+        local_dir = cached_local_copy(manifest.shard_dir, "shards")
+        files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
+    verify_files(manifest, files)
+    return files
 
 
 def pretraining_dataset(
@@ -72,13 +89,7 @@ def pretraining_dataset(
     if batch_size < 1:
         raise UserInputError(f"batch_size={batch_size}: need a positive batch size")
     manifest = read_manifest(shard_dir, tokenizer_hash=tokenizer_hash)
-    # Examples go to the files round-robin, so with fewer examples than files only the first
-    # ones hold data; leaving out the empty ones keeps file-level sharding from starving a worker.
-    files = manifest.files(split)[: manifest.splits[split].examples]
-    if storage.is_remote(shard_dir):
-        local_dir = cached_local_copy(shard_dir, "shards")
-        files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
-    verify_files(manifest, files)  # a truncated or corrupted shard fails here, in one line
+    files = checked_shard_files(manifest, split)
     seq_length = manifest.seq_length
     spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in FEATURES}
 

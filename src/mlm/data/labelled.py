@@ -42,12 +42,18 @@ def read_labelled_texts(
         raise UserInputError(f"labelled data {uri} does not exist; check the path")
     content = read_utf8(uri, "labelled data")
     if suffix in _DELIMITERS:
-        rows = list(csv.DictReader(io.StringIO(content), delimiter=_DELIMITERS[suffix]))
-        missing = [c for c in (text_column, label_column) if c not in (rows[0] if rows else {})]
-        if not rows or missing:
+        reader = csv.DictReader(io.StringIO(content), delimiter=_DELIMITERS[suffix])
+        rows = list(reader)
+        header = reader.fieldnames or []
+        missing = [c for c in (text_column, label_column) if c not in header]
+        if missing:
             raise UserInputError(
-                f"labelled data {uri}: needs a header row with the columns {text_column!r} and "
-                f"{label_column!r} and at least one row (missing: {missing or 'rows'})"
+                f"labelled data {uri}: the header row {header} lacks the column(s) {missing}; "
+                "name the columns with --text-column and --label-column"
+            )
+        if not rows:
+            raise UserInputError(
+                f"labelled data {uri}: the header is there but no rows follow it; add labelled rows"
             )
         line_numbers = range(2, len(rows) + 2)
     else:

@@ -29,10 +29,10 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from mlm import storage
+from mlm import schema, storage
 from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable, read_step_json
 from mlm.data.corpus import batched, is_validation
-from mlm.data.tfrecord import TFRecordWriter, serialize_int64_example
+from mlm.data.tfrecord import TFRecordWriter, framing_problem, serialize_int64_example
 from mlm.data.tokenizer import TokenizerInfo
 from mlm.errors import UserInputError
 
@@ -88,8 +88,41 @@ class ShardManifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], shard_dir: str = "") -> ShardManifest:
-        splits = {name: SplitInfo(**split) for name, split in data["splits"].items()}
-        return cls(**{**data, "splits": splits, "shard_dir": shard_dir})
+        """The manifest in `data` (checked against `MANIFEST_SCHEMA` by `read_manifest`); keys
+        older versions did not write take their defaults, keys newer ones add are ignored."""
+        known = {field.name for field in dataclasses.fields(cls)}
+        splits = {
+            name: SplitInfo(
+                **{key: split[key] for key in ("files", "examples", "tokens") if key in split}
+            )
+            for name, split in data["splits"].items()
+        }
+        values = {key: value for key, value in data.items() if key in known}
+        return cls(**{"compression": None, **values, "splits": splits, "shard_dir": shard_dir})
+
+
+# What `manifest.json` holds. `compression`, `line_by_line`, `file_info` and a split's `tokens`
+# are absent from manifests of older versions, which still load.
+MANIFEST_SCHEMA = schema.Record(
+    {
+        "seq_length": schema.integer(at_least=3),
+        "tokenizer_hash": schema.string,
+        "vocab_size": schema.integer(at_least=1),
+        "splits": schema.mapping_of(
+            schema.Record(
+                {"files": schema.list_of(schema.string), "examples": schema.integer(at_least=0)},
+                {"tokens": schema.integer(at_least=0)},
+            )
+        ),
+    },
+    {
+        "compression": schema.one_of(None, "gzip"),
+        "line_by_line": schema.boolean,
+        "file_info": schema.mapping_of(
+            schema.Record({"bytes": schema.integer(at_least=0), "crc32c": schema.string})
+        ),
+    },
+)
 
 
 def shard_file_name(split: str, index: int, num_shards: int, compression: str | None) -> str:
@@ -117,12 +150,8 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
             "create it with `mlm shard`"
         )
     data = read_step_json(uri, "shard")
-    try:
-        manifest = ShardManifest.from_dict(data, shard_dir)
-    except (KeyError, TypeError, AttributeError, ValueError) as error:
-        raise UserInputError(
-            f"{uri} is not a shard manifest ({error}); re-create the directory with `mlm shard`"
-        ) from error
+    schema.validate(data, MANIFEST_SCHEMA, uri, "shard")
+    manifest = ShardManifest.from_dict(data, shard_dir)
     if tokenizer_hash is not None and manifest.tokenizer_hash != tokenizer_hash:
         raise UserInputError(
             f"shard directory {shard_dir} was written with tokenizer {manifest.tokenizer_hash[:12]}"
@@ -164,14 +193,25 @@ def verify_files(manifest: ShardManifest, paths: Iterable[str]) -> None:
 
     A file's name (its base name) is looked up in `manifest.file_info`; the size is compared
     on every call, the CRC32C once per process for each (path, size, mtime). Manifests without
-    `file_info` (written by older versions) are not checked.
+    `file_info` (written by older versions) record nothing to compare with: the record framing
+    of their uncompressed files is checked instead, which finds a truncated file.
 
     Raises:
         UserInputError: a file is shorter or longer than recorded (truncated) or its content
             differs (corrupted); the message names the file and says to re-run `mlm shard`.
     """
     if not manifest.file_info:
-        logger.info("%s records no file sizes or checksums; not verified", manifest.shard_dir)
+        logger.info(
+            "%s records no file sizes or checksums; checking the framing", manifest.shard_dir
+        )
+        if manifest.compression is None:
+            for path in paths:
+                with open(path, "rb") as file:
+                    problem = framing_problem(file)
+                if problem:
+                    raise UserInputError(
+                        f"{path} is not a complete TFRecord file: {problem}; re-run `mlm shard`"
+                    )
         return
     for path in paths:
         recorded = manifest.file_info.get(os.path.basename(path))

@@ -69,6 +69,27 @@ def _masked_crc(data: bytes) -> bytes:
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
 
 
+def framing_problem(file: BinaryIO) -> str | None:
+    """What is wrong with the TFRecord framing of an uncompressed file (None: nothing).
+
+    Walks the record headers only (length, and the CRC of the length), seeking over the
+    payloads: a truncated file or one that is not TFRecord is found without reading it all.
+    """
+    size = file.seek(0, 2)
+    offset = file.seek(0)
+    while offset < size:
+        header = file.read(12)
+        if len(header) < 12:
+            return f"it ends inside the header of the record at byte {offset} (truncated)"
+        if _masked_crc(header[:8]) != header[8:]:
+            return f"the record header at byte {offset} fails its checksum (not TFRecord data)"
+        end = offset + 12 + struct.unpack("<Q", header[:8])[0] + 4
+        if end > size:
+            return f"it ends inside the record at byte {offset} (truncated)"
+        offset = file.seek(end)
+    return None
+
+
 class TFRecordWriter:
     """Writes TFRecord framing to a binary file object (optionally gzip, readable by TF's GZIP).
 

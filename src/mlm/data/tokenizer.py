@@ -16,8 +16,9 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from mlm import storage
+from mlm import schema, storage
 from mlm.artifacts import (
+    HF_TOKENIZER_CONFIG_FILE,
     HF_TOKENIZER_FILE,
     TOKENIZER_INFO_FILE,
     cached_local_copy,
@@ -51,15 +52,43 @@ class TokenizerInfo:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TokenizerInfo:
-        names = {field.name for field in dataclasses.fields(cls)}
-        missing = names - set(data)
-        if missing:
+    def from_dict(cls, data: dict[str, Any], uri: str = TOKENIZER_INFO_FILE) -> TokenizerInfo:
+        """The facts in `data` (read from `uri`), checked against `TOKENIZER_INFO_SCHEMA`."""
+        schema.validate(data, TOKENIZER_INFO_SCHEMA, uri, "tokenize")
+        info = cls(**{field.name: data[field.name] for field in dataclasses.fields(cls)})
+        ids = [
+            info.pad_token_id,
+            info.unk_token_id,
+            info.cls_token_id,
+            info.sep_token_id,
+            info.mask_token_id,
+            *info.special_token_ids,
+            *info.continuation_token_ids,
+        ]
+        beyond = [i for i in ids if i >= info.vocab_size]
+        if beyond:
             raise UserInputError(
-                f"{TOKENIZER_INFO_FILE}: missing keys {sorted(missing)}; re-create the tokenizer "
-                "directory with `mlm tokenize`"
+                f"{uri}: token id {beyond[0]} is beyond vocab_size {info.vocab_size}, so the file "
+                "is damaged or was edited; run `mlm tokenize` again to write it"
             )
-        return cls(**{name: data[name] for name in names})
+        return info
+
+
+_TOKEN_ID = schema.integer(at_least=0)
+TOKENIZER_INFO_SCHEMA = schema.Record(
+    {
+        "vocab_size": schema.integer(at_least=len(SPECIAL_TOKENS)),
+        "pad_token_id": _TOKEN_ID,
+        "unk_token_id": _TOKEN_ID,
+        "cls_token_id": _TOKEN_ID,
+        "sep_token_id": _TOKEN_ID,
+        "mask_token_id": _TOKEN_ID,
+        "special_token_ids": schema.list_of(_TOKEN_ID),
+        "continuation_token_ids": schema.list_of(_TOKEN_ID),
+        "lowercase": schema.boolean,
+        "content_hash": schema.string,
+    }
+)
 
 
 def train_wordpiece(
@@ -143,10 +172,12 @@ def load_existing_tokenizer(path: str, *, lowercase: bool = True) -> Any:
     local = cached_local_copy(path, "tokenizer")
     try:
         tokenizer = AutoTokenizer.from_pretrained(local)
-    except (OSError, ValueError) as error:
+    except Exception as error:  # transformers' errors for damaged files vary by file and type
+        detail = " ".join(str(error).split())[:300]
         raise UserInputError(
-            f"tokenizer: cannot load {path} as a transformers tokenizer directory ({error}); pass "
-            "a directory written by save_pretrained or a vocab.txt"
+            f"tokenizer: cannot load {path} as a transformers tokenizer directory "
+            f"({type(error).__name__}: {detail}); pass a directory written by save_pretrained "
+            "or a vocab.txt"
         ) from error
     if not tokenizer.is_fast:
         raise UserInputError(
@@ -219,7 +250,7 @@ def read_tokenizer_info(tokenizer_dir: str) -> TokenizerInfo:
             f"tokenizer directory {tokenizer_dir} has no {TOKENIZER_INFO_FILE} (missing or "
             f"unfinished); create it with `mlm tokenize --output {tokenizer_dir}`"
         )
-    return TokenizerInfo.from_dict(read_step_json(uri, "tokenize"))
+    return TokenizerInfo.from_dict(read_step_json(uri, "tokenize"), uri)
 
 
 def load_tokenizer(tokenizer_dir: str) -> Any:
@@ -242,10 +273,36 @@ def load_backend_tokenizer(tokenizer_dir: str) -> Any:
             f"tokenizer directory {tokenizer_dir} has no tokenizer.json; re-create it with "
             "`mlm tokenize`"
         )
-    backend = Tokenizer.from_str(storage.read_text(path))
+    try:
+        backend = Tokenizer.from_str(storage.read_text(path))
+    except Exception as error:  # the Rust parser's error: a bare Exception naming the position
+        detail = " ".join(str(error).split())[:200]
+        raise UserInputError(
+            f"{path} is not a tokenizers file ({detail}); re-create the tokenizer directory with "
+            "`mlm tokenize`"
+        ) from error
     backend.no_truncation()
     backend.no_padding()
     return backend
+
+
+def check_tokenizer_dir(tokenizer_dir: str) -> TokenizerInfo:
+    """The facts of a complete tokenizer directory, checked before a step works with it.
+
+    `mlm_tokenizer.json` must fit its schema, `tokenizer.json` must load and hold the same
+    number of tokens, and `tokenizer_config.json` must be a JSON object: a directory damaged
+    after `mlm tokenize` wrote it is refused here, in one line naming the file.
+    """
+    info = read_tokenizer_info(tokenizer_dir)
+    backend = load_backend_tokenizer(tokenizer_dir)
+    if backend.get_vocab_size() != info.vocab_size:
+        raise UserInputError(
+            f"{storage.join(tokenizer_dir, HF_TOKENIZER_FILE)} holds {backend.get_vocab_size()} "
+            f"tokens but {TOKENIZER_INFO_FILE} says {info.vocab_size}; re-create the tokenizer "
+            "directory with `mlm tokenize`"
+        )
+    read_step_json(storage.join(tokenizer_dir, HF_TOKENIZER_CONFIG_FILE), "tokenize")
+    return info
 
 
 def check_tokenizer_matches(info: TokenizerInfo, vocab_size: int, mask_token_id: int) -> None:

@@ -25,6 +25,7 @@ from mlm.artifacts import (
     METRICS_FILE,
     MLM_MODEL_FILE,
     REPORT_FILE,
+    check_replaceable,
     find_file,
     load_keras,
     local_copy,
@@ -106,13 +107,15 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
     """`evaluate` with its settings as an `EvaluateConfig`."""
     from mlm.data import pretraining_dataset
     from mlm.data.shards import read_manifest
-    from mlm.data.tokenizer import check_tokenizer_matches, load_tokenizer, read_tokenizer_info
+    from mlm.data.tokenizer import check_tokenizer_dir, check_tokenizer_matches, load_tokenizer
     from mlm.evaluation import masked_lm_metrics, visualize_mlm_predictions
+
+    check_replaceable(config.output_dir, METRICS_FILE, "evaluation")
 
     model_dir, shard_dir, tokenizer_dir = config.model_dir, config.shard_dir, config.tokenizer_dir
     split, batch_size, seed = config.split, config.batch_size, config.seed
     num_batches = config.eval_batches
-    info = read_tokenizer_info(tokenizer_dir)
+    info = check_tokenizer_dir(tokenizer_dir)
     manifest = read_manifest(shard_dir, tokenizer_hash=info.content_hash)
     if split not in manifest.splits:
         raise UserInputError(

@@ -28,6 +28,7 @@ from mlm.artifacts import (
     MODEL_CARD_FILE,
     SAVED_MODEL_DIR,
     TOKENIZER_DIR,
+    check_replaceable,
     copy_tree,
     find_file,
     load_keras,
@@ -124,9 +125,11 @@ def export_from_config(
 ) -> ExportResult:
     """`export` with its settings as an `ExportConfig`."""
     model_dir, tokenizer_dir, output_dir = config.model_dir, config.tokenizer_dir, config.output_dir
-    from mlm.data.tokenizer import check_tokenizer_matches, read_tokenizer_info
+    from mlm.data.tokenizer import check_tokenizer_dir, check_tokenizer_matches
 
-    info = read_tokenizer_info(tokenizer_dir)
+    check_replaceable(output_dir, EXPORT_FILE, "export")
+
+    info = check_tokenizer_dir(tokenizer_dir)
     with local_copy(model_dir) as local:
         encoder = load_keras(
             find_file(

@@ -36,6 +36,7 @@ from mlm.artifacts import (
     METRICS_FILE,
     REPORT_FILE,
     TOKENIZER_DIR,
+    check_replaceable,
     copy_tree,
     find_file,
     load_keras,
@@ -235,8 +236,10 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
     """`finetune` with its settings as a `FinetuneConfig`."""
     import keras
 
-    from mlm.data.tokenizer import load_tokenizer
+    from mlm.data.tokenizer import check_tokenizer_dir, load_tokenizer
     from mlm.heads import NLPTaskConfig, NLPTaskType
+
+    check_replaceable(config.output_dir, METRICS_FILE, "fine-tune")
 
     max_seq_length, batch_size, seed = config.max_seq_length, config.batch_size, config.seed
     try:
@@ -251,6 +254,7 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
             local_encoder_dir, ENCODER_FILE, "an exported encoder", "run `mlm export` first"
         )
         tokenizer_dir = os.path.join(os.path.dirname(encoder_path), TOKENIZER_DIR)
+        check_tokenizer_dir(tokenizer_dir)
         tokenizer = load_tokenizer(tokenizer_dir)
         encoder = load_keras(encoder_path)
         limit = getattr(encoder, "max_position_embeddings", None)
@@ -414,9 +418,10 @@ def _sequence_dataset(data, validation_data, fraction, seed, text_column, label_
         )
     unseen = sorted(set(val_labels) - set(label_names))
     if unseen:
+        where = validation_data or f"the part of {data} held out"
         raise UserInputError(
-            f"validation data has labels {unseen} that the training data lacks; every "
-            "validation label needs training examples"
+            f"validation data {where} has labels {unseen} that the training data {data} lacks; "
+            "every validation label needs training examples"
         )
     index = {name: i for i, name in enumerate(label_names)}
     return {
@@ -441,7 +446,10 @@ def _token_dataset(data, validation_data, fraction, seed) -> dict:
         raise UserInputError(f"CoNLL file {data}: needs at least 2 distinct tags")
     unseen = sorted({t for sequence in val_tags for t in sequence} - set(label_names))
     if unseen:
-        raise UserInputError(f"validation data has tags {unseen} that the training data lacks")
+        where = validation_data or f"the part of {data} held out"
+        raise UserInputError(
+            f"validation data {where} has tags {unseen} that the training data {data} lacks"
+        )
     index = {name: i for i, name in enumerate(label_names)}
     return {
         "label_names": label_names,

@@ -127,13 +127,16 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
     import keras
     import tensorflow as tf
 
-    from mlm.data import read_manifest, read_tokenizer_info
+    from mlm.data import read_manifest
+    from mlm.data.tokenizer import check_tokenizer_dir
     from mlm.monitoring import ProgressPrinter
     from mlm.training.checkpoints import CheckpointKeeper
     from mlm.training.loop import LoopConfig, train_loop
 
-    info = read_tokenizer_info(config.tokenizer_dir)
+    storage.check_writable_location(config.output_dir)
+    info = check_tokenizer_dir(config.tokenizer_dir)
     manifest = read_manifest(config.shard_dir, tokenizer_hash=info.content_hash)
+    _check_shard_files(config, manifest)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise UserInputError(
@@ -153,16 +156,16 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
             "collectives with XLA on CPU. Drop --jit-compile (on CPU it is no faster anyway)"
         )
     output_dir = config.output_dir
-    storage.makedirs(output_dir)
+    initial = _initial_model(config, info)
     scratch = tempfile.mkdtemp(prefix="mlm-pretrain-")
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
-    initial = _initial_model(config, info)
     total_steps = config.total_steps(initial.step)
     printer = ProgressPrinter(total_steps, quiet=config.quiet)
     reporters: list[Any] = []
     tensorboard = pushgateway = keeper = None
+    created_output = False
     try:
         with strategy.scope():
             model = _build_model(config, info, manifest.seq_length, initial)
@@ -171,7 +174,19 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
             step_counter = tf.Variable(
                 initial.step, dtype=tf.int64, trainable=False, name="global_step"
             )
-            checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, step=step_counter)
+            # The seed generators' states (dropout's random numbers) are Keras variables that
+            # TensorFlow's object graph does not reach through the model: saved beside it, a
+            # resumed run draws the same dropout masks as one that never stopped.
+            checkpoint = tf.train.Checkpoint(
+                model=model,
+                optimizer=optimizer,
+                step=step_counter,
+                random=[v for v in model.variables if v.path.endswith("seed_generator_state")],
+            )
+        # Only now: every input has passed its checks. A new local output that fails before
+        # its first checkpoint is removed again (nothing in it could be resumed).
+        created_output = not storage.is_remote(output_dir) and not os.path.exists(output_dir)
+        storage.makedirs(output_dir)
         keeper = CheckpointKeeper(
             storage.join(output_dir, "checkpoints"),
             checkpoint,
@@ -290,6 +305,14 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
             f"wrote {output_dir}"
         )
         return PretrainResult(output_dir, model_path, encoder_path, metrics)
+    except BaseException:
+        if created_output and cluster.is_chief and (keeper is None or keeper.latest is None):
+            for writer in (tensorboard, keeper):  # before the folder they write to goes
+                if writer is not None:
+                    writer.close()
+            tensorboard = keeper = None
+            shutil.rmtree(output_dir, ignore_errors=True)
+        raise
     finally:
         if tensorboard is not None:
             tensorboard.close()
@@ -309,6 +332,17 @@ def _chief_reporters(config: PretrainConfig, tensorboard_dir: str) -> tuple[Any,
     if config.pushgateway_url:
         pushgateway = PushgatewayReporter(config.pushgateway_url, config.run_id)
     return TensorBoardWriter(tensorboard_dir), pushgateway
+
+
+def _check_shard_files(config: PretrainConfig, manifest: Any) -> None:
+    """Checks the files training and validation will read against the manifest (sizes,
+    CRC32Cs), before anything is created."""
+    from mlm.data.dataset import checked_shard_files
+
+    checked_shard_files(manifest, "train")
+    validation = manifest.splits.get("validation")
+    if config.validation_batches and validation and validation.examples:
+        checked_shard_files(manifest, "validation")
 
 
 def _dataset(config: PretrainConfig, split: str, context: Any) -> Any:
@@ -387,8 +421,15 @@ def _build_model(
     }
     try:
         encoder = BERT.from_variant(config.model.variant, vocab_size=info.vocab_size, **overrides)
-    except TypeError as error:
-        raise UserInputError(f"model_overrides: {error}; see BERT's arguments") from None
+    except (TypeError, ValueError) as error:
+        detail = " ".join(str(error).split())
+        raise UserInputError(f"model_overrides: {detail}; see BERT's arguments") from None
+    if encoder.max_position_embeddings < seq_length:
+        raise UserInputError(
+            f"model_overrides: max_position_embeddings={encoder.max_position_embeddings} is "
+            f"below the shards' sequence length {seq_length}; raise it to at least {seq_length} "
+            f"or shard with --max-seq-length {encoder.max_position_embeddings}"
+        )
     model = MaskedLanguageModel(
         encoder=encoder,
         vocab_size=info.vocab_size,

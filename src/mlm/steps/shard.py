@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable
 from mlm.config import ShardConfig
 
 
@@ -52,10 +53,11 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
     from mlm.data.corpus import CorpusStats, read_units
     from mlm.data.default_corpus import default_corpus_dir
     from mlm.data.shards import write_shards
-    from mlm.data.tokenizer import load_backend_tokenizer, read_tokenizer_info
+    from mlm.data.tokenizer import check_tokenizer_dir, load_backend_tokenizer
 
+    check_replaceable(config.output_dir, SHARD_MANIFEST_FILE, "shard")
     start = time.perf_counter()
-    info = read_tokenizer_info(config.tokenizer_dir)
+    info = check_tokenizer_dir(config.tokenizer_dir)
     tokenizer = load_backend_tokenizer(config.tokenizer_dir)
     stats = CorpusStats()
     texts = read_units(

@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from mlm.artifacts import TOKENIZER_INFO_FILE, check_replaceable
 from mlm.config import TokenizeConfig
 
 
@@ -59,6 +60,7 @@ def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
     from mlm.data.default_corpus import default_corpus_dir
     from mlm.data.tokenizer import load_existing_tokenizer, save_tokenizer, train_wordpiece
 
+    check_replaceable(config.output_dir, TOKENIZER_INFO_FILE, "tokenizer")
     start = time.perf_counter()
     stats = CorpusStats()
     if config.tokenizer is not None:
