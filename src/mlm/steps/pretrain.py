@@ -25,13 +25,19 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
 from typing import TYPE_CHECKING, Any
 
 from mlm import storage
 from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE, read_step_json
 from mlm.config import PretrainConfig
 from mlm.errors import UserInputError
+from mlm.steps.pretrain_model import (
+    InitialModel,
+    build_model,
+    build_optimizer,
+    init_token_embeddings,
+    initial_model,
+)
 
 if TYPE_CHECKING:
     from mlm.training.preemption import StopRequest
@@ -116,22 +122,40 @@ def _train(config: PretrainConfig) -> PretrainResult:
 
 
 def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainResult:
+    """Checks, set-up, training and the outputs of one process: `_check_inputs` (nothing is
+    created before it passes), `_set_up`, `_run_training`, `_write_outputs`."""
+    import keras
+
     from mlm.training.cluster import resolve_cluster
-    from mlm.training.preemption import TrainingInterrupted
     from mlm.training.strategy import make_strategy
 
     cluster = resolve_cluster()
     strategy = make_strategy(cluster)  # first: MultiWorkerMirroredStrategy configures the runtime
     stop.install()  # again: the multi-worker runtime installs its own SIGTERM handler
+    info, manifest = _check_inputs(config, strategy)
+    initial = initial_model(config, info)
+    run = _Run(config, cluster, strategy, info, manifest, initial)
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        _set_up(run)
+        result = _run_training(run, stop)
+        stop.restore()  # from here on a signal acts as usual: the last checkpoint is saved
+        return _write_outputs(run, result)
+    except BaseException:
+        run.remove_new_output_without_checkpoint()
+        raise
+    finally:
+        run.close()
+        keras.mixed_precision.set_global_policy(previous_policy)
 
-    import keras
+
+def _check_inputs(config: PretrainConfig, strategy: Any) -> tuple[Any, Any]:
+    """The tokenizer's facts and the manifest, once every input and the output location passed
+    their checks (shard files verified, batch and replicas compatible)."""
     import tensorflow as tf
 
     from mlm.data import read_manifest
     from mlm.data.tokenizer import check_tokenizer_dir
-    from mlm.monitoring import ProgressPrinter
-    from mlm.training.checkpoints import CheckpointKeeper
-    from mlm.training.loop import LoopConfig, train_loop
 
     storage.check_writable_location(config.output_dir)
     info = check_tokenizer_dir(config.tokenizer_dir)
@@ -155,173 +179,226 @@ def _train_until_stopped(config: PretrainConfig, stop: StopRequest) -> PretrainR
             "jit_compile with several CPU replicas is not supported: TensorFlow cannot compile "
             "collectives with XLA on CPU. Drop --jit-compile (on CPU it is no faster anyway)"
         )
-    output_dir = config.output_dir
-    initial = _initial_model(config, info)
-    scratch = tempfile.mkdtemp(prefix="mlm-pretrain-")
-    keras.utils.set_random_seed(config.seed)
-    previous_policy = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy(config.precision)
-    total_steps = config.total_steps(initial.step)
-    printer = ProgressPrinter(total_steps, quiet=config.quiet)
-    reporters: list[Any] = []
-    tensorboard = pushgateway = keeper = None
-    created_output = False
-    try:
-        with strategy.scope():
-            model = _build_model(config, info, manifest.seq_length, initial)
-            embedding_init, embedding_init_seconds = _init_token_embeddings(config, model, initial)
-            optimizer = _build_optimizer(config, model)
-            step_counter = tf.Variable(
-                initial.step, dtype=tf.int64, trainable=False, name="global_step"
-            )
-            # The seed generators' states (dropout's random numbers) are Keras variables that
-            # TensorFlow's object graph does not reach through the model: saved beside it, a
-            # resumed run draws the same dropout masks as one that never stopped.
-            checkpoint = tf.train.Checkpoint(
-                model=model,
-                optimizer=optimizer,
-                step=step_counter,
-                random=[v for v in model.variables if v.path.endswith("seed_generator_state")],
-            )
-        # Only now: every input has passed its checks. A new local output that fails before
-        # its first checkpoint is removed again (nothing in it could be resumed).
-        created_output = not storage.is_remote(output_dir) and not os.path.exists(output_dir)
-        storage.makedirs(output_dir)
-        keeper = CheckpointKeeper(
-            storage.join(output_dir, "checkpoints"),
-            checkpoint,
-            is_chief=cluster.is_chief,
-            keep=config.keep_checkpoints,
-        )
-        tensorboard_dir = (
-            os.path.join(scratch, "tensorboard")
-            if storage.is_remote(output_dir)
-            else os.path.join(output_dir, "tensorboard")
-        )
-        if cluster.is_chief:
-            tensorboard, pushgateway = _chief_reporters(config, tensorboard_dir)
-            reporters = [r for r in (printer, tensorboard, pushgateway) if r is not None]
-            printer.message(
-                f"pretrain: {config.model.variant} BERT ({model.count_params():,} parameters), "
-                f"{config.steps} steps of {config.batch_size} x {manifest.seq_length} tokens on "
-                f"{replicas} replica(s) / {cluster.num_workers} worker(s), "
-                f"precision {config.precision}"
-            )
-            if embedding_init:
-                printer.message(f"pretrain: {embedding_init}")
-        loop_config = LoopConfig(
-            total_steps=total_steps,
-            log_every_steps=config.log_every_steps or max(1, config.steps // 20),
-            checkpoint_every_steps=config.checkpoint_every_steps or None,
-            checkpoint_every_minutes=config.checkpoint_every_minutes,
-            jit_compile=config.jit_compile,
-            seed=config.seed,
-        )
-        summary_uri = storage.join(output_dir, "workers", f"worker-{cluster.worker_id}.json")
-        try:
-            result = train_loop(
-                model,
-                optimizer,
-                strategy,
-                lambda context: _dataset(config, "train", context),
-                loop_config,
-                step_counter=step_counter,
-                checkpoints=keeper,
-                reporters=reporters,
-                log=printer.message if cluster.is_chief else (lambda _text: None),
-                stop=stop,
-                first_step=initial.step,  # continual pre-training: this run's data starts here
-            )
-        except TrainingInterrupted as interrupted:
-            storage.write_json(
-                summary_uri,
-                {
-                    "worker": cluster.worker_id,
-                    "step": interrupted.step,
-                    "weights_sha256": weights_digest(model),
-                    "stopped_by": signal.Signals(interrupted.signum).name,
-                },
-            )
-            print(
-                f"mlm pretrain: {interrupted} after saving a checkpoint (worker "
-                f"{cluster.worker_id}); exit status {interrupted.code}",
-                file=sys.stderr,
-            )
-            raise
-        stop.restore()  # from here on a signal acts as usual: the last checkpoint is saved
-        validation = _validate_model(config, model, strategy, manifest)
-        digest = weights_digest(model)
-        summary = {"worker": cluster.worker_id, "step": result.final_step, "weights_sha256": digest}
-        storage.write_json(summary_uri, summary)
-        if not cluster.is_chief:
-            return PretrainResult(output_dir, "", "", {})
+    return info, manifest
 
-        metrics = {
-            "steps": result.final_step,
-            "start_step": result.start_step,
-            "global_batch_size": config.batch_size,
-            "seq_length": manifest.seq_length,
-            "tokens": result.tokens,
-            "train_seconds": result.seconds,
-            "tokens_per_second": result.tokens_per_second,
-            "final_loss": result.final_loss,
-            "final_accuracy": result.final_accuracy,
-            **{f"validation_{key}": value for key, value in validation.items()},
-            "variant": config.model.variant,
-            "parameters": int(model.count_params()),
-            "vocab_size": info.vocab_size,
-            "precision": config.precision,
-            "num_workers": cluster.num_workers,
-            "num_replicas": replicas,
-            "run_id": config.run_id,
-            "weights_sha256": digest,
-            "tokenizer_hash": info.content_hash,
-            "init_from": initial.uri or "",
-            "token_embedding_init": "" if initial.uri else config.model.token_embedding_init,
-            "token_embedding_init_seconds": embedding_init_seconds,
-            "initial_step": initial.step,
-        }
+
+@dataclasses.dataclass
+class _Run:
+    """One process's training run: its inputs, what `_set_up` builds, and what must be closed."""
+
+    config: PretrainConfig
+    cluster: Any
+    strategy: Any
+    info: Any
+    manifest: Any
+    initial: InitialModel
+    scratch: str = dataclasses.field(
+        default_factory=lambda: tempfile.mkdtemp(prefix="mlm-pretrain-")
+    )
+    model: Any = None
+    optimizer: Any = None
+    step_counter: Any = None
+    embedding_init_seconds: float = 0.0
+    printer: Any = None
+    reporters: list[Any] = dataclasses.field(default_factory=list)
+    tensorboard: Any = None
+    tensorboard_dir: str = ""
+    pushgateway: Any = None
+    keeper: Any = None
+    created_output: bool = False
+
+    @property
+    def summary_uri(self) -> str:
+        name = f"worker-{self.cluster.worker_id}.json"
+        return storage.join(self.config.output_dir, "workers", name)
+
+    def remove_new_output_without_checkpoint(self) -> None:
+        """After a failure: a new local output without a complete checkpoint holds nothing that
+        could be resumed, so it goes (its writers first)."""
+        if not (self.created_output and self.cluster.is_chief):
+            return
+        if self.keeper is None or self.keeper.latest is None:
+            self.close()
+            shutil.rmtree(self.config.output_dir, ignore_errors=True)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.pushgateway is not None:
+            self.pushgateway.close()  # the last values (finished, or diverged) reach the gateway
+        if self.keeper is not None:
+            self.keeper.close()
+        self.tensorboard = self.pushgateway = self.keeper = None
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def _set_up(run: _Run) -> None:
+    """Builds the model, optimizer and checkpointing; creates the output; starts the reporters."""
+    import keras
+    import tensorflow as tf
+
+    from mlm.monitoring import ProgressPrinter
+    from mlm.training.checkpoints import CheckpointKeeper
+
+    config, output_dir = run.config, run.config.output_dir
+    keras.utils.set_random_seed(config.seed)
+    keras.mixed_precision.set_global_policy(config.precision)
+    run.printer = ProgressPrinter(config.total_steps(run.initial.step), quiet=config.quiet)
+    with run.strategy.scope():
+        run.model = build_model(config, run.info, run.manifest.seq_length, run.initial)
+        embedding_init, run.embedding_init_seconds = init_token_embeddings(
+            config, run.model, run.initial
+        )
+        run.optimizer = build_optimizer(config, run.model)
+        run.step_counter = tf.Variable(
+            run.initial.step, dtype=tf.int64, trainable=False, name="global_step"
+        )
+        # The seed generators' states (dropout's random numbers) are Keras variables that
+        # TensorFlow's object graph does not reach through the model: saved beside it, a
+        # resumed run draws the same dropout masks as one that never stopped.
+        checkpoint = tf.train.Checkpoint(
+            model=run.model,
+            optimizer=run.optimizer,
+            step=run.step_counter,
+            random=[v for v in run.model.variables if v.path.endswith("seed_generator_state")],
+        )
+    # Only now: every input has passed its checks and the model is built.
+    run.created_output = not storage.is_remote(output_dir) and not os.path.exists(output_dir)
+    storage.makedirs(output_dir)
+    run.keeper = CheckpointKeeper(
+        storage.join(output_dir, "checkpoints"),
+        checkpoint,
+        is_chief=run.cluster.is_chief,
+        keep=config.keep_checkpoints,
+    )
+    run.tensorboard_dir = (
+        os.path.join(run.scratch, "tensorboard")
+        if storage.is_remote(output_dir)
+        else os.path.join(output_dir, "tensorboard")
+    )
+    if run.cluster.is_chief:
+        run.tensorboard, run.pushgateway = _chief_reporters(config, run.tensorboard_dir)
+        run.reporters = [
+            r for r in (run.printer, run.tensorboard, run.pushgateway) if r is not None
+        ]
+        run.printer.message(
+            f"pretrain: {config.model.variant} BERT ({run.model.count_params():,} parameters), "
+            f"{config.steps} steps of {config.batch_size} x {run.manifest.seq_length} tokens on "
+            f"{run.strategy.num_replicas_in_sync} replica(s) / {run.cluster.num_workers} "
+            f"worker(s), precision {config.precision}"
+        )
+        if embedding_init:
+            run.printer.message(f"pretrain: {embedding_init}")
+
+
+def _run_training(run: _Run, stop: StopRequest) -> Any:
+    """The training loop; on a stop request, the worker's summary and one line, then re-raised."""
+    from mlm.training.loop import LoopConfig, train_loop
+    from mlm.training.preemption import TrainingInterrupted
+
+    config, cluster = run.config, run.cluster
+    loop_config = LoopConfig(
+        total_steps=config.total_steps(run.initial.step),
+        log_every_steps=config.log_every_steps or max(1, config.steps // 20),
+        checkpoint_every_steps=config.checkpoint_every_steps or None,
+        checkpoint_every_minutes=config.checkpoint_every_minutes,
+        jit_compile=config.jit_compile,
+        seed=config.seed,
+    )
+    try:
+        return train_loop(
+            run.model,
+            run.optimizer,
+            run.strategy,
+            lambda context: _dataset(config, "train", context),
+            loop_config,
+            step_counter=run.step_counter,
+            checkpoints=run.keeper,
+            reporters=run.reporters,
+            log=run.printer.message if cluster.is_chief else (lambda _text: None),
+            stop=stop,
+            first_step=run.initial.step,  # continual pre-training: this run's data starts here
+        )
+    except TrainingInterrupted as interrupted:
+        storage.write_json(
+            run.summary_uri,
+            {
+                "worker": cluster.worker_id,
+                "step": interrupted.step,
+                "weights_sha256": weights_digest(run.model),
+                "stopped_by": signal.Signals(interrupted.signum).name,
+            },
+        )
+        print(
+            f"mlm pretrain: {interrupted} after saving a checkpoint (worker "
+            f"{cluster.worker_id}); exit status {interrupted.code}",
+            file=sys.stderr,
+        )
+        raise
+
+
+def _write_outputs(run: _Run, result: Any) -> PretrainResult:
+    """Validation, the worker's summary and (chief) the model files, history and metrics.json,
+    written last: the output's marker of a finished run."""
+    config, output_dir, model, initial = run.config, run.config.output_dir, run.model, run.initial
+    validation = _validate_model(config, model, run.strategy, run.manifest)
+    digest = weights_digest(model)
+    storage.write_json(
+        run.summary_uri,
+        {"worker": run.cluster.worker_id, "step": result.final_step, "weights_sha256": digest},
+    )
+    if not run.cluster.is_chief:
+        return PretrainResult(output_dir, "", "", {})
+    metrics = {
+        "steps": result.final_step,
+        "start_step": result.start_step,
+        "global_batch_size": config.batch_size,
+        "seq_length": run.manifest.seq_length,
+        "tokens": result.tokens,
+        "train_seconds": result.seconds,
+        "tokens_per_second": result.tokens_per_second,
+        "final_loss": result.final_loss,
+        "final_accuracy": result.final_accuracy,
+        **{f"validation_{key}": value for key, value in validation.items()},
+        "variant": config.model.variant,
+        "parameters": int(model.count_params()),
+        "vocab_size": run.info.vocab_size,
+        "precision": config.precision,
+        "num_workers": run.cluster.num_workers,
+        "num_replicas": run.strategy.num_replicas_in_sync,
+        "run_id": config.run_id,
+        "weights_sha256": digest,
+        "tokenizer_hash": run.info.content_hash,
+        "init_from": initial.uri or "",
+        "token_embedding_init": "" if initial.uri else config.model.token_embedding_init,
+        "token_embedding_init_seconds": run.embedding_init_seconds,
+        "initial_step": initial.step,
+    }
+    model_path = storage.join(output_dir, MLM_MODEL_FILE)
+    encoder_path = storage.join(output_dir, ENCODER_FILE)
+    save_keras(model, model_path)
+    save_keras(model.encoder, encoder_path)
+    storage.write_json(storage.join(output_dir, HISTORY_FILE), result.history)
+    if run.pushgateway is not None:
         final_report = {
             "step": result.final_step,
             "loss": result.final_loss,
             "accuracy": result.final_accuracy,
-            "learning_rate": float(optimizer.learning_rate),
+            "learning_rate": float(run.optimizer.learning_rate),
             "tokens_per_second": result.tokens_per_second,
         }
-        model_path = storage.join(output_dir, MLM_MODEL_FILE)
-        encoder_path = storage.join(output_dir, ENCODER_FILE)
-        save_keras(model, model_path)
-        save_keras(model.encoder, encoder_path)
-        storage.write_json(storage.join(output_dir, HISTORY_FILE), result.history)
-        if pushgateway is not None:
-            pushgateway.report({**final_report, "finished": 1.0})
-        if storage.is_remote(output_dir):
-            tensorboard.close()
-            storage.sync_dir(tensorboard_dir, storage.join(output_dir, "tensorboard"))
-        storage.write_json(storage.join(output_dir, METRICS_FILE), metrics)  # last: "done"
-        printer.message(
-            f"pretrain: done at step {result.final_step}: loss {result.final_loss:.4f}, "
-            f"accuracy {result.final_accuracy:.4f}, {result.tokens_per_second:.0f} tokens/s; "
-            f"wrote {output_dir}"
-        )
-        return PretrainResult(output_dir, model_path, encoder_path, metrics)
-    except BaseException:
-        if created_output and cluster.is_chief and (keeper is None or keeper.latest is None):
-            for writer in (tensorboard, keeper):  # before the folder they write to goes
-                if writer is not None:
-                    writer.close()
-            tensorboard = keeper = None
-            shutil.rmtree(output_dir, ignore_errors=True)
-        raise
-    finally:
-        if tensorboard is not None:
-            tensorboard.close()
-        if pushgateway is not None:
-            pushgateway.close()  # the last values (finished, or diverged) reach the gateway
-        if keeper is not None:
-            keeper.close()
-        keras.mixed_precision.set_global_policy(previous_policy)
-        shutil.rmtree(scratch, ignore_errors=True)
+        run.pushgateway.report({**final_report, "finished": 1.0})
+    if storage.is_remote(output_dir):
+        run.tensorboard.close()
+        run.tensorboard = None
+        storage.sync_dir(run.tensorboard_dir, storage.join(output_dir, "tensorboard"))
+    storage.write_json(storage.join(output_dir, METRICS_FILE), metrics)  # last: "done"
+    run.printer.message(
+        f"pretrain: done at step {result.final_step}: loss {result.final_loss:.4f}, "
+        f"accuracy {result.final_accuracy:.4f}, {result.tokens_per_second:.0f} tokens/s; "
+        f"wrote {output_dir}"
+    )
+    return PretrainResult(output_dir, model_path, encoder_path, metrics)
 
 
 def _chief_reporters(config: PretrainConfig, tensorboard_dir: str) -> tuple[Any, Any]:
@@ -373,191 +450,6 @@ def _validate_model(config: PretrainConfig, model: Any, strategy: Any, manifest:
         seed=config.seed,
         strategy=strategy,
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class _InitialModel:
-    """What training starts from: `uri` None is random weights at step 0; `hugging_face` marks a
-    `transformers` BERT checkpoint directory (its own architecture, step 0)."""
-
-    uri: str | None = None
-    step: int = 0
-    hugging_face: bool = False
-
-
-def _initial_model(config: PretrainConfig, info: Any) -> _InitialModel:
-    """The earlier model `config.init_from` names (already resolved from the registry by
-    `with_run_identity`), checked against this run's tokenizer."""
-    from mlm.encoders.hf_checkpoint import is_hf_checkpoint
-    from mlm.registry import model_metrics
-
-    if not config.init_from:
-        return _InitialModel()
-    uri = config.init_from
-    if is_hf_checkpoint(uri):
-        return _InitialModel(uri, 0, hugging_face=True)
-    metrics = model_metrics(uri, "init_from")
-    tokenizer_hash = metrics.get("tokenizer_hash")
-    if tokenizer_hash and tokenizer_hash != info.content_hash:
-        raise UserInputError(
-            f"init_from: {uri} was trained with another tokenizer (content hash "
-            f"{tokenizer_hash[:12]}, this run's is {info.content_hash[:12]}); continue with the "
-            "tokenizer it was trained with (pipeline: pretrained_tokenizer_uri)"
-        )
-    return _InitialModel(uri, int(metrics.get("steps", 0)))
-
-
-def _build_model(
-    config: PretrainConfig, info: Any, seq_length: int, initial: _InitialModel | None = None
-) -> Any:
-    from mlm.encoders.bert import BERT
-    from mlm.model import MaskedLanguageModel
-
-    if initial is not None and initial.hugging_face:
-        return _hugging_face_model(config, info, seq_length, initial.uri)
-    overrides = {
-        "max_position_embeddings": max(512, seq_length),
-        **(config.model.model_overrides or {}),
-    }
-    try:
-        encoder = BERT.from_variant(config.model.variant, vocab_size=info.vocab_size, **overrides)
-    except (TypeError, ValueError) as error:
-        detail = " ".join(str(error).split())
-        raise UserInputError(f"model_overrides: {detail}; see BERT's arguments") from None
-    if encoder.max_position_embeddings < seq_length:
-        raise UserInputError(
-            f"model_overrides: max_position_embeddings={encoder.max_position_embeddings} is "
-            f"below the shards' sequence length {seq_length}; raise it to at least {seq_length} "
-            f"or shard with --max-seq-length {encoder.max_position_embeddings}"
-        )
-    model = MaskedLanguageModel(
-        encoder=encoder,
-        vocab_size=info.vocab_size,
-        tie_word_embeddings=config.model.tie_word_embeddings,
-        **_masking_arguments(config, info),
-    )
-    model.build(None)
-    if initial is not None and initial.uri:
-        _load_initial_weights(model, initial.uri, info)
-    return model
-
-
-def _init_token_embeddings(
-    config: PretrainConfig, model: Any, initial: _InitialModel
-) -> tuple[str, float]:
-    """Replaces a new model's random token embeddings with count-based ones when
-    `token_embedding_init` is "cooccurrence" (PPMI-SVD vectors of the training shards, at the
-    encoder's initializer range); returns what it did ("" when nothing) and the seconds it took.
-    A model from `init_from` keeps its own embeddings; a resumed run's checkpoint replaces
-    these."""
-    import numpy as np
-
-    from mlm.data import pretraining_dataset
-    from mlm.training.embedding_init import COUNTED_TOKENS, initial_token_embeddings
-
-    if initial.uri or config.model.token_embedding_init != "cooccurrence":
-        return "", 0.0
-    start = time.perf_counter()
-    batches = pretraining_dataset(
-        config.shard_dir, 256, split="train", shuffle=False, repeat=False, drop_remainder=False
-    )
-    embeddings = model.encoder.token_embedding.embeddings
-    table, covered = initial_token_embeddings(
-        (batch["input_ids"] for batch in batches.as_numpy_iterator()),
-        np.asarray(embeddings),
-        model.encoder.initializer_range,
-    )
-    embeddings.assign(table)
-    seconds = time.perf_counter() - start
-    return (
-        f"token embeddings of {covered:,} of {len(table):,} tokens from the training shards' "
-        f"co-occurrence counts (PPMI-SVD, at most {COUNTED_TOKENS:,} tokens counted) in "
-        f"{seconds:.1f} s",
-        seconds,
-    )
-
-
-def _masking_arguments(config: PretrainConfig, info: Any) -> dict[str, Any]:
-    """The `MaskedLanguageModel` masking arguments of a run: its settings, the tokenizer's ids."""
-    masking = config.masking
-    return {
-        "mask_ratio": masking.mask_ratio,
-        "random_token_ratio": masking.random_token_ratio,
-        "unchanged_ratio": masking.unchanged_ratio,
-        "mask_token_id": info.mask_token_id,
-        "special_token_ids": tuple(info.special_token_ids),
-        "max_predictions_per_seq": masking.max_predictions_per_seq,
-        "continuation_token_ids": (
-            tuple(info.continuation_token_ids) if masking.whole_word_masking else None
-        ),
-    }
-
-
-def _hugging_face_model(config: PretrainConfig, info: Any, seq_length: int, uri: str) -> Any:
-    """The MaskedLanguageModel of a Hugging Face BERT checkpoint, masking as `config` says
-    (domain adaptation: continue pre-training an imported encoder on new text)."""
-    from mlm.encoders.hf_checkpoint import load_hf_bert_checkpoint
-
-    model = load_hf_bert_checkpoint(uri, **_masking_arguments(config, info))
-    if model.vocab_size != info.vocab_size:
-        raise UserInputError(
-            f"init_from: {uri} has a vocabulary of {model.vocab_size} tokens but the tokenizer "
-            f"has {info.vocab_size}; make the tokenizer from its vocab.txt (mlm tokenize "
-            f"--tokenizer {storage.join(uri, 'vocab.txt')}) and shard with it"
-        )
-    if model.encoder.max_position_embeddings < seq_length:
-        raise UserInputError(
-            f"init_from: {uri} takes at most {model.encoder.max_position_embeddings} positions "
-            f"but the shards hold {seq_length}; shard with --max-seq-length "
-            f"{model.encoder.max_position_embeddings}"
-        )
-    return model
-
-
-def _load_initial_weights(model: Any, uri: str, info: Any) -> None:
-    """Copies the weights of the model saved in `uri` into `model` (same architecture)."""
-    from mlm.data.tokenizer import check_tokenizer_matches
-    from mlm.steps.evaluate import load_pretrained_model
-
-    earlier = load_pretrained_model(uri)
-    check_tokenizer_matches(info, earlier.vocab_size, earlier.mask_token_id)
-    try:
-        model.set_weights(earlier.get_weights())
-    except ValueError as error:
-        raise UserInputError(
-            f"init_from: {uri} has another architecture than this run's model ({error}); use "
-            "the variant and model_overrides it was trained with"
-        ) from None
-
-
-def _build_optimizer(config: PretrainConfig, model: Any) -> Any:
-    import keras
-
-    from mlm.optimization import learning_rate_schedule_builder, optimizer_builder
-
-    # The schedule runs on the optimizer's iterations, which count batches (also when
-    # accumulating gradients), so it spans `steps`.
-    schedule_config: dict[str, Any] = {
-        "type": config.schedule,
-        "learning_rate": config.learning_rate,
-        "warmup_steps": config.warmup_steps(),
-    }
-    if config.schedule != "constant":  # the one schedule with nothing to decay
-        schedule_config["decay_steps"] = config.steps
-    schedule = learning_rate_schedule_builder(schedule_config)
-    optimizer_config: dict[str, Any] = {
-        "type": config.optimizer,
-        "gradient_accumulation_steps": config.gradient_accumulation_steps,
-    }
-    if config.optimizer in ("adamw", "lamb"):
-        optimizer_config["weight_decay"] = config.weight_decay
-    if config.gradient_clipping:
-        optimizer_config["gradient_clipping_by_norm"] = config.gradient_clipping
-    optimizer = optimizer_builder(optimizer_config, schedule)
-    if config.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    optimizer.build(model.trainable_variables)
-    return optimizer
 
 
 def weights_digest(model: Any) -> str:
