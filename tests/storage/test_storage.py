@@ -357,7 +357,7 @@ def test_bucket_and_prefix_uris_are_not_objects(object_store):
 
 
 def test_gcs_open_read_streams_in_chunks(gcs_emulator, monkeypatch):
-    monkeypatch.setattr(storage, "_CHUNK_SIZE", 256 * 1024)
+    monkeypatch.setattr(storage.stores, "_CHUNK_SIZE", 256 * 1024)
     uri = f"gs://{gcs_emulator.create_bucket()}/big.txt"
     lines = [f"line {i:07d} " + "x" * 80 + "\n" for i in range(40_000)]  # ~3.7 MB
     storage.write_text(uri, "".join(lines))
@@ -375,7 +375,7 @@ def test_open_read_never_mixes_two_versions(object_store, monkeypatch):
     from google.api_core import exceptions as gexc
     from s3fs.utils import FileExpired
 
-    monkeypatch.setattr(storage, "_CHUNK_SIZE", 256 * 1024)
+    monkeypatch.setattr(storage.stores, "_CHUNK_SIZE", 256 * 1024)
     uri = f"{object_store}/data.bin"
     storage.write_bytes(uri, os.urandom(1024 * 1024))
     with storage.open_read(uri) as f:
@@ -486,8 +486,8 @@ def test_s3_transient_errors_are_retried(s3_emulator, monkeypatch):
 
 def test_s3_errors_that_outlast_the_retries_are_one_line(s3_emulator, monkeypatch):
     """A store that keeps answering 503 gets a bounded number of attempts, then one line."""
-    monkeypatch.setattr(storage, "_S3_ATTEMPTS", 2)
-    monkeypatch.setattr(storage, "_S3_RETRY_ROUNDS", 2)
+    monkeypatch.setattr(storage.s3, "_S3_ATTEMPTS", 2)
+    monkeypatch.setattr(storage.s3, "_S3_RETRY_ROUNDS", 2)
     bucket = s3_emulator.create_bucket()
     with FlakyProxy(s3_emulator.endpoint, failures=10**6) as proxy:
         monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
@@ -509,7 +509,7 @@ def test_s3_missing_credentials_are_a_user_input_error(s3_emulator, monkeypatch,
 
 
 def test_s3_unreachable_endpoint_is_one_line(s3_emulator, monkeypatch):
-    monkeypatch.setattr(storage, "_S3_ATTEMPTS", 1)
+    monkeypatch.setattr(storage.s3, "_S3_ATTEMPTS", 1)
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: refused
     with pytest.raises(UserInputError, match=r"cannot reach the S3 endpoint http://127\.0\.0\.1:9"):
         storage.write_text("minio://mlpipeline/x.txt", "x")
@@ -557,8 +557,8 @@ def test_an_interrupted_upload_leaves_a_replaceable_unfinished_output(object_sto
         copied.append(destination)
         real_copy(local_path, destination)
 
-    real_copy = storage._copy_file
-    monkeypatch.setattr(storage, "_copy_file", copy_then_die)
+    real_copy = storage.sync._copy_file
+    monkeypatch.setattr(storage.sync, "_copy_file", copy_then_die)
     with (
         pytest.raises(KeyboardInterrupt),
         storage.atomic_directory(uri, last=["manifest.json"]) as d,
@@ -566,7 +566,7 @@ def test_an_interrupted_upload_leaves_a_replaceable_unfinished_output(object_sto
         _make_tree(
             d, {f"train-{i}.tfrecord": b"x" * i for i in range(5)} | {"manifest.json": b"{}"}
         )
-    monkeypatch.setattr(storage, "_copy_file", real_copy)
+    monkeypatch.setattr(storage.sync, "_copy_file", real_copy)
 
     assert not storage.exists(f"{uri}/manifest.json")
     assert storage.is_unfinished(uri)
