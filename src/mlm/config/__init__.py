@@ -25,9 +25,6 @@ YAML (`mlm pretrain --config run.yaml --steps 200`: the flag wins):
 from __future__ import annotations
 
 import dataclasses
-import os
-import time
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -317,22 +314,6 @@ class PretrainConfig(Config):
             # Explicit overrides replace the recipe's key by key, not as a whole.
             merged["model"]["model_overrides"] = {**recipe_overrides, **given_overrides}
         return merged
-
-    def with_run_identity(self) -> PretrainConfig:
-        """This config with `pushgateway_url` from $MLM_PUSHGATEWAY_URL, a new unique `run_id`
-        where they are not set, and `init_from` "registry:NAME" replaced by the model it names
-        now (None while none is published): resolve once, before starting workers, so that all
-        workers report under the same run and start from the same model."""
-        run_id = self.run_id or f"pretrain-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-        pushgateway = self.pushgateway_url or os.environ.get("MLM_PUSHGATEWAY_URL") or None
-        init_from = self.init_from
-        if init_from:
-            from mlm.registry import resolve_init_from
-
-            init_from = resolve_init_from(init_from, self.model_registry_uri)
-        return dataclasses.replace(
-            self, run_id=run_id, pushgateway_url=pushgateway, init_from=init_from
-        )
 
     def total_steps(self, initial_step: int) -> int:
         """The step count training stops at, starting from a model trained `initial_step`

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, TextIO
 
 from mlm.errors import UserInputError
+from mlm.run_identity import with_run_identity
 from mlm.training.preemption import StopRequest, TrainingInterrupted
 
 if TYPE_CHECKING:
@@ -258,7 +259,7 @@ def run_pretraining(config: PretrainLaunchConfig) -> PretrainResult:
     from mlm.steps.pretrain import PretrainResult, pretrain_from_config
 
     # Resolved once, so that every worker reports under the same run.
-    training = config.pretrain_config().with_run_identity()
+    training = with_run_identity(config.pretrain_config())
     if config.workers == 1:
         return pretrain_from_config(training)
     if os.environ.get("TF_CONFIG"):

@@ -31,6 +31,7 @@ from mlm import storage
 from mlm.artifacts import ENCODER_FILE, HISTORY_FILE, METRICS_FILE, MLM_MODEL_FILE, read_step_json
 from mlm.config import PretrainConfig
 from mlm.errors import UserInputError
+from mlm.run_identity import with_run_identity
 from mlm.steps.pretrain_model import (
     InitialModel,
     build_model,
@@ -101,7 +102,7 @@ def pretrain(
 
 def pretrain_from_config(config: PretrainConfig) -> PretrainResult:
     """`pretrain` with its settings as a `PretrainConfig`."""
-    return _train(config.with_run_identity())
+    return _train(with_run_identity(config))
 
 
 # ------------------------------------------------------------------------------------------------

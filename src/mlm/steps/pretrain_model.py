@@ -25,7 +25,7 @@ class InitialModel:
 
 def initial_model(config: PretrainConfig, info: Any) -> InitialModel:
     """The earlier model `config.init_from` names (already resolved from the registry by
-    `with_run_identity`), checked against this run's tokenizer."""
+    `mlm.run_identity.with_run_identity`), checked against this run's tokenizer."""
     from mlm.encoders.hf_checkpoint import is_hf_checkpoint
     from mlm.registry import model_metrics
 
