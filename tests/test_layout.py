@@ -205,7 +205,6 @@ def test_compile_options_are_arguments_not_environment_writes():
 # may grow, and nothing new may join.
 MODULE_LINES, FUNCTION_LINES = 600, 80
 OVERSIZED_MODULES = {
-    "src/mlm/storage.py": 1635,
     "src/mlm/launch/kubernetes.py": 1175,
     "src/mlm/encoders/bert.py": 744,
     "src/mlm/kfp_client.py": 711,
@@ -248,3 +247,6 @@ def test_no_module_or_function_grows_past_the_size_limits():
         if size > allowed.get(name, limit)
     ]
     assert grown == []
+    # An entry that shrank under its limit is dropped, so the list only says what is left.
+    stale = sorted({*OVERSIZED_MODULES} - {*modules} | {*OVERSIZED_FUNCTIONS} - {*functions})
+    assert stale == []
