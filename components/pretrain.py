@@ -29,6 +29,7 @@ def pretrain(
     model: Output[Model],
     metrics: Output[Metrics],
     task_config: dsl.TaskConfig,
+    recipe: str = "",
     variant: str = "tiny",
     model_overrides: dict = {},  # noqa: B006 (KFP takes defaults from the signature)
     batch_size: int = 32,
@@ -54,6 +55,10 @@ def pretrain(
     model_registry_uri: str = "",
 ):
     """Pre-trains a `variant` BERT with the MLM objective on the `shards` artifact.
+
+    `recipe` ("" = none) names a bundle of settings that become the defaults
+    (`mlm.config.RECIPES`): a parameter left at its default then takes the recipe's value, a
+    parameter changed from its default wins (`model_overrides` merge key by key).
 
     `launcher` "local" trains in this pod (`workers` local processes); "trainjob" (Kubeflow
     Trainer v2) or "tfjob" (Training Operator) runs `workers` pods and waits for them (see
@@ -106,7 +111,7 @@ def pretrain(
         "init_from": init_from,  # "" = random weights; "registry:NAME" reads model_registry_uri
         "model_registry_uri": model_registry_uri,
     }
-    reserved = {*settings, "shard_dir", "tokenizer_dir", "output_dir", "workers"}
+    reserved = {*settings, "recipe", "shard_dir", "tokenizer_dir", "output_dir", "workers"}
     clashes = sorted(reserved & set(pretrain_options))
     if clashes:
         raise UserInputError(
@@ -114,6 +119,12 @@ def pretrain(
             "and outputs) of their own; set them there"
         )
     settings.update(plain(pretrain_options))
+    if recipe:
+        from mlm.config import PretrainLaunchConfig, changed_settings
+
+        # KFP always passes every parameter: one still at its default was not chosen, so it
+        # must not hide the recipe's value.
+        settings = {**changed_settings(PretrainLaunchConfig, settings), "recipe": recipe}
     # Before any job: a store the workers cannot use fails here, in seconds, with one line.
     storage.check_store(model.uri)
     # Remote artifact URIs outlive the pod: train there, so a retry finds the checkpoints.

@@ -113,6 +113,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
         max_seq_length: int = 128,
         num_shards: int = 8,
         line_by_line: bool = False,
+        recipe: str = "",
         variant: str = "tiny",
         model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
         batch_size: int = 32,
@@ -159,6 +160,9 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             num_shards: TFRecord shards per split.
             line_by_line: One padded pre-training example per corpus line (a document, a news
                 item) instead of packing lines into full sequences.
+            recipe: A named bundle of pre-training settings ("fast", "seed"; "" = none) that
+                become the defaults: parameters left at their defaults take the recipe's values,
+                parameters changed from them win.
             variant: BERT size ("tiny", "small", "base", "large").
             model_overrides: BERT constructor overrides, e.g. {"num_layers": 2}.
             batch_size: Global pre-training batch size.
@@ -234,6 +238,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             pretrain_task = pretrain(
                 shards=shard_task.outputs["shards"],
                 tokenizer=tokenize_task.outputs["tokenizer"],
+                recipe=recipe,
                 variant=variant,
                 model_overrides=model_overrides,
                 batch_size=batch_size,

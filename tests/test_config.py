@@ -472,3 +472,30 @@ def test_every_step_runs_from_a_config_file_with_flag_overrides(tmp_path, capsys
     assert "pretrained_accuracy" in scores and not any(k.startswith("baseline") for k in scores)
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert saved["settings"]["epochs"] == 1
+
+
+def test_with_a_recipe_the_ui_values_left_at_their_defaults_take_the_recipe_values():
+    """KFP passes every pipeline parameter; `changed_settings` keeps only those changed, so a
+    recipe chosen in the UI is not hidden by the defaults of the other parameters."""
+    from mlm.config import PretrainLaunchConfig, changed_settings
+
+    ui = {"variant": "tiny", "batch_size": 32, "steps": 50, "learning_rate": 5e-4,
+          "model_overrides": {}, "pushgateway_url": "", "seed": 0}  # fmt: skip
+    changed = changed_settings(PretrainLaunchConfig, ui)
+    assert changed == {"steps": 50}
+    config = PretrainLaunchConfig.create(**REQUIRED[PretrainConfig], **changed, recipe="fast")
+    recipe = settings.recipe_settings("fast")
+    assert config.learning_rate == recipe["learning_rate"] != ui["learning_rate"]
+    assert config.model.model_overrides == recipe["model_overrides"]
+    assert config.steps == 50  # changed in the UI: wins over the recipe
+
+
+def test_the_pipeline_offers_a_recipe_and_passes_it_to_pretrain():
+    from google.protobuf import json_format
+
+    from pipelines.mlm_pipeline import mlm_pretraining_pipeline
+
+    spec = json_format.MessageToDict(mlm_pretraining_pipeline.pipeline_spec)
+    recipe = spec["root"]["inputDefinitions"]["parameters"]["recipe"]
+    assert recipe["parameterType"] == "STRING" and recipe.get("defaultValue", "") == ""
+    assert "recipe" in spec["components"]["comp-pretrain"]["inputDefinitions"]["parameters"]

@@ -338,6 +338,15 @@ class PretrainLaunchConfig(PretrainConfig):
         return PretrainConfig(**{name: getattr(self, name) for name in names})
 
 
+def changed_settings(config_class: type[Config], values: Mapping[str, Any]) -> dict[str, Any]:
+    """The `values` (flat settings, as KFP passes them) that differ from the class's defaults,
+    written as KFP writes them (None as the empty value): what a user changed in the UI."""
+    defaults = {field.name: field.kfp_default for field in config_class.fields()}
+    return {
+        key: value for key, value in values.items() if key not in defaults or value != defaults[key]
+    }
+
+
 def recipe_settings(name: str) -> dict:
     """The `PretrainConfig` settings of a named recipe (a copy), e.g. `pretrain(..., **it)`."""
     from mlm.errors import UserInputError
