@@ -9,12 +9,16 @@ Measures, each in a fresh subprocess (so peak RSS is that of one run):
   with the same tokenizer, on a small slice, extrapolated to MB/s; and this package's
   `create_mlm_dataset` (batched tokenization) on the same slice.
 
+- tokenizer training on a sample: `tokenize` on corpora whose vocabulary keeps growing (every line
+  adds words never seen before, the worst case for the trainer's memory) with `--sample-bytes`
+  (`--sample-mb`) and with the whole text (`--sample-bytes 0`): peak RSS against corpus size.
+
 Prints a Markdown table and the ratios against the peer measured in the same run, and writes
 them to `<output>/data.md`. The input pipeline's batches/s against the training step's
 consumption is measured by bench_input.py.
 
 Usage: python bench/bench_data.py [--sizes-mb 10 100] [--peer-mb 1] [--pairs 3]
-       [--output bench/results]
+       [--sample-mb 10] [--only tokenizer-memory] [--output bench/results]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -56,6 +61,84 @@ def _child_steps(corpus: str, workdir: str) -> dict:
         "both_mb_s": megabytes / (tokenize_s + shard_s),
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _child_tokenize(corpus: str, workdir: str, sample_bytes: str) -> dict:
+    from mlm.steps.tokenize import tokenize
+
+    megabytes = sum(os.path.getsize(os.path.join(corpus, f)) for f in os.listdir(corpus)) / 1e6
+    start = time.perf_counter()
+    result = tokenize(
+        corpus, os.path.join(workdir, "tok"), vocab_size=8000, sample_bytes=int(sample_bytes)
+    )
+    return {
+        "megabytes": megabytes,
+        "seconds": time.perf_counter() - start,
+        "sample_fraction": result.sample_fraction,
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _write_open_vocabulary(path: str, megabytes: float, words: list[str], seed: int) -> None:
+    """Like `_write_synthetic`, but every line also holds two words never seen before, so the
+    number of distinct words grows with the corpus (what a trainer's memory grows with)."""
+    rng = random.Random(seed)
+    fresh = 0
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as file:
+        while file.tell() < megabytes * 1e6:
+            lines = []
+            for _ in range(2000):
+                fresh += 2
+                rare = f"{rng.choice(words)}{seed}x{fresh} {rng.choice(words)}{seed}y{fresh}"
+                lines.append(" ".join(rng.choices(words, k=rng.randint(6, 30))) + " " + rare)
+            file.write("\n".join(lines) + "\n")
+
+
+def _tokenizer_memory(sizes_mb: list[float], sample_mb: float, words: list[str], tmp: str) -> list:
+    """Peak RSS of `tokenize` with a sample and with all the text, per corpus size."""
+    rows = []
+    for size in sizes_mb:
+        corpus = os.path.join(tmp, f"open-{size:g}mb")
+        _write_open_vocabulary(os.path.join(corpus, "part.txt"), size, words, seed=int(size))
+        for sample_bytes in (int(sample_mb * 1e6), 0):
+            workdir = os.path.join(tmp, f"tok-{size:g}-{sample_bytes}")
+            rows.append(
+                (size, sample_bytes, _run_child("tokenize", corpus, workdir, str(sample_bytes)))
+            )
+            print(f"  measured tokenize {size:g} MB, sample {sample_bytes}", file=sys.stderr)
+        shutil.rmtree(corpus)
+    return rows
+
+
+def _tokenizer_memory_lines(rows: list, sample_mb: float) -> list[str]:
+    lines = [
+        "",
+        "## Tokenizer training on a sample",
+        "",
+        f"`tokenize --vocab-size 8000` on corpora whose vocabulary grows with their size (two new "
+        f"words per line), with `--sample-bytes {int(sample_mb * 1e6)}` and with all the text "
+        "(`--sample-bytes 0`); each run in a fresh process.",
+        "",
+        "| corpus MB | sample | share trained on | seconds | peak RSS MB |",
+        "|---:|---|---:|---:|---:|",
+    ]
+    for size, sample_bytes, r in rows:
+        sample = f"{sample_bytes / 1e6:g} MB" if sample_bytes else "all the text"
+        lines.append(
+            f"| {size:g} | {sample} | {r['sample_fraction']:.3f} | {r['seconds']:.1f} "
+            f"| {r['peak_rss_mb']:.0f} |"
+        )
+    sampled = [r for _, s, r in rows if s]
+    whole = [r for _, s, r in rows if not s]
+    if len(sampled) > 1:
+        lines.append(
+            f"\nPeak RSS from the smallest to the largest corpus: with the sample "
+            f"{sampled[-1]['peak_rss_mb'] / sampled[0]['peak_rss_mb']:.2f}x, with all the text "
+            f"{whole[-1]['peak_rss_mb'] / whole[0]['peak_rss_mb']:.2f}x, for a "
+            f"{sampled[-1]['megabytes'] / sampled[0]['megabytes']:.0f}x larger corpus."
+        )
+    return lines
 
 
 def _seed_create_mlm_dataset(text_file, tokenizer, batch_size=32, max_length=128):
@@ -106,6 +189,12 @@ def _child_peer(text_file: str, tokenizer_dir: str, which: str) -> dict:
     return {"megabytes": megabytes, "mb_s": megabytes / seconds, "batches": batches}
 
 
+def _machine_lines() -> list[str]:
+    import bench_peers  # machine_line: the CPU and its bfloat16 instructions
+
+    return [bench_peers.machine_line(), ""]
+
+
 def _run_child(*args: str) -> dict:
     output = subprocess.run(
         [sys.executable, __file__, "--child", *args], check=True, capture_output=True, text=True
@@ -131,13 +220,15 @@ def main() -> None:
     parser.add_argument("--sizes-mb", type=float, nargs="+", default=[10, 100])
     parser.add_argument("--peer-mb", type=float, default=1.0)
     parser.add_argument("--pairs", type=int, default=3, help="interleaved peer/ours repetitions")
+    parser.add_argument("--sample-mb", type=float, default=10.0, help="tokenizer sample size")
+    parser.add_argument("--only", choices=["tokenizer-memory"], help="run one section alone")
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        result = _child_steps(*rest) if kind == "steps" else _child_peer(*rest)
-        print(json.dumps(result))
+        child = {"steps": _child_steps, "tokenize": _child_tokenize, "peer": _child_peer}[kind]
+        print(json.dumps(child(*rest)))
         return
 
     from mlm.data.default_corpus import default_corpus_dir
@@ -148,8 +239,18 @@ def main() -> None:
         with open(os.path.join(default_dir, name), encoding="utf-8") as file:
             words += file.read().lower().split()
 
+    if args.only == "tokenizer-memory":
+        with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+            memory = _tokenizer_memory(args.sizes_mb, args.sample_mb, words, tmp)
+        text = "\n".join(_machine_lines() + _tokenizer_memory_lines(memory, args.sample_mb)) + "\n"
+        print(text)
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "data-tokenizer-memory.md").write_text(text)
+        return
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+        memory = _tokenizer_memory(args.sizes_mb, args.sample_mb, words, tmp)
         corpora = [("built-in", default_dir)]
         for size in args.sizes_mb:
             corpus = os.path.join(tmp, f"synthetic-{size:g}mb")
@@ -176,6 +277,7 @@ def main() -> None:
     lines = [
         "# Data steps: tokenize + shard throughput and peak memory",
         "",
+        *_machine_lines(),
         f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; "
         f"{os.cpu_count()} CPUs; each step in a fresh process (peak RSS is one run's).",
         "",
@@ -204,6 +306,7 @@ def main() -> None:
             f"{largest['peak_rss_mb'] / small['peak_rss_mb']:.2f} for a "
             f"{largest['megabytes'] / small['megabytes']:.0f}x larger corpus (the steps stream)."
         )
+    lines += _tokenizer_memory_lines(memory, args.sample_mb)
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)

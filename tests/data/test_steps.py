@@ -180,3 +180,41 @@ def test_default_labels_are_balanced(tmp_path, default_corpus):
     assert len(set(labels)) > 2  # interleaved, not grouped by class
     lengths = np.array([len(row["text"].split()) for row in rows])
     assert lengths.min() >= 8
+
+
+def _vocabulary_corpus(directory: Path) -> Path:
+    """Two files with disjoint words: file a's words start with "al", file b's with "be"."""
+    import random
+
+    generator = random.Random(1)
+    directory.mkdir()
+    for name, stem in (("a.txt", "al"), ("b.txt", "be")):
+        words = [f"{stem}{chr(97 + i % 26)}{chr(97 + i // 26 % 26)}q" for i in range(300)]
+        lines = (" ".join(generator.choices(words, k=12)) for _ in range(3000))
+        (directory / name).write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def test_tokenizer_training_on_a_sample_draws_from_every_file(tmp_path):
+    """The sample is a pure function of each unit's content (the same units every run; the
+    WordPiece trainer itself may order tied merges differently from run to run)."""
+    from mlm.data.corpus import corpus_bytes, in_sample
+    from mlm.steps.tokenize import tokenize
+
+    corpus = _vocabulary_corpus(tmp_path / "corpus")
+    total = corpus_bytes(str(corpus))
+    budget = total // 4
+    first = tokenize(str(corpus), str(tmp_path / "t1"), vocab_size=500, sample_bytes=budget)
+    assert first.sample_fraction == pytest.approx(budget / total, rel=1e-4)
+    assert first.corpus["units"] == 6000  # the whole corpus is read; the trainer sees the sample
+    vocab = load_tokenizer(str(tmp_path / "t1")).get_vocab()
+    assert any(token.startswith("al") for token in vocab)
+    assert any(token.startswith("be") for token in vocab)
+    # About the fraction of the lines, and other lines than the validation split's.
+    lines = (corpus / "a.txt").read_text().splitlines()
+    share = sum(in_sample(line, 0.25) for line in lines) / len(lines)
+    assert 0.22 < share < 0.28
+    both = sum(in_sample(line, 0.25) and is_validation(line, 0.25) for line in lines) / len(lines)
+    assert 0.04 < both < 0.09  # independent draws: about 0.25 * 0.25
+    everything = tokenize(str(corpus), str(tmp_path / "t3"), vocab_size=500, sample_bytes=0)
+    assert everything.sample_fraction == 1.0

@@ -101,6 +101,13 @@ class TokenizeConfig(CorpusConfig):
         "adopt this tokenizer (a transformers directory or a vocab.txt) instead of training one",
     )
     min_frequency: int = setting(2, "minimum count of a merged WordPiece", at_least=1)
+    sample_bytes: int | None = setting(
+        100_000_000,
+        "train the vocabulary on a reproducible sample of about this many stored bytes of the "
+        "corpus, drawn from every file by a hash of each line/document, so the trainer's memory "
+        "stays bounded however large the corpus is (0: all the text)",
+        at_least=0,
+    )
 
 
 @dataclass

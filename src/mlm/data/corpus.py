@@ -50,6 +50,20 @@ def is_validation(text: str, validation_fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") < validation_fraction * 2**64
 
 
+def in_sample(text: str, fraction: float) -> bool:
+    """Whether a unit of text belongs to a reproducible sample of about `fraction` of the units
+    (a stable hash of its content, independent of the validation split's)."""
+    if fraction >= 1:
+        return True
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8, person=b"mlm-sample").digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+def corpus_bytes(corpus: str | Sequence[str]) -> int:
+    """The stored size of a corpus's files (compressed files count as stored)."""
+    return sum(file_size(uri) for uri in resolve_corpus(corpus))
+
+
 def batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
     """Lists of `size` consecutive items (the last one shorter) from a stream."""
     batch: list[str] = []

@@ -29,6 +29,8 @@ class TokenizeResult:
     trained: bool
     corpus: dict[str, int]
     seconds: float
+    # The share of the corpus's units the vocabulary was trained on (1: all; see sample_bytes).
+    sample_fraction: float = 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -56,18 +58,22 @@ def tokenize(
 
 def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
     """`tokenize` with its settings as a `TokenizeConfig`."""
-    from mlm.data.corpus import CorpusStats, read_units
+    from mlm.data.corpus import CorpusStats, corpus_bytes, in_sample, read_units
     from mlm.data.default_corpus import default_corpus_dir
     from mlm.data.tokenizer import load_existing_tokenizer, save_tokenizer, train_wordpiece
 
     check_replaceable(config.output_dir, TOKENIZER_INFO_FILE, "tokenizer")
     start = time.perf_counter()
     stats = CorpusStats()
+    fraction = 1.0
     if config.tokenizer is not None:
         loaded = load_existing_tokenizer(config.tokenizer, lowercase=config.lowercase)
     else:
+        corpus = config.corpus if config.corpus is not None else default_corpus_dir()
+        if config.sample_bytes:
+            fraction = min(1.0, config.sample_bytes / max(1, corpus_bytes(corpus)))
         texts = read_units(
-            config.corpus if config.corpus is not None else default_corpus_dir(),
+            corpus,
             layout=config.layout,
             strict_utf8=config.strict_utf8,
             clean=config.clean,
@@ -75,7 +81,7 @@ def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
             progress="tokenize",
         )
         loaded = train_wordpiece(
-            texts,
+            (text for text in texts if in_sample(text, fraction)),
             vocab_size=config.vocab_size,
             lowercase=config.lowercase,
             min_frequency=config.min_frequency,
@@ -87,6 +93,7 @@ def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
         trained=config.tokenizer is None,
         corpus=stats.to_dict(),
         seconds=round(time.perf_counter() - start, 3),
+        sample_fraction=round(fraction, 6),
     )
 
 
