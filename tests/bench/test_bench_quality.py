@@ -44,16 +44,30 @@ def test_without_the_data_it_writes_a_note_and_succeeds(tmp_path, monkeypatch):
     assert "Skipped: no real-text data" in (tmp_path / "quality.md").read_text()
 
 
-def test_best_against_best_takes_each_sides_best_procedure():
+def test_best_against_best_chooses_on_the_dev_rows_and_reports_the_test_score():
     def scores(pretrained, baseline):
-        return {"pretrained": {"accuracy": pretrained}, "baseline": {"accuracy": baseline}}
+        # (dev accuracy, test accuracy) per side
+        return {
+            side: {"validation_accuracy": dev, "accuracy": test}
+            for side, (dev, test) in (("pretrained", pretrained), ("baseline", baseline))
+        }
 
     best = bench_quality.best_against_best(
-        {"probe-then-tune": scores(0.60, 0.45), "tune": scores(0.55, 0.58)}
+        {
+            "probe-then-tune": scores((0.62, 0.57), (0.40, 0.61)),
+            "tune": scores((0.55, 0.60), (0.50, 0.52)),
+        }
     )
-    assert best["pretrained"] == {"procedure": "probe-then-tune", "accuracy": 0.60}
-    assert best["baseline"] == {"procedure": "tune", "accuracy": 0.58}
-    assert abs(best["gain_points"] - 2.0) < 1e-9
+    # Chosen on dev: probe-then-tune for pre-trained, tune for random init, although their test
+    # scores would pick the other procedure on each side.
+    assert best["pretrained"] == {
+        "procedure": "probe-then-tune",
+        "validation_accuracy": 0.62,
+        "accuracy": 0.57,
+    }
+    assert best["baseline"] == {"procedure": "tune", "validation_accuracy": 0.50, "accuracy": 0.52}
+    assert abs(best["gain_points"] - 5.0) < 1e-9
+    assert best["tried"] == 2
 
 
 def test_bag_of_embeddings_is_the_mean_of_a_texts_rows():
@@ -77,10 +91,17 @@ def test_few_shot_and_many_shot_slices_get_their_own_procedures():
 
 def test_fine_tuning_seeds_are_averaged_and_kept():
     runs = [
-        {"pretrained": {"accuracy": 0.80, "epochs_trained": 5}, "baseline": {"accuracy": 0.79}},
-        {"pretrained": {"accuracy": 0.78, "epochs_trained": 6}, "baseline": {"accuracy": 0.75}},
+        {
+            "pretrained": {"accuracy": 0.80, "validation_accuracy": 0.70, "epochs_trained": 5},
+            "baseline": {"accuracy": 0.79, "validation_accuracy": 0.60},
+        },
+        {
+            "pretrained": {"accuracy": 0.78, "validation_accuracy": 0.74, "epochs_trained": 6},
+            "baseline": {"accuracy": 0.75, "validation_accuracy": 0.62},
+        },
     ]
     sides = bench_quality.mean_over_seeds(runs)
+    assert abs(sides["pretrained"]["validation_accuracy"] - 0.72) < 1e-9
     assert abs(sides["pretrained"]["accuracy"] - 0.79) < 1e-9
     assert abs(sides["baseline"]["accuracy"] - 0.77) < 1e-9
     assert sides["pretrained"]["per_seed"] == [0.80, 0.78]

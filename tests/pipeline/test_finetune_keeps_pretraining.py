@@ -118,6 +118,10 @@ def test_finetune_scores_test_data_when_given(exported, tmp_path):
     assert "Scored on 15 test examples" in (tmp_path / "ft" / "report.md").read_text()
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
     assert saved["settings"]["layer_decay"] == FinetuneConfig.layer_decay
+    # The held-out score is kept beside the test score, for choices made without the test data.
+    for side in ("pretrained",):
+        assert 0.0 <= result.metrics[side]["validation_accuracy"] <= 1.0
+    assert "pretrained_validation_accuracy" in result.flat_metrics()
 
 
 def test_head_only_epochs_train_the_head_on_a_frozen_encoder(exported, tmp_path):

@@ -348,6 +348,20 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
                 model, scored, scored_tags, task_type.is_token_level, batch_size, label_names
             )
             metrics[name]["epochs_trained"] = len(histories[name]["loss"])
+            if test is not None:
+                # The held-out score too, so that choices between runs (learning rate,
+                # procedure) can be made on it and the test data scored only once.
+                held_out = _score(
+                    model,
+                    validation,
+                    dataset.get("validation_tags"),
+                    task_type.is_token_level,
+                    batch_size,
+                    label_names,
+                )
+                for key in ("accuracy", "entity_f1"):
+                    if key in held_out:
+                        metrics[name][f"validation_{key}"] = held_out[key]
             models[name] = model
 
         matrix = metrics["pretrained"].pop("confusion_matrix", None)
