@@ -9,7 +9,7 @@ import sys
 import pytest
 import tensorflow as tf
 
-from mlm.data.tfrecord import TFRecordWriter, serialize_int64_example
+from mlm.data.tfrecord import MLMExampleSerializer, TFRecordWriter, serialize_int64_example
 
 
 def _tf_bytes(features):
@@ -32,6 +32,26 @@ def test_example_bytes_match_tensorflow():
             "token_type_ids": [0] * length,
         }
         assert serialize_int64_example(features) == _tf_bytes(features)
+
+
+def test_the_pre_training_serializer_writes_the_bytes_tensorflow_writes():
+    """The shard step's fast path: padded ids, mask and token types as TensorFlow serializes
+    them, for every example length (each has its own cached mask) and ids beyond the varint
+    cache."""
+    rng = random.Random(1)
+    values = [0, 1, 127, 128, 300, 16383, 16384, 65535, 65536, 2**40]
+    for seq_length, pad_id in ((8, 0), (16, 3), (128, 0)):
+        serialize = MLMExampleSerializer(seq_length, pad_id)
+        for _ in range(300):
+            length = rng.randint(1, seq_length)
+            ids = [rng.choice(values) for _ in range(length)]
+            padding = seq_length - length
+            features = {
+                "input_ids": ids + [pad_id] * padding,
+                "attention_mask": [1] * length + [0] * padding,
+                "token_type_ids": [0] * seq_length,
+            }
+            assert serialize(ids) == _tf_bytes(features)
 
 
 @pytest.mark.parametrize("compression", [None, "gzip"])

@@ -32,7 +32,7 @@ from typing import Any
 from mlm import schema, storage
 from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable, read_step_json
 from mlm.data.corpus import batched, is_validation
-from mlm.data.tfrecord import TFRecordWriter, framing_problem, serialize_int64_example
+from mlm.data.tfrecord import MLMExampleSerializer, TFRecordWriter, framing_problem
 from mlm.data.tokenizer import TokenizerInfo
 from mlm.errors import UserInputError
 
@@ -309,17 +309,6 @@ class ExamplePacker:
         self._buffer = []
 
 
-def _serialize(ids: list[int], seq_length: int, pad_id: int) -> bytes:
-    padding = seq_length - len(ids)
-    return serialize_int64_example(
-        {
-            "input_ids": ids + [pad_id] * padding,
-            "attention_mask": [1] * len(ids) + [0] * padding,
-            "token_type_ids": [0] * seq_length,
-        }
-    )
-
-
 class _SplitWriter:
     """The K TFRecord files of one split, filled round-robin."""
 
@@ -394,9 +383,11 @@ def write_shards(
             for split in splits
         }
 
+        serialize = MLMExampleSerializer(max_seq_length, info.pad_token_id)
+
         def emit(split: str, examples: Iterable[list[int]]) -> None:
             for ids in examples:
-                writers[split].write(_serialize(ids, max_seq_length, info.pad_token_id), len(ids))
+                writers[split].write(serialize(ids), len(ids))
 
         try:
             for batch in batched(texts, batch_size):
