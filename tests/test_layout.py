@@ -212,7 +212,6 @@ OVERSIZED_MODULES = {
 }
 OVERSIZED_FUNCTIONS = {
     "src/mlm/training/loop.py::train_loop": 173,
-    "src/mlm/steps/finetune.py::finetune_from_config": 164,
     "src/mlm/encoders/bert.py::__init__": 128,
     "src/mlm/launch/kubernetes.py::launch_pretraining_job": 127,
     "src/mlm/kfp_client.py::add_cli_arguments": 100,

@@ -353,11 +353,10 @@ def write_shards(
         texts: the corpus units (streamed once).
         tokenizer: the `tokenizers.Tokenizer` described by `info` (`load_backend_tokenizer`).
         info: its `TokenizerInfo` (special ids, content hash recorded in the manifest).
-        output_dir: local directory or `gs://` prefix; replaced when it is an earlier shard
-            directory, refused when it holds anything else.
+        output_dir: local directory or object-store prefix; replaced when it is an earlier
+            shard directory, refused when it holds anything else.
         max_seq_length: tokens per example.
-        num_shards: files per split (a multiple of the worker count lets each worker read
-            whole files).
+        num_shards: files per split (a multiple of the worker count: whole files per worker).
         validation_fraction: share of texts (by content hash) in the validation split; 0 writes
             no validation split.
         line_by_line: one text per example instead of packing.
@@ -382,7 +381,6 @@ def write_shards(
             split: ExamplePacker(max_seq_length, info.cls_token_id, info.sep_token_id, line_by_line)
             for split in splits
         }
-
         serialize = MLMExampleSerializer(max_seq_length, info.pad_token_id)
 
         def emit(split: str, examples: Iterable[list[int]]) -> None:

@@ -21,6 +21,7 @@ Output directory: `classifier.keras`, `tokenizer/`, `labels.json`, `report.md` a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -44,15 +45,10 @@ from mlm.artifacts import (
     output_directory,
 )
 from mlm.config import FinetuneConfig
-from mlm.data.labelled import (
-    random_split,
-    read_conll,
-    read_labelled_texts,
-    stratified_split,
-)
 from mlm.errors import UserInputError
 from mlm.metrics import classification_metrics, entity_metrics
 from mlm.progress import keras_progress
+from mlm.steps.finetune_data import encoded_data
 
 IGNORE_INDEX = -100  # label of word pieces after the first one of a word (not scored)
 
@@ -234,20 +230,10 @@ def finetune(encoder_dir: str, data: str, output_dir: str, **settings: Any) -> F
 
 def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
     """`finetune` with its settings as a `FinetuneConfig`."""
-    import keras
-
     from mlm.data.tokenizer import check_tokenizer_dir, load_tokenizer
-    from mlm.heads import NLPTaskConfig, NLPTaskType
 
     check_replaceable(config.output_dir, METRICS_FILE, "fine-tune")
-
-    max_seq_length, batch_size, seed = config.max_seq_length, config.batch_size, config.seed
-    try:
-        task_type = NLPTaskType(config.task)
-    except ValueError:
-        choices = ", ".join(sorted({t.value for t in NLPTaskType} | {"ner"}))
-        raise UserInputError(f"task={config.task!r}: unknown task; use one of {choices}") from None
-
+    task_type = _task_type(config.task)
     with local_copy(config.encoder_dir) as local_encoder_dir:
         # Staged copy of a gs:// export: it must live until the tokenizer is copied out.
         encoder_path = find_file(
@@ -258,277 +244,175 @@ def finetune_from_config(config: FinetuneConfig) -> FinetuneResult:
         tokenizer = load_tokenizer(tokenizer_dir)
         encoder = load_keras(encoder_path)
         limit = getattr(encoder, "max_position_embeddings", None)
-        if limit is not None and max_seq_length > limit:
+        if limit is not None and config.max_seq_length > limit:
             raise UserInputError(
-                f"max_seq_length={max_seq_length} exceeds the encoder's max_position_embeddings="
-                f"{limit}; use at most {limit}"
+                f"max_seq_length={config.max_seq_length} exceeds the encoder's "
+                f"max_position_embeddings={limit}; use at most {limit}"
             )
-
-        if task_type.is_token_level:
-            dataset = _token_dataset(
-                config.data, config.validation_data, config.validation_fraction, seed
-            )
-        else:
-            dataset = _sequence_dataset(
-                config.data,
-                config.validation_data,
-                config.validation_fraction,
-                seed,
-                config.text_column,
-                config.label_column,
-            )
-        label_names = dataset["label_names"]
-        encode = _encode_words if task_type.is_token_level else _encode_texts
-        train = encode(tokenizer, dataset["train"], max_seq_length)
-        validation = encode(tokenizer, dataset["validation"], max_seq_length)
-        test = None
-        scored_tags = dataset.get("validation_tags")
-        if config.test_data:
-            test_set = _read_test(config, task_type.is_token_level, label_names)
-            test = encode(tokenizer, test_set["test"], max_seq_length)
-            scored_tags = test_set.get("test_tags")
-
-        task_config = NLPTaskConfig(
-            name=task_type.value,
-            task_type=task_type,
-            num_classes=len(label_names),
-            dropout_rate=config.dropout_rate,
-            pooling=config.pooling,
-        )
-        budget = {
-            "epochs": config.epochs,
-            "batch_size": batch_size,
-            "learning_rate": config.learning_rate,
-            "warmup_ratio": config.warmup_ratio,
-            "weight_decay": config.weight_decay,
-            "patience": config.patience,
-            "layer_decay": config.layer_decay,
-            "head_only_epochs": config.head_only_epochs,
-            "seed": seed,
-        }
-        starts = {"pretrained": encoder}
-        if config.baseline:
-            # Same architecture and config, fresh random weights.
-            keras.utils.set_random_seed(seed + 1)
-            starts["baseline"] = type(encoder).from_config(encoder.get_config())
-
-        metrics: dict[str, dict[str, Any]] = {}
-        histories: dict[str, dict[str, list[float]]] = {}
-        models: dict[str, Any] = {}
-        train_budget = {
-            k: v for k, v in budget.items() if k not in ("layer_decay", "head_only_epochs")
-        }
-        scored = test if test is not None else validation
-        for name, start in starts.items():
-            keras.utils.set_random_seed(seed)  # same head init and batch order for both
-            model = build_classifier(start, task_config, max_seq_length)
-            head_history: dict[str, list[float]] = {}
-            if config.head_only_epochs:
-                set_encoder_trainable(start, task_config, False)
-                head_history = _train(
-                    model,
-                    train,
-                    validation,
-                    learning_rate_multipliers={},
-                    **{**train_budget, "epochs": config.head_only_epochs},
-                )
-                set_encoder_trainable(start, task_config, True)
-            multipliers = layerwise_learning_rate_multipliers(
-                start, model.trainable_variables, config.layer_decay
-            )
-            histories[name] = _train(
-                model, train, validation, learning_rate_multipliers=multipliers, **train_budget
-            )
-            if head_history:
-                histories[name] = {
-                    key: head_history.get(key, []) + values
-                    for key, values in histories[name].items()
-                }
-            metrics[name] = _score(
-                model, scored, scored_tags, task_type.is_token_level, batch_size, label_names
-            )
-            metrics[name]["epochs_trained"] = len(histories[name]["loss"])
-            if test is not None:
-                # The held-out score too, so that choices between runs (learning rate,
-                # procedure) can be made on it and the test data scored only once.
-                held_out = _score(
-                    model,
-                    validation,
-                    dataset.get("validation_tags"),
-                    task_type.is_token_level,
-                    batch_size,
-                    label_names,
-                )
-                for key in ("accuracy", "entity_f1"):
-                    if key in held_out:
-                        metrics[name][f"validation_{key}"] = held_out[key]
-            models[name] = model
-
-        matrix = metrics["pretrained"].pop("confusion_matrix", None)
-        for scores in metrics.values():
-            scores.pop("confusion_matrix", None)
-        scored_on = (
-            f"{len(test[1])} test examples ({config.test_data})"
-            if test is not None
-            else f"the {len(validation[1])} held-out examples"
-        )
-        report = _report(task_type.value, label_names, dataset, metrics, matrix, budget, scored_on)
-        with output_directory(config.output_dir, METRICS_FILE, "fine-tune") as staging:
-            models["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
-            copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
-            _write_json(
-                os.path.join(staging, LABELS_FILE),
-                {
-                    "task": task_type.value,
-                    "label_names": label_names,
-                    "max_seq_length": max_seq_length,
-                    "head": task_config.to_dict(),
-                },
-            )
-            with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
-                file.write(report)
-            _write_json(
-                os.path.join(staging, METRICS_FILE),
-                {
-                    "task": task_type.value,
-                    "label_names": label_names,
-                    "num_train": len(train[1]),
-                    "num_validation": len(validation[1]),
-                    "metrics": metrics,
-                    "confusion_matrix": matrix,
-                    "history": histories,
-                    "settings": budget | {"max_seq_length": max_seq_length, "data": config.data},
-                },
-            )
-        return FinetuneResult(
-            output_dir=config.output_dir,
-            task=task_type.value,
-            label_names=label_names,
-            num_train=len(train[1]),
-            num_validation=len(validation[1]),
-            metrics=metrics,
-            confusion_matrix=matrix,
-            report_path=storage.join(config.output_dir, REPORT_FILE),
-        )
+        data = encoded_data(config, task_type, tokenizer)
+        runs = _train_both_sides(config, task_type, encoder, data)
+        return _write_outputs(config, task_type, tokenizer_dir, data, runs)
 
 
-def _sequence_dataset(data, validation_data, fraction, seed, text_column, label_column) -> dict:
-    texts, labels = read_labelled_texts(data, text_column=text_column, label_column=label_column)
-    if validation_data:
-        val_texts, val_labels = read_labelled_texts(
-            validation_data, text_column=text_column, label_column=label_column
-        )
-    else:
-        train_rows, val_rows = stratified_split(labels, fraction, seed)
-        val_texts = [texts[i] for i in val_rows]
-        val_labels = [labels[i] for i in val_rows]
-        texts = [texts[i] for i in train_rows]
-        labels = [labels[i] for i in train_rows]
-    label_names = sorted(set(labels))
-    if len(label_names) < 2:
-        raise UserInputError(
-            f"labelled data {data}: found only the label {label_names}; a classifier needs at "
-            "least 2 distinct labels"
-        )
-    unseen = sorted(set(val_labels) - set(label_names))
-    if unseen:
-        where = validation_data or f"the part of {data} held out"
-        raise UserInputError(
-            f"validation data {where} has labels {unseen} that the training data {data} lacks; "
-            "every validation label needs training examples"
-        )
-    index = {name: i for i, name in enumerate(label_names)}
+def _task_type(task: str) -> Any:
+    from mlm.heads import NLPTaskType
+
+    try:
+        return NLPTaskType(task)
+    except ValueError:
+        choices = ", ".join(sorted({t.value for t in NLPTaskType} | {"ner"}))
+        raise UserInputError(f"task={task!r}: unknown task; use one of {choices}") from None
+
+
+def _budget(config: FinetuneConfig) -> dict[str, Any]:
+    """The training settings both sides share (recorded in metrics.json and the report)."""
     return {
-        "label_names": label_names,
-        "train": (texts, np.array([index[x] for x in labels], dtype=np.int32)),
-        "validation": (val_texts, np.array([index[x] for x in val_labels], dtype=np.int32)),
+        "epochs": config.epochs,
+        "batch_size": config.batch_size,
+        "learning_rate": config.learning_rate,
+        "warmup_ratio": config.warmup_ratio,
+        "weight_decay": config.weight_decay,
+        "patience": config.patience,
+        "layer_decay": config.layer_decay,
+        "head_only_epochs": config.head_only_epochs,
+        "seed": config.seed,
     }
 
 
-def _token_dataset(data, validation_data, fraction, seed) -> dict:
-    sentences, tags = read_conll(data)
-    if validation_data:
-        val_sentences, val_tags = read_conll(validation_data)
-    else:
-        train_rows, val_rows = random_split(len(sentences), fraction, seed)
-        val_sentences = [sentences[i] for i in val_rows]
-        val_tags = [tags[i] for i in val_rows]
-        sentences = [sentences[i] for i in train_rows]
-        tags = [tags[i] for i in train_rows]
-    label_names = sorted({tag for sequence in tags for tag in sequence})
-    if len(label_names) < 2:
-        raise UserInputError(f"CoNLL file {data}: needs at least 2 distinct tags")
-    unseen = sorted({t for sequence in val_tags for t in sequence} - set(label_names))
-    if unseen:
-        where = validation_data or f"the part of {data} held out"
-        raise UserInputError(
-            f"validation data {where} has tags {unseen} that the training data {data} lacks"
-        )
-    index = {name: i for i, name in enumerate(label_names)}
-    return {
-        "label_names": label_names,
-        "train": (sentences, [[index[t] for t in seq] for seq in tags]),
-        "validation": (val_sentences, [[index[t] for t in seq] for seq in val_tags]),
-        "validation_tags": val_tags,
-    }
+def _train_both_sides(
+    config: FinetuneConfig, task_type: Any, encoder: Any, data: dict[str, Any]
+) -> dict[str, Any]:
+    """Trains the classifier on the pre-trained encoder and (with `baseline`) on the same
+    architecture from random weights; their scores, histories and models."""
+    import keras
 
+    from mlm.heads import NLPTaskConfig
 
-def _encode_texts(tokenizer, split, max_seq_length):
-    texts, labels = split
-    encoded = tokenizer(
-        list(texts),
-        max_length=max_seq_length,
-        truncation=True,
-        padding="max_length",
-        return_tensors="np",
+    seed, batch_size, label_names = config.seed, config.batch_size, data["label_names"]
+    task_config = NLPTaskConfig(
+        name=task_type.value,
+        task_type=task_type,
+        num_classes=len(label_names),
+        dropout_rate=config.dropout_rate,
+        pooling=config.pooling,
     )
-    x = {key: encoded[key].astype(np.int32) for key in ("input_ids", "attention_mask")}
-    return x, labels, None
+    budget = _budget(config)
+    starts = {"pretrained": encoder}
+    if config.baseline:
+        # Same architecture and config, fresh random weights.
+        keras.utils.set_random_seed(seed + 1)
+        starts["baseline"] = type(encoder).from_config(encoder.get_config())
+    train_budget = {k: v for k, v in budget.items() if k not in ("layer_decay", "head_only_epochs")}
+    train, validation, test = data["train"], data["validation"], data["test"]
+    scored = test if test is not None else validation
+    runs: dict[str, Any] = {
+        "budget": budget, "task_config": task_config, "metrics": {}, "histories": {}, "models": {}
+    }  # fmt: skip
+    for name, start in starts.items():
+        keras.utils.set_random_seed(seed)  # same head init and batch order for both
+        model = build_classifier(start, task_config, config.max_seq_length)
+        head_history: dict[str, list[float]] = {}
+        if config.head_only_epochs:
+            set_encoder_trainable(start, task_config, False)
+            head_history = _train(
+                model,
+                train,
+                validation,
+                learning_rate_multipliers={},
+                **{**train_budget, "epochs": config.head_only_epochs},
+            )
+            set_encoder_trainable(start, task_config, True)
+        multipliers = layerwise_learning_rate_multipliers(
+            start, model.trainable_variables, config.layer_decay
+        )
+        history = _train(
+            model, train, validation, learning_rate_multipliers=multipliers, **train_budget
+        )
+        if head_history:
+            history = {key: head_history.get(key, []) + values for key, values in history.items()}
+        score = functools.partial(
+            _score,
+            model,
+            token_level=task_type.is_token_level,
+            batch_size=batch_size,
+            names=label_names,
+        )
+        metrics = score(scored, data["scored_tags"])
+        metrics["epochs_trained"] = len(history["loss"])
+        if test is not None:
+            # The held-out score too, so that choices between runs (learning rate, procedure)
+            # can be made on it and the test data scored only once.
+            held_out = score(validation, data["dataset"].get("validation_tags"))
+            for key in ("accuracy", "entity_f1"):
+                if key in held_out:
+                    metrics[f"validation_{key}"] = held_out[key]
+        runs["metrics"][name], runs["histories"][name], runs["models"][name] = (
+            metrics,
+            history,
+            model,
+        )
+    return runs
 
 
-def _encode_words(tokenizer, split, max_seq_length):
-    """Word-level tags onto word pieces: the first piece of a word carries its tag, the other
-    pieces and the special tokens weigh 0 in the loss and are not scored."""
-    sentences, tags = split
-    encoded = tokenizer(
-        list(sentences),
-        is_split_into_words=True,
-        max_length=max_seq_length,
-        truncation=True,
-        padding="max_length",
-        return_tensors="np",
+def _write_outputs(
+    config: FinetuneConfig,
+    task_type: Any,
+    tokenizer_dir: str,
+    data: dict[str, Any],
+    runs: dict[str, Any],
+) -> FinetuneResult:
+    """The classifier, its tokenizer, labels, report and metrics.json (last), in one piece."""
+    metrics, label_names = runs["metrics"], data["label_names"]
+    train, validation, test = data["train"], data["validation"], data["test"]
+    matrix = metrics["pretrained"].pop("confusion_matrix", None)
+    for scores in metrics.values():
+        scores.pop("confusion_matrix", None)
+    scored_on = (
+        f"{len(test[1])} test examples ({config.test_data})"
+        if test is not None
+        else f"the {len(validation[1])} held-out examples"
     )
-    labels = np.full(encoded["input_ids"].shape, IGNORE_INDEX, dtype=np.int32)
-    for row, sentence_tags in enumerate(tags):
-        previous = None
-        for position, word in enumerate(encoded.word_ids(row)):
-            if word is not None and word != previous:
-                labels[row, position] = sentence_tags[word]
-            previous = word
-    weights = (labels != IGNORE_INDEX).astype(np.float32)
-    x = {key: encoded[key].astype(np.int32) for key in ("input_ids", "attention_mask")}
-    return x, np.maximum(labels, 0), weights
-
-
-def _read_test(config: FinetuneConfig, token_level: bool, label_names: list[str]) -> dict:
-    """`test_data` as labels indexed like the training data's (tags too for token tasks)."""
-    index = {name: i for i, name in enumerate(label_names)}
-    if token_level:
-        sentences, tags = read_conll(config.test_data)
-        unseen = sorted({t for sequence in tags for t in sequence} - set(label_names))
-        rows = [[index.get(t, 0) for t in sequence] for sequence in tags]
-        test = {"test": (sentences, rows), "test_tags": tags}
-    else:
-        texts, labels = read_labelled_texts(
-            config.test_data, text_column=config.text_column, label_column=config.label_column
+    report = _report(
+        task_type.value, label_names, data["dataset"], metrics, matrix, runs["budget"], scored_on
+    )
+    with output_directory(config.output_dir, METRICS_FILE, "fine-tune") as staging:
+        runs["models"]["pretrained"].save(os.path.join(staging, CLASSIFIER_FILE))
+        copy_tree(tokenizer_dir, os.path.join(staging, TOKENIZER_DIR))
+        _write_json(
+            os.path.join(staging, LABELS_FILE),
+            {
+                "task": task_type.value,
+                "label_names": label_names,
+                "max_seq_length": config.max_seq_length,
+                "head": runs["task_config"].to_dict(),
+            },
         )
-        unseen = sorted(set(labels) - set(label_names))
-        test = {"test": (texts, np.array([index.get(x, 0) for x in labels], dtype=np.int32))}
-    if unseen:
-        raise UserInputError(
-            f"test_data {config.test_data} has labels {unseen} that the training data lacks"
+        with open(os.path.join(staging, REPORT_FILE), "w", encoding="utf-8") as file:
+            file.write(report)
+        settings = runs["budget"] | {"max_seq_length": config.max_seq_length, "data": config.data}
+        _write_json(
+            os.path.join(staging, METRICS_FILE),
+            {
+                "task": task_type.value,
+                "label_names": label_names,
+                "num_train": len(train[1]),
+                "num_validation": len(validation[1]),
+                "metrics": metrics,
+                "confusion_matrix": matrix,
+                "history": runs["histories"],
+                "settings": settings,
+            },
         )
-    return test
+    return FinetuneResult(
+        output_dir=config.output_dir,
+        task=task_type.value,
+        label_names=label_names,
+        num_train=len(train[1]),
+        num_validation=len(validation[1]),
+        metrics=metrics,
+        confusion_matrix=matrix,
+        report_path=storage.join(config.output_dir, REPORT_FILE),
+    )
 
 
 def _score(
