@@ -86,17 +86,8 @@ def pretrain(
 
     from mlm import storage
     from mlm.artifacts import METRICS_FILE
+    from mlm.config import from_kfp as plain
     from mlm.errors import UserInputError
-
-    def plain(value):
-        # KFP passes dict/list parameters as protobuf Structs, whose numbers are all floats.
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, dict):
-            return {key: plain(item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [plain(item) for item in value]
-        return value
 
     settings = {
         "variant": variant,

@@ -499,3 +499,15 @@ def test_the_pipeline_offers_a_recipe_and_passes_it_to_pretrain():
     recipe = spec["root"]["inputDefinitions"]["parameters"]["recipe"]
     assert recipe["parameterType"] == "STRING" and recipe.get("defaultValue", "") == ""
     assert "recipe" in spec["components"]["comp-pretrain"]["inputDefinitions"]["parameters"]
+
+
+def test_kfp_numbers_are_given_back_as_written():
+    """KFP passes dict and list parameters as protobuf Structs: every number a float."""
+    from mlm.config import from_kfp
+
+    passed = {"num_layers": 2.0, "initializer_range": 0.02, "nested": [{"k": 3.0}, "x"], "on": True}
+    assert from_kfp(passed) == {
+        "num_layers": 2, "initializer_range": 0.02, "nested": [{"k": 3}, "x"], "on": True
+    }  # fmt: skip
+    assert type(from_kfp(passed)["num_layers"]) is int
+    assert from_kfp(passed)["on"] is True

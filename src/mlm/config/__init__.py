@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from mlm.config.argv import add_arguments, from_args, from_argv, to_argv
-from mlm.config.base import Config, Field, group, merge, nest, setting
+from mlm.config.base import Config, Field, from_kfp, group, merge, nest, setting
 
 __all__ = [
     "RECIPES",
@@ -46,8 +46,10 @@ __all__ = [
     "ShardConfig",
     "TokenizeConfig",
     "add_arguments",
+    "changed_settings",
     "from_args",
     "from_argv",
+    "from_kfp",
     "group",
     "recipe_settings",
     "setting",

@@ -241,6 +241,18 @@ def merge(cls: type[Config], base: Mapping[str, Any], update: Mapping[str, Any])
     return merged
 
 
+def from_kfp(value: Any) -> Any:
+    """A dict or list parameter as KFP hands it to a component, with its numbers as written:
+    KFP passes them as protobuf Structs, whose numbers are all floats (2 arrives as 2.0)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {key: from_kfp(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [from_kfp(item) for item in value]
+    return value
+
+
 def check_values(cls: type[Config], nested: Mapping[str, Any], source: str) -> None:
     """Checks each value of `nested` (settings from one source, e.g. a `--config` file) on its
     own, so that a bad value is reported with the source it came from."""
