@@ -62,28 +62,33 @@ def big_corpus(tmp_path_factory) -> str:
     return _big_corpus(tmp_path_factory.mktemp("signals") / "corpus", megabytes=12)
 
 
+@pytest.mark.parametrize("step", ["tokenize", "shard"])
 @pytest.mark.parametrize(("signum", "status", "word"), [
     (signal.SIGTERM, 143, "terminated (SIGTERM)"),
     (signal.SIGINT, 130, "interrupted"),
 ])  # fmt: skip
 def test_a_signal_midway_is_one_line_and_leaves_nothing(
-    inputs, big_corpus, tmp_path, signum, status, word
+    inputs, big_corpus, tmp_path, step, signum, status, word
 ):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()
     work = tmp_path / "work"
     work.mkdir()
-    argv = ["shard", "--corpus", big_corpus, "--tokenizer", inputs.tokenizer, "--output",
-            str(work / "shards"), "--max-seq-length", "32"]  # fmt: skip
+    argv = [step, "--corpus", big_corpus, "--output", str(work / "out")]
+    if step == "shard":
+        argv += ["--tokenizer", inputs.tokenizer, "--max-seq-length", "32"]
     process = _start(argv, tmpdir)
-    # Midway: the shard files are being written beside the destination.
-    _wait_for(lambda: any(work.glob(".shards.tmp-*")) or process.poll() is not None)
-    assert process.poll() is None, "shard finished before the signal"
+    if step == "shard":  # midway: the shard files are being written beside the destination
+        _wait_for(lambda: any(work.glob(".out.tmp-*")) or process.poll() is not None)
+    else:  # midway: the corpus is being read into the trainer (12 MB take seconds)
+        _wait_for(lambda: _private_dirs(tmpdir, process.pid) or process.poll() is not None)
+        time.sleep(1.0)
+    assert process.poll() is None, f"{step} finished before the signal"
     process.send_signal(signum)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == status, stderr
     assert "Traceback" not in stderr
-    assert stderr.strip().splitlines()[-1] == f"mlm shard: {word}"
+    assert stderr.strip().splitlines()[-1] == f"mlm {step}: {word}"
     assert list(work.iterdir()) == []  # no output, no temporary sibling
     assert list(tmpdir.iterdir()) == []
 
