@@ -23,6 +23,7 @@ from mlm.config import (
     EvaluateConfig,
     ExportConfig,
     FinetuneConfig,
+    MergeShardsConfig,
     PretrainConfig,
     PretrainLaunchConfig,
     ShardConfig,
@@ -41,6 +42,7 @@ REQUIRED = {
     EvaluateConfig: {"model_dir": "m", "shard_dir": "s", "tokenizer_dir": "t", "output_dir": "o"},
     ExportConfig: {"model_dir": "m", "tokenizer_dir": "t", "output_dir": "o"},
     FinetuneConfig: {"encoder_dir": "e", "data": "d.csv", "output_dir": "o"},
+    MergeShardsConfig: {"parts": "p1", "output_dir": "shards"},
 }
 
 
@@ -79,7 +81,7 @@ def test_step_functions_take_their_defaults_from_the_config(command):
     """The Python API has no defaults of its own (they could drift): inputs and **settings."""
     runner = STEPS[command][1]
     module = runner.split(":")[0] if command != "pretrain" else "mlm.steps.pretrain"
-    step = getattr(__import__(module, fromlist=[command]), command)
+    step = getattr(__import__(module, fromlist=[command]), command.replace("-", "_"))
     parameters = inspect.signature(step).parameters.values()
     defaults = {p.name for p in parameters if p.default is not inspect.Parameter.empty}
     assert defaults <= {"evaluation_metrics"}  # export's in-memory metrics, not a setting
@@ -231,8 +233,10 @@ def test_pipeline_defaults_are_the_component_defaults():
             pipeline_param = source.get("componentInputParameter")
             if pipeline_param is not None:
                 pipeline_param = pipeline_param.removeprefix("pipelinechannel--")
-            if pipeline_param is None or name not in component_params:
-                continue  # a constant, or a task option (the pod's GPU count)
+            if pipeline_param not in pipeline_defaults or name not in component_params:
+                # A constant, a task option (the pod's GPU count), or a task's output handed
+                # into a loop's DAG (the fingerprint, a partition number).
+                continue
             checked.add(pipeline_param)
             if "defaultValue" not in component_params[name]:
                 assert name in ("corpus_uri", "labels_uri")  # a required input of the step

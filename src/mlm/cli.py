@@ -35,6 +35,11 @@ STEPS: dict[str, tuple[type[settings.Config], str, str]] = {
         "mlm.steps.shard:run_cli",
         "pack a tokenized corpus into TFRecord shards",
     ),
+    "merge-shards": (
+        settings.MergeShardsConfig,
+        "mlm.steps.merge_shards:run_cli",
+        "join the partitions written by `mlm shard --partition` into one shard directory",
+    ),
     "pretrain": (
         settings.PretrainLaunchConfig,
         "mlm.cli:run_pretrain",

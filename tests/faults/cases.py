@@ -93,6 +93,7 @@ def good_argv(step: str, inputs: Any, work: Path) -> dict[str, str]:
             "--batch-size": "8",
             "--eval-batches": "1",
         },
+        "merge-shards": {"--parts": inputs.parts, "--output": output},
         "export": {"--model": inputs.model, "--tokenizer": inputs.tokenizer, "--output": output},
         "finetune": {
             "--encoder": inputs.encoder,
@@ -117,6 +118,7 @@ def as_argv(step: str, flags: dict[str, str]) -> list[str]:
 INPUTS: dict[str, dict[str, str]] = {
     "tokenize": {"--corpus": "corpus", "--tokenizer": "tokenizer", "--output": "output"},
     "shard": {"--corpus": "corpus", "--tokenizer": "tokenizer", "--output": "output"},
+    "merge-shards": {"--parts": "parts", "--output": "output"},
     "pretrain": {
         "--shards": "shards",
         "--tokenizer": "tokenizer",
@@ -143,6 +145,7 @@ SOURCES = {
     "corpus": ("corpus", True),
     "tokenizer": ("tokenizer", True),
     "shards": ("shards", True),
+    "parts": ("parts", True),  # one partition (1 of 1) of the shards' corpus
     "model": ("model", True),
     "encoder": ("encoder", True),
     "labels": ("labels", False),
@@ -152,6 +155,11 @@ FILES = {
     "corpus": ["train.txt"],
     "tokenizer": ["tokenizer.json", "tokenizer_config.json", "mlm_tokenizer.json"],
     "shards": [
+        "manifest.json",
+        "train-00000-of-00002.tfrecord",
+        "validation-00000-of-00002.tfrecord",
+    ],
+    "parts": [
         "manifest.json",
         "train-00000-of-00002.tfrecord",
         "validation-00000-of-00002.tfrecord",
@@ -288,7 +296,11 @@ def _leaves(document: dict[str, Any], path: tuple[str, ...] = ()) -> Iterator[tu
 
 
 # The JSON files whose fields are edited one by one (their good content comes from the inputs).
-EDITED_JSON = {"shards": "manifest.json", "tokenizer": "mlm_tokenizer.json"}
+EDITED_JSON = {
+    "shards": "manifest.json",
+    "parts": "manifest.json",
+    "tokenizer": "mlm_tokenizer.json",
+}
 
 
 def input_faults(step: str, flag: str, kind: str, inputs: Any) -> Iterator[Case]:

@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.pipeline.conftest import exported, tiny_run, write_labels  # noqa: F401 (fixtures)
+from tests.pipeline.conftest import (  # noqa: F401 (fixtures)
+    SEQ_LENGTH,
+    exported,
+    tiny_run,
+    write_labels,
+)
 
 # Outcomes of every case run, by kind: printed at the end of the session (see the README's fault
 # table).
@@ -24,8 +29,16 @@ DURATIONS: list[tuple[float, str]] = []
 @pytest.fixture(scope="session")
 def inputs(tiny_run, exported, tmp_path_factory):  # noqa: F811 (fixtures)
     """Good inputs of every kind the steps read."""
+    from mlm.steps.shard import shard
+
     root = tmp_path_factory.mktemp("fault_inputs")
+    parts = str(root / "part-1-of-1")
+    shard(
+        tiny_run.corpus, tiny_run.tokenizer, parts,
+        max_seq_length=SEQ_LENGTH, num_shards=2, partition=1, partitions=1,
+    )  # fmt: skip
     return types.SimpleNamespace(
+        parts=parts,
         corpus=tiny_run.corpus,
         tokenizer=tiny_run.tokenizer,
         shards=tiny_run.shards,

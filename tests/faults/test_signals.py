@@ -93,6 +93,39 @@ def test_a_signal_midway_is_one_line_and_leaves_nothing(
     assert list(tmpdir.iterdir()) == []
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(child) for child in path.read_text().split()] if path.exists() else []
+
+
+def test_sigterm_stops_the_partition_processes_too(inputs, tmp_path):
+    """`mlm shard --processes 2`: the signal reaches the parent; it stops its children and
+    leaves no output, no partition and no process behind."""
+    corpus = tmp_path / "corpus"
+    _big_corpus(corpus, megabytes=12)
+    for index in range(3):  # files for 2 partitions
+        (corpus / f"more-{index}.txt").write_bytes((corpus / "train.txt").read_bytes())
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    argv = ["shard", "--corpus", str(corpus), "--output", str(work / "out"),
+            "--tokenizer", inputs.tokenizer, "--max-seq-length", "32", "--processes", "2"]  # fmt: skip
+    process = _start(argv, tmpdir)
+    # Midway: both partition processes are writing their shards into the parent's scratch.
+    _wait_for(lambda: len(list(tmpdir.rglob("*.tfrecord"))) >= 4 or process.poll() is not None)
+    children = _children(process.pid)
+    assert process.poll() is None and len(children) >= 2, "shard finished before the signal"
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == "mlm shard: terminated (SIGTERM)"
+    assert list(work.iterdir()) == []
+    assert list(tmpdir.iterdir()) == []
+    _wait_for(lambda: not any(Path(f"/proc/{child}").exists() for child in children), 30)
+
+
 def test_after_sigkill_the_next_run_removes_what_the_killed_one_left(inputs, big_corpus, tmp_path):
     tmpdir = tmp_path / "tmp"
     tmpdir.mkdir()

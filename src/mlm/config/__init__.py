@@ -40,6 +40,7 @@ __all__ = [
     "Field",
     "FinetuneConfig",
     "MaskingConfig",
+    "MergeShardsConfig",
     "ModelConfig",
     "PretrainConfig",
     "PretrainLaunchConfig",
@@ -134,6 +135,41 @@ class ShardConfig(CorpusConfig):
     compression: str | None = setting(None, "compress the shards: gzip", choices=(None, "gzip"))
     min_words: int = setting(1, "skip lines/documents with fewer words", at_least=0)
     max_words: int | None = setting(None, "skip lines/documents with more words (0: no limit)")
+    processes: int = setting(
+        1,
+        "shard partitions of the corpus's files in this many processes, then join them (each "
+        "partition writes num_shards files per split; at most one process per file)",
+        at_least=1,
+    )
+    partitions: int = setting(1, "with --partition: how many (at most one per file)", at_least=1)
+    partition: int | None = setting(
+        None,
+        "write only this partition (1 to partitions) of the corpus's files, by size, for `mlm "
+        "merge-shards` to join (a pod per partition; unset: the whole corpus)",
+        at_least=0,
+    )
+
+    def check(self) -> str | None:
+        if self.partition is not None and self.partition > self.partitions:
+            return (
+                f"partition={self.partition}: must be at most partitions={self.partitions} "
+                "(partitions are numbered from 1)"
+            )
+        if self.partition is not None and self.processes > 1:
+            return "partition and processes: shard one partition per process, not both at once"
+        return None
+
+
+@dataclass
+class MergeShardsConfig(Config):
+    """`mlm merge-shards`: join the partitions written by `mlm shard --partition`."""
+
+    parts: list[str] = setting(
+        help="the directories of every partition (local or object store), in any order"
+    )
+    output_dir: str = setting(
+        help="shard directory to write (local or object store)", flag="--output"
+    )
 
 
 # --- pretrain -----------------------------------------------------------------------------------

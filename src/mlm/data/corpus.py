@@ -240,16 +240,68 @@ def read_units(
         UserInputError: for missing, empty, binary or (with strict_utf8) non-UTF-8 input, and
             when no unit passes the length filter (raised when the stream ends).
     """
+    files = resolve_corpus(corpus)  # now, so a bad path fails before any work starts
+    by_file = read_units_by_file(
+        files,
+        layout=layout,
+        strict_utf8=strict_utf8,
+        clean=clean,
+        min_words=min_words,
+        max_words=max_words,
+        stats=stats,
+        progress=progress,
+    )
+    return (unit for units in by_file for unit in units)
+
+
+def read_units_by_file(
+    files: Sequence[str],
+    *,
+    layout: str = "lines",
+    strict_utf8: bool = False,
+    clean: bool = False,
+    min_words: int = 1,
+    max_words: int | None = None,
+    stats: CorpusStats | None = None,
+    progress: str | None = None,
+    require_text: bool = True,
+) -> Iterator[Iterator[str]]:
+    """The units of each of `files` (resolved URIs, see `resolve_corpus`), file by file.
+
+    Takes the arguments of `read_units`; each file's iterator is drained before the next file
+    is opened, whether or not the caller read it to the end. `require_text=False` accepts files
+    that hold no unit at all (one partition of a corpus may have none).
+    """
     if layout not in LAYOUTS:
         raise UserInputError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
     if min_words < 1 or (max_words is not None and max_words < min_words):
         raise UserInputError(
             f"min_words/max_words: need 1 <= min_words <= max_words, got {min_words}/{max_words}"
         )
-    files = resolve_corpus(corpus)  # now, so a bad path fails before any work starts
     stats = stats if stats is not None else CorpusStats()
-    reading = _ReadingProgress(files, progress) if progress else None
-    return _units(files, layout, strict_utf8, clean, min_words, max_words, stats, reading)
+    reading = _ReadingProgress(list(files), progress) if progress else None
+    filters = _UnitFilter(layout, strict_utf8, clean, min_words, max_words, stats)
+    return _units_by_file(list(files), filters, reading, require_text)
+
+
+def partition_files(files: Sequence[str], partitions: int) -> list[list[str]]:
+    """Splits a corpus's files into `partitions` groups of about equal stored size.
+
+    A file is never split, so there are at most as many groups as files. Largest file first,
+    each to the group with the fewest bytes so far (ties: the lower number); each group is
+    sorted. The result depends only on the files' names and sizes, so every process or pod that
+    computes it gets the same groups.
+    """
+    if partitions < 1:
+        raise UserInputError(f"partitions={partitions}: need at least 1")
+    count = min(partitions, len(files))
+    groups: list[list[str]] = [[] for _ in range(count)]
+    loads = [0] * count
+    for size, uri in sorted(((file_size(uri), uri) for uri in files), key=lambda f: (-f[0], f[1])):
+        lightest = loads.index(min(loads))
+        groups[lightest].append(uri)
+        loads[lightest] += size
+    return [sorted(group) for group in groups]
 
 
 class _ReadingProgress:
@@ -274,49 +326,77 @@ class _ReadingProgress:
 MAX_UNIT_CHARACTERS = 4_000_000
 
 
-def _units(
-    files: list[str],
-    layout: str,
-    strict_utf8: bool,
-    clean: bool,
-    min_words: int,
-    max_words: int | None,
-    stats: CorpusStats,
-    reading: _ReadingProgress | None = None,
-) -> Iterator[str]:
-    position = reading.position if reading is not None else None
-    for index, uri in enumerate(files):
+@dataclasses.dataclass
+class _UnitFilter:
+    """How a file's lines become the units kept (`read_units`'s arguments)."""
+
+    layout: str
+    strict_utf8: bool
+    clean: bool
+    min_words: int
+    max_words: int | None
+    stats: CorpusStats
+
+    def units(self, uri: str, position: Callable[[int], None] | None) -> Iterator[str]:
+        stats = self.stats
         stats.files += 1
-        for unit in _file_units(uri, layout, strict_utf8, stats, position):
+        for unit in _file_units(uri, self.layout, self.strict_utf8, stats, position):
             if len(unit) > MAX_UNIT_CHARACTERS:
                 # Tokenized in one piece, such a unit takes about 90 bytes of memory per
                 # character, and it is one example of the split (50 MB on one line: 4.4 GB).
                 raise UserInputError(
-                    f"corpus {uri}: a {layout[:-1]} of {len(unit) / 1e6:.1f} million characters "
-                    f"(at most {MAX_UNIT_CHARACTERS / 1e6:.0f} million); split the text into "
-                    "lines (one sentence or paragraph each), or into blank-line-separated "
-                    "documents with --layout documents"
+                    f"corpus {uri}: a {self.layout[:-1]} of {len(unit) / 1e6:.1f} million "
+                    f"characters (at most {MAX_UNIT_CHARACTERS / 1e6:.0f} million); split the "
+                    "text into lines (one sentence or paragraph each), or into "
+                    "blank-line-separated documents with --layout documents"
                 )
-            if clean:
+            if self.clean:
                 unit = clean_text(unit)
             words = len(unit.split())
-            if words < min_words or (max_words is not None and words > max_words):
+            if words < self.min_words or (self.max_words is not None and words > self.max_words):
                 stats.filtered_units += 1
                 continue
             stats.units += 1
             yield unit
+
+
+def _units_by_file(
+    files: list[str],
+    filters: _UnitFilter,
+    reading: _ReadingProgress | None,
+    require_text: bool,
+) -> Iterator[Iterator[str]]:
+    position = reading.position if reading is not None else None
+    for index, uri in enumerate(files):
+        units = filters.units(uri, position)
+        yield units
+        for _ in units:  # what the caller left unread still counts, and is still checked
+            pass
         if reading is not None:
             reading.file_done(index)
     if reading is not None:
         reading.meter.finish()
-    if stats.units == 0:
-        where = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
-        if stats.filtered_units == 0:
-            raise UserInputError(f"corpus {where}: no text found; pass non-empty text files")
-        raise UserInputError(
-            f"corpus {where}: no {layout[:-1]} has between {min_words} and "
-            f"{max_words or 'any number of'} words; lower min_words (or raise max_words)"
-        )
+    if require_text:
+        check_has_text(files, filters.stats, filters.layout, filters.min_words, filters.max_words)
+
+
+def check_has_text(
+    files: Sequence[str], stats: CorpusStats, layout: str, min_words: int, max_words: int | None
+) -> None:
+    """Raises when reading `files` (counted in `stats`) kept no unit at all.
+
+    Raises:
+        UserInputError: the files hold no text, or none of it passed the length filter.
+    """
+    if stats.units > 0:
+        return
+    where = ", ".join(files[:3]) + (" ..." if len(files) > 3 else "")
+    if stats.filtered_units == 0:
+        raise UserInputError(f"corpus {where}: no text found; pass non-empty text files")
+    raise UserInputError(
+        f"corpus {where}: no {layout[:-1]} has between {min_words} and "
+        f"{max_words or 'any number of'} words; lower min_words (or raise max_words)"
+    )
 
 
 def preprocess_wiki_dump(

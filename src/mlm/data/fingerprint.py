@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from mlm import storage
 from mlm.data import default_corpus
 from mlm.data.corpus import resolve_corpus
+from mlm.errors import UserInputError
 
 
 def corpus_fingerprint(corpus: str | Sequence[str] | None) -> str:
@@ -36,3 +37,14 @@ def corpus_fingerprint(corpus: str | Sequence[str] | None) -> str:
         key = f"{sys.version}|{default_corpus.stdlib_dir()}|{builder}"
         return "builtin-" + hashlib.sha256(key.encode()).hexdigest()
     return storage.fingerprint(resolve_corpus(corpus))
+
+
+def partition_count(corpus: str | Sequence[str] | None, requested: int) -> int:
+    """How many partitions a corpus is sharded in: `requested`, at most one per file (a file is
+    never split; `mlm.data.corpus.partition_files`)."""
+    if requested < 1:
+        raise UserInputError(f"shard_partitions={requested}: need at least 1")
+    files = (
+        resolve_corpus(corpus) if corpus else resolve_corpus(default_corpus.default_corpus_dir())
+    )
+    return min(requested, len(files))

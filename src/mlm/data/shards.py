@@ -10,9 +10,10 @@ them before the files are read, so a truncated or corrupted shard is one clear e
 
 Two ways to form examples:
 
-- packed (default, like Hugging Face's `group_texts`): the token ids of consecutive texts are
-  concatenated, with `[SEP]` between texts, and cut into `[CLS] ... [SEP]` blocks of exactly
-  `seq_length` tokens (only the last block of a split is padded);
+- packed (default, like Hugging Face's `group_texts`): the token ids of consecutive texts of one
+  input file are concatenated, with `[SEP]` between texts, and cut into `[CLS] ... [SEP]` blocks
+  of exactly `seq_length` tokens (only a file's last block of a split is padded; packing stops
+  at file ends so that partitions of a corpus, `mlm.data.shard_parts`, give the same examples);
 - `line_by_line` (like `run_mlm --line_by_line`): each text gives `[CLS] ... [SEP]` padded to
   `seq_length`; a text longer than that is split into several examples, never dropped.
 
@@ -65,6 +66,9 @@ class ShardManifest:
     # file name -> {"bytes": size, "crc32c": base64 of the big-endian CRC32C, as GCS writes it};
     # empty in manifests written before these were recorded (their files are not verified).
     file_info: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    # Set in one partition's directory (`write_shards(part=...)`): {"number": p, "count": P,
+    # "files": digest of the corpus's file list}; `merge_shard_parts` joins the P parts.
+    part: dict[str, Any] | None = None
     shard_dir: str = ""
 
     def files(self, split: str) -> list[str]:
@@ -84,6 +88,8 @@ class ShardManifest:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         del data["shard_dir"]
+        if data["part"] is None:
+            del data["part"]
         return data
 
     @classmethod
@@ -121,6 +127,13 @@ MANIFEST_SCHEMA = schema.Record(
         "file_info": schema.mapping_of(
             schema.Record({"bytes": schema.integer(at_least=0), "crc32c": schema.string})
         ),
+        "part": schema.Record(
+            {
+                "number": schema.integer(at_least=1),
+                "count": schema.integer(at_least=1),
+                "files": schema.string,
+            }
+        ),
     },
 )
 
@@ -131,17 +144,21 @@ def shard_file_name(split: str, index: int, num_shards: int, compression: str | 
     return f"{split}-{index:05d}-of-{num_shards:05d}{suffix}"
 
 
-def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> ShardManifest:
+def read_manifest(
+    shard_dir: str, *, tokenizer_hash: str | None = None, allow_part: bool = False
+) -> ShardManifest:
     """Read and check `manifest.json` of a shard directory (local or `gs://`).
 
     Args:
         shard_dir: the shard directory.
         tokenizer_hash: when given, the `content_hash` of the tokenizer the caller uses; a
             manifest written with another tokenizer is refused.
+        allow_part: accept one partition of a corpus (for `merge_shard_parts`); otherwise a
+            partition is refused, since training on it would see only part of the corpus.
 
     Raises:
         UserInputError: no manifest (missing or unfinished directory), a listed file is missing,
-            or the tokenizer hash differs.
+            the tokenizer hash differs, or the directory is a partition (without `allow_part`).
     """
     uri = storage.join(shard_dir, SHARD_MANIFEST_FILE)
     if not storage.exists(uri):
@@ -152,6 +169,12 @@ def read_manifest(shard_dir: str, *, tokenizer_hash: str | None = None) -> Shard
     data = read_step_json(uri, "shard")
     schema.validate(data, MANIFEST_SCHEMA, uri, "shard")
     manifest = ShardManifest.from_dict(data, shard_dir)
+    if manifest.part is not None and not allow_part:
+        raise UserInputError(
+            f"shard directory {shard_dir} is partition {manifest.part['number']} of "
+            f"{manifest.part['count']} of a corpus; join the partitions with `mlm merge-shards` "
+            "and use its output"
+        )
     if tokenizer_hash is not None and manifest.tokenizer_hash != tokenizer_hash:
         raise UserInputError(
             f"shard directory {shard_dir} was written with tokenizer {manifest.tokenizer_hash[:12]}"
@@ -310,11 +333,21 @@ class ExamplePacker:
 
 
 class _SplitWriter:
-    """The K TFRecord files of one split, filled round-robin."""
+    """The K TFRecord files of one split, filled round-robin; a partition's files are numbered
+    after the earlier partitions' (`first` of `total` in the split)."""
 
-    def __init__(self, directory: str, split: str, num_shards: int, compression: str | None):
+    def __init__(
+        self,
+        directory: str,
+        split: str,
+        num_shards: int,
+        compression: str | None,
+        first: int = 0,
+        total: int | None = None,
+    ):
+        total = total or num_shards
         self.info = SplitInfo(
-            files=[shard_file_name(split, i, num_shards, compression) for i in range(num_shards)]
+            files=[shard_file_name(split, first + i, total, compression) for i in range(num_shards)]
         )
         self._files = [_ChecksummedFile(os.path.join(directory, name)) for name in self.info.files]
         self._writers = [TFRecordWriter(file, compression) for file in self._files]
@@ -334,8 +367,57 @@ class _SplitWriter:
         return {name: file.info() for name, file in zip(self.info.files, self._files)}
 
 
+def _numbered_units(files_units: Iterable[Iterable[str]]) -> Iterator[tuple[int, str]]:
+    for number, units in enumerate(files_units):
+        for unit in units:
+            yield number, unit
+
+
+def _check_settings(compression: str | None, num_shards: int, validation_fraction: float) -> None:
+    if compression not in COMPRESSIONS:
+        raise UserInputError(f"compression: {compression!r} is not one of None, 'gzip'")
+    if num_shards < 1:
+        raise UserInputError(f"num_shards={num_shards}: need at least one shard per split")
+    if not 0 <= validation_fraction < 1:
+        raise UserInputError(f"validation_fraction={validation_fraction}: need 0 <= value < 1")
+
+
+def _pack(
+    files_units: Iterable[Iterable[str]],
+    tokenizer: Any,
+    info: TokenizerInfo,
+    writers: dict[str, _SplitWriter],
+    packers: dict[str, ExamplePacker],
+    seq_length: int,
+    validation_fraction: float,
+    batch_size: int,
+) -> None:
+    """Tokenizes the units in batches and writes each split's examples, file by file."""
+    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: faster
+    serialize = MLMExampleSerializer(seq_length, info.pad_token_id)
+
+    def emit(split: str, examples: Iterable[list[int]]) -> None:
+        for ids in examples:
+            writers[split].write(serialize(ids), len(ids))
+
+    def file_ended() -> None:
+        for split, packer in packers.items():
+            emit(split, packer.flush())
+
+    current = 0
+    for batch in batched(_numbered_units(files_units), batch_size):
+        encodings = encode([text for _, text in batch], add_special_tokens=False)
+        for (number, text), encoding in zip(batch, encodings):
+            if number != current:
+                file_ended()
+                current = number
+            split = "validation" if is_validation(text, validation_fraction) else "train"
+            emit(split, packers[split].add(encoding.ids))
+    file_ended()
+
+
 def write_shards(
-    texts: Iterable[str],
+    files_units: Iterable[Iterable[str]],
     tokenizer: Any,
     info: TokenizerInfo,
     output_dir: str,
@@ -346,11 +428,18 @@ def write_shards(
     line_by_line: bool = False,
     compression: str | None = None,
     batch_size: int = 1024,
+    part: dict[str, Any] | None = None,
 ) -> ShardManifest:
     """Tokenize a stream of texts and write a shard directory (see the module docstring).
 
+    Texts are packed within their input file: each file's last example of a split is flushed
+    (shorter) when the file ends. So the examples do not depend on how files are grouped, and
+    partitions of a corpus written apart (`part`) merge into what one writer gives, up to the
+    files' order.
+
     Args:
-        texts: the corpus units (streamed once).
+        files_units: the corpus units of each input file, file by file (streamed once;
+            `mlm.data.corpus.read_units_by_file`).
         tokenizer: the `tokenizers.Tokenizer` described by `info` (`load_backend_tokenizer`).
         info: its `TokenizerInfo` (special ids, content hash recorded in the manifest).
         output_dir: local directory or object-store prefix; replaced when it is an earlier
@@ -362,48 +451,37 @@ def write_shards(
         line_by_line: one text per example instead of packing.
         compression: None or "gzip".
         batch_size: texts per call to the Rust tokenizer (`encode_batch`, all cores).
+        part: this directory is partition `number` (1 to `count`) of the corpus whose file
+            list has the digest `files` (`files_digest`): its files are numbered from
+            `(number - 1) * num_shards`, of `count * num_shards`, a split may be empty, and
+            `mlm.data.shard_parts.merge_shard_parts` joins it with the other partitions.
 
     Returns:
         The manifest that was written.
     """
-    if compression not in COMPRESSIONS:
-        raise UserInputError(f"compression: {compression!r} is not one of None, 'gzip'")
-    if num_shards < 1:
-        raise UserInputError(f"num_shards={num_shards}: need at least one shard per split")
-    if not 0 <= validation_fraction < 1:
-        raise UserInputError(f"validation_fraction={validation_fraction}: need 0 <= value < 1")
+    _check_settings(compression, num_shards, validation_fraction)
     check_replaceable(output_dir, SHARD_MANIFEST_FILE, "shard")
-    encode = getattr(tokenizer, "encode_batch_fast", tokenizer.encode_batch)  # no offsets: faster
     splits = SPLITS if validation_fraction > 0 else SPLITS[:1]
+    first, total = (
+        ((part["number"] - 1) * num_shards, part["count"] * num_shards) if part else (0, None)
+    )
     with storage.atomic_directory(output_dir, last=[SHARD_MANIFEST_FILE]) as staging:
-        writers = {split: _SplitWriter(staging, split, num_shards, compression) for split in splits}
+        writers = {
+            split: _SplitWriter(staging, split, num_shards, compression, first, total)
+            for split in splits
+        }
         packers = {
             split: ExamplePacker(max_seq_length, info.cls_token_id, info.sep_token_id, line_by_line)
             for split in splits
         }
-        serialize = MLMExampleSerializer(max_seq_length, info.pad_token_id)
-
-        def emit(split: str, examples: Iterable[list[int]]) -> None:
-            for ids in examples:
-                writers[split].write(serialize(ids), len(ids))
-
         try:
-            for batch in batched(texts, batch_size):
-                encodings = encode(batch, add_special_tokens=False)
-                for text, encoding in zip(batch, encodings):
-                    split = "validation" if is_validation(text, validation_fraction) else "train"
-                    emit(split, packers[split].add(encoding.ids))
-            for split in splits:
-                emit(split, packers[split].flush())
+            _pack(
+                files_units, tokenizer, info, writers, packers,
+                max_seq_length, validation_fraction, batch_size,
+            )  # fmt: skip
         finally:
             for writer in writers.values():
                 writer.close()
-        for split, writer in writers.items():
-            if writer.info.examples == 0:
-                raise UserInputError(
-                    f"shard: the {split} split is empty (the corpus is too small for "
-                    f"validation_fraction={validation_fraction}); add text or change the fraction"
-                )
         manifest = ShardManifest(
             seq_length=max_seq_length,
             tokenizer_hash=info.content_hash,
@@ -416,7 +494,20 @@ def write_shards(
                 for writer in writers.values()
                 for name, info in writer.file_info().items()
             },
+            part=part,
             shard_dir=output_dir,
         )
+        if part is None:
+            check_splits(manifest, validation_fraction)
         storage.write_json(os.path.join(staging, SHARD_MANIFEST_FILE), manifest.to_dict())
     return manifest
+
+
+def check_splits(manifest: ShardManifest, validation_fraction: float) -> None:
+    """Raises when a split of a whole shard directory has no example."""
+    for split, info in manifest.splits.items():
+        if info.examples == 0:
+            raise UserInputError(
+                f"shard: the {split} split is empty (the corpus is too small for "
+                f"validation_fraction={validation_fraction}); add text or change the fraction"
+            )

@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import signal
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlm.artifacts import SHARD_MANIFEST_FILE, check_replaceable
 from mlm.config import ShardConfig
+from mlm.data.shard_parts import files_digest
+from mlm.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mlm.data.corpus import CorpusStats
+    from mlm.data.shards import ShardManifest
 
 
 @dataclasses.dataclass
@@ -36,7 +45,9 @@ def shard(
         tokenizer_dir: a directory written by `tokenize` (local or `gs://`).
         output_dir: the shard directory (local or `gs://`).
         **settings: `mlm.config.ShardConfig` settings by name, e.g. `max_seq_length=128`,
-            `num_shards=8`, `validation_fraction=0.05`, `compression="gzip"`.
+            `num_shards=8`, `validation_fraction=0.05`, `compression="gzip"`, `processes=4`
+            (partitions sharded in parallel processes and joined), `partition=1, partitions=8`
+            (write one partition, for `merge_shards`).
 
     Returns:
         A `ShardResult`.
@@ -49,38 +60,30 @@ def shard(
 
 
 def shard_from_config(config: ShardConfig) -> ShardResult:
-    """`shard` with its settings as a `ShardConfig`."""
-    from mlm.data.corpus import CorpusStats, read_units
+    """`shard` with its settings as a `ShardConfig`: the whole corpus in one process, in
+    `processes` partitions joined at the end, or one `partition` for `merge_shards`."""
+    from mlm.data.corpus import partition_files, resolve_corpus
     from mlm.data.default_corpus import default_corpus_dir
-    from mlm.data.shards import write_shards
-    from mlm.data.tokenizer import check_tokenizer_dir, load_backend_tokenizer
+    from mlm.data.tokenizer import check_tokenizer_dir
 
     check_replaceable(config.output_dir, SHARD_MANIFEST_FILE, "shard")
     start = time.perf_counter()
-    info = check_tokenizer_dir(config.tokenizer_dir)
-    tokenizer = load_backend_tokenizer(config.tokenizer_dir)
-    stats = CorpusStats()
-    texts = read_units(
-        config.corpus if config.corpus is not None else default_corpus_dir(),
-        layout=config.layout,
-        strict_utf8=config.strict_utf8,
-        clean=config.clean,
-        min_words=config.min_words,
-        max_words=config.max_words,
-        stats=stats,
-        progress="shard",
-    )
-    manifest = write_shards(
-        texts,
-        tokenizer,
-        info,
-        config.output_dir,
-        max_seq_length=config.max_seq_length,
-        num_shards=config.num_shards,
-        validation_fraction=config.validation_fraction,
-        line_by_line=config.line_by_line,
-        compression=config.compression,
-    )
+    check_tokenizer_dir(config.tokenizer_dir)
+    files = resolve_corpus(config.corpus if config.corpus is not None else default_corpus_dir())
+    if config.partition is not None:
+        groups = partition_files(files, config.partitions)
+        if config.partition > len(groups):
+            raise UserInputError(
+                f"partition={config.partition}: the corpus has {len(files)} files, so it is cut "
+                f"into {len(groups)} partitions (a file is never split); run partitions 1 to "
+                f"{len(groups)}"
+            )
+        part = {"number": config.partition, "count": len(groups), "files": files_digest(files)}
+        manifest, stats = _write_part(config, groups[config.partition - 1], part, progress="shard")
+    elif config.processes > 1 and len(files) > 1:
+        manifest, stats = _write_in_processes(config, files)
+    else:
+        manifest, stats = _write_part(config, files, None, progress="shard")
     seconds = time.perf_counter() - start
     return ShardResult(
         output_dir=config.output_dir,
@@ -89,6 +92,108 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
         seconds=round(seconds, 3),
         megabytes_per_second=round(stats.bytes / 1e6 / seconds, 3),
     )
+
+
+def _write_part(
+    config: ShardConfig,
+    files: list[str],
+    part: dict[str, Any] | None,
+    output_dir: str | None = None,
+    progress: str | None = None,
+) -> tuple[ShardManifest, CorpusStats]:
+    """Shards `files` into `output_dir` (default: the config's), as partition `part` if given."""
+    from mlm.data.corpus import CorpusStats, read_units_by_file
+    from mlm.data.shards import write_shards
+    from mlm.data.tokenizer import load_backend_tokenizer, read_tokenizer_info
+
+    stats = CorpusStats()
+    units = read_units_by_file(
+        files,
+        layout=config.layout,
+        strict_utf8=config.strict_utf8,
+        clean=config.clean,
+        min_words=config.min_words,
+        max_words=config.max_words,
+        stats=stats,
+        progress=progress,
+        require_text=part is None,
+    )
+    manifest = write_shards(
+        units,
+        load_backend_tokenizer(config.tokenizer_dir),
+        read_tokenizer_info(config.tokenizer_dir),
+        output_dir or config.output_dir,
+        max_seq_length=config.max_seq_length,
+        num_shards=config.num_shards,
+        validation_fraction=config.validation_fraction,
+        line_by_line=config.line_by_line,
+        compression=config.compression,
+        part=part,
+    )
+    return manifest, stats
+
+
+def _write_in_processes(config: ShardConfig, files: list[str]) -> tuple[ShardManifest, CorpusStats]:
+    """Shards partitions of `files` in parallel processes into scratch, then joins them."""
+    import multiprocessing
+
+    from mlm import storage
+    from mlm.data.corpus import CorpusStats, check_has_text, partition_files
+    from mlm.data.shard_parts import merge_shard_parts
+    from mlm.progress import ProgressMeter
+
+    count = min(config.processes, len(files))
+    groups = partition_files(files, count)
+    digest = files_digest(files)
+    scratch = storage.scratch_dir(f"shard-parts-{os.getpid()}")
+    jobs = [
+        (
+            config,
+            group,
+            {"number": index + 1, "count": count, "files": digest},
+            os.path.join(scratch, f"part-{index:05d}"),
+        )
+        for index, group in enumerate(groups)
+    ]
+    # "spawn": the children start clean (the tokenizer's thread pool does not survive a fork),
+    # and each tokenizes with its share of the cores.
+    context = multiprocessing.get_context("spawn")
+    pool = context.Pool(
+        count, initializer=_limit_threads, initargs=(max(1, (os.cpu_count() or 1) // count),)
+    )
+    stats = CorpusStats()
+    meter = ProgressMeter(count, label="shard: partitions", unit="")
+    try:
+        for part_stats in pool.imap_unordered(_write_part_job, jobs):
+            for key, value in part_stats.items():
+                setattr(stats, key, getattr(stats, key) + value)
+            meter.update(meter.done + 1)
+        pool.close()
+    except BaseException:
+        pool.terminate()  # a failed or interrupted run leaves no process behind
+        raise
+    finally:
+        pool.join()
+    meter.finish()
+    check_has_text(files, stats, config.layout, config.min_words, config.max_words)
+    try:
+        manifest = merge_shard_parts([job[3] for job in jobs], config.output_dir, move=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return manifest, stats
+
+
+def _limit_threads(threads: int) -> None:
+    """A partition process's start: the tokenizer's share of the cores; Ctrl-C is the parent's
+    to handle (it stops the children)."""
+    os.environ["RAYON_NUM_THREADS"] = str(threads)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _write_part_job(job: tuple[ShardConfig, list[str], dict[str, Any], str]) -> dict[str, int]:
+    config, files, part, output_dir = job
+    _manifest, stats = _write_part(config, files, part, output_dir)
+    return stats.to_dict()
 
 
 def run_cli(config: ShardConfig) -> int:
