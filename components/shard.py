@@ -15,11 +15,15 @@ def shard(
     max_seq_length: int = 128,
     num_shards: int = 8,
     line_by_line: bool = False,
+    partition: int = 0,
+    partitions: int = 1,
 ):
     """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
     shards plus `manifest.json` as the `shards` artifact (`line_by_line`: one padded example per
-    line instead of packing). `corpus_fingerprint` (from the fingerprint component) only keys the
-    cache: cached shards are reused only while the corpus is unchanged."""
+    line instead of packing); with `partition` (1 to `partitions`; 0 = the whole corpus) only that
+    partition of the corpus's files, for merge_shards. `corpus_fingerprint` (from the fingerprint
+    component) only keys the cache: cached shards are reused only while the corpus is
+    unchanged."""
     from mlm.errors import install_excepthook
 
     install_excepthook("shard")  # a known failure ends the step with one line, status 2
@@ -38,5 +42,7 @@ def shard(
         max_seq_length=max_seq_length,
         num_shards=num_shards,
         line_by_line=line_by_line,
+        partition=partition,  # 0 = the whole corpus
+        partitions=partitions,
     )
     shards.metadata.update({**result.to_dict(), "corpus_fingerprint": corpus_fingerprint})

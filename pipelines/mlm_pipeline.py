@@ -52,6 +52,8 @@ from components.evaluate import evaluate
 from components.export import export
 from components.finetune import finetune
 from components.fingerprint import fingerprint
+from components.merge_shards import merge_shards
+from components.plan_shards import plan_shards
 from components.pretrain import pretrain
 from components.publish import publish
 from components.shard import shard
@@ -87,6 +89,18 @@ def _wire_store(task: dsl.PipelineTask, config: CompileConfig) -> None:
         task.set_env_variable(STORE_ENDPOINT_ENV, endpoint)
 
 
+def fans_out_sharding(config: CompileConfig) -> bool:
+    """Whether the YAML shards in parallel pods (one per partition) joined by merge-shards.
+
+    The join takes the partitions' artifacts with `dsl.Collected`, which the backend's driver
+    resolves from KFP 2.14.0 on (kubeflow/pipelines commit ed828b513a, "enable dsl.Collected for
+    parameters & artifacts", backend/src/v2/driver/driver.go; in tag 2.15.0, not in 2.5.0; the
+    backend's own test pipeline is test_data/sdk_compiled_pipelines/valid/collected_artifacts.py
+    at 2.15.0). KFP 2.5's YAML shards in one pod.
+    """
+    return config.kfp_version != "2.5"
+
+
 def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
     """The `mlm-pretraining` pipeline as `config` (a `CompileConfig`; default: its defaults)
     compiles it: every task's image (None: the components' own, `components.MLM_IMAGE`), the
@@ -113,6 +127,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
         max_seq_length: int = 128,
         num_shards: int = 8,
         line_by_line: bool = False,
+        shard_partitions: int = 1,
         recipe: str = "",
         variant: str = "tiny",
         model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
@@ -157,7 +172,10 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             lowercase: Lowercase text before tokenizing.
             pretrained_tokenizer_uri: Use this tokenizer directory instead of training one.
             max_seq_length: Tokens per pre-training example.
-            num_shards: TFRecord shards per split.
+            num_shards: TFRecord shards per split (per partition).
+            shard_partitions: Shard the corpus's files in this many parallel pods (at most one
+                per file), joined by merge-shards; each writes num_shards files per split.
+                KFP 2.5 pipelines shard in one pod.
             line_by_line: One padded pre-training example per corpus line (a document, a news
                 item) instead of packing lines into full sequences.
             recipe: A named bundle of pre-training settings ("fast", "seed"; "" = none) that
@@ -215,25 +233,44 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             fingerprint_task.set_display_name("fingerprint")
             # Always fresh: its output is what keys the cache of tokenize and shard.
             fingerprint_task.set_caching_options(False)
+            corpus_fingerprint = fingerprint_task.output
 
             tokenize_task = tokenize(
                 corpus_uri=corpus_uri,
-                corpus_fingerprint=fingerprint_task.output,
+                corpus_fingerprint=corpus_fingerprint,
                 vocab_size=vocab_size,
                 lowercase=lowercase,
                 pretrained_tokenizer_uri=pretrained_tokenizer_uri,
             )
             tokenize_task.set_display_name("tokenize")
 
-            shard_task = shard(
-                corpus_uri=corpus_uri,
-                corpus_fingerprint=fingerprint_task.output,
-                tokenizer=tokenize_task.outputs["tokenizer"],
-                max_seq_length=max_seq_length,
-                num_shards=num_shards,
-                line_by_line=line_by_line,
-            )
-            shard_task.set_display_name("shard")
+            shard_options = {
+                "corpus_uri": corpus_uri,
+                "corpus_fingerprint": corpus_fingerprint,
+                "tokenizer": tokenize_task.outputs["tokenizer"],
+                "max_seq_length": max_seq_length,
+                "num_shards": num_shards,
+                "line_by_line": line_by_line,
+            }
+            if fans_out_sharding(config):
+                plan_task = plan_shards(
+                    corpus_uri=corpus_uri,
+                    corpus_fingerprint=corpus_fingerprint,
+                    shard_partitions=shard_partitions,
+                )
+                plan_task.set_display_name("plan-shards")
+                with dsl.ParallelFor(plan_task.output) as partition:
+                    partition_task = shard(
+                        **shard_options, partition=partition, partitions=shard_partitions
+                    )
+                    partition_task.set_display_name("shard")
+                shard_task = merge_shards(parts=dsl.Collected(partition_task.outputs["shards"]))
+                shard_task.set_display_name("merge-shards")
+                sharding = (plan_task, partition_task, shard_task)
+            else:
+                shard_task = shard(**shard_options)
+                shard_task.set_display_name("shard")
+                sharding = (shard_task,)
 
             pretrain_task = pretrain(
                 shards=shard_task.outputs["shards"],
@@ -332,7 +369,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             steps = (
                 fingerprint_task,
                 tokenize_task,
-                shard_task,
+                *sharding,
                 pretrain_task,
                 evaluate_task,
                 export_task,
@@ -351,17 +388,33 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
 # The pipeline without store wiring, for the local runner and for reading its signature.
 mlm_pretraining_pipeline = make_pipeline(CompileConfig(store_secret=""))
 
-# The order the steps run in (and the task names in the compiled pipeline, inside the exit
-# handler's DAG `EXIT_HANDLER`; `CLEANUP_TASK` is the exit task).
-TASK_ORDER = (
-    "fingerprint",
-    "tokenize",
-    "shard",
-    "pretrain",
-    "evaluate",
-    "export",
-    "finetune",
-    "publish",
-)
+# The fan-out's group in the exit handler's DAG: a "shard" task per partition (the compiler
+# names a ParallelFor "for-loop-<n>").
+SHARD_FAN_OUT = "for-loop-2"
+
+
+def task_order(config: CompileConfig | None = None) -> tuple[str, ...]:
+    """The tasks of the exit handler's DAG (`EXIT_HANDLER`) in an order they can run in, for the
+    YAML `config` compiles (plan-shards and tokenize run side by side; `CLEANUP_TASK` is the
+    exit task)."""
+    sharding = (
+        ("plan-shards", SHARD_FAN_OUT, "merge-shards")
+        if fans_out_sharding(config or CompileConfig())
+        else ("shard",)
+    )
+    return (
+        "fingerprint",
+        "tokenize",
+        *sharding,
+        "pretrain",
+        "evaluate",
+        "export",
+        "finetune",
+        "publish",
+    )
+
+
+# The steps whose outputs a (local) run leaves, in order; "merge-shards" holds the shards.
+TASK_ORDER = tuple(task for task in task_order() if task not in ("plan-shards", SHARD_FAN_OUT))
 EXIT_HANDLER = "exit-handler-1"
 CLEANUP_TASK = "cleanup"

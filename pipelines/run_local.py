@@ -135,7 +135,7 @@ def format_summary(summary: dict[str, Any]) -> str:
             f"macro-F1 {baseline.get('macro_f1', baseline.get('entity_f1', 0.0)):.3f}"
         )
     lines.append("  artifacts:")
-    lines += [f"    {task:<9} {path}" for task, path in summary["artifacts"].items()]
+    lines += [f"    {task:<12} {path}" for task, path in summary["artifacts"].items()]
     return "\n".join(lines)
 
 

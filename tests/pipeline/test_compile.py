@@ -8,8 +8,10 @@ from pathlib import Path
 import yaml
 from kfp import components
 
+from mlm.config import CompileConfig
 from pipelines.compile import compile_pipeline
-from pipelines.mlm_pipeline import CLEANUP_TASK, EXIT_HANDLER, TASK_ORDER
+from pipelines.mlm_pipeline import CLEANUP_TASK, EXIT_HANDLER, SHARD_FAN_OUT
+from pipelines.mlm_pipeline import task_order as compiled_order
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,28 +26,29 @@ def steps_dag(spec):
     return spec["components"][f"comp-{EXIT_HANDLER}"]["dag"]["tasks"]
 
 
-def task_order(spec):
+def assert_runs_in(spec, order):
+    """The exit handler's DAG has exactly the tasks of `order`, each depending only on tasks
+    before it, and each (but the first) on the one before it unless both read the same input."""
     tasks = steps_dag(spec)
-    order, done = [], set()
-    while len(order) < len(tasks):
-        ready = sorted(
-            name
-            for name, task in tasks.items()
-            if name not in done and set(task.get("dependentTasks", [])) <= done
-        )
-        assert ready, "the task graph has a cycle"
-        # A chain has exactly one ready task at a time.
-        assert len(ready) == 1, f"tasks {ready} could run in parallel; expected a chain"
-        order.append(ready[0])
-        done.add(ready[0])
-    return order
+    assert set(tasks) == set(order)
+    for index, name in enumerate(order):
+        needs = set(tasks[name].get("dependentTasks", []))
+        assert needs <= set(order[:index]), f"{name} waits for {needs - set(order[:index])}"
+    # The chain: each step waits for the step that makes its input, fingerprint first.
+    assert not tasks[order[0]].get("dependentTasks")
 
 
 def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
     path = compile_pipeline(str(tmp_path / "pipeline.yaml"))
     spec, platform = load(path)
     assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
-    assert task_order(spec) == list(TASK_ORDER)
+    assert_runs_in(spec, compiled_order())
+    tasks = steps_dag(spec)
+    # plan-shards and tokenize both need only the fingerprint: they run side by side.
+    assert tasks["plan-shards"]["dependentTasks"] == ["fingerprint"]
+    assert set(tasks[SHARD_FAN_OUT]["dependentTasks"]) == {"fingerprint", "plan-shards", "tokenize"}
+    assert tasks["merge-shards"]["dependentTasks"] == [SHARD_FAN_OUT]
+    assert "merge-shards" in tasks["pretrain"]["dependentTasks"]
 
     loaded = components.load_component_from_file(path)
     assert loaded.name == "mlm-pretraining"
@@ -69,18 +72,37 @@ def test_compiles_loads_back_and_lists_the_tasks_in_order(tmp_path):
         assert name in loaded.component_spec.inputs, name
 
     tasks = steps_dag(spec)
+    shard_task = spec["components"][f"comp-{SHARD_FAN_OUT}"]["dag"]["tasks"]["shard"]
     assert tasks["pretrain"]["cachingOptions"].get("enableCache", False) is False
     assert tasks["tokenize"]["cachingOptions"]["enableCache"] is True
-    assert tasks["shard"]["cachingOptions"]["enableCache"] is True
+    assert shard_task["cachingOptions"]["enableCache"] is True
+    assert tasks["merge-shards"]["cachingOptions"]["enableCache"] is True
     # The corpus fingerprint is computed afresh every run and keys tokenize's and shard's cache.
     assert tasks["fingerprint"]["cachingOptions"].get("enableCache", False) is False
-    for name in ("tokenize", "shard"):
-        parameter = tasks[name]["inputs"]["parameters"]["corpus_fingerprint"]
-        assert parameter["taskOutputParameter"] == {
-            "producerTask": "fingerprint",
-            "outputParameterKey": "Output",
-        }
+    fingerprint = {"producerTask": "fingerprint", "outputParameterKey": "Output"}
+    assert tasks["tokenize"]["inputs"]["parameters"]["corpus_fingerprint"] == {
+        "taskOutputParameter": fingerprint
+    }
+    assert tasks[SHARD_FAN_OUT]["inputs"]["parameters"]["pipelinechannel--fingerprint-Output"] == {
+        "taskOutputParameter": fingerprint
+    }
+    for name in ("tokenize", SHARD_FAN_OUT):
         assert "fingerprint" in tasks[name]["dependentTasks"]
+    # The fan-out: one shard task per partition number plan-shards lists, joined by
+    # merge-shards from the collected partitions.
+    loop = tasks[SHARD_FAN_OUT]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == (
+        "pipelinechannel--plan-shards-Output"
+    )
+    assert shard_task["inputs"]["parameters"]["partition"] == {
+        "componentInputParameter": "pipelinechannel--plan-shards-Output-loop-item"
+    }
+    assert tasks["merge-shards"]["inputs"]["artifacts"]["parts"] == {
+        "taskOutputArtifact": {
+            "producerTask": SHARD_FAN_OUT,
+            "outputArtifactKey": "pipelinechannel--shard-shards",
+        }
+    }
     # Continual pre-training: pretrain reads init_from; publish, last, is never cached.
     assert set(tasks["pretrain"]["inputs"]["parameters"]) >= {"init_from", "model_registry_uri"}
     assert tasks["publish"]["cachingOptions"].get("enableCache", False) is False
@@ -179,8 +201,13 @@ def store_wiring(spec, platform):
     }
 
 
+def executors(version: str) -> set[str]:
+    """The executors of the steps in the YAML for a KFP version (each partition runs "shard")."""
+    order = compiled_order(CompileConfig(kfp_version=version))
+    return {f"exec-{name}" for name in order if name != SHARD_FAN_OUT} | {"exec-shard"}
+
+
 def test_every_step_gets_the_store_secret_and_endpoint_of_its_kfp_version(tmp_path):
-    steps = {f"exec-{name}" for name in TASK_ORDER}
     expected_endpoint = {
         "2.5": "http://minio-service.kubeflow:9000",
         "2.15": "http://seaweedfs.kubeflow:8333",
@@ -189,6 +216,7 @@ def test_every_step_gets_the_store_secret_and_endpoint_of_its_kfp_version(tmp_pa
     for version, endpoint in expected_endpoint.items():
         out = compile_pipeline(str(tmp_path / f"{version}.yaml"), kfp_version=version)
         wiring = store_wiring(*load(out))
+        steps = executors(version)
         assert set(wiring) == steps | {f"exec-{CLEANUP_TASK}"}
         for name in steps:
             env, secrets = wiring[name]
@@ -234,7 +262,8 @@ def test_kfp_2_5_yaml_has_no_task_config_and_the_cli_takes_the_settings(tmp_path
     assert (
         "task_config" not in spec["components"]["comp-pretrain"]["inputDefinitions"]["parameters"]
     )
-    assert task_order(spec) == list(TASK_ORDER)
+    assert_runs_in(spec, compiled_order(CompileConfig(kfp_version="2.5")))
+    assert "shard" in steps_dag(spec) and SHARD_FAN_OUT not in steps_dag(spec)
     # The default backend has both: the pretrain task's own env reaches the job's workers.
     spec, _ = load(compile_pipeline(str(tmp_path / "default.yaml")))
     pretrain = spec["components"]["comp-pretrain"]

@@ -12,6 +12,7 @@ import pytest
 import mlm
 from mlm import registry
 from mlm.data.fingerprint import corpus_fingerprint
+from mlm.steps.shard import shard
 from pipelines.mlm_pipeline import TASK_ORDER
 from pipelines.run_local import format_summary, run_local
 
@@ -68,13 +69,13 @@ def test_local_pipeline_produces_every_artifact(first_run):
     tokenizer = run_dir / "tokenize" / "tokenizer"
     assert json.loads((tokenizer / "mlm_tokenizer.json").read_text())["vocab_size"] <= 300
 
-    manifest = json.loads((run_dir / "shard" / "shards" / "manifest.json").read_text())
+    manifest = json.loads((run_dir / "merge-shards" / "shards" / "manifest.json").read_text())
     assert manifest["seq_length"] == SEQ_LENGTH
     assert manifest["line_by_line"] is False  # packed unless the run asks otherwise
     for split in ("train", "validation"):
         assert manifest["splits"][split]["examples"] > 0
         for name in manifest["splits"][split]["files"]:
-            assert (run_dir / "shard" / "shards" / name).stat().st_size > 0
+            assert (run_dir / "merge-shards" / "shards" / name).stat().st_size > 0
 
     model = run_dir / "pretrain" / "model"
     for name in ("mlm_model.keras", "encoder.keras", "metrics.json", "history.json"):
@@ -131,7 +132,8 @@ def test_local_pipeline_produces_every_artifact(first_run):
 @pytest.mark.slow
 def test_the_next_run_continues_from_the_published_model(first_run):
     """Week 2: the corpus grew; the run keeps week 1's tokenizer, starts at its step count and
-    reports the perplexity change against it. It shards one example per line this time."""
+    reports the perplexity change against it. It shards one example per line this time, in 3
+    partitions (one task each, a file each), which give the totals of one `mlm shard`."""
     root, corpus, labels, first = first_run
     first_dir = Path(first["artifacts"]["pretrain"]).parent
     Path(corpus, "week2.txt").write_text(Path(corpus, "train.txt").read_text()[::-1])
@@ -141,14 +143,24 @@ def test_the_next_run_continues_from_the_published_model(first_run):
         **continual(str(root / "registry")),
         "pretrained_tokenizer_uri": entry.tokenizer_uri,
         "line_by_line": True,
+        "shard_partitions": 3,
     }
     summary = run_local(str(root / "out2"), corpus=corpus, labels=labels, params=params)
     run_dir = Path(summary["artifacts"]["pretrain"]).parent
 
     fingerprint = executor_output(run_dir, "fingerprint")["parameterValues"]["Output"]
     assert fingerprint != executor_output(first_dir, "fingerprint")["parameterValues"]["Output"]
-    manifest = json.loads((run_dir / "shard" / "shards" / "manifest.json").read_text())
+    manifest = json.loads((run_dir / "merge-shards" / "shards" / "manifest.json").read_text())
     assert manifest["line_by_line"] is True
+    assert executor_output(run_dir, "plan-shards")["parameterValues"]["Output"] == [1, 2, 3]
+    whole = shard(
+        corpus, entry.tokenizer_uri, str(root / "one-partition"),
+        max_seq_length=SEQ_LENGTH, num_shards=2, line_by_line=True,
+    ).manifest  # fmt: skip
+    for split, counts in whole["splits"].items():
+        assert manifest["splits"][split]["examples"] == counts["examples"] > 0
+        assert manifest["splits"][split]["tokens"] == counts["tokens"]
+        assert len(manifest["splits"][split]["files"]) == 3 * len(counts["files"])
     metrics = json.loads((run_dir / "pretrain" / "model" / "metrics.json").read_text())
     assert metrics["init_from"] == entry.model_uri
     assert metrics["start_step"] == 4 and metrics["steps"] == 8
