@@ -9,6 +9,12 @@ Measures, each in a fresh subprocess (so peak RSS is that of one run):
   with the same tokenizer, on a small slice, extrapolated to MB/s; and this package's
   `create_mlm_dataset` (batched tokenization) on the same slice.
 
+- sharding in parallel and the Hugging Face peer: `shard` with 1 and 2 processes
+  (`--processes`) on a corpus of several files (`--scaling-mb`), against the preprocessing of
+  Hugging Face's `run_mlm.py` (`datasets.load_dataset("text")`, `map` of the fast tokenizer,
+  batched, then `group_texts`, with `num_proc` 1 and the CPU count) with the same tokenizer and
+  sequence length, interleaved in the same run;
+
 - tokenizer training on a sample: `tokenize` on corpora whose vocabulary keeps growing (every line
   adds words never seen before, the worst case for the trainer's memory) with `--sample-bytes`
   (`--sample-mb`) and with the whole text (`--sample-bytes 0`): peak RSS against corpus size.
@@ -18,12 +24,14 @@ them to `<output>/data.md`. The input pipeline's batches/s against the training 
 consumption is measured by bench_input.py.
 
 Usage: python bench/bench_data.py [--sizes-mb 10 100] [--peer-mb 1] [--pairs 3]
-       [--sample-mb 10] [--only tokenizer-memory] [--output bench/results]
+       [--sample-mb 10] [--scaling-mb 40] [--only tokenizer-memory|shard-scaling]
+       [--output bench/results]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -61,6 +69,113 @@ def _child_steps(corpus: str, workdir: str) -> dict:
         "both_mb_s": megabytes / (tokenize_s + shard_s),
         "peak_rss_mb": _peak_rss_mb(),
     }
+
+
+def _child_shard(corpus: str, tokenizer_dir: str, workdir: str, processes: str) -> dict:
+    from mlm.steps.shard import shard
+
+    megabytes = sum(os.path.getsize(os.path.join(corpus, f)) for f in os.listdir(corpus)) / 1e6
+    start = time.perf_counter()
+    result = shard(corpus, tokenizer_dir, os.path.join(workdir, "shards"), processes=int(processes))
+    seconds = time.perf_counter() - start
+    splits = result.manifest["splits"]
+    return {
+        "mb_s": megabytes / seconds,
+        "tokens": sum(split["tokens"] for split in splits.values()),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _child_hf(corpus: str, tokenizer_dir: str, workdir: str, num_proc: str, seq: str) -> dict:
+    """Hugging Face run_mlm.py's preprocessing (not line_by_line): tokenize, then group_texts."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    datasets.disable_progress_bars()
+    files = sorted(os.path.join(corpus, f) for f in os.listdir(corpus))
+    megabytes = sum(os.path.getsize(f) for f in files) / 1e6
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    seq_length, procs = int(seq), int(num_proc)
+    start = time.perf_counter()
+    raw = datasets.load_dataset(
+        "text", data_files={"train": files}, cache_dir=os.path.join(workdir, "hf-cache")
+    )
+
+    def tokenize_function(examples):
+        return tokenizer(examples["text"], return_special_tokens_mask=True)
+
+    tokenized = raw.map(tokenize_function, batched=True, num_proc=procs, remove_columns=["text"])
+
+    def group_texts(examples):
+        concatenated = {k: list(itertools.chain(*examples[k])) for k in examples}  # as run_mlm
+        total = (len(concatenated["input_ids"]) // seq_length) * seq_length
+        return {
+            k: [t[i : i + seq_length] for i in range(0, total, seq_length)]
+            for k, t in concatenated.items()
+        }
+
+    grouped = tokenized.map(group_texts, batched=True, num_proc=procs)
+    seconds = time.perf_counter() - start
+    return {
+        "mb_s": megabytes / seconds,
+        "examples": len(grouped["train"]),
+        "peak_rss_mb": _peak_rss_mb(),
+    }
+
+
+def _shard_scaling(megabytes: float, pairs: int, words: list[str], tmp: str) -> list[dict]:
+    """Interleaved rounds of: mlm shard with 1 and 2 processes, HF with num_proc 1 and N."""
+    from mlm.steps.tokenize import tokenize
+
+    corpus = os.path.join(tmp, "scaling")
+    for index in range(8):  # 8 files: a partition per process, and per HF worker
+        _write_synthetic(os.path.join(corpus, f"part-{index}.txt"), megabytes / 8, words, index)
+    tokenizer_dir = os.path.join(tmp, "scaling-tok")
+    tokenize(corpus, tokenizer_dir, vocab_size=8000)
+    cpus = str(os.cpu_count() or 1)
+    rounds = []
+    for round_ in range(pairs):
+        row = {}
+        for name, args in (
+            ("mlm-1", ("shard", corpus, tokenizer_dir, "1")),
+            ("mlm-2", ("shard", corpus, tokenizer_dir, "2")),
+            ("hf-1", ("hf", corpus, tokenizer_dir, "1", "128")),
+            (f"hf-{cpus}", ("hf", corpus, tokenizer_dir, cpus, "128")),
+        ):
+            work = os.path.join(tmp, f"scaling-{name}-{round_}")
+            row[name] = _run_child(args[0], args[1], args[2], work, *args[3:])
+            shutil.rmtree(work, ignore_errors=True)
+        rounds.append(row)
+        print(f"  shard scaling round {round_ + 1}/{pairs}", file=sys.stderr)
+    return rounds
+
+
+def _shard_scaling_lines(rounds: list[dict], megabytes: float) -> list[str]:
+    names = list(rounds[0])
+    median = {name: statistics.median(r[name]["mb_s"] for r in rounds) for name in names}
+    hf_best = max(n for n in names if n.startswith("hf-"))
+    lines = [
+        "",
+        f"## Sharding in parallel, and Hugging Face run_mlm's preprocessing ({megabytes:g} MB, "
+        f"8 files, sequence length 128, {len(rounds)} interleaved rounds, medians)",
+        "",
+        "| run | MB/s | peak RSS MB (parent) |",
+        "|---|---:|---:|",
+    ]
+    for name in names:
+        rss = statistics.median(r[name]["peak_rss_mb"] for r in rounds)
+        lines.append(f"| {name} | {median[name]:.2f} | {rss:.0f} |")
+    lines += [
+        "",
+        f"mlm shard, 2 processes vs 1: {median['mlm-2'] / median['mlm-1']:.2f}x (rounds "
+        + ", ".join(f"{r['mlm-2']['mb_s'] / r['mlm-1']['mb_s']:.2f}x" for r in rounds)
+        + f"). mlm shard with 2 processes vs Hugging Face with num_proc={hf_best[3:]}: "
+        f"{median['mlm-2'] / median[hf_best]:.2f}x (rounds "
+        + ", ".join(f"{r['mlm-2']['mb_s'] / r[hf_best]['mb_s']:.2f}x" for r in rounds)
+        + "). mlm writes TFRecord shards with manifest and checksums; the peer writes Arrow "
+        "cache files. The tokenizer is this run's WordPiece (vocabulary 8000) in both.",
+    ]
+    return lines
 
 
 def _child_tokenize(corpus: str, workdir: str, sample_bytes: str) -> dict:
@@ -221,13 +336,22 @@ def main() -> None:
     parser.add_argument("--peer-mb", type=float, default=1.0)
     parser.add_argument("--pairs", type=int, default=3, help="interleaved peer/ours repetitions")
     parser.add_argument("--sample-mb", type=float, default=10.0, help="tokenizer sample size")
-    parser.add_argument("--only", choices=["tokenizer-memory"], help="run one section alone")
+    parser.add_argument("--scaling-mb", type=float, default=40.0, help="parallel-shard corpus")
+    parser.add_argument(
+        "--only", choices=["tokenizer-memory", "shard-scaling"], help="run one section alone"
+    )
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         kind, *rest = args.child
-        child = {"steps": _child_steps, "tokenize": _child_tokenize, "peer": _child_peer}[kind]
+        child = {
+            "steps": _child_steps,
+            "tokenize": _child_tokenize,
+            "peer": _child_peer,
+            "shard": _child_shard,
+            "hf": _child_hf,
+        }[kind]
         print(json.dumps(child(*rest)))
         return
 
@@ -248,9 +372,19 @@ def main() -> None:
         (args.output / "data-tokenizer-memory.md").write_text(text)
         return
 
+    if args.only == "shard-scaling":
+        with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
+            rounds = _shard_scaling(args.scaling_mb, args.pairs, words, tmp)
+        text = "\n".join(_machine_lines() + _shard_scaling_lines(rounds, args.scaling_mb)) + "\n"
+        print(text)
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "data-shard-scaling.md").write_text(text)
+        return
+
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
         memory = _tokenizer_memory(args.sizes_mb, args.sample_mb, words, tmp)
+        scaling = _shard_scaling(args.scaling_mb, args.pairs, words, tmp)
         corpora = [("built-in", default_dir)]
         for size in args.sizes_mb:
             corpus = os.path.join(tmp, f"synthetic-{size:g}mb")
@@ -307,6 +441,7 @@ def main() -> None:
             f"{largest['megabytes'] / small['megabytes']:.0f}x larger corpus (the steps stream)."
         )
     lines += _tokenizer_memory_lines(memory, args.sample_mb)
+    lines += _shard_scaling_lines(scaling, args.scaling_mb)
     text = "\n".join(lines) + "\n"
     print(text)
     args.output.mkdir(parents=True, exist_ok=True)
