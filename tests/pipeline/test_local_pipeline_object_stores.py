@@ -39,7 +39,7 @@ def test_local_pipeline_reads_corpus_and_labels_from_an_object_store(scheme, req
     )
 
     run_dir = Path(summary["artifacts"]["tokenize"]).parent
-    corpus_stats = json.loads((run_dir / "shard" / "shards" / "manifest.json").read_text())
+    corpus_stats = json.loads((run_dir / "merge-shards" / "shards" / "manifest.json").read_text())
     assert corpus_stats["splits"]["train"]["examples"] > 0
     finetuned = json.loads((run_dir / "finetune" / "classifier" / "metrics.json").read_text())
     # 6 rows of each of the 5 labels were read from the store and split for fine-tuning.
