@@ -363,22 +363,20 @@ def main() -> None:
         with open(os.path.join(default_dir, name), encoding="utf-8") as file:
             words += file.read().lower().split()
 
-    if args.only == "tokenizer-memory":
+    sections = {
+        "tokenizer-memory": lambda tmp: _tokenizer_memory_lines(
+            _tokenizer_memory(args.sizes_mb, args.sample_mb, words, tmp), args.sample_mb
+        ),
+        "shard-scaling": lambda tmp: _shard_scaling_lines(
+            _shard_scaling(args.scaling_mb, args.pairs, words, tmp), args.scaling_mb
+        ),
+    }
+    if args.only:
         with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
-            memory = _tokenizer_memory(args.sizes_mb, args.sample_mb, words, tmp)
-        text = "\n".join(_machine_lines() + _tokenizer_memory_lines(memory, args.sample_mb)) + "\n"
+            text = "\n".join(_machine_lines() + sections[args.only](tmp)) + "\n"
         print(text)
         args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "data-tokenizer-memory.md").write_text(text)
-        return
-
-    if args.only == "shard-scaling":
-        with tempfile.TemporaryDirectory(prefix="bench-data-") as tmp:
-            rounds = _shard_scaling(args.scaling_mb, args.pairs, words, tmp)
-        text = "\n".join(_machine_lines() + _shard_scaling_lines(rounds, args.scaling_mb)) + "\n"
-        print(text)
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "data-shard-scaling.md").write_text(text)
+        (args.output / f"data-{args.only}.md").write_text(text)
         return
 
     rows = []
