@@ -14,6 +14,7 @@ where the artifacts are.
 from __future__ import annotations
 
 import argparse
+import builtins
 import glob
 import json
 import os
@@ -96,7 +97,14 @@ def run_local(
 
     arguments = {**DEMO_SETTINGS, **(params or {})}
     started = time.monotonic()
-    mlm_pretraining_pipeline(corpus_uri=corpus, labels_uri=labels, **arguments)
+    # kfp.local runs a ParallelFor's iterations in threads, each swapping `builtins.print` for
+    # an indenting one and back (kfp/local/logging_utils.py `indented_print`, kfp 2.17): when
+    # they interleave, an indenting print stays installed after the run. Put the real one back.
+    real_print = builtins.print
+    try:
+        mlm_pretraining_pipeline(corpus_uri=corpus, labels_uri=labels, **arguments)
+    finally:
+        builtins.print = real_print
     seconds = time.monotonic() - started
 
     run_dir = latest_run_dir(pipeline_root, PIPELINE_NAME)

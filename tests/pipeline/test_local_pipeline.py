@@ -2,6 +2,7 @@
 every step runs as a subprocess, and every artifact it hands on is checked. A second run over the
 grown corpus continues pre-training from the model the first one published to a local registry."""
 
+import builtins
 import json
 import math
 from pathlib import Path
@@ -145,7 +146,10 @@ def test_the_next_run_continues_from_the_published_model(first_run):
         "line_by_line": True,
         "shard_partitions": 3,
     }
+    real_print = builtins.print
     summary = run_local(str(root / "out2"), corpus=corpus, labels=labels, params=params)
+    # kfp.local's parallel iterations swap `print` for an indenting one; the run puts it back.
+    assert builtins.print is real_print
     run_dir = Path(summary["artifacts"]["pretrain"]).parent
 
     fingerprint = executor_output(run_dir, "fingerprint")["parameterValues"]["Output"]
