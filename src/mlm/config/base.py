@@ -27,6 +27,8 @@ from typing import Any
 from mlm.errors import UserInputError
 
 MISSING = dataclasses.MISSING
+# How every settings class is declared: immutable, keyword-only.
+dataclass = dataclasses.dataclass(frozen=True, kw_only=True)
 
 
 def setting(
