@@ -633,3 +633,12 @@ def test_missing_credentials_are_a_user_input_error(monkeypatch, tmp_path):
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing-key.json"))
     with pytest.raises(UserInputError, match=r"no Google Cloud credentials .*Workload Identity"):
         storage.read_text("gs://some-bucket/x.txt")
+
+
+def test_file_sizes_lists_the_files_directly_in_a_directory(object_store, tmp_path):
+    """gs:// on fake-gcs-server, s3:// and minio:// on moto's S3 server, and a local folder."""
+    for root in (f"{object_store}/shards", str(tmp_path / "shards")):
+        storage.write_bytes(f"{root}/a.tfrecord", b"x" * 3)
+        storage.write_bytes(f"{root}/b.tfrecord", b"")
+        storage.write_bytes(f"{root}/deeper/c.tfrecord", b"y" * 5)
+        assert storage.file_sizes(root) == {"a.tfrecord": 3, "b.tfrecord": 0}

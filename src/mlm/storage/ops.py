@@ -151,6 +151,29 @@ def _size_and_version(uri: str) -> tuple[int | None, str]:
     return info.size, str(info.version)
 
 
+def file_sizes(directory: str | os.PathLike[str]) -> dict[str, int]:
+    """The sizes of the files directly in ``directory``, by base name, from one listing.
+
+    For an object store: the objects named ``directory/<name>`` (none deeper). Costs one listing
+    however many files there are, so a step can check a large shard directory against its
+    manifest without reading it.
+    """
+    directory = _check_uri(directory)
+    if not is_remote(directory):
+        with _translate_errors(directory, "list"):
+            names = os.listdir(directory)
+        paths = {name: os.path.join(directory, name) for name in names}
+        return {name: os.path.getsize(path) for name, path in paths.items() if os.path.isfile(path)}
+    prefix = directory.rstrip("/") + "/"
+    prefix_key = split_uri(prefix)[1]
+    sizes = {}
+    for info in _list_objects(prefix):
+        name = info.key[len(prefix_key) :]
+        if name and "/" not in name:
+            sizes[name] = info.size
+    return sizes
+
+
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
