@@ -63,6 +63,9 @@ _OS_ERROR_TEXT = re.compile(
     r"([^\s;{}'\"]+)['\"]?[;:,]?\s*(No space left on device|Read-only file system|"
     r"Disk quota exceeded|Permission denied)"
 )
+# A `UserInputError` raised in Python code that TensorFlow ran (a `tf.py_function` in an input
+# pipeline) reaches the caller inside a TensorFlow error, with the Python traceback as text.
+_WRAPPED_USER_ERROR = re.compile(r"UserInputError: ([^\n]+)")
 _OS_ERROR_CODES = {
     "No space left on device": errno.ENOSPC,
     "Read-only file system": errno.EROFS,
@@ -80,6 +83,10 @@ class UserInputError(ValueError):
 
 def _qualified_names(error: BaseException) -> set[str]:
     return {f"{cls.__module__}.{cls.__qualname__}" for cls in type(error).__mro__}
+
+
+def _is_tensorflow_error(names: set[str]) -> bool:
+    return any(name.startswith("tensorflow.") for name in names)
 
 
 def _first_line(text: str) -> str:
@@ -125,7 +132,8 @@ def _worker_error_line(error: BaseException) -> str:
 def user_message(error: BaseException) -> str | None:
     """The one-line message for a known failure, or None when `error` is a bug.
 
-    Known failures: `UserInputError` (its message), bytes that are not UTF-8, a truncated or
+    Known failures: `UserInputError` (its message, also when TensorFlow ran the code that
+    raised it and wraps it in one of its errors), bytes that are not UTF-8, a truncated or
     corrupt TFRecord (TensorFlow's `DataLossError`), a server that cannot be reached, the
     launcher's one-line job errors, and a local worker that ended with one of these (its line).
     """
@@ -142,6 +150,8 @@ def user_message(error: BaseException) -> str | None:
             f"input is not UTF-8 text ({error.reason} at byte offset {error.start}); re-encode "
             "the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
         )
+    elif _is_tensorflow_error(names) and _WRAPPED_USER_ERROR.search(str(error)):
+        message = _WRAPPED_USER_ERROR.findall(str(error))[-1]  # the innermost: raised first
     elif "tensorflow.python.framework.errors_impl.DataLossError" in names:
         detail = _first_line(getattr(error, "message", "") or str(error))
         message = (
@@ -150,9 +160,7 @@ def user_message(error: BaseException) -> str | None:
         )
     elif isinstance(error, OSError) and error.errno in _OS_FIXES and error.filename:
         message = f"cannot use {error.filename}: {error.strerror}; {_OS_FIXES[error.errno]}"
-    elif any(name.startswith("tensorflow.") for name in names) and _OS_ERROR_TEXT.search(
-        str(error)
-    ):
+    elif _is_tensorflow_error(names) and _OS_ERROR_TEXT.search(str(error)):
         match = _OS_ERROR_TEXT.search(str(error))
         assert match is not None
         path, text = match.groups()
