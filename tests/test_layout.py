@@ -215,7 +215,6 @@ OVERSIZED_FUNCTIONS = {
     "src/mlm/encoders/bert.py::__init__": 128,
     "src/mlm/launch/kubernetes.py::launch_pretraining_job": 127,
     "src/mlm/kfp_client.py::add_cli_arguments": 100,
-    "src/mlm/data/dataset.py::pretraining_dataset": 91,
     "src/mlm/data/shards.py::write_shards": 86,
     "src/mlm/launch/job_specs.py::build_tfjob": 86,
 }

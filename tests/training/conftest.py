@@ -71,6 +71,26 @@ def training_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return {"tokenizer": str(root / "tokenizer"), "shards": str(root / "shards")}
 
 
+@pytest.fixture(scope="session")
+def many_shard_files(training_data, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """16 train files (about 160 16-token examples each) and 16 small validation files, written
+    with `training_data`'s tokenizer: a corpus that streaming reads a few files at a time."""
+    from mlm.steps.shard import shard
+
+    root = tmp_path_factory.mktemp("many-shard-files")
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(_sentences(1500, seed=11)) + "\n")
+    shard(
+        str(corpus),
+        training_data["tokenizer"],
+        str(root / "shards"),
+        max_seq_length=16,
+        num_shards=16,
+        validation_fraction=0.05,
+    )
+    return str(root / "shards")
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -30,7 +30,7 @@ from typing import Any
 
 from mlm.config.argv import add_arguments, from_args, from_argv, to_argv
 from mlm.config.base import Config, Field, dataclass, from_kfp, group, merge, nest, setting
-from mlm.config.data import MergeShardsConfig, ShardConfig, TokenizeConfig
+from mlm.config.data import INPUT_WINDOW_FILES, MergeShardsConfig, ShardConfig, TokenizeConfig
 
 __all__ = [
     "RECIPES",
@@ -226,6 +226,13 @@ class PretrainConfig(Config):
     validation_batches: int = setting(
         20,
         "validation batches evaluated at the end of training (0: none)",
+        at_least=0,
+    )
+    input_window_files: int = setting(
+        INPUT_WINDOW_FILES,
+        "object-store shards: files each worker keeps on local disk, fetched ahead of their "
+        "reading and deleted once read, so the disk needed does not grow with the corpus (0: "
+        "copy every shard before the first step)",
         at_least=0,
     )
     pushgateway_url: str | None = setting(

@@ -5,6 +5,9 @@ from __future__ import annotations
 from mlm.config.base import Config, dataclass, setting
 
 LAYOUTS = ("lines", "documents")
+# Object-store shard files an input pipeline holds on local disk while training streams them
+# (`mlm.data.streaming`): enough to fetch the next ones while one is read.
+INPUT_WINDOW_FILES = 4
 
 
 @dataclass

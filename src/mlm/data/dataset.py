@@ -7,15 +7,19 @@ tokenizes in batches in Python (the Rust tokenizer) instead of one `tf.py_functi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlm import storage
-from mlm.artifacts import cached_local_copy
+from mlm.config.data import INPUT_WINDOW_FILES
 from mlm.data.corpus import batched, read_units
 from mlm.data.shards import FEATURES, ShardManifest, read_manifest, verify_files
+from mlm.data.streaming import ShardWindow, streamed_records, window_directory
 from mlm.errors import UserInputError
 
 
@@ -24,21 +28,54 @@ def _workers_from_tf_config() -> int:
     return max(1, len(cluster.get("chief", [])) + len(cluster.get("worker", [])))
 
 
-def checked_shard_files(manifest: ShardManifest, split: str) -> list[str]:
-    """Local paths of the files of `split` that hold examples, checked against the manifest's
-    sizes and CRC32Cs (object-store shards are staged to local scratch first).
+def streams(shard_dir: str, window_files: int) -> bool:
+    """Whether `pretraining_dataset` streams this shard directory (see its `window_files`)."""
+    return storage.is_remote(shard_dir) and window_files > 0
 
-    Steps call it before they create their output, so a truncated or corrupted shard is one line
-    and leaves nothing behind; the check of a file version is done once per process.
+
+def checked_shard_files(manifest: ShardManifest, split: str, *, stage: bool = True) -> list[str]:
+    """The files of `split` that hold examples, checked against the manifest.
+
+    Local files are checked for size and CRC32C. Object-store files are, with `stage`, copied
+    to local scratch space (the copies are returned and checked the same way); without it only
+    their listed sizes are compared (one listing; their content is checked when streamed) and
+    their URIs returned.
+
+    Steps call it before they create their output, so a missing, truncated or corrupted shard is
+    one line and leaves nothing behind; the check of a file version is done once per process.
     """
     # Examples go to the files round-robin, so with fewer examples than files only the first
     # ones hold data; leaving out the empty ones keeps file-level sharding from starving a worker.
     files = manifest.files(split)[: manifest.splits[split].examples]
-    if storage.is_remote(manifest.shard_dir):
-        local_dir = cached_local_copy(manifest.shard_dir, "shards")
-        files = [os.path.join(local_dir, os.path.basename(path)) for path in files]
-    verify_files(manifest, files)
-    return files
+    if not storage.is_remote(manifest.shard_dir):
+        verify_files(manifest, files)
+        return files
+    if not stage:
+        _check_listed_sizes(manifest, files)
+        return files
+    key = hashlib.sha256(manifest.shard_dir.encode("utf-8")).hexdigest()[:16]
+    local_dir = storage.scratch_dir(f"shards-{key}")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        local = list(pool.map(lambda uri: storage.stage_to_local(uri, local_dir), files))
+    verify_files(manifest, local)
+    return local
+
+
+def _check_listed_sizes(manifest: ShardManifest, files: Sequence[str]) -> None:
+    listed = storage.file_sizes(manifest.shard_dir)
+    for uri in files:
+        name = posixpath.basename(uri)
+        recorded = manifest.file_info.get(name, {}).get("bytes")
+        if name not in listed:
+            raise UserInputError(
+                f"{uri} is missing (listed in {manifest.shard_dir}/manifest.json); re-run "
+                "`mlm shard` for this directory"
+            )
+        if recorded is not None and listed[name] != recorded:
+            raise UserInputError(
+                f"{uri} is {listed[name]} bytes but its manifest records {recorded} (truncated "
+                "or rewritten); re-run `mlm shard` for this directory"
+            )
 
 
 def pretraining_dataset(
@@ -54,22 +91,22 @@ def pretraining_dataset(
     num_workers: int | None = None,
     shuffle_buffer: int = 10_000,
     tokenizer_hash: str | None = None,
+    window_files: int = INPUT_WINDOW_FILES,
+    windows: list[ShardWindow] | None = None,
 ) -> Any:
-    """A dataset of batches read from a shard directory.
-
-    Files are read interleaved (several at once), examples shuffled in a buffer, repeated,
+    """A dataset of batches read from a shard directory: examples shuffled in a buffer, repeated,
     batched, parsed in bulk and prefetched.
 
+    Local files are read interleaved (several at once). Object-store files are streamed
+    (`mlm.data.streaming`): fetched `window_files` at a time, in a new order each pass when
+    shuffling, and deleted once read (`window_files=0`: all are copied to local scratch first).
+
     Distribution: with `input_context` (from `strategy.distribute_datasets_from_function`) this
-    input pipeline keeps whole files `i, i+n, ...` when there are at least as many files as
-    pipelines, else every n-th example. Without it, the dataset's auto-shard policy (used by
-    `strategy.experimental_distribute_dataset`) is FILE when the split has at least as many
-    files as workers and DATA otherwise (FILE would leave some workers without input).
+    input pipeline keeps files `i, i+n, ...` (with fewer files than pipelines: every n-th
+    example). Without it, `strategy.experimental_distribute_dataset` auto-shards (see `_options`).
 
     Args:
-        shard_dir: a directory written by `mlm shard` (local or `gs://`; `gs://` shards are
-            copied to local temporary space first, as TensorFlow cannot read a GCS emulator;
-            a later call for the same URI fetches only files that changed).
+        shard_dir: a directory written by `mlm shard` (a local path or object-store URI).
         batch_size: examples per batch (per input pipeline when `input_context` is given).
         split: "train" or "validation".
         shuffle: shuffle the file order and the examples.
@@ -80,6 +117,8 @@ def pretraining_dataset(
         num_workers: worker count for the auto-shard policy (default: from `TF_CONFIG`, else 1).
         shuffle_buffer: examples in the shuffle buffer.
         tokenizer_hash: refuse shards written with another tokenizer (see `read_manifest`).
+        window_files: object-store files kept on local disk at once, per input pipeline.
+        windows: receives the streaming window this call creates (for its fetch statistics).
 
     Returns:
         A `tf.data.Dataset` of dicts of int32 tensors `[batch_size, seq_length]`.
@@ -88,50 +127,96 @@ def pretraining_dataset(
 
     if batch_size < 1:
         raise UserInputError(f"batch_size={batch_size}: need a positive batch size")
+    if window_files < 0:
+        raise UserInputError(f"window_files={window_files}: use 0 (copy first) or more files")
     manifest = read_manifest(shard_dir, tokenizer_hash=tokenizer_hash)
-    files = checked_shard_files(manifest, split)
-    seq_length = manifest.seq_length
+    streaming = streams(shard_dir, window_files)
+    files = checked_shard_files(manifest, split, stage=not streaming)
+    files, pipelines, index, whole_files = _share(files, input_context)
+    if streaming:
+        window = ShardWindow(
+            files, manifest, window_files=window_files, shuffle=shuffle, seed=seed,
+            local_dir=window_directory(shard_dir, split, pipelines, index),
+            passes=None if repeat else 1,
+        )  # fmt: skip
+        if windows is not None:
+            windows.append(window)
+        dataset = streamed_records(window, manifest.tf_compression)
+    else:
+        dataset = _interleaved_records(files, manifest.tf_compression, shuffle, seed)
+    if not whole_files:
+        dataset = dataset.shard(pipelines, index)
+    if shuffle:
+        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
+    if repeat and not streaming:
+        dataset = dataset.repeat()
+    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    dataset = dataset.map(_parser(manifest.seq_length), num_parallel_calls=tf.data.AUTOTUNE)
+    options = _options(input_context, num_workers, 0 if streaming else len(files))
+    dataset = dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    if streaming:
+        window.close_with(dataset)
+    return dataset
+
+
+def _share(files: list[str], input_context: Any) -> tuple[list[str], int, int, bool]:
+    """This input pipeline's files, the number of pipelines, its index, and whether it has
+    whole files (files `i, i+n, ...`; else all of them, of which it keeps every n-th example)."""
+    if input_context is None:
+        return files, 1, 0, True
+    pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
+    if len(files) >= pipelines:
+        return files[index::pipelines], pipelines, index, True
+    return files, pipelines, index, False
+
+
+def _options(input_context: Any, num_workers: int | None, local_files: int) -> Any:
+    """The dataset's options: its auto-shard policy (OFF with `input_context`: sharded already;
+    else FILE for at least as many local files as workers, DATA otherwise), and no complaint
+    about a streaming window's state, which lives outside `tf.data` (an iterator checkpoint
+    keeps the file number and offset, all a restore needs)."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    policy = tf.data.experimental.AutoShardPolicy
+    if input_context is not None:
+        options.experimental_distribute.auto_shard_policy = policy.OFF
+    else:
+        workers = num_workers or _workers_from_tf_config()
+        file_sharding = local_files >= workers
+        options.experimental_distribute.auto_shard_policy = (
+            policy.FILE if file_sharding else policy.DATA
+        )
+    options.experimental_external_state_policy = tf.data.experimental.ExternalStatePolicy.IGNORE
+    return options
+
+
+def _interleaved_records(files: list[str], compression: str, shuffle: bool, seed: Any) -> Any:
+    """Serialized examples of local files, read several at once (in a shuffled order)."""
+    import tensorflow as tf
+
+    dataset = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        dataset = dataset.shuffle(len(files), seed=seed)
+    return dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type=compression),
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=not shuffle or seed is not None,
+    )
+
+
+def _parser(seq_length: int) -> Any:
+    """Parses a batch of serialized examples into int32 `[batch, seq_length]` features."""
+    import tensorflow as tf
+
     spec = {name: tf.io.FixedLenFeature([seq_length], tf.int64) for name in FEATURES}
 
     def parse(records: tf.Tensor) -> dict[str, tf.Tensor]:
         parsed = tf.io.parse_example(records, spec)
         return {name: tf.cast(parsed[name], tf.int32) for name in FEATURES}
 
-    dataset = tf.data.Dataset.from_tensor_slices(files)
-    example_shard = None
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        pipelines, index = input_context.num_input_pipelines, input_context.input_pipeline_id
-        if len(files) >= pipelines:
-            dataset = dataset.shard(pipelines, index)
-        else:
-            example_shard = (pipelines, index)
-    if shuffle:
-        dataset = dataset.shuffle(len(files), seed=seed)
-    dataset = dataset.interleave(
-        lambda path: tf.data.TFRecordDataset(path, compression_type=manifest.tf_compression),
-        cycle_length=min(len(files), 8),
-        num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle or seed is not None,
-    )
-    if example_shard:
-        dataset = dataset.shard(*example_shard)
-    if shuffle:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed)
-    if repeat:
-        dataset = dataset.repeat()
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
-    dataset = dataset.map(parse, num_parallel_calls=tf.data.AUTOTUNE)
-
-    options = tf.data.Options()
-    policy = tf.data.experimental.AutoShardPolicy
-    if input_context is not None:
-        options.experimental_distribute.auto_shard_policy = policy.OFF  # sharded above
-    else:
-        workers = num_workers or _workers_from_tf_config()
-        options.experimental_distribute.auto_shard_policy = (
-            policy.FILE if len(files) >= workers else policy.DATA
-        )
-    return dataset.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return parse
 
 
 def _fixed_length_encoder(tokenizer: Any, max_length: int) -> Any:

@@ -12,7 +12,8 @@ output directory receives (chief only):
 - `checkpoints/` (the last K checkpoints with every worker's input position under `input/`; a
   rerun with the same arguments resumes from them);
 - `tensorboard/` (event files with loss, accuracy, learning_rate, tokens_per_second);
-- `workers/worker-<i>.json` (every worker: final step and a digest of its weights; after
+- `workers/worker-<i>.json` (every worker: final step and a digest of its weights; for streamed
+  object-store shards the files it fetched and its local disk high-water mark; after
   SIGTERM/SIGINT the step it saved and `stopped_by`).
 """
 
@@ -207,6 +208,8 @@ class _Run:
     pushgateway: Any = None
     keeper: Any = None
     created_output: bool = False
+    # The object-store streaming windows of this run's input pipelines (`mlm.data.streaming`).
+    stream_windows: list[Any] = dataclasses.field(default_factory=list)
 
     @property
     def summary_uri(self) -> str:
@@ -223,6 +226,8 @@ class _Run:
             shutil.rmtree(self.config.output_dir, ignore_errors=True)
 
     def close(self) -> None:
+        for window in self.stream_windows:  # first: the input iterators may go any time now
+            window.close()
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.pushgateway is not None:
@@ -311,7 +316,7 @@ def _run_training(run: _Run, stop: StopRequest) -> Any:
             run.model,
             run.optimizer,
             run.strategy,
-            lambda context: _dataset(config, "train", context),
+            lambda context: _dataset(config, "train", context, run.stream_windows),
             loop_config,
             step_counter=run.step_counter,
             checkpoints=run.keeper,
@@ -341,12 +346,19 @@ def _run_training(run: _Run, stop: StopRequest) -> Any:
 def _write_outputs(run: _Run, result: Any) -> PretrainResult:
     """Validation, the worker's summary and (chief) the model files, history and metrics.json,
     written last: the output's marker of a finished run."""
+    from mlm.data.streaming import stream_summary
+
     config, output_dir, model, initial = run.config, run.config.output_dir, run.model, run.initial
-    validation = _validate_model(config, model, run.strategy, run.manifest)
+    validation = _validate_model(config, model, run.strategy, run.manifest, run.stream_windows)
     digest = weights_digest(model)
     storage.write_json(
         run.summary_uri,
-        {"worker": run.cluster.worker_id, "step": result.final_step, "weights_sha256": digest},
+        {
+            "worker": run.cluster.worker_id,
+            "step": result.final_step,
+            "weights_sha256": digest,
+            **stream_summary(run.stream_windows),
+        },
     )
     if not run.cluster.is_chief:
         return PretrainResult(output_dir, "", "", {})
@@ -413,18 +425,21 @@ def _chief_reporters(config: PretrainConfig, tensorboard_dir: str) -> tuple[Any,
 
 
 def _check_shard_files(config: PretrainConfig, manifest: Any) -> None:
-    """Checks the files training and validation will read against the manifest (sizes,
-    CRC32Cs), before anything is created."""
-    from mlm.data.dataset import checked_shard_files
+    """Checks the files training and validation will read against the manifest before anything
+    is created: sizes and CRC32Cs (streamed object-store files: their listed sizes; their
+    content as they arrive)."""
+    from mlm.data.dataset import checked_shard_files, streams
 
-    checked_shard_files(manifest, "train")
+    stage = not streams(config.shard_dir, config.input_window_files)
+    checked_shard_files(manifest, "train", stage=stage)
     validation = manifest.splits.get("validation")
     if config.validation_batches and validation and validation.examples:
-        checked_shard_files(manifest, "validation")
+        checked_shard_files(manifest, "validation", stage=stage)
 
 
-def _dataset(config: PretrainConfig, split: str, context: Any) -> Any:
-    """One input pipeline's per-replica batches of a split (repeating; shuffled for training)."""
+def _dataset(config: PretrainConfig, split: str, context: Any, windows: list[Any]) -> Any:
+    """One input pipeline's per-replica batches of a split (repeating; shuffled for training);
+    a streaming window it opens joins `windows`."""
     from mlm.data import pretraining_dataset
 
     return pretraining_dataset(
@@ -434,10 +449,14 @@ def _dataset(config: PretrainConfig, split: str, context: Any) -> Any:
         shuffle=split == "train",
         seed=config.seed,
         input_context=context,
+        window_files=config.input_window_files,
+        windows=windows,
     )
 
 
-def _validate_model(config: PretrainConfig, model: Any, strategy: Any, manifest: Any) -> dict:
+def _validate_model(
+    config: PretrainConfig, model: Any, strategy: Any, manifest: Any, windows: list[Any]
+) -> dict:
     """Masked-LM metrics on `validation_batches` validation batches ({} when there are none)."""
     from mlm.evaluation import masked_lm_metrics
 
@@ -446,7 +465,7 @@ def _validate_model(config: PretrainConfig, model: Any, strategy: Any, manifest:
         return {}
     return masked_lm_metrics(
         model,
-        lambda context: _dataset(config, "validation", context),
+        lambda context: _dataset(config, "validation", context, windows),
         config.validation_batches,
         seed=config.seed,
         strategy=strategy,
