@@ -230,3 +230,17 @@ def test_collecting_an_abandoned_iterator_while_it_waits_for_a_fetch_does_not_ha
     collector.start()
     collector.join(timeout=60)
     assert collected.is_set(), "the collection hung on the iterator's destruction"
+
+
+def test_a_shard_missing_from_the_store_is_found_by_one_listing(s3_shards, monkeypatch):
+    name = f"train-00004-of-{NUM_FILES:05d}.tfrecord"
+    storage.remove(f"{s3_shards}/{name}")
+    from mlm.storage import ops
+
+    asked = []
+    real_stat = ops._stat
+    monkeypatch.setattr(ops, "_stat", lambda uri: asked.append(uri) or real_stat(uri))
+    with pytest.raises(UserInputError, match=f"is incomplete: {s3_shards}/{name} is listed"):
+        pretraining_dataset(s3_shards, 4)
+    # No request per shard file: the store's answer for all of them comes from one listing.
+    assert [uri for uri in asked if uri.endswith(".tfrecord")] == []

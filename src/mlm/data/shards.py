@@ -27,6 +27,7 @@ import base64
 import dataclasses
 import logging
 import os
+import posixpath
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -181,9 +182,14 @@ def read_manifest(
             f" but tokenizer {tokenizer_hash[:12]} is in use; re-run `mlm shard` with this "
             "tokenizer or pass the tokenizer the shards were made with"
         )
+    # An object store answers for all files in one listing (not a request per file).
+    listed = storage.file_sizes(shard_dir) if storage.is_remote(shard_dir) else None
     for split in manifest.splits:
         for path in manifest.files(split):
-            if not storage.exists(path):
+            found = (
+                posixpath.basename(path) in listed if listed is not None else os.path.exists(path)
+            )
+            if not found:
                 raise UserInputError(
                     f"shard directory {shard_dir} is incomplete: {path} is listed in "
                     f"{SHARD_MANIFEST_FILE} but missing; re-run `mlm shard`"
