@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -37,9 +36,9 @@ def checked_shard_files(manifest: ShardManifest, split: str, *, stage: bool = Tr
     """The files of `split` that hold examples, checked against the manifest.
 
     Local files are checked for size and CRC32C. Object-store files are, with `stage`, copied
-    to local scratch space (the copies are returned and checked the same way); without it only
-    their listed sizes are compared (one listing; their content is checked when streamed) and
-    their URIs returned.
+    to local scratch space (the copies are returned and checked the same way); without it their
+    URIs are returned (`read_manifest` compared their listed sizes; their content is checked
+    when streamed).
 
     Steps call it before they create their output, so a missing, truncated or corrupted shard is
     one line and leaves nothing behind; the check of a file version is done once per process.
@@ -50,8 +49,7 @@ def checked_shard_files(manifest: ShardManifest, split: str, *, stage: bool = Tr
     if not storage.is_remote(manifest.shard_dir):
         verify_files(manifest, files)
         return files
-    if not stage:
-        _check_listed_sizes(manifest, files)
+    if not stage:  # `read_manifest` compared their listed sizes
         return files
     key = hashlib.sha256(manifest.shard_dir.encode("utf-8")).hexdigest()[:16]
     local_dir = storage.scratch_dir(f"shards-{key}")
@@ -59,23 +57,6 @@ def checked_shard_files(manifest: ShardManifest, split: str, *, stage: bool = Tr
         local = list(pool.map(lambda uri: storage.stage_to_local(uri, local_dir), files))
     verify_files(manifest, local)
     return local
-
-
-def _check_listed_sizes(manifest: ShardManifest, files: Sequence[str]) -> None:
-    listed = storage.file_sizes(manifest.shard_dir)
-    for uri in files:
-        name = posixpath.basename(uri)
-        recorded = manifest.file_info.get(name, {}).get("bytes")
-        if name not in listed:
-            raise UserInputError(
-                f"{uri} is missing (listed in {manifest.shard_dir}/manifest.json); re-run "
-                "`mlm shard` for this directory"
-            )
-        if recorded is not None and listed[name] != recorded:
-            raise UserInputError(
-                f"{uri} is {listed[name]} bytes but its manifest records {recorded} (truncated "
-                "or rewritten); re-run `mlm shard` for this directory"
-            )
 
 
 def pretraining_dataset(

@@ -194,6 +194,14 @@ def read_manifest(
                     f"shard directory {shard_dir} is incomplete: {path} is listed in "
                     f"{SHARD_MANIFEST_FILE} but missing; re-run `mlm shard`"
                 )
+            # Local files: `verify_files` compares them as they are read.
+            recorded = manifest.file_info.get(posixpath.basename(path), {}).get("bytes")
+            size = listed[posixpath.basename(path)] if listed is not None else recorded
+            if recorded is not None and size != recorded:
+                raise UserInputError(
+                    f"{path} is {size} bytes but its manifest records {recorded} (truncated "
+                    "or rewritten); re-run `mlm shard` for this directory"
+                )
     return manifest
 
 
