@@ -79,6 +79,10 @@ def test_one_pass_reads_every_example_once_within_the_window(store_shards, local
     streamed = rows(dataset)
     local = rows(pretraining_dataset(local_shards, 4, repeat=False, drop_remainder=False))
     assert sorted(streamed) == sorted(local)
+    copied_first = pretraining_dataset(
+        store_shards, 4, repeat=False, drop_remainder=False, window_files=0
+    )
+    assert sorted(rows(copied_first)) == sorted(local)
     assert len(streamed) == read_manifest(local_shards).splits["train"].examples
 
     (window,) = windows

@@ -7,14 +7,13 @@ tokenizes in batches in Python (the Rust tokenizer) instead of one `tf.py_functi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlm import storage
+from mlm.artifacts import cached_local_copy
 from mlm.config.data import INPUT_WINDOW_FILES
 from mlm.data.corpus import batched, read_units
 from mlm.data.shards import FEATURES, ShardManifest, read_manifest, verify_files
@@ -36,9 +35,9 @@ def checked_shard_files(manifest: ShardManifest, split: str, *, stage: bool = Tr
     """The files of `split` that hold examples, checked against the manifest.
 
     Local files are checked for size and CRC32C. Object-store files are, with `stage`, copied
-    to local scratch space (the copies are returned and checked the same way); without it their
-    URIs are returned (`read_manifest` compared their listed sizes; their content is checked
-    when streamed).
+    to local scratch space with their directory (the copies are returned and checked the same
+    way; a later call fetches only files that changed); without it their URIs are returned
+    (`read_manifest` compared their listed sizes; their content is checked when streamed).
 
     Steps call it before they create their output, so a missing, truncated or corrupted shard is
     one line and leaves nothing behind; the check of a file version is done once per process.
@@ -51,10 +50,8 @@ def checked_shard_files(manifest: ShardManifest, split: str, *, stage: bool = Tr
         return files
     if not stage:  # `read_manifest` compared their listed sizes
         return files
-    key = hashlib.sha256(manifest.shard_dir.encode("utf-8")).hexdigest()[:16]
-    local_dir = storage.scratch_dir(f"shards-{key}")
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        local = list(pool.map(lambda uri: storage.stage_to_local(uri, local_dir), files))
+    local_dir = cached_local_copy(manifest.shard_dir, "shards")
+    local = [os.path.join(local_dir, os.path.basename(path)) for path in files]
     verify_files(manifest, local)
     return local
 
