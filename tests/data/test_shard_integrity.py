@@ -1,4 +1,4 @@
-"""The shard manifest records each file's size and CRC32C, and reading checks them first."""
+"""The shard manifest records each file's size, CRC32C and examples, and reading checks them first."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 
 import google_crc32c
 import pytest
+import tensorflow as tf
 
 from mlm.data.dataset import pretraining_dataset
 from mlm.data.shards import read_manifest
@@ -16,7 +17,7 @@ from mlm.steps.shard import shard
 
 
 @pytest.mark.parametrize("compression", [None, "gzip"])
-def test_manifest_records_size_and_crc32c_of_every_file(
+def test_manifest_records_size_crc32c_and_examples_of_every_file(
     tmp_path, corpus_dir, tokenizer_dir, compression
 ):
     output = tmp_path / "shards"
@@ -24,13 +25,20 @@ def test_manifest_records_size_and_crc32c_of_every_file(
         str(corpus_dir), str(tokenizer_dir), str(output),
         max_seq_length=16, num_shards=3, validation_fraction=0.2, compression=compression,
     )  # fmt: skip
-    recorded = json.loads((output / "manifest.json").read_text())["file_info"]
+    manifest = json.loads((output / "manifest.json").read_text())
+    recorded = manifest["file_info"]
     names = sorted(p.name for p in output.iterdir() if p.name != "manifest.json")
     assert sorted(recorded) == names and len(names) == 6
     for name in names:
         content = (output / name).read_bytes()
         crc = google_crc32c.value(content).to_bytes(4, "big")  # GCS's crc32c encoding
-        assert recorded[name] == {"bytes": len(content), "crc32c": base64.b64encode(crc).decode()}
+        examples = sum(1 for _ in tf.data.TFRecordDataset(
+            str(output / name), "GZIP" if compression else ""))  # fmt: skip
+        assert recorded[name] == {
+            "bytes": len(content), "crc32c": base64.b64encode(crc).decode(), "examples": examples
+        }  # fmt: skip
+    for info in manifest["splits"].values():
+        assert sum(recorded[name]["examples"] for name in info["files"]) == info["examples"]
 
 
 def test_reading_a_truncated_shard_fails_before_any_batch(tmp_path, corpus_dir, tokenizer_dir):

@@ -49,6 +49,23 @@ class TokenizeConfig(CorpusConfig):
         "stays bounded however large the corpus is (0: all the text)",
         at_least=0,
     )
+    cache_dir: str | None = setting(
+        None,
+        "a lasting directory (local or object store) for recurring runs: the first run saves its "
+        "tokenizer there and later runs adopt it instead of training again, so that shard parts "
+        "cached in the same directory stay valid (see --retrain; a --tokenizer given is used "
+        "as it is)",
+    )
+    retrain: bool = setting(
+        False,
+        "with --cache-dir: train a new tokenizer even though one is cached, and cache it instead "
+        "(every shard part cached with the old one is then made again)",
+    )
+
+    def check(self) -> str | None:
+        if self.retrain and not self.cache_dir:
+            return "retrain: only means something with cache_dir (the tokenizer it would replace)"
+        return None
 
 
 @dataclass
@@ -85,6 +102,13 @@ class ShardConfig(CorpusConfig):
         "write only this partition (1 to partitions) of the corpus's files, by size, for `mlm "
         "merge-shards` to join (a pod per partition; unset: the whole corpus)",
         at_least=0,
+    )
+    cache_dir: str | None = setting(
+        None,
+        "a lasting directory (local or object store) for recurring runs: each input file is "
+        "sharded once into a part kept there under its name, size and version; a later run "
+        "reuses the parts of unchanged files and shards only new or changed ones (the same "
+        "directory as tokenize's --cache-dir)",
     )
 
     def check(self) -> str | None:

@@ -64,8 +64,9 @@ class ShardManifest:
     compression: str | None
     splits: dict[str, SplitInfo]
     line_by_line: bool = False
-    # file name -> {"bytes": size, "crc32c": base64 of the big-endian CRC32C, as GCS writes it};
-    # empty in manifests written before these were recorded (their files are not verified).
+    # file name -> {"bytes": size, "crc32c": base64 of the big-endian CRC32C, as GCS writes it,
+    # "examples": count}; empty in manifests written before these were recorded (their files
+    # are not verified), without "examples" in those written before that was.
     file_info: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     # Set in one partition's directory (`write_shards(part=...)`): {"number": p, "count": P,
     # "files": digest of the corpus's file list}; `merge_shard_parts` joins the P parts.
@@ -126,7 +127,10 @@ MANIFEST_SCHEMA = schema.Record(
         "compression": schema.one_of(None, "gzip"),
         "line_by_line": schema.boolean,
         "file_info": schema.mapping_of(
-            schema.Record({"bytes": schema.integer(at_least=0), "crc32c": schema.string})
+            schema.Record(
+                {"bytes": schema.integer(at_least=0), "crc32c": schema.string},
+                {"examples": schema.integer(at_least=0)},
+            )
         ),
         "part": schema.Record(
             {
@@ -365,9 +369,12 @@ class _SplitWriter:
         )
         self._files = [_ChecksummedFile(os.path.join(directory, name)) for name in self.info.files]
         self._writers = [TFRecordWriter(file, compression) for file in self._files]
+        self._examples = [0] * num_shards
 
     def write(self, record: bytes, tokens: int) -> None:
-        self._writers[self.info.examples % len(self._writers)].write(record)
+        index = self.info.examples % len(self._writers)
+        self._writers[index].write(record)
+        self._examples[index] += 1
         self.info.examples += 1
         self.info.tokens += tokens
 
@@ -377,8 +384,11 @@ class _SplitWriter:
             file.close()
 
     def file_info(self) -> dict[str, dict[str, Any]]:
-        """Size and CRC32C of each file (after `close`)."""
-        return {name: file.info() for name, file in zip(self.info.files, self._files)}
+        """Size, CRC32C and example count of each file (after `close`)."""
+        return {
+            name: file.info() | {"examples": examples}
+            for name, file, examples in zip(self.info.files, self._files, self._examples)
+        }
 
 
 def _numbered_units(files_units: Iterable[Iterable[str]]) -> Iterator[tuple[int, str]]:

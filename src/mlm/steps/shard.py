@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -27,9 +28,11 @@ class ShardResult:
 
     output_dir: str
     manifest: dict[str, Any]
-    corpus: dict[str, int]
+    corpus: dict[str, int]  # of the text read (with cache_dir: only the files sharded now)
     seconds: float
     megabytes_per_second: float
+    # With cache_dir: {"dir", "files", "reused", "sharded", "other_tokenizer"} (counts of files).
+    cache: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -70,6 +73,7 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
     start = time.perf_counter()
     check_tokenizer_dir(config.tokenizer_dir)
     files = resolve_corpus(config.corpus if config.corpus is not None else default_corpus_dir())
+    part = None
     if config.partition is not None:
         groups = partition_files(files, config.partitions)
         if config.partition > len(groups):
@@ -79,7 +83,12 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
                 f"{len(groups)}"
             )
         part = {"number": config.partition, "count": len(groups), "files": files_digest(files)}
-        manifest, stats = _write_part(config, groups[config.partition - 1], part, progress="shard")
+        files = groups[config.partition - 1]
+    cache = None
+    if config.cache_dir:
+        manifest, stats, cache = _write_with_cache(config, files, part)
+    elif part is not None:
+        manifest, stats = _write_part(config, files, part, progress="shard")
     elif config.processes > 1 and len(files) > 1:
         manifest, stats = _write_in_processes(config, files)
     else:
@@ -91,6 +100,7 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
         corpus=stats.to_dict(),
         seconds=round(seconds, 3),
         megabytes_per_second=round(stats.bytes / 1e6 / seconds, 3),
+        cache=cache,
     )
 
 
@@ -135,12 +145,9 @@ def _write_part(
 
 def _write_in_processes(config: ShardConfig, files: list[str]) -> tuple[ShardManifest, CorpusStats]:
     """Shards partitions of `files` in parallel processes into scratch, then joins them."""
-    import multiprocessing
-
     from mlm import storage
-    from mlm.data.corpus import CorpusStats, check_has_text, partition_files
+    from mlm.data.corpus import check_has_text, partition_files
     from mlm.data.shard_parts import merge_shard_parts
-    from mlm.progress import ProgressMeter
 
     count = min(config.processes, len(files))
     groups = partition_files(files, count)
@@ -155,19 +162,101 @@ def _write_in_processes(config: ShardConfig, files: list[str]) -> tuple[ShardMan
         )
         for index, group in enumerate(groups)
     ]
+    try:
+        stats = _run_jobs(jobs, count)
+        check_has_text(files, stats, config.layout, config.min_words, config.max_words)
+        manifest = merge_shard_parts([job[3] for job in jobs], config.output_dir, move=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return manifest, stats
+
+
+def _write_with_cache(
+    config: ShardConfig, files: list[str], part: dict[str, Any] | None
+) -> tuple[ShardManifest, CorpusStats, dict[str, Any]]:
+    """Shards the files that have no part in `config.cache_dir` yet (see
+    `mlm.data.shard_cache`), then joins every file's part into the output directory."""
+    from mlm.data import shard_cache
+    from mlm.data.shard_parts import join_manifests, write_joined
+    from mlm.data.shards import read_manifest
+    from mlm.data.tokenizer import read_tokenizer_info
+
+    tokenizer_hash = read_tokenizer_info(config.tokenizer_dir).content_hash
+    found = shard_cache.lookup(config.cache_dir, files, config.to_dict(), tokenizer_hash)
+    if found.other_tokenizer:
+        print(
+            f"shard: {found.other_tokenizer} cached parts in {config.cache_dir} were made with "
+            f"another tokenizer than {tokenizer_hash[:12]}: sharding those files again",
+            file=sys.stderr,
+        )
+    total = sum(size or 0 for size in found.sizes.values())
+    jobs = [
+        (
+            config.replace(
+                num_shards=shard_cache.shards_for_file(config.num_shards, found.sizes[uri], total)
+            ),
+            [uri],
+            {"number": 1, "count": 1, "files": found.keys[uri]},
+            found.part_dirs[uri],
+        )
+        for uri in found.missing
+    ]
+    stats = _run_jobs(jobs, min(config.processes, len(jobs)))
+    parts = [
+        found.reused.get(uri) or read_manifest(found.part_dirs[uri], allow_part=True)
+        for uri in files
+    ]
+    joined, placements = join_manifests(parts, part=part)
+    write_joined(joined, placements, config.output_dir)
+    return (
+        joined,
+        stats,
+        {
+            "dir": config.cache_dir,
+            "files": len(files),
+            "reused": len(found.reused),
+            "sharded": len(found.missing),
+            "other_tokenizer": found.other_tokenizer,
+        },
+    )
+
+
+def _run_jobs(
+    jobs: list[tuple[ShardConfig, list[str], dict[str, Any], str]], processes: int
+) -> CorpusStats:
+    """Runs `_write_part_job`s, in `processes` parallel processes when more than one, and sums
+    their corpus counts."""
+    import multiprocessing
+
+    from mlm.data.corpus import CorpusStats
+    from mlm.progress import ProgressMeter
+
+    stats = CorpusStats()
+    if not jobs:
+        return stats
+    meter = ProgressMeter(len(jobs), label="shard: parts", unit="")
+
+    def add(part_stats: dict[str, int]) -> None:
+        for key, value in part_stats.items():
+            setattr(stats, key, getattr(stats, key) + value)
+        meter.update(meter.done + 1)
+
+    if processes <= 1:
+        for job in jobs:
+            add(_write_part_job(job))
+        meter.finish()
+        return stats
     # "spawn": the children start clean (the tokenizer's thread pool does not survive a fork),
     # and each tokenizes with its share of the cores.
     context = multiprocessing.get_context("spawn")
     pool = context.Pool(
-        count, initializer=_limit_threads, initargs=(max(1, (os.cpu_count() or 1) // count),)
+        processes,
+        initializer=_limit_threads,
+        initargs=(max(1, (os.cpu_count() or 1) // processes),),
     )
-    stats = CorpusStats()
-    meter = ProgressMeter(count, label="shard: partitions", unit="")
     try:
         for part_stats in pool.imap_unordered(_write_part_job, jobs):
-            for key, value in part_stats.items():
-                setattr(stats, key, getattr(stats, key) + value)
-            meter.update(meter.done + 1)
+            add(part_stats)
         pool.close()
     except BaseException:
         pool.terminate()  # a failed or interrupted run leaves no process behind
@@ -175,12 +264,7 @@ def _write_in_processes(config: ShardConfig, files: list[str]) -> tuple[ShardMan
     finally:
         pool.join()
     meter.finish()
-    check_has_text(files, stats, config.layout, config.min_words, config.max_words)
-    try:
-        manifest = merge_shard_parts([job[3] for job in jobs], config.output_dir, move=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return manifest, stats
+    return stats
 
 
 def _limit_threads(threads: int) -> None:

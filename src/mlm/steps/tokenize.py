@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from mlm.artifacts import TOKENIZER_INFO_FILE, check_replaceable
 from mlm.config import TokenizeConfig
+
+# Where `cache_dir` keeps the tokenizer that later runs adopt.
+CACHED_TOKENIZER_DIR = "tokenizer"
 
 
 @dataclasses.dataclass
@@ -31,6 +35,9 @@ class TokenizeResult:
     seconds: float
     # The share of the corpus's units the vocabulary was trained on (1: all; see sample_bytes).
     sample_fraction: float = 1.0
+    # The tokenizer adopted from `cache_dir` (None: trained or given) / saved there.
+    cached_from: str | None = None
+    cached_to: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -58,16 +65,38 @@ def tokenize(
 
 def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
     """`tokenize` with its settings as a `TokenizeConfig`."""
+    from mlm import storage
     from mlm.data.corpus import CorpusStats, corpus_bytes, in_sample, read_units
     from mlm.data.default_corpus import default_corpus_dir
-    from mlm.data.tokenizer import load_existing_tokenizer, save_tokenizer, train_wordpiece
+    from mlm.data.tokenizer import (
+        check_tokenizer_dir,
+        load_existing_tokenizer,
+        load_tokenizer,
+        save_tokenizer,
+        train_wordpiece,
+    )
 
     check_replaceable(config.output_dir, TOKENIZER_INFO_FILE, "tokenizer")
     start = time.perf_counter()
     stats = CorpusStats()
     fraction = 1.0
+    cached = (
+        storage.join(config.cache_dir, CACHED_TOKENIZER_DIR)
+        if config.cache_dir and config.tokenizer is None
+        else None
+    )
+    keep = (
+        cached is not None
+        and not config.retrain
+        and storage.exists(storage.join(cached, TOKENIZER_INFO_FILE))
+    )
     if config.tokenizer is not None:
         loaded = load_existing_tokenizer(config.tokenizer, lowercase=config.lowercase)
+    elif keep:
+        check_tokenizer_dir(cached)
+        loaded = load_tokenizer(cached)
+        print(f"tokenize: kept the tokenizer cached in {cached} (--retrain: train a new one)",
+              file=sys.stderr)  # fmt: skip
     else:
         corpus = config.corpus if config.corpus is not None else default_corpus_dir()
         if config.sample_bytes:
@@ -87,13 +116,17 @@ def tokenize_from_config(config: TokenizeConfig) -> TokenizeResult:
             min_frequency=config.min_frequency,
         )
     info = save_tokenizer(loaded, config.output_dir)
+    if cached is not None and not keep:
+        save_tokenizer(loaded, cached)
     return TokenizeResult(
         output_dir=config.output_dir,
         info=info.to_dict() | {"continuation_token_ids": len(info.continuation_token_ids)},
-        trained=config.tokenizer is None,
+        trained=config.tokenizer is None and not keep,
         corpus=stats.to_dict(),
         seconds=round(time.perf_counter() - start, 3),
         sample_fraction=round(fraction, 6),
+        cached_from=cached if keep else None,
+        cached_to=cached if cached is not None and not keep else None,
     )
 
 

@@ -125,6 +125,18 @@ def fingerprint(uris: Iterable[str | os.PathLike[str]]) -> str:
     Raises:
         UserInputError: a file or object does not exist.
     """
+    digest = hashlib.sha256()
+    for uri, (size, version) in sorted(file_versions(uris).items()):
+        digest.update(json.dumps([uri, size, version]).encode() + b"\n")
+    return digest.hexdigest()
+
+
+def file_versions(uris: Iterable[str | os.PathLike[str]]) -> dict[str, tuple[int | None, str]]:
+    """(size, version) of each file by URI, from its metadata only (see `fingerprint`).
+
+    Raises:
+        UserInputError: a file or object does not exist.
+    """
     names = sorted({_check_uri(uri) for uri in uris})
     entries: dict[str, tuple[int | None, str]] = {}
 
@@ -132,11 +144,7 @@ def fingerprint(uris: Iterable[str | os.PathLike[str]]) -> str:
         entries[uri] = _size_and_version(uri)
 
     _parallel(describe, names)
-    digest = hashlib.sha256()
-    for uri in names:
-        size, version = entries[uri]
-        digest.update(json.dumps([uri, size, version]).encode() + b"\n")
-    return digest.hexdigest()
+    return {uri: entries[uri] for uri in names}
 
 
 def _size_and_version(uri: str) -> tuple[int | None, str]:
