@@ -17,13 +17,15 @@ def shard(
     line_by_line: bool = False,
     partition: int = 0,
     partitions: int = 1,
+    cache_uri: str = "",
 ):
     """Tokenizes `corpus_uri` with the `tokenizer` artifact and writes train/validation TFRecord
     shards plus `manifest.json` as the `shards` artifact (`line_by_line`: one padded example per
     line instead of packing); with `partition` (1 to `partitions`; 0 = the whole corpus) only that
-    partition of the corpus's files, for merge_shards. `corpus_fingerprint` (from the fingerprint
-    component) only keys the cache: cached shards are reused only while the corpus is
-    unchanged."""
+    partition of the corpus's files, for merge_shards. With `cache_uri` (a lasting location), each
+    input file is sharded once into a part kept there, and later runs shard only new or changed
+    files. `corpus_fingerprint` (from the fingerprint component) only keys KFP's cache: cached
+    shards are reused only while the corpus is unchanged."""
     from mlm.errors import install_excepthook
 
     install_excepthook("shard")  # a known failure ends the step with one line, status 2
@@ -44,5 +46,6 @@ def shard(
         line_by_line=line_by_line,
         partition=partition,  # 0 = the whole corpus
         partitions=partitions,
+        cache_dir=cache_uri,  # "" = none
     )
     shards.metadata.update({**result.to_dict(), "corpus_fingerprint": corpus_fingerprint})

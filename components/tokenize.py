@@ -14,11 +14,14 @@ def tokenize(
     vocab_size: int = 8000,
     lowercase: bool = True,
     pretrained_tokenizer_uri: str = "",
+    cache_uri: str = "",
+    retrain_tokenizer: bool = False,
 ):
     """Trains a WordPiece tokenizer on `corpus_uri` (or loads `pretrained_tokenizer_uri`) and
-    writes the tokenizer directory as the `tokenizer` artifact. `corpus_fingerprint` (from the
-    fingerprint component) is not used here: it is part of the cache key, so a cached tokenizer is
-    reused only while the corpus is unchanged."""
+    writes the tokenizer directory as the `tokenizer` artifact. With `cache_uri` (a lasting
+    location), the first run keeps its tokenizer there and later runs adopt it unless
+    `retrain_tokenizer`. `corpus_fingerprint` (from the fingerprint component) is not used here:
+    it is part of the cache key, so a cached task is reused only while the corpus is unchanged."""
     from mlm.errors import install_excepthook
 
     install_excepthook("tokenize")  # a known failure ends the step with one line, status 2
@@ -36,5 +39,7 @@ def tokenize(
         vocab_size=vocab_size,
         lowercase=lowercase,
         tokenizer=pretrained_tokenizer_uri,  # "" = train one
+        cache_dir=cache_uri,  # "" = none
+        retrain=retrain_tokenizer,
     )
     tokenizer.metadata.update({**result.to_dict(), "corpus_fingerprint": corpus_fingerprint})

@@ -128,6 +128,8 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
         num_shards: int = 8,
         line_by_line: bool = False,
         shard_partitions: int = 1,
+        cache_uri: str = "",
+        retrain_tokenizer: bool = False,
         recipe: str = "",
         variant: str = "tiny",
         model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
@@ -176,6 +178,12 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             shard_partitions: Shard the corpus's files in this many parallel pods (at most one
                 per file), joined by merge-shards; each writes num_shards files per split.
                 KFP 2.5 pipelines shard in one pod.
+            cache_uri: A lasting location (gs://, s3://, minio:// or a path the pods share) for
+                recurring runs over a growing corpus: tokenize keeps its tokenizer there and
+                shard one part per input file, so a later run adopts the tokenizer and shards
+                only new or changed files ("" = every run starts from scratch).
+            retrain_tokenizer: With cache_uri: train a new tokenizer and cache it instead (every
+                cached shard part is then made again).
             line_by_line: One padded pre-training example per corpus line (a document, a news
                 item) instead of packing lines into full sequences.
             recipe: A named bundle of pre-training settings ("fast", "seed"; "" = none) that
@@ -241,6 +249,8 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
                 vocab_size=vocab_size,
                 lowercase=lowercase,
                 pretrained_tokenizer_uri=pretrained_tokenizer_uri,
+                cache_uri=cache_uri,
+                retrain_tokenizer=retrain_tokenizer,
             )
             tokenize_task.set_display_name("tokenize")
 
@@ -251,6 +261,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
                 "max_seq_length": max_seq_length,
                 "num_shards": num_shards,
                 "line_by_line": line_by_line,
+                "cache_uri": cache_uri,
             }
             if fans_out_sharding(config):
                 plan_task = plan_shards(

@@ -160,8 +160,13 @@ def test_every_config_round_trips_with_its_defaults(config_class):
 
 # Component parameters named differently from their setting (KFP-facing names are older).
 KFP_NAMES = {
-    "tokenize": {"corpus_uri": "corpus", "pretrained_tokenizer_uri": "tokenizer"},
-    "shard": {"corpus_uri": "corpus"},
+    "tokenize": {
+        "corpus_uri": "corpus",
+        "pretrained_tokenizer_uri": "tokenizer",
+        "cache_uri": "cache_dir",
+        "retrain_tokenizer": "retrain",
+    },
+    "shard": {"corpus_uri": "corpus", "cache_uri": "cache_dir"},
     "finetune": {"labels_uri": "data", "validation_uri": "validation_data"},
 }
 # Component parameters that are not step settings: where and how to run.

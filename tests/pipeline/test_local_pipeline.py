@@ -55,7 +55,11 @@ def first_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("local-pipeline")
     corpus = write_corpus_slice(root / "corpus")
     labels = write_labels(root / "labels.csv", rows_per_label=6)
-    params = {**TINY_PIPELINE, **continual(str(root / "registry"))}
+    params = {
+        **TINY_PIPELINE,
+        **continual(str(root / "registry")),
+        "cache_uri": str(root / "cache"),
+    }
     summary = run_local(str(root / "out"), corpus=corpus, labels=labels, params=params)
     return root, corpus, labels, summary
 
@@ -132,18 +136,19 @@ def test_local_pipeline_produces_every_artifact(first_run):
 
 @pytest.mark.slow
 def test_the_next_run_continues_from_the_published_model(first_run):
-    """Week 2: the corpus grew; the run keeps week 1's tokenizer, starts at its step count and
-    reports the perplexity change against it. It shards one example per line this time, in 3
-    partitions (one task each, a file each), which give the totals of one `mlm shard`."""
+    """Week 2: the corpus grew by a file; the run keeps week 1's tokenizer (from the cache),
+    shards only the new file, starts at week 1's step count and reports the perplexity change
+    against it. It shards in 3 partitions (one task each, a file each), which give the totals of
+    one `mlm shard`."""
     root, corpus, labels, first = first_run
     first_dir = Path(first["artifacts"]["pretrain"]).parent
+    old_files = len(list(Path(corpus).iterdir()))
     Path(corpus, "week2.txt").write_text(Path(corpus, "train.txt").read_text()[::-1])
     entry = registry.latest(str(root / "registry"), "weekly")
     params = {
         **TINY_PIPELINE,
         **continual(str(root / "registry")),
-        "pretrained_tokenizer_uri": entry.tokenizer_uri,
-        "line_by_line": True,
+        "cache_uri": str(root / "cache"),
         "shard_partitions": 3,
     }
     real_print = builtins.print
@@ -154,17 +159,31 @@ def test_the_next_run_continues_from_the_published_model(first_run):
 
     fingerprint = executor_output(run_dir, "fingerprint")["parameterValues"]["Output"]
     assert fingerprint != executor_output(first_dir, "fingerprint")["parameterValues"]["Output"]
+    tokenized = executor_output(run_dir, "tokenize")["artifacts"]["tokenizer"]["artifacts"][0]
+    assert tokenized["metadata"]["trained"] is False
+    assert tokenized["metadata"]["cached_from"] == str(root / "cache" / "tokenizer")
+    kept_hash = tokenized["metadata"]["info"]["content_hash"]
+    assert (
+        kept_hash
+        == json.loads(Path(entry.tokenizer_uri, "mlm_tokenizer.json").read_text())["content_hash"]
+    )
     manifest = json.loads((run_dir / "merge-shards" / "shards" / "manifest.json").read_text())
-    assert manifest["line_by_line"] is True
     assert executor_output(run_dir, "plan-shards")["parameterValues"]["Output"] == [1, 2, 3]
+    # Only week2.txt was read and sharded; week 1's files came from the cache.
+    caches = [
+        json.loads(path.read_text())["artifacts"]["shards"]["artifacts"][0]["metadata"]["cache"]
+        for path in run_dir.glob("for-loop-*/shard/executor_output.json")
+    ]
+    assert len(caches) == 3
+    assert sum(cache["sharded"] for cache in caches) == 1
+    assert sum(cache["reused"] for cache in caches) == old_files
     whole = shard(
         corpus, entry.tokenizer_uri, str(root / "one-partition"),
-        max_seq_length=SEQ_LENGTH, num_shards=2, line_by_line=True,
+        max_seq_length=SEQ_LENGTH, num_shards=2,
     ).manifest  # fmt: skip
     for split, counts in whole["splits"].items():
         assert manifest["splits"][split]["examples"] == counts["examples"] > 0
         assert manifest["splits"][split]["tokens"] == counts["tokens"]
-        assert len(manifest["splits"][split]["files"]) == 3 * len(counts["files"])
     metrics = json.loads((run_dir / "pretrain" / "model" / "metrics.json").read_text())
     assert metrics["init_from"] == entry.model_uri
     assert metrics["start_step"] == 4 and metrics["steps"] == 8
