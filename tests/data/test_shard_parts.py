@@ -134,3 +134,24 @@ def test_wrong_joins_are_refused_in_one_line(corpus, tokenizer_dir, tmp_path):
     # More partitions asked for than the corpus has files.
     with pytest.raises(UserInputError, match="has 5 files, so it is cut into 5 partitions"):
         _shard(corpus, tokenizer_dir, tmp_path / "p6", partition=6, partitions=8)
+
+
+def test_processes_from_a_script_without_a_main_guard_fail_instead_of_hanging(
+    corpus, tokenizer_dir, tmp_path
+):
+    """Spawned processes import the caller's script again; unguarded, each would start a pool
+    of its own. That ends in one error within seconds, not in processes started forever."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from mlm.steps.shard import shard\n"
+        f"shard({str(corpus)!r}, {str(tokenizer_dir)!r}, {str(tmp_path / 'out')!r}, processes=2)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0
+    assert 'outside an `if __name__ == "__main__":` block' in done.stderr
+    assert not (tmp_path / "out").exists()

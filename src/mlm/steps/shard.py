@@ -247,22 +247,34 @@ def _run_jobs(
         meter.finish()
         return stats
     # "spawn": the children start clean (the tokenizer's thread pool does not survive a fork),
-    # and each tokenizes with its share of the cores.
-    context = multiprocessing.get_context("spawn")
-    pool = context.Pool(
+    # and each tokenizes with its share of the cores. A `ProcessPoolExecutor`, unlike a
+    # `multiprocessing.Pool`, fails instead of starting process after process when one dies.
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
+    executor = ProcessPoolExecutor(
         processes,
+        mp_context=multiprocessing.get_context("spawn"),
         initializer=_limit_threads,
         initargs=(max(1, (os.cpu_count() or 1) // processes),),
     )
+    finished = False
     try:
-        for part_stats in pool.imap_unordered(_write_part_job, jobs):
-            add(part_stats)
-        pool.close()
-    except BaseException:
-        pool.terminate()  # a failed or interrupted run leaves no process behind
-        raise
+        for future in as_completed([executor.submit(_write_part_job, job) for job in jobs]):
+            add(future.result())
+        finished = True
+    except BrokenProcessPool as error:
+        raise UserInputError(
+            f"shard: a process of processes={processes} ended without its result (killed, out "
+            "of memory, or started by a script that calls shard(..., processes=N) outside an "
+            '`if __name__ == "__main__":` block, which spawned processes need); re-run, with '
+            "processes=1 to shard in this process"
+        ) from error
     finally:
-        pool.join()
+        if not finished:  # a failed or interrupted run leaves no process behind
+            for process in list((getattr(executor, "_processes", None) or {}).values()):
+                process.terminate()
+        executor.shutdown(wait=True, cancel_futures=True)
     meter.finish()
     return stats
 
