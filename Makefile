@@ -78,12 +78,12 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 # Every benchmark, then one Markdown report (tables, commands, versions) and the PNG plot.
 bench: $(BENCH_STAMP)
 	@mkdir -p $(BENCH_OUT)
-	@echo "make bench: about 45 minutes on 2 cores (bench_peers.py about 15, bench_scaling.py about 8)"
+	@echo "make bench: about 75 minutes on 2 cores (bench_growth.py about 30, bench_peers.py about 15)"
 	@set -e; for script in $(sort $(filter-out bench/bench_quality.py,$(wildcard bench/bench_*.py))); do \
 		echo "== $$script"; $(BENCH_VENV)/bin/python $$script --output $(BENCH_OUT); done
 	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/profile.md $(BENCH_OUT)/scaling.md $(BENCH_OUT)/input.md \
 		$(BENCH_OUT)/training.md $(BENCH_OUT)/encoder.md \
-		$(BENCH_OUT)/data.md $(BENCH_OUT)/streaming.md $(BENCH_OUT)/preemption.md \
+		$(BENCH_OUT)/data.md $(BENCH_OUT)/growth.md $(BENCH_OUT)/streaming.md $(BENCH_OUT)/preemption.md \
 		$(BENCH_OUT)/multiworker.md > $(BENCH_OUT)/report.md
 	@{ cat bench/performance_intro.md; echo; echo "## The last run"; echo; \
 		echo "Written by \`make bench\` on $$(date -u +%Y-%m-%d)."; echo; \

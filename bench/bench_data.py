@@ -51,6 +51,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kilobytes on Linux
 
 
+def _children_peak_rss_mb() -> float:
+    """The largest peak RSS of this process's finished children (its worker processes)."""
+    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def _child_steps(corpus: str, workdir: str) -> dict:
     from mlm.steps.shard import shard
     from mlm.steps.tokenize import tokenize
@@ -71,18 +76,28 @@ def _child_steps(corpus: str, workdir: str) -> dict:
     }
 
 
-def _child_shard(corpus: str, tokenizer_dir: str, workdir: str, processes: str) -> dict:
+def _child_shard(
+    corpus: str, tokenizer_dir: str, workdir: str, processes: str, *settings_json: str
+) -> dict:
+    """`shard` with `processes` (and further settings as a JSON object) into workdir/shards."""
     from mlm.steps.shard import shard
 
+    settings = json.loads(settings_json[0]) if settings_json else {}
     megabytes = sum(os.path.getsize(os.path.join(corpus, f)) for f in os.listdir(corpus)) / 1e6
     start = time.perf_counter()
-    result = shard(corpus, tokenizer_dir, os.path.join(workdir, "shards"), processes=int(processes))
+    result = shard(
+        corpus, tokenizer_dir, os.path.join(workdir, "shards"), processes=int(processes),
+        **settings,
+    )  # fmt: skip
     seconds = time.perf_counter() - start
     splits = result.manifest["splits"]
     return {
+        "seconds": seconds,
         "mb_s": megabytes / seconds,
         "tokens": sum(split["tokens"] for split in splits.values()),
+        "cache": result.cache,
         "peak_rss_mb": _peak_rss_mb(),
+        "children_peak_rss_mb": _children_peak_rss_mb(),
     }
 
 
@@ -117,9 +132,11 @@ def _child_hf(corpus: str, tokenizer_dir: str, workdir: str, num_proc: str, seq:
     grouped = tokenized.map(group_texts, batched=True, num_proc=procs)
     seconds = time.perf_counter() - start
     return {
+        "seconds": seconds,
         "mb_s": megabytes / seconds,
         "examples": len(grouped["train"]),
         "peak_rss_mb": _peak_rss_mb(),
+        "children_peak_rss_mb": _children_peak_rss_mb(),
     }
 
 
