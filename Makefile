@@ -9,6 +9,9 @@ STAMP := $(VENV)/.installed
 BENCH_VENV ?= .venv-bench
 BENCH_STAMP := $(BENCH_VENV)/.installed
 BENCH_OUT ?= bench/results
+# Two test processes (pytest-xdist): the suite takes about half as long on 2 cores as serially.
+# `make test PYTEST_ARGS=...` replaces this (e.g. `-n 0` for one process, `-k NAME`).
+PYTEST_ARGS ?= -n 2
 
 # Pipeline / cluster knobs (override on the command line: make run CORPUS=... LABELS=...).
 CORPUS ?=
