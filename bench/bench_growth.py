@@ -96,13 +96,7 @@ def _measure(size: float, words: list[str], tmp: str, s3_root: str, env: dict) -
     row["shard_files"] = len(os.listdir(os.path.join(tmp, "s2", "shards"))) - 1
     row["shards_mb"] = sum(p.stat().st_size for p in Path(tmp, "s2", "shards").iterdir()) / 1e6
     shutil.rmtree(os.path.join(tmp, "s2"))
-    argv = [
-        sys.executable, "-m", "mlm.cli", "pretrain", "--shards", uri, "--tokenizer", tokenizer,
-        "--output", os.path.join(tmp, "pretrain"),
-        "--model-overrides", json.dumps(bench_streaming.TINY_MODEL), "--batch-size", "16",
-        "--steps", "3", "--log-every-steps", "1", "--validation-batches", "0",
-        "--input-window-files", "4",
-    ]  # fmt: skip
+    argv = bench_streaming.pretrain_argv(uri, tokenizer, os.path.join(tmp, "pretrain"), 4)
     row["stream"] = bench_streaming.first_step(argv, env, Path(tmp, "scratch"))
     shutil.rmtree(os.path.join(tmp, "pretrain"), ignore_errors=True)
     print(f"  {size:g} MB: first streamed step measured", file=sys.stderr)

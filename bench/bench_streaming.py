@@ -141,6 +141,16 @@ def repeated_shards(base: str, target_mb: float, directory: str) -> float:
     return file_bytes * copies / 1e6
 
 
+def pretrain_argv(shards: str, tokenizer: str, output: str, window_files: int) -> list[str]:
+    """`mlm pretrain --steps 3` of the tiny model on `shards`, a progress line per step."""
+    return [
+        sys.executable, "-m", "mlm.cli", "pretrain", "--shards", shards, "--tokenizer", tokenizer,
+        "--output", output, "--model-overrides", json.dumps(TINY_MODEL), "--batch-size", "16",
+        "--steps", "3", "--log-every-steps", "1", "--validation-batches", "0",
+        "--input-window-files", str(window_files),
+    ]  # fmt: skip
+
+
 def first_step(argv: list[str], env: dict[str, str], scratch: Path) -> dict:
     """Seconds from start to the first progress line, and the local disk high-water mark."""
     shutil.rmtree(scratch, ignore_errors=True)
@@ -193,15 +203,9 @@ def main() -> None:
             shutil.rmtree(local)
             runs: dict[str, list[dict]] = {"streamed": [], "copied": []}
             for repeat in range(args.repeats):
-                for mode, window in (("streamed", "4"), ("copied", "0")):
-                    argv = [
-                        sys.executable, "-m", "mlm.cli", "pretrain", "--shards", uri,
-                        "--tokenizer", tokenizer,
-                        "--output", os.path.join(workdir, f"out-{size:g}-{mode}-{repeat}"),
-                        "--model-overrides", json.dumps(TINY_MODEL), "--batch-size", "16",
-                        "--steps", "3", "--log-every-steps", "1", "--validation-batches", "0",
-                        "--input-window-files", window,
-                    ]  # fmt: skip
+                for mode, window in (("streamed", 4), ("copied", 0)):
+                    output = os.path.join(workdir, f"out-{size:g}-{mode}-{repeat}")
+                    argv = pretrain_argv(uri, tokenizer, output, window)
                     runs[mode].append(first_step(argv, env, Path(workdir, "scratch")))
             rows.append((size, train_mb, runs))
             print(f"  measured {train_mb:.0f} MB", file=sys.stderr)

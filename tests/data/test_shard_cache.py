@@ -97,16 +97,21 @@ def test_other_example_settings_use_other_parts_and_a_damaged_part_is_made_again
 ):
     corpus = _write_corpus(tmp_path / "corpus", {"a.txt": 80, "b.txt": 40})
     cache = str(tmp_path / "cache")
+    (corpus / "one-line.txt").write_text(make_lines(1, seed=5)[0] + "\n")
     run = shard(str(corpus), str(tokenizer_dir), str(tmp_path / "s1"), cache_dir=cache, **SETTINGS)
-    assert run.cache["sharded"] == 2
+    assert run.cache["sharded"] == 3
+    # The one-line file's part has an empty split: its empty file is left out of the join.
+    for info in run.manifest["splits"].values():
+        counts = [run.manifest["file_info"][name]["examples"] for name in info["files"]]
+        assert all(counts) and sum(counts) == info["examples"]
     # num_shards only spreads the examples: the parts are reused.
     again = shard(str(corpus), str(tokenizer_dir), str(tmp_path / "s2"), cache_dir=cache,
                   **{**SETTINGS, "num_shards": 2})  # fmt: skip
-    assert again.cache["reused"] == 2
+    assert again.cache["reused"] == 3
     # Another sequence length makes other examples: other parts.
     longer = shard(str(corpus), str(tokenizer_dir), str(tmp_path / "s3"), cache_dir=cache,
                    **{**SETTINGS, "max_seq_length": 2 * SEQ})  # fmt: skip
-    assert longer.cache["sharded"] == 2
+    assert longer.cache["sharded"] == 3
     # A part missing one of its files is made again, not joined.
     settings_dirs = list((tmp_path / "cache" / PARTS_DIR).iterdir())
     assert len(settings_dirs) == 2

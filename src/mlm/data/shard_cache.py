@@ -24,7 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from mlm import storage
-from mlm.artifacts import SHARD_MANIFEST_FILE
 from mlm.data.shards import ShardManifest, read_manifest
 from mlm.errors import UserInputError
 
@@ -87,11 +86,9 @@ def lookup(
     part_dirs = {uri: storage.join(root, keys[uri]) for uri in files}
 
     def read(uri: str) -> ShardManifest | None:
-        if not storage.exists(storage.join(part_dirs[uri], SHARD_MANIFEST_FILE)):
-            return None
         try:
             return read_manifest(part_dirs[uri], allow_part=True)
-        except UserInputError:  # damaged or half-deleted: made again
+        except UserInputError:  # not made yet, damaged or half-deleted: made (again)
             return None
 
     with ThreadPoolExecutor(max_workers=min(_LOOKUP_THREADS, max(1, len(files)))) as pool:

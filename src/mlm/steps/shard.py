@@ -71,7 +71,7 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
 
     check_replaceable(config.output_dir, SHARD_MANIFEST_FILE, "shard")
     start = time.perf_counter()
-    check_tokenizer_dir(config.tokenizer_dir)
+    tokenizer_info = check_tokenizer_dir(config.tokenizer_dir)
     files = resolve_corpus(config.corpus if config.corpus is not None else default_corpus_dir())
     part = None
     if config.partition is not None:
@@ -86,7 +86,7 @@ def shard_from_config(config: ShardConfig) -> ShardResult:
         files = groups[config.partition - 1]
     cache = None
     if config.cache_dir:
-        manifest, stats, cache = _write_with_cache(config, files, part)
+        manifest, stats, cache = _write_with_cache(config, files, part, tokenizer_info.content_hash)
     elif part is not None:
         manifest, stats = _write_part(config, files, part, progress="shard")
     elif config.processes > 1 and len(files) > 1:
@@ -172,16 +172,14 @@ def _write_in_processes(config: ShardConfig, files: list[str]) -> tuple[ShardMan
 
 
 def _write_with_cache(
-    config: ShardConfig, files: list[str], part: dict[str, Any] | None
+    config: ShardConfig, files: list[str], part: dict[str, Any] | None, tokenizer_hash: str
 ) -> tuple[ShardManifest, CorpusStats, dict[str, Any]]:
     """Shards the files that have no part in `config.cache_dir` yet (see
     `mlm.data.shard_cache`), then joins every file's part into the output directory."""
     from mlm.data import shard_cache
     from mlm.data.shard_parts import join_manifests, write_joined
     from mlm.data.shards import read_manifest
-    from mlm.data.tokenizer import read_tokenizer_info
 
-    tokenizer_hash = read_tokenizer_info(config.tokenizer_dir).content_hash
     found = shard_cache.lookup(config.cache_dir, files, config.to_dict(), tokenizer_hash)
     if found.other_tokenizer:
         print(
