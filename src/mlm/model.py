@@ -4,14 +4,16 @@
 holds `last_hidden_state`), masks each batch on the fly (`mlm.masking.mask_tokens`) and learns to
 predict the original ids. In training the vocabulary projection runs only at the selected
 positions (as keras-hub's `MaskedLMHead` and MosaicBERT do), which removes most of the output
-layer's cost; `call` still returns full logits for inference.
+layer's cost; `call` still returns full logits for inference. The head's output projection
+(`MLMOutputProjection`) and the loss on its logits (`replica_loss`) are defined in
+`mlm.mlm_head` and importable from here too.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import keras
@@ -20,6 +22,12 @@ import tensorflow as tf
 from mlm.errors import UserInputError
 from mlm.layers import Dropout, LayerNormalization
 from mlm.masking import MaskingSpec, mask_tokens
+from mlm.mlm_head import (
+    MLMOutputProjection,
+    head_activation,
+    masked_cross_entropy,
+    replica_loss,
+)
 from mlm.optimization import optimizer_builder
 
 # The seed README's recommended configurations (keyword arguments of MaskedLanguageModel).
@@ -58,105 +66,6 @@ _MASKING_ATTRIBUTES = {
     "max_predictions_per_seq": "max_predictions",
     "continuation_token_ids": "continuation_token_ids",
 }
-
-
-def _activation_names() -> list[str]:
-    skip = {"get", "serialize", "deserialize"}
-    return sorted(n for n in dir(keras.activations) if not n.startswith("_") and n not in skip)
-
-
-def _get_activation(name: Any):
-    try:
-        return keras.activations.get(name)
-    except (ValueError, TypeError) as error:
-        raise UserInputError(
-            f"mlm_head_activation={name!r} is not a Keras activation; use one of: "
-            f"{', '.join(_activation_names())}."
-        ) from error
-
-
-@keras.saving.register_keras_serializable(package="mlm")
-class MLMOutputProjection(keras.layers.Layer):
-    """Projection from hidden states to vocabulary logits, with its own bias.
-
-    The kernel is `[hidden, vocab]`, or `None` when the projection is tied to a token embedding;
-    the tied matrix (`[vocab, hidden]`) is then passed to `call`. Logits are float32 whatever the
-    compute dtype, so the loss stays stable under mixed precision.
-
-    Args:
-        vocab_size: Number of output ids.
-        tied: Whether the kernel comes from a token embedding passed to `call`.
-        kernel_initializer: Initializer of the kernel (when not tied).
-        **kwargs: `keras.layers.Layer` arguments (`name`, `dtype`, ...).
-    """
-
-    def __init__(
-        self,
-        vocab_size: int,
-        tied: bool = False,
-        kernel_initializer: Any = "glorot_uniform",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self.vocab_size = int(vocab_size)
-        self.tied = bool(tied)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.kernel = None
-        self.bias = None
-
-    def build(self, input_shape) -> None:
-        if not self.tied:
-            self.kernel = self.add_weight(
-                name="kernel",
-                shape=(input_shape[-1], self.vocab_size),
-                initializer=self.kernel_initializer,
-            )
-        self.bias = self.add_weight(name="bias", shape=(self.vocab_size,), initializer="zeros")
-
-    def call(self, inputs, embeddings=None):
-        if self.tied:
-            if embeddings is None:
-                raise ValueError("A tied MLMOutputProjection needs `embeddings` in call().")
-            # transpose_b rather than a transposed copy: the gradient then comes out in the
-            # embedding's own [vocab, hidden] layout, with no transpose of it every step.
-            embeddings = tf.cast(embeddings, self.compute_dtype)
-            logits = tf.linalg.matmul(
-                tf.cast(inputs, self.compute_dtype), embeddings, transpose_b=True
-            )
-        else:
-            logits = keras.ops.matmul(inputs, self.kernel)
-        return keras.ops.cast(logits, "float32") + keras.ops.cast(self.bias, "float32")
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.vocab_size)
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            {
-                "vocab_size": self.vocab_size,
-                "tied": self.tied,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            }
-        )
-        return config
-
-
-def _masked_cross_entropy(labels, logits, weights):
-    """Sum of cross-entropy, number of predictions and number of correct argmaxes (float32)."""
-    logits = tf.cast(logits, tf.float32)
-    weights = tf.cast(weights, tf.float32)
-    per_token = tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.cast(labels, tf.int32), logits=logits
-    )
-    correct = tf.cast(
-        tf.equal(tf.argmax(logits, axis=-1, output_type=tf.int32), labels), tf.float32
-    )
-    return (
-        tf.reduce_sum(per_token * weights),
-        tf.reduce_sum(weights),
-        tf.reduce_sum(correct * weights),
-    )
 
 
 @keras.saving.register_keras_serializable(package="mlm")
@@ -221,7 +130,7 @@ class MaskedLanguageModel(keras.Model):
         _check_encoder(encoder, vocab_size, tie_word_embeddings)
         if not 0.0 <= float(mlm_head_dropout) < 1.0:
             raise UserInputError(f"mlm_head_dropout must be in [0, 1), got {mlm_head_dropout}.")
-        activation = _get_activation(mlm_head_activation)
+        activation = head_activation(mlm_head_activation)
 
         # === Config ===
         self.encoder = encoder
@@ -392,7 +301,7 @@ class MaskedLanguageModel(keras.Model):
             labels = tf.gather_nd(masked["labels"], positions)
             weights = tf.ones(tf.shape(labels), tf.float32)
         logits = self._head(hidden, training)
-        loss_sum, num_masked, num_correct = _masked_cross_entropy(labels, logits, weights)
+        loss_sum, num_masked, num_correct = masked_cross_entropy(labels, logits, weights)
         result = {
             "loss": tf.math.divide_no_nan(loss_sum, num_masked),
             "loss_sum": loss_sum,
@@ -409,7 +318,7 @@ class MaskedLanguageModel(keras.Model):
         if y is None or y_pred is None:
             raise ValueError("MaskedLanguageModel.compute_loss needs `y` (ids) and `y_pred`.")
         weights = tf.ones(tf.shape(y), tf.float32) if sample_weight is None else sample_weight
-        loss_sum, count, _ = _masked_cross_entropy(y, y_pred, weights)
+        loss_sum, count, _ = masked_cross_entropy(y, y_pred, weights)
         return tf.math.divide_no_nan(loss_sum, count)
 
     # --- training -------------------------------------------------------------------------------
@@ -544,36 +453,6 @@ class MaskedLanguageModel(keras.Model):
         config = dict(config)
         config["encoder"] = keras.saving.deserialize_keras_object(config["encoder"])
         return cls(**config)
-
-
-def replica_loss(out: Mapping[str, tf.Tensor], extra_losses: Sequence = ()) -> tf.Tensor:
-    """This replica's share of the loss to differentiate: gradients are summed over replicas.
-
-    The one definition of the training objective under any strategy, used by `train_step` (`fit`)
-    and by `mlm.training.loop`. The masked-LM part divides this replica's loss sum by every
-    replica's selected tokens (an all-reduce in the current replica context), so the sum over
-    replicas is the mean over the global batch; extra (regularization) losses are split evenly.
-    With one replica this is `out["loss"] + sum(extra_losses)`.
-
-    Args:
-        out: `masked_lm_forward`'s result on this replica's batch (`loss`, `loss_sum`,
-            `num_masked`).
-        extra_losses: Other losses of the model (`model.losses`).
-
-    Returns:
-        The scalar float32 loss to differentiate (before any loss scaling).
-    """
-    context = tf.distribute.get_replica_context()
-    replicas = 1 if context is None else context.num_replicas_in_sync
-    loss = out["loss"]
-    if replicas > 1:
-        global_masked = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.stop_gradient(out["num_masked"])
-        )
-        loss = tf.math.divide_no_nan(out["loss_sum"], global_masked)
-    if extra_losses:
-        loss += tf.add_n([tf.cast(v, tf.float32) for v in extra_losses]) / replicas
-    return loss
 
 
 def _masking_property(key: str) -> property:
