@@ -506,25 +506,38 @@ def write_shards(
         finally:
             for writer in writers.values():
                 writer.close()
-        manifest = ShardManifest(
-            seq_length=max_seq_length,
-            tokenizer_hash=info.content_hash,
-            vocab_size=info.vocab_size,
-            compression=compression,
-            splits={split: writer.info for split, writer in writers.items()},
-            line_by_line=line_by_line,
-            file_info={
-                name: info
-                for writer in writers.values()
-                for name, info in writer.file_info().items()
-            },
-            part=part,
-            shard_dir=output_dir,
+        manifest = _manifest(
+            writers, info, output_dir, max_seq_length, compression, line_by_line, part
         )
         if part is None:
             check_splits(manifest, validation_fraction)
         storage.write_json(os.path.join(staging, SHARD_MANIFEST_FILE), manifest.to_dict())
     return manifest
+
+
+def _manifest(
+    writers: dict[str, _SplitWriter],
+    info: TokenizerInfo,
+    output_dir: str,
+    seq_length: int,
+    compression: str | None,
+    line_by_line: bool,
+    part: dict[str, Any] | None,
+) -> ShardManifest:
+    """The manifest of the shards that `writers` wrote (and closed)."""
+    return ShardManifest(
+        seq_length=seq_length,
+        tokenizer_hash=info.content_hash,
+        vocab_size=info.vocab_size,
+        compression=compression,
+        splits={split: writer.info for split, writer in writers.items()},
+        line_by_line=line_by_line,
+        file_info={
+            name: file for writer in writers.values() for name, file in writer.file_info().items()
+        },
+        part=part,
+        shard_dir=output_dir,
+    )
 
 
 def check_splits(manifest: ShardManifest, validation_fraction: float) -> None:

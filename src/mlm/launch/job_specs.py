@@ -450,62 +450,10 @@ def build_tfjob(
         KubeflowOrgV1TFJob,
         KubeflowOrgV1TFJobSpec,
     )
-    from kubernetes.client import (
-        V1Capabilities,
-        V1Container,
-        V1ContainerPort,
-        V1EmptyDirVolumeSource,
-        V1EnvVar,
-        V1ObjectMeta,
-        V1PodSecurityContext,
-        V1PodSpec,
-        V1PodTemplateSpec,
-        V1SeccompProfile,
-        V1SecurityContext,
-        V1Volume,
-        V1VolumeMount,
-    )
+    from kubernetes.client import V1ObjectMeta
 
     kind = JOB_KINDS["tfjob"]
-    selector, tolerations = _scheduling(spec)
-    container = V1Container(
-        name=kind.container,
-        image=spec.image,
-        command=list(WORKER_COMMAND),
-        args=list(pretrain_args),
-        env=[
-            V1EnvVar(name="MLM_PUSHGATEWAY_URL", value=PUSHGATEWAY_URL),
-            *(V1EnvVar(name=name, value=value) for name, value in SCRATCH_ENV.items()),
-            *_env(spec),
-        ],
-        ports=[V1ContainerPort(name="tfjob-port", container_port=WORKER_PORT)],
-        resources=_resources(spec),
-        security_context=V1SecurityContext(
-            allow_privilege_escalation=False,
-            read_only_root_filesystem=True,
-            capabilities=V1Capabilities(drop=["ALL"]),
-        ),
-        volume_mounts=[V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_PATH)],
-    )
-    pod = V1PodTemplateSpec(
-        metadata=V1ObjectMeta(labels={**_labels(spec), **WORKER_POD_ONLY_LABELS}),
-        spec=V1PodSpec(
-            containers=[container],
-            termination_grace_period_seconds=TERMINATION_GRACE_PERIOD_SECONDS,
-            service_account_name=spec.service_account,
-            automount_service_account_token=False,
-            volumes=[V1Volume(name=SCRATCH_VOLUME, empty_dir=V1EmptyDirVolumeSource())],
-            node_selector=selector or None,
-            tolerations=tolerations or None,
-            security_context=V1PodSecurityContext(
-                run_as_non_root=True,
-                run_as_user=1000,
-                run_as_group=1000,
-                fs_group=1000,
-                seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
-            ),
-        ),
-    )
+    pod = _tfjob_pod_template(spec, pretrain_args, kind.container)
     job = KubeflowOrgV1TFJob(
         api_version=kind.api_version,
         kind=kind.kind,
@@ -525,6 +473,66 @@ def build_tfjob(
         ),
     )
     return _serialize(job)
+
+
+def _tfjob_pod_template(spec: WorkerSpec, pretrain_args: Sequence[str], container_name: str) -> Any:
+    """The pod template of a TFJob worker (a `V1PodTemplateSpec`): one hardened container with
+    a writable scratch volume, scheduled by `spec`."""
+    from kubernetes.client import (
+        V1Capabilities,
+        V1Container,
+        V1ContainerPort,
+        V1EmptyDirVolumeSource,
+        V1EnvVar,
+        V1ObjectMeta,
+        V1PodSecurityContext,
+        V1PodSpec,
+        V1PodTemplateSpec,
+        V1SeccompProfile,
+        V1SecurityContext,
+        V1Volume,
+        V1VolumeMount,
+    )
+
+    selector, tolerations = _scheduling(spec)
+    container = V1Container(
+        name=container_name,
+        image=spec.image,
+        command=list(WORKER_COMMAND),
+        args=list(pretrain_args),
+        env=[
+            V1EnvVar(name="MLM_PUSHGATEWAY_URL", value=PUSHGATEWAY_URL),
+            *(V1EnvVar(name=name, value=value) for name, value in SCRATCH_ENV.items()),
+            *_env(spec),
+        ],
+        ports=[V1ContainerPort(name="tfjob-port", container_port=WORKER_PORT)],
+        resources=_resources(spec),
+        security_context=V1SecurityContext(
+            allow_privilege_escalation=False,
+            read_only_root_filesystem=True,
+            capabilities=V1Capabilities(drop=["ALL"]),
+        ),
+        volume_mounts=[V1VolumeMount(name=SCRATCH_VOLUME, mount_path=SCRATCH_PATH)],
+    )
+    return V1PodTemplateSpec(
+        metadata=V1ObjectMeta(labels={**_labels(spec), **WORKER_POD_ONLY_LABELS}),
+        spec=V1PodSpec(
+            containers=[container],
+            termination_grace_period_seconds=TERMINATION_GRACE_PERIOD_SECONDS,
+            service_account_name=spec.service_account,
+            automount_service_account_token=False,
+            volumes=[V1Volume(name=SCRATCH_VOLUME, empty_dir=V1EmptyDirVolumeSource())],
+            node_selector=selector or None,
+            tolerations=tolerations or None,
+            security_context=V1PodSecurityContext(
+                run_as_non_root=True,
+                run_as_user=1000,
+                run_as_group=1000,
+                fs_group=1000,
+                seccomp_profile=V1SeccompProfile(type="RuntimeDefault"),
+            ),
+        ),
+    )
 
 
 def job_manifests(

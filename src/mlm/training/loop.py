@@ -33,7 +33,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from mlm.training.checkpoints import CheckpointKeeper
 from mlm.training.preemption import StopRequest, TrainingInterrupted
@@ -225,8 +225,44 @@ def train_loop(
         TrainingDivergedError: the loss or the weights became NaN or infinite.
         TrainingInterrupted: `stop` was set on some worker; every worker saved the same step.
     """
-    import tensorflow as tf
+    history, restored_tokens = _restore_checkpoint(checkpoints, step_counter, log)
+    start_step = int(step_counter.numpy())
+    _check_same_step(strategy, start_step)
+    train_step = make_train_step(
+        model, optimizer, strategy, seed=config.seed, jit_compile=config.jit_compile
+    )
+    iterator = _open_input(strategy, make_dataset, checkpoints, start_step, first_step, log)
 
+    progress = _Progress(start_step, history, restored_tokens)
+    step = start_step
+    last_save = time.monotonic()
+    while step < config.total_steps:
+        minutes = config.checkpoint_every_minutes
+        time_to_save = minutes is not None and time.monotonic() - last_save >= 60 * minutes
+        stop_requested = stop is not None and stop.signum is not None
+        values, step_seconds = _run_step(train_step, iterator, step, time_to_save, stop_requested)
+        step += 1
+        step_counter.assign(step)
+        _check_loss(values, reporters, step, config.total_steps)
+        progress.add(step, values, step_seconds)
+        if step % config.log_every_steps == 0 or step == config.total_steps:
+            progress.report(step, config.total_steps, current_learning_rate(optimizer), reporters)
+
+        every = config.checkpoint_every_steps
+        stopping = values["stop_requests"] > 0  # the same on every worker
+        due = (every and step % every == 0) or values["save_requests"] > 0 or stopping
+        if checkpoints is not None and (due or step == config.total_steps):
+            _save_checkpoint(model, checkpoints, progress, step, config.total_steps, reporters, log)
+            last_save = time.monotonic()
+        if stopping:
+            _raise_stop(stop, step, checkpoints is not None, log)
+    return progress.result(step)
+
+
+def _restore_checkpoint(
+    checkpoints: CheckpointKeeper | None, step_counter: tf.Variable, log: Callable[[str], None]
+) -> tuple[dict[str, list[float]], float]:
+    """Restores the latest checkpoint, if any: the history up to its step and the tokens so far."""
     history: dict[str, list[float]] = {key: [] for key in HISTORY_KEYS}
     restored_tokens = 0.0
     if checkpoints is not None:
@@ -242,12 +278,18 @@ def train_loop(
                 ]
             restored_tokens = float(restored.get("tokens", 0.0))
             log(f"resumed from checkpoint at step {start}")
-    start_step = int(step_counter.numpy())
-    _check_same_step(strategy, start_step)
+    return history, restored_tokens
 
-    train_step = make_train_step(
-        model, optimizer, strategy, seed=config.seed, jit_compile=config.jit_compile
-    )
+
+def _open_input(
+    strategy: tf.distribute.Strategy,
+    make_dataset: Callable[[tf.distribute.InputContext], tf.data.Dataset],
+    checkpoints: CheckpointKeeper | None,
+    start_step: int,
+    first_step: int,
+    log: Callable[[str], None],
+) -> Any:
+    """This worker's input iterator, positioned at `start_step` and tracked by the checkpoints."""
     context = input_context(strategy)
     dataset = make_dataset(context)
     iterator = iter(dataset)
@@ -265,98 +307,155 @@ def train_loop(
             checkpoints.track_input(
                 iterator, worker=context.input_pipeline_id, num_workers=context.num_input_pipelines
             )
+    return iterator
 
-    step = start_step
-    interval = dict.fromkeys(_SUMS, 0.0)  # sums since the last report
+
+@dataclass
+class _Progress:
+    """What `train_loop` accumulates over its steps: the sums of the current logging interval,
+    token and time totals for throughput, and the history of reported intervals."""
+
+    start_step: int
+    history: dict[str, list[float]]
+    restored_tokens: float
+    # Sums since the last report.
+    interval: dict[str, float] = field(default_factory=lambda: dict.fromkeys(_SUMS, 0.0))
     # Throughput counts steady-state steps only: the first step of a call traces and compiles.
-    interval_seconds = interval_timed_tokens = 0.0
-    total_tokens = timed_tokens = timed_seconds = 0.0
-    last_save = time.monotonic()
-    result = LoopResult(start_step=start_step, final_step=step, tokens=0.0, seconds=0.0)
-    if history["step"]:  # a resumed run that has nothing left to do still has a last report
-        result.final_loss, result.final_accuracy = history["loss"][-1], history["accuracy"][-1]
+    interval_seconds: float = 0.0
+    interval_timed_tokens: float = 0.0
+    total_tokens: float = 0.0
+    timed_tokens: float = 0.0
+    timed_seconds: float = 0.0
+    final_loss: float = math.nan
+    final_accuracy: float = math.nan
 
-    while step < config.total_steps:
-        minutes = config.checkpoint_every_minutes
-        time_to_save = minutes is not None and time.monotonic() - last_save >= 60 * minutes
-        stop_requested = stop is not None and stop.signum is not None
-        step_started = time.monotonic()
-        sums = train_step(
-            iterator,
-            tf.constant(step, tf.int64),
-            tf.constant([float(time_to_save), float(stop_requested)], tf.float32),
-        ).numpy()
-        step_seconds = time.monotonic() - step_started
-        step += 1
-        step_counter.assign(step)
-        values = dict(zip(_SUMS, (float(v) for v in sums)))
-        if not math.isfinite(values["loss_sum"]):
-            loss = values["loss_sum"] / max(values["num_masked"], 1.0)  # stays NaN / inf
-            _report_divergence(reporters, step, config.total_steps, loss)
-            raise TrainingDivergedError(
-                f"the training loss became {values['loss_sum']} at step {step}; training stopped "
-                "without saving this state. Lower the learning rate, enable gradient clipping, or "
-                "use float32 instead of mixed_float16, then rerun (it resumes from the last "
-                "checkpoint)"
-            )
+    def __post_init__(self) -> None:
+        # A resumed run that has nothing left to do still has a last report.
+        if self.history["step"]:
+            self.final_loss = self.history["loss"][-1]
+            self.final_accuracy = self.history["accuracy"][-1]
+
+    def add(self, step: int, values: Mapping[str, float], step_seconds: float) -> None:
+        """Adds one step's sums (`values`) and duration."""
         for key in _SUMS:
-            interval[key] += values[key]
-        total_tokens += values["tokens"]
-        if step > start_step + 1:
-            interval_seconds += step_seconds
-            interval_timed_tokens += values["tokens"]
+            self.interval[key] += values[key]
+        self.total_tokens += values["tokens"]
+        if step > self.start_step + 1:
+            self.interval_seconds += step_seconds
+            self.interval_timed_tokens += values["tokens"]
 
-        if step % config.log_every_steps == 0 or step == config.total_steps:
-            timed_seconds += interval_seconds
-            timed_tokens += interval_timed_tokens
-            metrics = {
-                "step": step,
-                "loss": _ratio(interval["loss_sum"], interval["num_masked"]),
-                "accuracy": _ratio(interval["num_correct"], interval["num_masked"]),
-                "learning_rate": current_learning_rate(optimizer),
-                "tokens_per_second": _ratio(interval_timed_tokens, interval_seconds),
-                "eta_seconds": _ratio(timed_seconds, step - start_step - 1)
-                * (config.total_steps - step),
-                "total_steps": config.total_steps,
-                "diverged": 0.0,
-            }
-            for key in HISTORY_KEYS:
-                history[key].append(metrics[key])
-            for reporter in reporters:
-                reporter.report(metrics)
-            result.final_loss, result.final_accuracy = metrics["loss"], metrics["accuracy"]
-            interval = dict.fromkeys(_SUMS, 0.0)
-            interval_seconds = interval_timed_tokens = 0.0
+    def report(
+        self, step: int, total_steps: int, learning_rate: float, reporters: Sequence[Reporter]
+    ) -> None:
+        """Reports the interval that ends at `step`, records it in the history, starts the next."""
+        self.timed_seconds += self.interval_seconds
+        self.timed_tokens += self.interval_timed_tokens
+        interval = self.interval
+        metrics = {
+            "step": step,
+            "loss": _ratio(interval["loss_sum"], interval["num_masked"]),
+            "accuracy": _ratio(interval["num_correct"], interval["num_masked"]),
+            "learning_rate": learning_rate,
+            "tokens_per_second": _ratio(self.interval_timed_tokens, self.interval_seconds),
+            "eta_seconds": _ratio(self.timed_seconds, step - self.start_step - 1)
+            * (total_steps - step),
+            "total_steps": total_steps,
+            "diverged": 0.0,
+        }
+        for key in HISTORY_KEYS:
+            self.history[key].append(metrics[key])
+        for reporter in reporters:
+            reporter.report(metrics)
+        self.final_loss, self.final_accuracy = metrics["loss"], metrics["accuracy"]
+        self.interval = dict.fromkeys(_SUMS, 0.0)
+        self.interval_seconds = self.interval_timed_tokens = 0.0
 
-        every = config.checkpoint_every_steps
-        stopping = values["stop_requests"] > 0  # the same on every worker
-        due = (every and step % every == 0) or values["save_requests"] > 0 or stopping
-        if checkpoints is not None and (due or step == config.total_steps):
-            if not all_finite(model.trainable_variables):
-                _report_divergence(reporters, step, config.total_steps)
-                raise TrainingDivergedError(
-                    f"the weights hold NaN or infinite values after step {step}; training stopped "
-                    "without saving this state (the last checkpoint is kept). Lower the learning "
-                    "rate or enable gradient clipping, then rerun"
-                )
-            sidecar = {"history": history, "tokens": restored_tokens + total_tokens}
-            path = checkpoints.save(step, sidecar)
-            if path:
-                log(f"saved checkpoint at step {step}: {path}")
-            last_save = time.monotonic()
-        if stopping:
-            signum = stop.signum if stop is not None and stop.signum is not None else signal.SIGTERM
-            interrupted = TrainingInterrupted(signum, step)
-            saved = "saved a checkpoint" if checkpoints is not None else "no checkpoints"
-            log(f"{interrupted} ({saved}); rerun with the same arguments to resume")
-            raise interrupted
+    def tokens(self) -> float:
+        """Tokens trained on since step 0, the restored ones included."""
+        return self.restored_tokens + self.total_tokens
 
-    result.final_step = step
-    result.tokens = restored_tokens + total_tokens
-    result.seconds = timed_seconds
-    result.tokens_per_second = _ratio(timed_tokens, timed_seconds)
-    result.history = history
-    return result
+    def result(self, final_step: int) -> LoopResult:
+        """What the loop did, having reached `final_step`."""
+        return LoopResult(
+            start_step=self.start_step,
+            final_step=final_step,
+            tokens=self.tokens(),
+            seconds=self.timed_seconds,
+            tokens_per_second=_ratio(self.timed_tokens, self.timed_seconds),
+            history=self.history,
+            final_loss=self.final_loss,
+            final_accuracy=self.final_accuracy,
+        )
+
+
+def _run_step(
+    train_step: Callable[..., tf.Tensor],
+    iterator: Any,
+    step: int,
+    save_requested: bool,
+    stop_requested: bool,
+) -> tuple[dict[str, float], float]:
+    """Runs training step `step` with this worker's requests; the `_SUMS` over all replicas, by
+    name, and the step's wall time in seconds."""
+    import tensorflow as tf
+
+    started = time.monotonic()
+    sums = train_step(
+        iterator,
+        tf.constant(step, tf.int64),
+        tf.constant([float(save_requested), float(stop_requested)], tf.float32),
+    ).numpy()
+    seconds = time.monotonic() - started
+    return dict(zip(_SUMS, (float(v) for v in sums))), seconds
+
+
+def _check_loss(
+    values: Mapping[str, float], reporters: Sequence[Reporter], step: int, total_steps: int
+) -> None:
+    """Stops training when the step's loss is NaN or infinite."""
+    if not math.isfinite(values["loss_sum"]):
+        loss = values["loss_sum"] / max(values["num_masked"], 1.0)  # stays NaN / inf
+        _report_divergence(reporters, step, total_steps, loss)
+        raise TrainingDivergedError(
+            f"the training loss became {values['loss_sum']} at step {step}; training stopped "
+            "without saving this state. Lower the learning rate, enable gradient clipping, or "
+            "use float32 instead of mixed_float16, then rerun (it resumes from the last "
+            "checkpoint)"
+        )
+
+
+def _save_checkpoint(
+    model: keras.Model,
+    checkpoints: CheckpointKeeper,
+    progress: _Progress,
+    step: int,
+    total_steps: int,
+    reporters: Sequence[Reporter],
+    log: Callable[[str], None],
+) -> None:
+    """Saves `step` with the history and token count, unless the weights diverged."""
+    if not all_finite(model.trainable_variables):
+        _report_divergence(reporters, step, total_steps)
+        raise TrainingDivergedError(
+            f"the weights hold NaN or infinite values after step {step}; training stopped "
+            "without saving this state (the last checkpoint is kept). Lower the learning "
+            "rate or enable gradient clipping, then rerun"
+        )
+    sidecar = {"history": progress.history, "tokens": progress.tokens()}
+    path = checkpoints.save(step, sidecar)
+    if path:
+        log(f"saved checkpoint at step {step}: {path}")
+
+
+def _raise_stop(
+    stop: StopRequest | None, step: int, saved: bool, log: Callable[[str], None]
+) -> NoReturn:
+    """Ends training after a stop request: every worker saved `step` (when it has checkpoints)."""
+    signum = stop.signum if stop is not None and stop.signum is not None else signal.SIGTERM
+    interrupted = TrainingInterrupted(signum, step)
+    what = "saved a checkpoint" if saved else "no checkpoints"
+    log(f"{interrupted} ({what}); rerun with the same arguments to resume")
+    raise interrupted
 
 
 def input_context(strategy: tf.distribute.Strategy) -> tf.distribute.InputContext:
