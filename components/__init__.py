@@ -3,9 +3,11 @@
 Each component's body imports its step inside the function (KFP ships only the function's source
 to the container) and runs in the project image, `MLM_IMAGE` at compile time (default below).
 
-Parameter defaults are literals (KFP reads them from the signature) and equal the settings'
-defaults in `mlm.config` (tests/test_config.py checks it); a KFP parameter cannot be None, so
-"not set" is the type's empty value ("", 0, {}), which `mlm.config` reads as None.
+The pretrain component's parameters are generated from `mlm.config.PretrainLaunchConfig`
+(`components.parameters`: its function's source is written from the settings, since KFP ships
+source to the pod). The other components declare theirs as literals, equal to the settings'
+defaults (tests/test_config.py checks it). A KFP parameter cannot be None, so "not set" is the
+type's empty value ("", 0, {}), which `mlm.config` reads as None.
 """
 
 from __future__ import annotations

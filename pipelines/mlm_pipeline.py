@@ -1,8 +1,10 @@
 """The `mlm-pretraining` pipeline: fingerprint → tokenize → shard → pretrain → evaluate → export →
 finetune → publish.
 
-It only wires the components in `components/` and sets task options; parameter defaults equal
-the components' (and so `mlm.config`'s; tests/test_config.py checks both):
+It only wires the components in `components/` and sets task options. Its parameters
+(`PARAMETERS`) take their types, defaults and descriptions from `mlm.config`: every pretrain
+setting is one of them, generated with the pretrain component's, and the other steps' settings
+are listed by name (tests/test_config.py checks they match the components'):
 
 - fingerprint runs first and is never cached: it digests the corpus listing (names, sizes,
   generations/ETags/mtimes; `mlm.data.fingerprint.corpus_fingerprint`) and passes the digest to
@@ -48,15 +50,21 @@ from kfp.dsl.graph_component import GraphComponent
 
 from components import MLM_IMAGE
 from components.cleanup import cleanup
+from components.evaluate import PARAMETERS as EVALUATE_PARAMETERS
 from components.evaluate import evaluate
 from components.export import export
+from components.finetune import PARAMETERS as FINETUNE_PARAMETERS
 from components.finetune import finetune
 from components.fingerprint import fingerprint
 from components.merge_shards import merge_shards
+from components.parameters import Parameter, StepParameters, merged, pipeline_function
 from components.plan_shards import plan_shards
+from components.pretrain import PARAMETERS as PRETRAIN_COMPONENT_PARAMETERS
 from components.pretrain import pretrain
 from components.publish import publish
+from components.shard import PARAMETERS as SHARD_PARAMETERS
 from components.shard import shard
+from components.tokenize import PARAMETERS as TOKENIZE_PARAMETERS
 from components.tokenize import tokenize
 from mlm.config import CompileConfig
 from mlm.storage import STORE_ENDPOINT_ENV, STORE_SECRET_ENV, STORE_SECRET_KEYS
@@ -67,6 +75,75 @@ PRETRAIN_RETRIES = 3
 PRETRAIN_BACKOFF = "60s"
 PRETRAIN_BACKOFF_FACTOR = 2.0
 PRETRAIN_MAX_BACKOFF = "600s"
+
+
+DESCRIPTION = (
+    "Pre-train a BERT-style encoder with masked language modelling, evaluate it, export it and "
+    "fine-tune a classifier on it (against a random-init baseline)."
+)
+SUMMARY = "Pre-trains, evaluates, exports and fine-tunes an MLM encoder."
+
+
+# How each step's component parameters appear in the pipeline: the data steps' and pretrain's
+# under their own names, evaluate's and finetune's prefixed (their batch size is not
+# pretrain's), one `seed` for all. A name steps share (`seed`; `layout`, `cache_uri`, ... of
+# tokenize and shard) is one parameter that feeds each.
+TOKENIZE = StepParameters(TOKENIZE_PARAMETERS)
+SHARD = StepParameters(SHARD_PARAMETERS, fixed=("partition", "partitions"))
+# The run id and the task name are KFP's placeholders, not the user's.
+PRETRAIN = StepParameters(PRETRAIN_COMPONENT_PARAMETERS, fixed=("run_id", "task_name"))
+EVALUATE = StepParameters(
+    EVALUATE_PARAMETERS, prefix="eval_", names={"eval_batches": "eval_batches", "seed": "seed"}
+)
+FINETUNE = StepParameters(
+    FINETUNE_PARAMETERS, prefix="finetune_", names={"baseline": "baseline", "seed": "seed"}
+)
+(SHARD_PARTITIONS,) = (p for p in SHARD_PARAMETERS if p.name == "partitions")
+# Every pretrain setting is a pipeline parameter of its own name.
+PRETRAIN_PARAMETERS = PRETRAIN.exposed()
+# The pipeline's parameters, in the order of its docstring. KFP's compiled spec lists them by name.
+PARAMETERS = merged(
+    [
+        Parameter(
+            "corpus_uri", str, "",
+            'text corpus (file, directory, or gs:// / s3:// / minio:// URI; "" = built-in '
+            "corpus)",
+        ),
+        Parameter(
+            "labels_uri", str, "",
+            'labelled CSV/TSV/JSONL (text,label) or CoNLL file for fine-tuning ("" = built-in '
+            "labelled set)",
+        ),
+    ],
+    TOKENIZE.exposed(),
+    SHARD.exposed(),
+    [
+        Parameter(
+            "shard_partitions", int, SHARD_PARTITIONS.default,
+            "shard the corpus's files in this many parallel pods (at most one per file), joined "
+            "by merge-shards; each writes num_shards files per split (KFP 2.5 pipelines shard "
+            "in one pod)",
+            "partitions",
+        )
+    ],
+    PRETRAIN_PARAMETERS,
+    [
+        Parameter(
+            "pretrain_pod_gpus", int, 0,
+            'GPUs of the pretrain pod itself (launcher "local"; a cluster launcher\'s workers '
+            "get gpus_per_worker)",
+        )
+    ],
+    EVALUATE.exposed(),
+    FINETUNE.exposed(),
+    [
+        Parameter(
+            "publish_model_as", str, "",
+            'publish this run\'s model under this name in model_registry_uri at the end ("" = '
+            "do not publish)",
+        )
+    ],
+)  # fmt: skip
 
 
 def _wire_store(task: dsl.PipelineTask, config: CompileConfig) -> None:
@@ -111,168 +188,41 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
         tuple(config.gpu_node_selector.split("=", 1)) if config.gpu_node_selector else None
     )
 
-    @dsl.pipeline(
-        name=PIPELINE_NAME,
-        description=(
-            "Pre-train a BERT-style encoder with masked language modelling, evaluate it, export it "
-            "and fine-tune a classifier on it (against a random-init baseline)."
-        ),
-    )
-    def mlm_pretraining_pipeline(
-        corpus_uri: str = "",
-        labels_uri: str = "",
-        vocab_size: int = 8000,
-        lowercase: bool = True,
-        pretrained_tokenizer_uri: str = "",
-        max_seq_length: int = 128,
-        num_shards: int = 8,
-        line_by_line: bool = False,
-        shard_partitions: int = 1,
-        cache_uri: str = "",
-        retrain_tokenizer: bool = False,
-        recipe: str = "",
-        variant: str = "tiny",
-        model_overrides: dict = {},  # noqa: B006 (KFP reads defaults from the signature)
-        batch_size: int = 32,
-        steps: int = 1000,
-        learning_rate: float = 5e-4,
-        warmup_ratio: float = 0.1,
-        pretrain_options: dict = {},  # noqa: B006
-        workers: int = 1,
-        gpus_per_worker: int = 0,
-        pretrain_pod_gpus: int = 0,
-        launcher: str = "local",
-        worker_image: str = "",
-        worker_cpu: str = "4",
-        worker_memory: str = "16Gi",
-        worker_node_selector: dict = {},  # noqa: B006
-        worker_tolerations: list = [],  # noqa: B006
-        spot: bool = False,
-        job_timeout_hours: float = 168.0,
-        pushgateway_url: str = "",
-        eval_batches: int = 0,
-        finetune_task: str = "text_classification",
-        finetune_validation_uri: str = "",
-        finetune_validation_fraction: float = 0.2,
-        finetune_max_seq_length: int = 128,
-        finetune_batch_size: int = 16,
-        finetune_epochs: int = 10,
-        finetune_learning_rate: float = 1e-3,
-        baseline: bool = True,
-        seed: int = 0,
-        init_from: str = "",
-        model_registry_uri: str = "",
-        publish_model_as: str = "",
-    ):
-        """Pre-trains, evaluates, exports and fine-tunes an MLM encoder.
-
-        Args:
-            corpus_uri: Text corpus (file, directory, or gs:// / s3:// / minio:// URI; "" = built-in corpus).
-            labels_uri: Labelled CSV/TSV/JSONL (text,label) or CoNLL file for fine-tuning
-                ("" = built-in labelled set).
-            vocab_size: WordPiece vocabulary size.
-            lowercase: Lowercase text before tokenizing.
-            pretrained_tokenizer_uri: Use this tokenizer directory instead of training one.
-            max_seq_length: Tokens per pre-training example.
-            num_shards: TFRecord shards per split (per partition).
-            shard_partitions: Shard the corpus's files in this many parallel pods (at most one
-                per file), joined by merge-shards; each writes num_shards files per split.
-                KFP 2.5 pipelines shard in one pod.
-            cache_uri: A lasting location (gs://, s3://, minio:// or a path the pods share) for
-                recurring runs over a growing corpus: tokenize keeps its tokenizer there and
-                shard one part per input file, so a later run adopts the tokenizer and shards
-                only new or changed files ("" = every run starts from scratch).
-            retrain_tokenizer: With cache_uri: train a new tokenizer and cache it instead (every
-                cached shard part is then made again).
-            line_by_line: One padded pre-training example per corpus line (a document, a news
-                item) instead of packing lines into full sequences.
-            recipe: A named bundle of pre-training settings ("fast", "seed"; "" = none) that
-                become the defaults: parameters left at their defaults take the recipe's values,
-                parameters changed from them win.
-            variant: BERT size ("tiny", "small", "base", "large").
-            model_overrides: BERT constructor overrides, e.g. {"num_layers": 2}.
-            batch_size: Global pre-training batch size.
-            steps: Pre-training optimizer steps.
-            learning_rate: Peak pre-training learning rate.
-            warmup_ratio: Share of the pre-training steps spent warming up linearly.
-            pretrain_options: Any other `mlm pretrain` setting by name, e.g. {"precision":
-                "mixed_bfloat16", "mask_ratio": 0.2, "whole_word_masking": true,
-                "gradient_clipping": 1.0, "checkpoint_every_steps": 500}; unknown names and bad
-                values fail the pretrain step with one line.
-            workers: Training workers (local processes or job pods).
-            gpus_per_worker: GPUs per worker pod (launcher "trainjob"/"tfjob").
-            pretrain_pod_gpus: GPUs for the pretrain pod itself (launcher "local").
-            launcher: "local", "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator).
-            worker_image: Image of the job's workers ("" = the pipeline's image; its "-gpu" tag
-                when gpus_per_worker > 0).
-            worker_cpu: CPU request per worker pod (the limit is twice that).
-            worker_memory: Memory request and limit per worker pod.
-            worker_node_selector: Node labels the worker pods must land on, e.g.
-                {"cloud.google.com/gke-accelerator": "nvidia-l4"}.
-            worker_tolerations: Extra tolerations of the worker pods, e.g. [{"key": "dedicated",
-                "operator": "Equal", "value": "ml", "effect": "NoSchedule"}].
-            spot: Run the worker pods on spot (preemptible) nodes.
-            job_timeout_hours: Longest the training job may run (its active deadline).
-            pushgateway_url: Prometheus Pushgateway for training metrics ("" = off).
-            eval_batches: Validation batches to score (0 = the whole split).
-            finetune_task: "text_classification", "sentiment_analysis", "ner", ...
-            finetune_validation_uri: Held-out labelled file ("" = stratified split of labels_uri).
-            finetune_validation_fraction: Share of labels_uri held out when there is no
-                validation file.
-            finetune_max_seq_length: Tokens per fine-tuning example.
-            finetune_batch_size: Fine-tuning batch size.
-            finetune_epochs: Most fine-tuning epochs (early stopping on validation loss).
-            finetune_learning_rate: Peak fine-tuning learning rate.
-            baseline: Also fine-tune a random-init encoder of the same architecture.
-            seed: Seed for pre-training, evaluation masks and fine-tuning.
-            init_from: Continue pre-training from this model: a pretrain output directory, or
-                "registry:NAME" for the newest model published as NAME in model_registry_uri
-                (none yet: random weights); "" = random weights. `steps` are added to its step
-                count, and evaluate reports the perplexity change against it.
-            model_registry_uri: Model registry directory (gs://, s3:// or a path the pods share).
-            publish_model_as: Publish this run's model under this name in model_registry_uri at the
-                end ("" = do not publish).
-        """
-        cleanup_task = cleanup(launcher=launcher, run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
+    def mlm_pretraining_pipeline(values: dict) -> None:
+        """The DAG, given the pipeline's parameters (`PARAMETERS`) by name."""
+        cleanup_task = cleanup(launcher=values["launcher"], run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER)
         cleanup_task.set_display_name("cleanup")
         cleanup_task.set_caching_options(False)
         with dsl.ExitHandler(cleanup_task, name="steps"):
-            fingerprint_task = fingerprint(corpus_uri=corpus_uri)
+            fingerprint_task = fingerprint(corpus_uri=values["corpus_uri"])
             fingerprint_task.set_display_name("fingerprint")
             # Always fresh: its output is what keys the cache of tokenize and shard.
             fingerprint_task.set_caching_options(False)
             corpus_fingerprint = fingerprint_task.output
 
             tokenize_task = tokenize(
-                corpus_uri=corpus_uri,
+                corpus_uri=values["corpus_uri"],
                 corpus_fingerprint=corpus_fingerprint,
-                vocab_size=vocab_size,
-                lowercase=lowercase,
-                pretrained_tokenizer_uri=pretrained_tokenizer_uri,
-                cache_uri=cache_uri,
-                retrain_tokenizer=retrain_tokenizer,
+                **TOKENIZE.arguments(values),
             )
             tokenize_task.set_display_name("tokenize")
 
             shard_options = {
-                "corpus_uri": corpus_uri,
+                "corpus_uri": values["corpus_uri"],
                 "corpus_fingerprint": corpus_fingerprint,
                 "tokenizer": tokenize_task.outputs["tokenizer"],
-                "max_seq_length": max_seq_length,
-                "num_shards": num_shards,
-                "line_by_line": line_by_line,
-                "cache_uri": cache_uri,
+                **SHARD.arguments(values),
             }
             if fans_out_sharding(config):
                 plan_task = plan_shards(
-                    corpus_uri=corpus_uri,
+                    corpus_uri=values["corpus_uri"],
                     corpus_fingerprint=corpus_fingerprint,
-                    shard_partitions=shard_partitions,
+                    shard_partitions=values["shard_partitions"],
                 )
                 plan_task.set_display_name("plan-shards")
                 with dsl.ParallelFor(plan_task.output) as partition:
                     partition_task = shard(
-                        **shard_options, partition=partition, partitions=shard_partitions
+                        **shard_options, partition=partition, partitions=values["shard_partitions"]
                     )
                     partition_task.set_display_name("shard")
                 shard_task = merge_shards(parts=dsl.Collected(partition_task.outputs["shards"]))
@@ -286,30 +236,9 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             pretrain_task = pretrain(
                 shards=shard_task.outputs["shards"],
                 tokenizer=tokenize_task.outputs["tokenizer"],
-                recipe=recipe,
-                variant=variant,
-                model_overrides=model_overrides,
-                batch_size=batch_size,
-                steps=steps,
-                learning_rate=learning_rate,
-                warmup_ratio=warmup_ratio,
-                pretrain_options=pretrain_options,
-                workers=workers,
-                gpus_per_worker=gpus_per_worker,
-                launcher=launcher,
-                worker_image=worker_image,
-                worker_cpu=worker_cpu,
-                worker_memory=worker_memory,
-                worker_node_selector=worker_node_selector,
-                worker_tolerations=worker_tolerations,
-                spot=spot,
-                job_timeout_hours=job_timeout_hours,
-                pushgateway_url=pushgateway_url,
+                **PRETRAIN.arguments(values),
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
                 task_name=dsl.PIPELINE_TASK_NAME_PLACEHOLDER,
-                seed=seed,
-                init_from=init_from,
-                model_registry_uri=model_registry_uri,
             )
             pretrain_task.set_display_name("pretrain")
             # A new model every run: a cached pretrain would silently reuse an old one.
@@ -323,10 +252,10 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             # The workers run the image this step runs (one image setting for the whole pipeline).
             pretrain_task.set_env_variable("MLM_IMAGE", image)
             pretrain_task.set_accelerator_type(GPU_RESOURCE)
-            pretrain_task.set_accelerator_limit(pretrain_pod_gpus)
+            pretrain_task.set_accelerator_limit(values["pretrain_pod_gpus"])
             # The limit is a placeholder, not a task input: inside the exit handler's DAG the
             # compiler only passes the parameter down when the task registers it as one it uses.
-            pretrain_task.register_pipeline_channels([pretrain_pod_gpus])
+            pretrain_task.register_pipeline_channels([values["pretrain_pod_gpus"]])
             kubernetes.add_toleration(
                 pretrain_task, key=GPU_RESOURCE, operator="Exists", effect="NoSchedule"
             )
@@ -337,8 +266,7 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
                 model=pretrain_task.outputs["model"],
                 shards=shard_task.outputs["shards"],
                 tokenizer=tokenize_task.outputs["tokenizer"],
-                eval_batches=eval_batches,
-                seed=seed,
+                **EVALUATE.arguments(values),
             )
             evaluate_task.set_display_name("evaluate")
 
@@ -351,16 +279,8 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
 
             finetune_task_ = finetune(
                 encoder=export_task.outputs["encoder"],
-                labels_uri=labels_uri,
-                task=finetune_task,
-                validation_uri=finetune_validation_uri,
-                validation_fraction=finetune_validation_fraction,
-                max_seq_length=finetune_max_seq_length,
-                batch_size=finetune_batch_size,
-                epochs=finetune_epochs,
-                learning_rate=finetune_learning_rate,
-                baseline=baseline,
-                seed=seed,
+                labels_uri=values["labels_uri"],
+                **FINETUNE.arguments(values),
             )
             finetune_task_.set_display_name("finetune")
 
@@ -368,8 +288,8 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
                 model=pretrain_task.outputs["model"],
                 evaluation=evaluate_task.outputs["metrics"],
                 tokenizer=tokenize_task.outputs["tokenizer"],
-                model_registry_uri=model_registry_uri,
-                model_name=publish_model_as,
+                model_registry_uri=values["model_registry_uri"],
+                model_name=values["publish_model_as"],
                 run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
             )
             publish_task.set_display_name("publish")
@@ -393,7 +313,9 @@ def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
             for task in (cleanup_task, *steps):
                 task.set_container_image(config.image)
 
-    return mlm_pretraining_pipeline
+    return dsl.pipeline(name=PIPELINE_NAME, description=DESCRIPTION)(
+        pipeline_function(mlm_pretraining_pipeline, PARAMETERS, SUMMARY)
+    )
 
 
 # The pipeline without store wiring, for the local runner and for reading its signature.

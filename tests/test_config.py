@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from components.tasks import FINETUNE_NAMES, SHARD_NAMES, TOKENIZE_NAMES
 from mlm import config as settings
 from mlm.cli import STEPS, build_parser, main
 from mlm.config import (
@@ -158,59 +159,40 @@ def test_every_config_round_trips_with_its_defaults(config_class):
 
 # --- KFP ----------------------------------------------------------------------------------------
 
-# Component parameters named differently from their setting (KFP-facing names are older).
-KFP_NAMES = {
-    "tokenize": {
-        "corpus_uri": "corpus",
-        "pretrained_tokenizer_uri": "tokenizer",
-        "cache_uri": "cache_dir",
-        "retrain_tokenizer": "retrain",
-    },
-    "shard": {"corpus_uri": "corpus", "cache_uri": "cache_dir"},
-    "finetune": {"labels_uri": "data", "validation_uri": "validation_data"},
-}
-# Component parameters that are not step settings: where and how to run.
-# Pretrain parameters that are not training settings: how and where the workers run (their
-# defaults are the launcher's, checked in tests/cluster/test_k8s_launcher.py).
-KFP_LAUNCH_PARAMETERS = {
-    "pretrain": {
-        "gpus_per_worker": 0,
-        "launcher": "local",
-        "pretrain_options": {},
-        "worker_image": "",
-        "worker_cpu": "4",
-        "worker_memory": "16Gi",
-        "worker_node_selector": {},
-        "worker_tolerations": [],
-        "spot": False,
-        "job_timeout_hours": 168.0,
-        "task_name": "pretrain",
-    }
-}
+# The components whose parameters are generated from a settings class, and the settings KFP
+# names differently.
+KFP_NAMES = {"tokenize": TOKENIZE_NAMES, "shard": SHARD_NAMES, "finetune": FINETUNE_NAMES}
 KFP_CONFIGS = {
     "tokenize": TokenizeConfig,
     "shard": ShardConfig,
     "pretrain": PretrainLaunchConfig,
     "evaluate": EvaluateConfig,
-    "export": ExportConfig,
     "finetune": FinetuneConfig,
 }
 
 
 @pytest.mark.parametrize("step", list(KFP_CONFIGS))
-def test_component_defaults_are_the_config_defaults(step):
-    component = getattr(__import__(f"components.{step}", fromlist=[step]), step)
+def test_component_parameters_are_the_config_settings(step):
+    """Each optional setting is a component parameter with the setting's type and default (some
+    under an older name: `KFP_NAMES`); the function KFP reads has exactly those."""
+    module = __import__(f"components.{step}", fromlist=[step])
+    component = getattr(module, step)
     fields = {f.name: f for f in KFP_CONFIGS[step].fields()}
-    names = KFP_NAMES.get(step, {})
-    for parameter in inspect.signature(component.python_func).parameters.values():
-        if parameter.default is inspect.Parameter.empty:
-            continue  # artifacts and required inputs
-        if parameter.name in KFP_LAUNCH_PARAMETERS.get(step, {}):
-            assert parameter.default == KFP_LAUNCH_PARAMETERS[step][parameter.name]
+    by_setting = {p.setting: p for p in module.PARAMETERS}
+    for name, field in fields.items():
+        if field.required or name not in by_setting:
             continue
-        field = fields[names.get(parameter.name, parameter.name)]
-        assert parameter.default == field.kfp_default, (step, parameter.name)
-        assert type(parameter.default) is type(field.kfp_default), (step, parameter.name)
+        parameter = by_setting[name]
+        assert parameter.name == KFP_NAMES.get(step, {}).get(name, name)
+        assert parameter.default == field.kfp_default and parameter.kind is field.kind
+    # Only inputs the component takes as artifacts (or computes) are not parameters.
+    left_out = {n for n, f in fields.items() if not f.required and n not in by_setting}
+    assert left_out <= {"corpus", "previous_model"}, left_out
+    signature = inspect.signature(component.python_func).parameters
+    assert list(signature) == [*module.INPUTS, *(p.name for p in module.PARAMETERS)]
+    for parameter in module.PARAMETERS:
+        assert signature[parameter.name].default == parameter.default
+        assert signature[parameter.name].annotation is parameter.kind
 
 
 def test_pipeline_defaults_are_the_component_defaults():

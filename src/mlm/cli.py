@@ -114,14 +114,15 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def run_pretrain(config: settings.PretrainLaunchConfig) -> int:
-    """Runs `mlm pretrain` (here, or as `config.workers` local processes); the exit status."""
-    from mlm.launch.local import run_pretraining
+    """Runs `mlm pretrain` (here, as `config.workers` local processes, or as a cluster job:
+    `config.job.launcher`); the exit status."""
+    from mlm import launch
     from mlm.training.loop import TrainingDivergedError
 
     # A failed worker is reported by `main` (`mlm.errors.report`): its one-line error, status 2,
     # when it refused its input, else its log tail, status 1.
     try:
-        run_pretraining(config)
+        launch.pretrain(config)
     except TrainingDivergedError as error:
         print(f"mlm pretrain: error: {error}", file=sys.stderr)
         return 3

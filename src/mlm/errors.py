@@ -27,14 +27,14 @@ BUG_REPORT = (
     "line and the traceback above"
 )
 # Errors of other modules whose message is already one line naming the cause and the fix.
-_ONE_LINE_ERRORS = {"mlm.launch.kubernetes.JobLaunchError"}
+_ONE_LINE_ERRORS = {"mlm.launch.job_errors.JobLaunchError"}
 # Failures that are not bugs and whose message says what happened (it may quote a log tail):
 # printed without a traceback, status 1.
 _FAILURES = {
     "mlm.launch.local.WorkersFailedError",
-    "mlm.launch.kubernetes.JobFailedError",
-    "mlm.launch.kubernetes.JobCancelledError",
-    "mlm.launch.kubernetes.JobTimeoutError",
+    "mlm.launch.job_errors.JobFailedError",
+    "mlm.launch.job_errors.JobCancelledError",
+    "mlm.launch.job_errors.JobTimeoutError",
     "mlm.training.loop.TrainingDivergedError",
 }
 _CONNECTION_ERRORS = {

@@ -22,7 +22,9 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes_validate import validate
 
+from mlm.config import JobConfig, PretrainLaunchConfig
 from mlm.errors import UserInputError
+from mlm.launch import job_object
 from mlm.launch import job_specs as specs
 from mlm.launch import kubernetes as launch
 from tests.cluster.fake_kube import (
@@ -394,8 +396,8 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(
     kube, clock = FakeKubernetes(), FakeClock()
     kube.on_get = finish_after(1, {"type": "Complete"})
     created = capture_creates(kube)
-    result = launch.launch_pretraining(
-        "trainjob",
+    config = PretrainLaunchConfig.create(
+        launcher="trainjob",
         shard_dir="gs://b/shards",
         tokenizer_dir="gs://b/tok",
         output_dir="gs://b/run-7/pretrain/model",
@@ -406,8 +408,8 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(
         model_overrides={"num_layers": 2},
         steps=50,
         pushgateway_url=None,
-        job_options={"api_client": kube, "clock": clock, "sleep": clock.sleep},
     )
+    result = launch.launch_pretraining(config, api_client=kube, clock=clock, sleep=clock.sleep)
     assert result.name == specs.job_name("run-7", "pretrain")
     assert result.namespace == pod_namespace
     (captured,) = created
@@ -432,6 +434,41 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(
     assert (parsed.model.variant, parsed.steps, parsed.run_id) == ("tiny", 50, "run-7")
     assert parsed.model.model_overrides == {"num_layers": 2}
     assert parsed.output_dir == "gs://b/run-7/pretrain/model"
+
+
+def test_mlm_pretrain_with_a_cluster_launcher_runs_the_job_from_the_command_line(
+    monkeypatch, capsys
+):
+    """`mlm pretrain --launcher tfjob` takes the pipeline step's path (`mlm.launch.pretrain`):
+    the job settings shape the pods, the training settings become the workers' flags."""
+    from mlm.cli import main
+
+    monkeypatch.delenv("MLM_IMAGE", raising=False)
+    monkeypatch.setenv("MLM_JOB_NAMESPACE", "team-a")
+    monkeypatch.setattr(launch, "NAMESPACE_FILE", "/nonexistent/namespace")
+    kube = FakeKubernetes()
+    kube.on_get = finish_after(1, {"type": "Succeeded"})  # a TFJob's success condition
+    created = capture_creates(kube)
+    monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
+    status = main([
+        "pretrain", "--shards", "s3://b/shards", "--tokenizer", "s3://b/tok",
+        "--output", "s3://b/out", "--launcher", "tfjob", "--workers", "2", "--steps", "30",
+        "--worker-cpu", "6", "--worker-tolerations",
+        '[{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]',
+        "--namespace", "team-b", "--run-id", "nightly-3",
+    ])  # fmt: skip
+    assert status == 0, capsys.readouterr().err
+    (job,) = created
+    assert job["kind"] == "TFJob" and job["metadata"]["namespace"] == "team-b"
+    assert job["metadata"]["name"] == specs.job_name("nightly-3", "pretrain")
+    (replicas,) = job["spec"]["tfReplicaSpecs"].values()
+    assert replicas["replicas"] == 2
+    pod = replicas["template"]["spec"]
+    assert pod["containers"][0]["resources"]["requests"]["cpu"] == "6"
+    assert {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    args = pod["containers"][0]["args"]
+    assert args[args.index("--steps") + 1] == "30" and "--launcher" not in args
+    assert "--workers" not in args and "--worker-cpu" not in args
 
 
 def test_namespace_comes_from_the_pod_then_the_setting_then_the_kubeconfig(monkeypatch, tmp_path):
@@ -615,12 +652,10 @@ def test_the_runs_image_resources_placement_and_options_reach_the_trainjob(
         ],
         spot=True,
         job_timeout_hours=2.0,
-        pretrain_options={
-            "precision": "mixed_bfloat16",
-            "mask_ratio": 0.2,
-            "whole_word_masking": True,
-            "checkpoint_every_steps": 25.0,
-        },
+        precision="mixed_bfloat16",
+        mask_ratio=0.2,
+        whole_word_masking=True,
+        checkpoint_every_steps=25,
     )
     (job,) = created
     assert job["metadata"]["namespace"] == pod_namespace
@@ -683,33 +718,32 @@ def test_a_worker_image_parameter_overrides_the_pipeline_image(
 @pytest.mark.parametrize(
     "options, message",
     [
-        ({"mask_rate": 0.2}, "unknown setting 'mask_rate'"),
         ({"precision": "fp8"}, "precision='fp8': use one of"),
-        ({"steps": 10}, "pretrain_options ['steps']: these are pipeline parameters"),
+        ({"mask_ratio": 1.5}, "mask_ratio"),
+        ({"workers": 0}, "workers"),
     ],
 )
-def test_bad_pretrain_options_fail_the_step_with_one_line_before_any_job(
+def test_bad_pretrain_parameters_fail_the_step_with_one_line_before_any_job(
     monkeypatch, tmp_path, pod_namespace, options, message
 ):
     kube = FakeKubernetes()
     monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
     with pytest.raises(UserInputError) as caught:
-        run_pretrain_step(kube, tmp_path, pretrain_options=options)
+        run_pretrain_step(kube, tmp_path, **options)
     assert message in str(caught.value) and "\n" not in str(caught.value)
     assert kube.calls == []
 
 
-def test_component_job_defaults_are_the_launchers():
+def test_job_settings_defaults_are_the_launchers():
+    """`launch_pretraining_job` (the Python API below the settings) has the settings' defaults."""
     import inspect
 
-    from components.pretrain import pretrain
-
-    component = inspect.signature(pretrain.python_func).parameters
+    job = JobConfig()
     launcher = inspect.signature(launch.launch_pretraining_job).parameters
-    assert component["worker_cpu"].default == launcher["cpu"].default
-    assert component["worker_memory"].default == launcher["memory"].default
-    assert component["spot"].default == launcher["spot"].default
-    assert component["job_timeout_hours"].default * 3600 == launcher["timeout_s"].default
+    assert job.worker_cpu == launcher["cpu"].default
+    assert job.worker_memory == launcher["memory"].default
+    assert job.spot == launcher["spot"].default
+    assert job.job_timeout_hours * 3600 == launcher["timeout_s"].default
 
 
 # --- retry, cancel, launch failures ----------------------------------------------------------------
@@ -725,20 +759,17 @@ def test_a_retried_step_reattaches_to_the_job_its_first_attempt_created(monkeypa
     def lose_pod(seconds):
         raise PodLost
 
-    kwargs = {
-        "shard_dir": "gs://b/shards",
-        "tokenizer_dir": "gs://b/tok",
-        "output_dir": "gs://b/out",
-        "run_id": "8f14e45f-ceea-467f-a0a5-2f3b7a6c0d11",
-        "task": "pretrain",
-        "steps": 10,
-    }
+    config = PretrainLaunchConfig.create(
+        launcher="trainjob",
+        shard_dir="gs://b/shards",
+        tokenizer_dir="gs://b/tok",
+        output_dir="gs://b/out",
+        run_id="8f14e45f-ceea-467f-a0a5-2f3b7a6c0d11",
+        task_name="pretrain",
+        steps=10,
+    )
     with pytest.raises(PodLost):
-        launch.launch_pretraining(
-            "trainjob",
-            job_options={"api_client": kube, "clock": clock, "sleep": lose_pod},
-            **kwargs,
-        )
+        launch.launch_pretraining(config, api_client=kube, clock=clock, sleep=lose_pod)
     assert len(kube.objects) == 1  # the job outlives the lost pod
 
     finish = finish_after(1, {"type": "Complete"})
@@ -749,9 +780,7 @@ def test_a_retried_step_reattaches_to_the_job_its_first_attempt_created(monkeypa
         finish(job)
 
     kube.on_get = watch
-    result = launch.launch_pretraining(
-        "trainjob", job_options={"api_client": kube, "clock": clock, "sleep": clock.sleep}, **kwargs
-    )
+    result = launch.launch_pretraining(config, api_client=kube, clock=clock, sleep=clock.sleep)
     assert result.attached and result.state == "Succeeded"
     # The retry's create was answered 409 (same name), and it waited for the first job.
     assert [c[0] for c in kube.calls].count("POST") == 2
@@ -784,7 +813,7 @@ def test_a_retry_waits_out_its_failed_predecessor_being_deleted_then_creates_the
     result = run(kube, clock, name=name)
     assert not result.attached and result.state == "Succeeded"
     assert [c[0] for c in kube.calls].count("POST") == 3  # 409, 409, created
-    assert clock.sleeps[:2] == [launch.TERMINATING_POLL_S, launch.TERMINATING_POLL_S]
+    assert clock.sleeps[:2] == [job_object.TERMINATING_POLL_S, job_object.TERMINATING_POLL_S]
 
 
 def test_sigterm_deletes_the_job_then_ends_the_launcher():
@@ -853,7 +882,7 @@ def test_sigterm_to_a_launcher_process_deletes_its_job():
                 process.wait()
     assert process.returncode != 0
     last = output.strip().splitlines()[-1]
-    assert last.startswith("mlm.launch.kubernetes.JobCancelledError: "), output
+    assert last.startswith("mlm.launch.job_errors.JobCancelledError: "), output
     assert f"cancelled while waiting for TrainJob mlm/{name}" in last and "deleted it" in last
     assert kube.objects == {}
     assert ("DELETE", f"/apis/trainer.kubeflow.org/v1alpha1/namespaces/mlm/trainjobs/{name}") in [

@@ -63,11 +63,9 @@ def test_a_retried_local_pretrain_resumes_from_its_durable_checkpoint(
         "learning_rate": 1e-3,
         "launcher": "local",
         "run_id": "run-1",
-        "pretrain_options": {
-            "checkpoint_every_steps": 2,
-            "validation_batches": 1,
-            "quiet": True,
-        },
+        "checkpoint_every_steps": 2,
+        "validation_batches": 1,
+        "quiet": True,
     }
     first = subprocess.run(
         [

@@ -40,6 +40,7 @@ __all__ = [
     "ExportConfig",
     "Field",
     "FinetuneConfig",
+    "JobConfig",
     "MaskingConfig",
     "MergeShardsConfig",
     "ModelConfig",
@@ -249,9 +250,9 @@ class PretrainConfig(Config):
         return int(self.warmup_ratio * self.steps)
 
     @classmethod
-    def with_presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
+    def with_recipe(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
         name = nested.get("recipe")
-        if name is None:
+        if not name:  # None, or "" as KFP writes "not set"
             return dict(nested)
         preset = nest(cls, recipe_settings(name), f"recipe {name}")
         merged = merge(cls, preset, nested)  # new dicts at every group level
@@ -268,16 +269,69 @@ class PretrainConfig(Config):
         return initial_step + self.steps
 
 
+LAUNCHERS = ("local", "trainjob", "tfjob")
+
+
+@dataclass
+class JobConfig(Config):
+    """Where the pretrain workers run: this machine, or the pods of a Kubernetes training job
+    (`mlm.launch.kubernetes`). The worker_* settings, spot and the timeout shape the job's pods;
+    the local launcher does not use them."""
+
+    launcher: str = setting(
+        "local",
+        '"local": this machine (workers local processes); "trainjob": a Kubeflow Trainer v2 '
+        'TrainJob; "tfjob": a Training Operator TFJob (workers pods)',
+        choices=LAUNCHERS,
+    )
+    gpus_per_worker: int = setting(0, "GPUs per worker pod", at_least=0)
+    worker_image: str | None = setting(
+        None,
+        "image of the job's workers (none: $MLM_IMAGE, else this version's image; its -gpu "
+        "variant when gpus_per_worker > 0)",
+    )
+    worker_cpu: str = setting("4", "CPU request per worker pod (the limit is twice that)")
+    worker_memory: str = setting("16Gi", "memory request and limit per worker pod")
+    worker_node_selector: dict | None = setting(
+        None,
+        'node labels the worker pods must land on, e.g. {"cloud.google.com/gke-accelerator": '
+        '"nvidia-l4"}',
+    )
+    worker_tolerations: list[dict] | None = setting(
+        None,
+        'extra tolerations of the worker pods, e.g. [{"key": "dedicated", "operator": "Equal", '
+        '"value": "ml", "effect": "NoSchedule"}]',
+    )
+    spot: bool = setting(False, "run the worker pods on spot (preemptible) nodes")
+    job_timeout_hours: float = setting(
+        168.0, "longest the training job may run (its active deadline)", above=0
+    )
+    namespace: str | None = setting(
+        None,
+        "namespace of the job (none: this pod's namespace, else the kubeconfig context's, else "
+        "default)",
+    )
+    task_name: str = setting(
+        "pretrain",
+        "the job's task: a label and part of its name, so a retried pipeline task re-attaches to "
+        "its job (the pipeline passes its task name)",
+    )
+
+
 @dataclass
 class PretrainLaunchConfig(PretrainConfig):
-    """`mlm pretrain` on this machine: a `PretrainConfig` and how many processes run it."""
+    """`mlm pretrain` as a user starts it: a `PretrainConfig`, how many workers run it and
+    where (`JobConfig`). `mlm.launch.pretrain` runs it."""
 
     workers: int = setting(
-        1, "local worker processes wired by TF_CONFIG (1: train in this process)", at_least=1
+        1,
+        "workers wired by TF_CONFIG: local processes (1: train in this process), or the job's pods",
+        at_least=1,
     )
     worker_timeout: float | None = setting(
         None, "with --workers above 1, seconds the whole run may take (0: no limit)", above=0
     )
+    job: JobConfig = group(JobConfig, "where the workers run")
 
     def pretrain_config(self) -> PretrainConfig:
         """The settings of the training itself (what each worker runs)."""

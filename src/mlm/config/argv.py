@@ -36,7 +36,7 @@ def _help(field: Field) -> str:
     if field.required:
         text += f" (required, here or as {field.name}: in the {CONFIG_FLAG} file)"
     elif field.kind is not bool and field.default is not None:
-        shown = json.dumps(field.default) if field.kind is dict else field.default
+        shown = json.dumps(field.default) if field.kind in (dict, list) else field.default
         text += f" (default: {shown})"
     return text.replace("%", "%%")
 
@@ -64,11 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser, config_class: type[Config]) -
         common = {"dest": field.name, "default": argparse.SUPPRESS, "help": _help(field)}
         if field.kind is bool:
             target.add_argument(*flags, action=argparse.BooleanOptionalAction, **common)
-        elif field.kind is list:
+        elif field.kind is list and field.item is str:
             target.add_argument(*flags, nargs="+", metavar=_metavar(field), **common)
         else:
             # Values are checked by the config (one-line errors naming the setting).
-            kind = {int: int, float: float, str: str, dict: _json_object}[field.kind]
+            kind = {int: int, float: float, str: str, dict: _json_object, list: _json_object}
+            kind = kind[field.kind]
             target.add_argument(*flags, type=kind, metavar=_metavar(field), **common)
 
 
@@ -119,10 +120,10 @@ def to_argv(config: Config) -> list[str]:
             continue
         if field.kind is bool:
             argv.append(field.flag if value else "--no-" + field.flag[2:])
-        elif field.kind is list:
+        elif field.kind is list and field.item is str:
             argv += [field.flag, *(value or [])]
-        elif field.kind is dict:
-            argv += [field.flag, json.dumps(value if value is not None else {})]
+        elif field.kind in (dict, list):
+            argv += [field.flag, json.dumps(value if value is not None else field.empty)]
         elif value is None:
             argv += [field.flag, "0" if field.kind in (int, float) else ""]
         else:

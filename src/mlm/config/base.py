@@ -79,6 +79,7 @@ class Field:
     optional: bool  # `| None`
     default: Any  # MISSING when required
     metadata: Mapping[str, Any]
+    item: Any = str  # a list's items: str (e.g. paths) or dict (JSON objects)
 
     @property
     def required(self) -> bool:
@@ -148,7 +149,7 @@ class Config:
         return list(_fields(cls))
 
     @classmethod
-    def with_presets(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
+    def with_recipe(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
         """The nested settings on top of the defaults they select (e.g. a named recipe); a
         setting given explicitly always wins. Here: the settings as given."""
         return dict(nested)
@@ -167,7 +168,7 @@ class Config:
         `UserInputError`s.
         """
         nested = nest(cls, values, source)
-        nested = cls.with_presets(nested)
+        nested = cls.with_recipe(nested)
         missing = [f for f in cls.fields() if f.required and not _given(nested, f)]
         if missing:
             names = ", ".join(f"{f.name} ({f.flag})" for f in missing)
@@ -202,7 +203,8 @@ def _fields(
             continue
         kind, optional = _split_optional(hints[spec.name])
         origin = typing.get_origin(kind) or kind
-        yield Field(spec.name, path, origin, optional, spec.default, spec.metadata)
+        item = (typing.get_args(kind) or (str,))[0] if origin is list else str
+        yield Field(spec.name, path, origin, optional, spec.default, spec.metadata, item)
 
 
 def _groups(cls: type[Config]) -> dict[str, type[Config]]:
@@ -292,7 +294,7 @@ def _coerce(field: Field, value: Any) -> Any:
         return None
     if value is None:
         raise UserInputError(f"{field.name}: a value is required (it cannot be None)")
-    value = _as_type(field.name, field.kind, value)
+    value = _as_type(field.name, field.kind, value, field.item)
     _check_value(field.name, value, field.metadata)
     return value
 
@@ -304,7 +306,7 @@ def _is_empty(value: Any, kind: Any) -> bool:
     return value is None or value == "" or value == _EMPTY[kind]
 
 
-def _as_type(name: str, kind: Any, value: Any) -> Any:
+def _as_type(name: str, kind: Any, value: Any, item: Any = str) -> Any:
     def fail(expected: str) -> UserInputError:
         return UserInputError(f"{name}={value!r}: expected {expected}")
 
@@ -340,6 +342,10 @@ def _as_type(name: str, kind: Any, value: Any) -> Any:
         if isinstance(value, Mapping):
             return dict(value)
         raise fail('a mapping (JSON object), e.g. {"num_layers": 2}')
+    if kind is list and item is dict:
+        if isinstance(value, (list, tuple)) and all(isinstance(v, Mapping) for v in value):
+            return [dict(v) for v in value]
+        raise fail('a list of JSON objects, e.g. [{"key": "dedicated", "operator": "Exists"}]')
     if kind is list:
         if isinstance(value, (str, os.PathLike)):
             return [os.fspath(value)]
