@@ -19,7 +19,11 @@ On the shared real-text data (see `<data>/README.md`; never part of the reposito
    the mean over them (one seed is too noisy at 250 rows per class);
 5. frozen-feature linear probes (ridge classifiers) at every slice size: the pre-trained and a
    random encoder's last layer, the pre-trained token-embedding table, and a count-based reference
-   (PPMI-SVD vectors of the same shards: what co-occurrence counts alone give).
+   (PPMI-SVD vectors of the same shards: what co-occurrence counts alone give);
+6. CoNLL-2003 named-entity recognition (`bench_ner.py`, when `<data>/conll2003/` is there):
+   entity F1 at 200 and 2,000 training sentences, the procedure chosen on valid.txt, scored once
+   on test.txt, pre-trained against random init (the CoNLL training sentences' words, without
+   tags, join the pre-training text unless `--no-ner-pretrain-text`).
 
 Writes `<output>/quality.md`, `<output>/quality.json` and `<output>/quality.png` (validation loss
 against tokens and seconds). Without the data it writes a note and exits 0.
@@ -44,6 +48,9 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
+import bench_ner
+from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_GAIN_POINTS = {25: 10, 250: 5}  # pre-trained over random init, accuracy points
 MODEL = {"hidden_size": 128, "num_layers": 2, "num_heads": 2, "intermediate_size": 512}
@@ -61,13 +68,16 @@ def read_tsv(path: Path) -> list[tuple[str, str]]:
         return [(row["text"], row["label"]) for row in csv.DictReader(file, delimiter="\t")]
 
 
-def write_corpus(data: Path, directory: Path) -> int:
-    """SOTU paragraphs plus the AG News training texts, one per line; returns the byte count."""
+def write_corpus(data: Path, directory: Path, ner_text: bool = False) -> int:
+    """SOTU paragraphs plus the AG News training texts (with `ner_text`, plus the CoNLL-2003
+    training sentences' words), one per line; returns the byte count."""
     directory.mkdir(parents=True, exist_ok=True)
     lines = []
     for path in sorted((data / "sotu").glob("*.txt")):
         lines += [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     lines += [text.strip() for text, _ in read_tsv(data / "agnews" / "train.tsv")]
+    if ner_text:
+        lines += bench_ner.words_text(data)
     text = "\n".join(line for line in lines if line) + "\n"
     (directory / "train.txt").write_text(text, encoding="utf-8")
     return len(text.encode())
@@ -334,25 +344,6 @@ def procedures_for(shots: int) -> dict[str, dict[str, Any]]:
     return {name: s for name, s in FINETUNE_PROCEDURES.items() if name not in skip}
 
 
-def _one_thread() -> None:
-    """Fine-tuning worker start-up: one TensorFlow thread pool of one thread (the small model's
-    steps barely use a second core; two one-thread processes finish two runs about 40% sooner
-    than one two-thread process runs them in turn, with the same accuracies)."""
-    import tensorflow as tf
-
-    tf.config.threading.set_intra_op_parallelism_threads(1)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
-
-
-def _finetune_run(export_dir: str, train_csv: str, output: str, settings: dict) -> dict:
-    """One `mlm finetune` run (pre-trained and random-init sides): its metrics and seconds."""
-    from mlm.steps.finetune import finetune
-
-    start = time.perf_counter()
-    metrics = finetune(export_dir, train_csv, output, baseline=True, **settings).metrics
-    return {**metrics, "seconds": time.perf_counter() - start}
-
-
 def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -> dict:
     """{shots: {procedure: {pretrained, baseline, seconds}}} on the AG News slices.
 
@@ -370,7 +361,7 @@ def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -
     with ProcessPoolExecutor(
         args.finetune_processes,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_one_thread,
+        initializer=one_thread,
     ) as pool:
         for shots in args.shots:
             train_csv = write_labelled(
@@ -382,7 +373,7 @@ def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -
             for name, settings in procedures[shots].items():
                 jobs[shots, name] = [
                     pool.submit(
-                        _finetune_run,
+                        finetune_run,
                         export_dir,
                         train_csv,
                         str(workdir / f"finetune-{shots}-{name}-seed{seed}"),
@@ -411,37 +402,6 @@ def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -
                 f"(mean of {args.seeds} seed(s))"
             )
     return results
-
-
-def mean_over_seeds(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Each side's accuracy averaged over fine-tuning runs that differ only in their seed."""
-    sides = {}
-    for side in ("pretrained", "baseline"):
-        accuracies = [run[side]["accuracy"] for run in runs]
-        held_out = [run[side]["validation_accuracy"] for run in runs]
-        sides[side] = {
-            "accuracy": sum(accuracies) / len(accuracies),
-            "validation_accuracy": sum(held_out) / len(held_out),
-            "per_seed": accuracies,
-            "epochs_trained": [run[side].get("epochs_trained") for run in runs],
-        }
-    return sides
-
-
-def best_against_best(by_procedure: dict[str, Any]) -> dict[str, Any]:
-    """Each side's procedure chosen by its accuracy on the dev rows (`validation_accuracy`),
-    and that procedure's test accuracy: the test rows decide nothing. `tried` counts the
-    procedures each side chose from."""
-    best: dict[str, Any] = {"tried": len(by_procedure)}
-    for side in ("pretrained", "baseline"):
-        name = max(by_procedure, key=lambda n: by_procedure[n][side]["validation_accuracy"])
-        best[side] = {
-            "procedure": name,
-            "validation_accuracy": by_procedure[name][side]["validation_accuracy"],
-            "accuracy": by_procedure[name][side]["accuracy"],
-        }
-    best["gain_points"] = 100 * (best["pretrained"]["accuracy"] - best["baseline"]["accuracy"])
-    return best
 
 
 def features(encoder: Any, tokenizer: Any, texts: list[str], length: int) -> Any:
@@ -682,6 +642,8 @@ def report(args, facts: dict) -> str:
         ]
         for shots, by_kind in probe.items():
             lines.append(f"| {shots} | " + " | ".join(f"{by_kind[k]:.3f}" for k in kinds) + " |")
+    if facts.get("ner"):
+        lines += bench_ner.report(args, facts["ner"])
     lines += [
         "",
         "Fine-tuning: `mlm finetune` defaults where a procedure does not say (learning rate 1e-3, "
@@ -689,7 +651,9 @@ def report(args, facts: dict) -> str:
         "",
         f"Reproduce: `python bench/bench_quality.py --recipe {args.recipe} --steps {args.steps} "
         f"--batch-size {args.batch_size} --seq-length {args.seq_length}"
-        f"{' --pack' if args.pack else ''} --test-rows {args.test_rows} --seeds {args.seeds}`.",
+        f"{' --pack' if args.pack else ''} --test-rows {args.test_rows} --seeds {args.seeds}"
+        f" --ner-sentences {' '.join(map(str, args.ner_sentences))}"
+        f"{'' if args.ner_pretrain_text else ' --no-ner-pretrain-text'}`.",
         "",
     ]
     return "\n".join(lines)
@@ -742,6 +706,16 @@ def main() -> int:
         help="the peer's peak learning rate: its post-norm BERT with dropout stalls near loss 7 "
         "at 5e-3, and 2e-3 is where it trained best in our runs (the fast recipe's peak too)",
     )
+    parser.add_argument("--ner-sentences", type=int, nargs="+", default=[200, 2000])
+    parser.add_argument("--ner-dev-sentences", type=int, default=500)
+    parser.add_argument("--ner-seq-length", type=int, default=96)
+    parser.add_argument(
+        "--ner-pretrain-text",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the CoNLL-2003 training sentences' words (no tags) to the pre-training text",
+    )
+    parser.add_argument("--no-ner", action="store_true", help="leave out CoNLL-2003")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--no-finetune", action="store_true", help="pre-training only")
@@ -767,9 +741,11 @@ def main() -> int:
     from mlm.steps.tokenize import tokenize
 
     started = time.perf_counter()
+    has_ner = not args.no_ner and (args.data / "conll2003" / "train.txt").is_file()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="mlm-quality-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    corpus_bytes = write_corpus(args.data, workdir / "corpus")
+    args.ner_pretrain_text &= has_ner
+    corpus_bytes = write_corpus(args.data, workdir / "corpus", args.ner_pretrain_text)
     tokenizer, shards = str(workdir / "tokenizer"), str(workdir / "shards")
     output, export_dir = str(workdir / "pretrain"), str(workdir / "export")
     facts_path = workdir / "pretrain-facts.json"
@@ -823,6 +799,8 @@ def main() -> int:
     }
     if not args.no_probe and not args.no_finetune:
         facts["probe"] = linear_probe(args, export_dir, shards, rows, test_rows)
+    if has_ner and not args.no_finetune:
+        facts["ner"] = bench_ner.ner_slices(args, export_dir, args.data, workdir)
     facts["seconds"] = time.perf_counter() - started
     plot(curves, args.output / "quality.png")
     text = report(args, facts)

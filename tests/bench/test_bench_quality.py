@@ -4,11 +4,14 @@ and a few-step pre-training run on made-up lines (line-by-line shards, real-toke
 
 import json
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench import bench_quality
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))  # as the script runs
+import bench_ner
+import bench_quality
 
 
 def test_per_class_slices_are_disjoint_and_balanced():
@@ -185,3 +188,30 @@ def test_finetune_processes_below_one_is_refused(tmp_path, monkeypatch, capsys):
         bench_quality.main()
     assert exit_info.value.code == 2
     assert "--finetune-processes 0: give at least 1" in capsys.readouterr().err
+
+
+def test_conll_sentences_leave_out_docstart_and_the_best_is_chosen_on_dev_entity_f1(tmp_path):
+    conll = tmp_path / "train.txt"
+    conll.write_text(
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n"
+        "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\n"
+    )
+    blocks = bench_ner.read_sentences(conll)
+    assert blocks == ["EU NNP B-NP B-ORG\nrejects VBZ B-VP O", "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER"]  # fmt: skip
+    assert set(bench_ner.procedures_for(200)) == {"tune", "probe-then-tune"}
+    assert set(bench_ner.procedures_for(2000)) == {"tune", "tune-3e-4"}
+
+    def side(dev, test):
+        return {"validation_entity_f1": dev, "entity_f1": test}
+
+    best = bench_ner.best_against_best(
+        {
+            "tune": {"pretrained": side(0.50, 0.40), "baseline": side(0.30, 0.35)},
+            "probe-then-tune": {"pretrained": side(0.45, 0.60), "baseline": side(0.31, 0.20)},
+        },
+        "entity_f1",
+    )
+    # Chosen on dev: pretrained "tune" (test 0.40), baseline "probe-then-tune" (test 0.20).
+    assert best["pretrained"]["procedure"] == "tune" and best["pretrained"]["entity_f1"] == 0.40
+    assert best["baseline"]["procedure"] == "probe-then-tune"
+    assert best["gain_points"] == pytest.approx(20.0)
