@@ -4,7 +4,7 @@ Each component's body imports its step inside the function (KFP ships only the f
 to the container) and runs in the project image, `MLM_IMAGE` at compile time (default below).
 
 The pretrain component's parameters are generated from `mlm.config.PretrainLaunchConfig`
-(`components.parameters`: its function's source is written from the settings, since KFP ships
+(`mlm_components.parameters`: its function's source is written from the settings, since KFP ships
 source to the pod). The other components declare theirs as literals, equal to the settings'
 defaults (tests/test_config.py checks it). A KFP parameter cannot be None, so "not set" is the
 type's empty value ("", 0, {}), which `mlm.config` reads as None.

@@ -1,14 +1,14 @@
 """KFP component: masked-LM perplexity and accuracy on the validation shards, with a report.
 
 Its parameters are the settings of `mlm.config.EvaluateConfig`, generated from the config
-(`components.parameters`); the model, shards and tokenizer are input artifacts.
+(`mlm_components.parameters`); the model, shards and tokenizer are input artifacts.
 """
 
 from kfp import dsl
 
-from components import MLM_IMAGE
-from components.parameters import define, runtime_body, settings_parameters
 from mlm.config import EvaluateConfig
+from mlm_components import MLM_IMAGE
+from mlm_components.parameters import define, runtime_body, settings_parameters
 
 # The model to compare with is the one the model artifact continued from (its `init_from`).
 PARAMETERS = settings_parameters(EvaluateConfig, exclude=("previous_model",))

@@ -1,15 +1,15 @@
 """KFP component: fine-tune a classifier on the exported encoder (and a random-init baseline).
 
 Its parameters are the settings of `mlm.config.FinetuneConfig`, generated from the config
-(`components.parameters`); the labelled data is `labels_uri`, the encoder an input artifact.
+(`mlm_components.parameters`); the labelled data is `labels_uri`, the encoder an input artifact.
 """
 
 from kfp import dsl
 
-from components import MLM_IMAGE
-from components.parameters import define, runtime_body, settings_parameters
-from components.tasks import FINETUNE_NAMES
 from mlm.config import FinetuneConfig
+from mlm_components import MLM_IMAGE
+from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.tasks import FINETUNE_NAMES
 
 PARAMETERS = settings_parameters(FinetuneConfig, names=FINETUNE_NAMES)
 INPUTS = {

@@ -2,7 +2,7 @@
 
 from kfp import dsl
 
-from components import MLM_IMAGE
+from mlm_components import MLM_IMAGE
 
 
 @dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)

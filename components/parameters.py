@@ -95,11 +95,11 @@ def settings_parameters(
 
 
 def runtime_body(function: str) -> str:
-    """The body of a generated component: hand every argument to `components.tasks.<function>`
-    (the installed `components` package holds it in the pod)."""
+    """The body of a generated component: hand every argument to `mlm_components.tasks.<function>`
+    (the installed `mlm_components` package holds it in the pod)."""
     return (
         "arguments = dict(locals())\n"
-        f"from components.tasks import {function}\n\n"
+        f"from mlm_components.tasks import {function}\n\n"
         f"{function}(**arguments)"
     )
 

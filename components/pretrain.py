@@ -7,9 +7,9 @@ setting there is a parameter here, with its default and help, without an edit.
 
 from kfp import dsl
 
-from components import MLM_IMAGE
-from components.parameters import define, runtime_body, settings_parameters
 from mlm.config import PretrainLaunchConfig
+from mlm_components import MLM_IMAGE
+from mlm_components.parameters import define, runtime_body, settings_parameters
 
 # Every optional pretrain setting is a parameter; the step's inputs and outputs are artifacts.
 PARAMETERS = settings_parameters(PretrainLaunchConfig)

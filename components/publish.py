@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import Artifact, Input, Metrics, Model
 
-from components import MLM_IMAGE
+from mlm_components import MLM_IMAGE
 
 
 @dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)

@@ -1,16 +1,16 @@
 """KFP component: pack the tokenized corpus into TFRecord shards.
 
 Its parameters are the settings of `mlm.config.ShardConfig`, generated from the config
-(`components.parameters`); the corpus is `corpus_uri`, the tokenizer an input artifact and the
+(`mlm_components.parameters`); the corpus is `corpus_uri`, the tokenizer an input artifact and the
 output the `shards` artifact.
 """
 
 from kfp import dsl
 
-from components import MLM_IMAGE
-from components.parameters import define, runtime_body, settings_parameters
-from components.tasks import SHARD_NAMES
 from mlm.config import ShardConfig
+from mlm_components import MLM_IMAGE
+from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.tasks import SHARD_NAMES
 
 PARAMETERS = settings_parameters(ShardConfig, exclude=("corpus",), names=SHARD_NAMES)
 INPUTS = {

@@ -1,6 +1,6 @@
 """What the generated components run in their pods: one `run_<step>` per step.
 
-A component's function (written from the settings by `components.parameters.define`) hands its
+A component's function (written from the settings by `mlm_components.parameters.define`) hands its
 arguments here. This module imports no KFP: in a pod, KFP's executor runs with `_KFP_RUNTIME`
 set, where `kfp.dsl` has no `component` decorator, so the modules that declare the components
 cannot be imported there. The artifacts arrive as KFP's artifact objects; every other argument

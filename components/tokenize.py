@@ -1,15 +1,15 @@
 """KFP component: train (or load) the WordPiece tokenizer for a corpus.
 
 Its parameters are the settings of `mlm.config.TokenizeConfig`, generated from the config
-(`components.parameters`); the corpus is `corpus_uri`, and the output the `tokenizer` artifact.
+(`mlm_components.parameters`); the corpus is `corpus_uri`, and the output the `tokenizer` artifact.
 """
 
 from kfp import dsl
 
-from components import MLM_IMAGE
-from components.parameters import define, runtime_body, settings_parameters
-from components.tasks import TOKENIZE_NAMES
 from mlm.config import TokenizeConfig
+from mlm_components import MLM_IMAGE
+from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.tasks import TOKENIZE_NAMES
 
 PARAMETERS = settings_parameters(TokenizeConfig, exclude=("corpus",), names=TOKENIZE_NAMES)
 INPUTS = {"corpus_uri": "str", "corpus_fingerprint": "str", "tokenizer": "Output[Artifact]"}

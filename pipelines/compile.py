@@ -63,7 +63,7 @@ def compile_pipeline(config: CompileConfig | str | None = None, **settings: Any)
         config = CompileConfig.create(**settings)
     from kfp import compiler
 
-    from pipelines.mlm_pipeline import make_pipeline
+    from mlm_pipelines.mlm_pipeline import make_pipeline
 
     output_path = Path(config.output)
     output_path.parent.mkdir(parents=True, exist_ok=True)

@@ -48,26 +48,26 @@ An empty `corpus_uri` or `labels_uri` selects the built-in corpus / labelled set
 from kfp import dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 
-from components import MLM_IMAGE
-from components.cleanup import cleanup
-from components.evaluate import PARAMETERS as EVALUATE_PARAMETERS
-from components.evaluate import evaluate
-from components.export import export
-from components.finetune import PARAMETERS as FINETUNE_PARAMETERS
-from components.finetune import finetune
-from components.fingerprint import fingerprint
-from components.merge_shards import merge_shards
-from components.parameters import Parameter, StepParameters, merged, pipeline_function
-from components.plan_shards import plan_shards
-from components.pretrain import PARAMETERS as PRETRAIN_COMPONENT_PARAMETERS
-from components.pretrain import pretrain
-from components.publish import publish
-from components.shard import PARAMETERS as SHARD_PARAMETERS
-from components.shard import shard
-from components.tokenize import PARAMETERS as TOKENIZE_PARAMETERS
-from components.tokenize import tokenize
 from mlm.config import CompileConfig
 from mlm.storage import STORE_ENDPOINT_ENV, STORE_SECRET_ENV, STORE_SECRET_KEYS
+from mlm_components import MLM_IMAGE
+from mlm_components.cleanup import cleanup
+from mlm_components.evaluate import PARAMETERS as EVALUATE_PARAMETERS
+from mlm_components.evaluate import evaluate
+from mlm_components.export import export
+from mlm_components.finetune import PARAMETERS as FINETUNE_PARAMETERS
+from mlm_components.finetune import finetune
+from mlm_components.fingerprint import fingerprint
+from mlm_components.merge_shards import merge_shards
+from mlm_components.parameters import Parameter, StepParameters, merged, pipeline_function
+from mlm_components.plan_shards import plan_shards
+from mlm_components.pretrain import PARAMETERS as PRETRAIN_COMPONENT_PARAMETERS
+from mlm_components.pretrain import pretrain
+from mlm_components.publish import publish
+from mlm_components.shard import PARAMETERS as SHARD_PARAMETERS
+from mlm_components.shard import shard
+from mlm_components.tokenize import PARAMETERS as TOKENIZE_PARAMETERS
+from mlm_components.tokenize import tokenize
 
 PIPELINE_NAME = "mlm-pretraining"
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -180,7 +180,7 @@ def fans_out_sharding(config: CompileConfig) -> bool:
 
 def make_pipeline(config: CompileConfig | None = None) -> GraphComponent:
     """The `mlm-pretraining` pipeline as `config` (a `CompileConfig`; default: its defaults)
-    compiles it: every task's image (None: the components' own, `components.MLM_IMAGE`), the
+    compiles it: every task's image (None: the components' own, `mlm_components.MLM_IMAGE`), the
     pretrain pod's GPU node selector and the store wiring of every step."""
     config = config or CompileConfig()
     image = config.image or MLM_IMAGE

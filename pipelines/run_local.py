@@ -86,7 +86,7 @@ def run_local(
     from mlm import storage
     from mlm.artifacts import EXPORT_FILE, METRICS_FILE
     from mlm.data.default_corpus import default_corpus_dir, write_default_labels
-    from pipelines.mlm_pipeline import PIPELINE_NAME, TASK_ORDER, mlm_pretraining_pipeline
+    from mlm_pipelines.mlm_pipeline import PIPELINE_NAME, TASK_ORDER, mlm_pretraining_pipeline
 
     output = os.path.abspath(output)
     os.makedirs(output, exist_ok=True)

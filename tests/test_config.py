@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.tasks import FINETUNE_NAMES, SHARD_NAMES, TOKENIZE_NAMES
 from mlm import config as settings
 from mlm.cli import STEPS, build_parser, main
 from mlm.config import (
@@ -33,6 +32,7 @@ from mlm.config import (
     to_argv,
 )
 from mlm.errors import UserInputError
+from mlm_components.tasks import FINETUNE_NAMES, SHARD_NAMES, TOKENIZE_NAMES
 from tests.training.conftest import TINY_MODEL
 
 REQUIRED = {
@@ -175,7 +175,7 @@ KFP_CONFIGS = {
 def test_component_parameters_are_the_config_settings(step):
     """Each optional setting is a component parameter with the setting's type and default (some
     under an older name: `KFP_NAMES`); the function KFP reads has exactly those."""
-    module = __import__(f"components.{step}", fromlist=[step])
+    module = __import__(f"mlm_components.{step}", fromlist=[step])
     component = getattr(module, step)
     fields = {f.name: f for f in KFP_CONFIGS[step].fields()}
     by_setting = {p.setting: p for p in module.PARAMETERS}
@@ -199,7 +199,7 @@ def test_pipeline_defaults_are_the_component_defaults():
     """Every pipeline parameter that feeds a component has that component parameter's default."""
     from google.protobuf import json_format
 
-    from pipelines.mlm_pipeline import mlm_pretraining_pipeline
+    from mlm_pipelines.mlm_pipeline import mlm_pretraining_pipeline
 
     spec = json_format.MessageToDict(mlm_pretraining_pipeline.pipeline_spec)
     pipeline_defaults = {
@@ -484,7 +484,7 @@ def test_with_a_recipe_the_ui_values_left_at_their_defaults_take_the_recipe_valu
 def test_the_pipeline_offers_a_recipe_and_passes_it_to_pretrain():
     from google.protobuf import json_format
 
-    from pipelines.mlm_pipeline import mlm_pretraining_pipeline
+    from mlm_pipelines.mlm_pipeline import mlm_pretraining_pipeline
 
     spec = json_format.MessageToDict(mlm_pretraining_pipeline.pipeline_spec)
     recipe = spec["root"]["inputDefinitions"]["parameters"]["recipe"]

@@ -1,6 +1,7 @@
 """The repository's layout as a package: what the wheel ships, and one version everywhere.
 
-`components/` and `pipelines/` stay at the top of the repository but are installed with `mlm`, so
+`components/` and `pipelines/` stay at the top of the repository but are installed with `mlm`, as
+`mlm_components` and `mlm_pipelines` (names no other distribution is likely to take), so
 nothing patches `sys.path` and an installed `mlm pipeline compile` runs from any directory. The
 version is defined once (`mlm.__version__`); the image tags of the Makefile and the manifests
 must agree with it.
@@ -21,8 +22,8 @@ import pytest
 import tomllib
 import yaml
 
-import components
 import mlm
+import mlm_components
 from mlm.launch import kubernetes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +47,9 @@ def installed(tmp_path_factory) -> Path:
     )  # fmt: skip
     (wheel,) = (root / "wheels").glob("mlm-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert {"mlm/cli.py", "components/__init__.py", "pipelines/compile.py"} <= names
+    assert {"mlm/cli.py", "mlm_components/__init__.py", "mlm_pipelines/compile.py"} <= names
+    # The generic top-level names of the checkout's directories are not installed.
+    assert not [n for n in names if n.startswith(("components/", "pipelines/"))]
     assert not [n for n in names if n.startswith("tests/")]
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-compile",
@@ -61,8 +64,8 @@ def test_installed_pipeline_compile_runs_from_any_directory(installed, tmp_path)
     # checkout, and the working directory is an empty temporary one.
     env = {**os.environ, "PYTHONPATH": str(installed)}
     where = subprocess.run(
-        [sys.executable, "-c", "import mlm, components, pipelines; "
-         "print(mlm.__file__, components.__file__, pipelines.__file__)"],
+        [sys.executable, "-c", "import mlm, mlm_components, mlm_pipelines; "
+         "print(mlm.__file__, mlm_components.__file__, mlm_pipelines.__file__)"],
         env=env, cwd=tmp_path, capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert all(path.startswith(str(installed)) for path in where.stdout.split()), where.stdout
@@ -76,6 +79,16 @@ def test_installed_pipeline_compile_runs_from_any_directory(installed, tmp_path)
     assert spec["pipelineInfo"]["name"] == "mlm-pretraining"
     images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
     assert images == {"registry.example.com/mlm:7"}
+
+
+def test_every_package_of_the_library_ships():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    listed = set(project["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(path.parent.relative_to(REPO / "src").parts)
+        for path in (REPO / "src").rglob("__init__.py")
+    }
+    assert found | {"mlm_components", "mlm_pipelines"} == listed
 
 
 def test_no_module_patches_sys_path():
@@ -93,7 +106,7 @@ def test_the_version_is_defined_once_and_the_image_tags_follow_it():
     assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "mlm.__version__"}
 
     image = f"{mlm.IMAGE_REPOSITORY}:{version}"
-    assert mlm.DEFAULT_IMAGE == components.DEFAULT_IMAGE == kubernetes.DEFAULT_IMAGE == image
+    assert mlm.DEFAULT_IMAGE == mlm_components.DEFAULT_IMAGE == kubernetes.DEFAULT_IMAGE == image
     makefile = (REPO / "Makefile").read_text()
     assert re.search(r"^TAG \?= (\S+)$", makefile, re.M).group(1) == version
     assert re.search(r"^REGISTRY \?= (\S+)$", makefile, re.M).group(1) + "/mlm" == (
@@ -129,14 +142,19 @@ def test_the_library_components_and_pipelines_have_no_import_cycles():
     """Imports run one way (e.g. `data.corpus` uses `data.cleaning`, never the reverse; the
     pipeline's compiler uses `mlm.config`, and `mlm.kfp_client` the compiler, never the reverse)."""
     paths = {}
-    for root, top in ((REPO / "src", "mlm"), (REPO, "components"), (REPO, "pipelines")):
-        for path in (root / top).rglob("*.py"):
-            parts = path.relative_to(root).with_suffix("").parts
+    # Modules by their installed names (the directories components/ and pipelines/ install as
+    # mlm_components and mlm_pipelines).
+    for directory, name in ((REPO / "src" / "mlm", "mlm"), (REPO / "components", "mlm_components"),
+                            (REPO / "pipelines", "mlm_pipelines")):  # fmt: skip
+        for path in directory.rglob("*.py"):
+            parts = (name, *path.relative_to(directory).with_suffix("").parts)
             paths[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
     # `mlm` itself only re-exports lazily; every module may import it.
     graph = {
         name: _imported_modules(path, set(paths)) - {name, "mlm"} for name, path in paths.items()
     }
+    # The graph sees the imports between the three trees (a renamed package would drop them).
+    assert {"mlm_components.pretrain", "mlm.config"} <= graph["mlm_pipelines.mlm_pipeline"]
     cycles = []
 
     def visit(module: str, chain: list[str]) -> None:
@@ -151,6 +169,27 @@ def test_the_library_components_and_pipelines_have_no_import_cycles():
     for module in sorted(graph):
         visit(module, [module])
     assert cycles == []
+
+
+def test_nothing_imports_the_checkout_directory_names():
+    """The components and the pipeline are imported by their installed names: in a checkout the
+    directories are importable as `components` and `pipelines` too, and a module imported under
+    both names would exist twice."""
+    found = []
+    for path in (p for top in ("src", "components", "pipelines", "tests", "bench")
+                 for p in (REPO / top).rglob("*.py")):  # fmt: skip
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            found += [
+                f"{path.relative_to(REPO)}:{node.lineno}: {name}"
+                for name in names
+                if name.split(".")[0] in ("components", "pipelines")
+            ]
+    assert found == []
 
 
 def test_artifact_file_names_are_defined_once():

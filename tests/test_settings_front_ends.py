@@ -33,7 +33,7 @@ RUN_COMPONENT = """
 import json, sys
 from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 from mlm.launch import kubernetes
-from components.pretrain import pretrain
+from mlm_components.pretrain import pretrain
 
 captured = {}
 def create(kind, name, namespace, image, workers, gpus, args, **options):

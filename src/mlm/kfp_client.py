@@ -211,7 +211,7 @@ def connection_from_args(args: argparse.Namespace) -> KFPConnection:
 
 def run_cli(args: argparse.Namespace, client_factory: Callable[..., Any] | None = None) -> int:
     if args.pipeline_command == "compile":
-        from pipelines.compile import compile_pipeline
+        from mlm_pipelines.compile import compile_pipeline
 
         print(compile_pipeline(from_args(CompileConfig, args)))
         return 0

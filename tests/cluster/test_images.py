@@ -353,9 +353,11 @@ def test_build_stage_makes_the_wheel_from_the_context_alone(tmp_path, rules):
     names = zipfile.ZipFile(wheel).namelist()
     assert "mlm/cli.py" in names and "mlm/launch/kubernetes.py" in names
     # The KFP components and pipelines ship in the wheel: `mlm pipeline compile` in the image.
-    assert {"components/__init__.py", "components/pretrain.py", "pipelines/compile.py"} <= set(
-        names
-    )
+    assert {
+        "mlm_components/__init__.py",
+        "mlm_components/pretrain.py",
+        "mlm_pipelines/compile.py",
+    } <= set(names)
     assert not [n for n in names if "__pycache__" in n]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "mlm = mlm.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()

@@ -515,7 +515,7 @@ def test_workers_run_the_pipeline_image(monkeypatch):
 
 def compiled_pretrain_image(tmp_path) -> str:
     """The image the compiled pretrain step runs and hands on to its workers ($MLM_IMAGE)."""
-    from pipelines.compile import compile_pipeline
+    from mlm_pipelines.compile import compile_pipeline
 
     path = compile_pipeline(str(tmp_path / "p.yaml"))
     spec = next(yaml.safe_load_all(open(path).read()))  # noqa: SIM115
@@ -532,7 +532,7 @@ def run_pretrain_step(kube, tmp_path, task_env=None, **parameters):
     """
     from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
-    from components.pretrain import pretrain
+    from mlm_components.pretrain import pretrain
 
     model_uri = tmp_path / "model"
     model_uri.mkdir(exist_ok=True)
@@ -589,7 +589,7 @@ def test_a_store_the_workers_cannot_reach_fails_the_step_in_one_line_before_any_
 ):
     from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
-    from components.pretrain import pretrain
+    from mlm_components.pretrain import pretrain
     from tests.gcs_emulator import _free_port
 
     endpoint = f"http://127.0.0.1:{_free_port()}"  # nothing listens there
@@ -1032,7 +1032,7 @@ def test_the_exit_handler_deletes_only_the_runs_jobs(monkeypatch, pod_namespace)
         "metadata": {"name": "a-3", "labels": specs.run_labels("run-a", "pretrain")}
     }
     monkeypatch.setattr(launch, "_load_api_client", lambda: kube)
-    from components.cleanup import cleanup
+    from mlm_components.cleanup import cleanup
 
     cleanup.python_func(launcher="tfjob", run_id="run-a")
     assert set(kube.objects) == {("tfjobs", pod_namespace, "b-1"), ("tfjobs", "elsewhere", "a-3")}

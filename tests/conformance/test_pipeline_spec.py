@@ -5,7 +5,7 @@ made the option necessary hold."""
 import pytest
 import yaml
 
-from pipelines.compile import compile_pipeline
+from mlm_pipelines.compile import compile_pipeline
 from tests.conformance.pipeline_spec import BACKENDS, upload_errors
 
 

@@ -331,7 +331,7 @@ def test_component_body_reports_a_known_failure_in_one_line(tmp_path):
     out = tmp_path / "shards"
     code = (
         "import sys, types\n"
-        "from components.shard import shard\n"
+        "from mlm_components.shard import shard\n"
         "art = lambda p: types.SimpleNamespace(path=p, uri=p, metadata={})\n"
         "shard.python_func(corpus_uri=sys.argv[1], corpus_fingerprint='-', "
         "tokenizer=art(sys.argv[2]), "

@@ -9,9 +9,9 @@ import yaml
 from kfp import components
 
 from mlm.config import CompileConfig
-from pipelines.compile import compile_pipeline
-from pipelines.mlm_pipeline import CLEANUP_TASK, EXIT_HANDLER, SHARD_FAN_OUT
-from pipelines.mlm_pipeline import task_order as compiled_order
+from mlm_pipelines.compile import compile_pipeline
+from mlm_pipelines.mlm_pipeline import CLEANUP_TASK, EXIT_HANDLER, SHARD_FAN_OUT
+from mlm_pipelines.mlm_pipeline import task_order as compiled_order
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -300,7 +300,7 @@ def test_committed_yaml_matches_the_pipeline_source(tmp_path):
 def test_every_pipeline_parameter_is_documented():
     import inspect
 
-    from pipelines.mlm_pipeline import PARAMETERS, mlm_pretraining_pipeline
+    from mlm_pipelines.mlm_pipeline import PARAMETERS, mlm_pretraining_pipeline
 
     guide = (REPO / "docs" / "pipeline.md").read_text()
     parameters = inspect.signature(mlm_pretraining_pipeline.pipeline_func).parameters

@@ -139,7 +139,7 @@ class FakeKFPClient:
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    from pipelines.compile import compile_pipeline
+    from mlm_pipelines.compile import compile_pipeline
 
     return compile_pipeline(str(tmp_path_factory.mktemp("pkg") / "pipeline.yaml"))
 

@@ -14,8 +14,8 @@ import mlm
 from mlm import registry
 from mlm.data.fingerprint import corpus_fingerprint
 from mlm.steps.shard import shard
-from pipelines.mlm_pipeline import TASK_ORDER
-from pipelines.run_local import format_summary, run_local
+from mlm_pipelines.mlm_pipeline import TASK_ORDER
+from mlm_pipelines.run_local import format_summary, run_local
 
 from .conftest import SEQ_LENGTH, TINY_MODEL, write_corpus_slice, write_labels
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mlm import storage
-from pipelines.run_local import run_local
+from mlm_pipelines.run_local import run_local
 
 from .conftest import write_corpus_slice, write_labels
 from .test_local_pipeline import TINY_PIPELINE

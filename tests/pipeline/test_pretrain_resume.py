@@ -22,7 +22,7 @@ CHILD = textwrap.dedent(
 
     from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
-    from components.pretrain import pretrain
+    from mlm_components.pretrain import pretrain
     from mlm.training.checkpoints import CheckpointKeeper
 
     save = CheckpointKeeper.save
@@ -52,8 +52,8 @@ def test_a_retried_local_pretrain_resumes_from_its_durable_checkpoint(
 ):
     from kfp.dsl import Artifact, Dataset, Metrics, Model, TaskConfig
 
-    from components.pretrain import pretrain
     from mlm import storage
+    from mlm_components.pretrain import pretrain
 
     model_uri = f"gs://{gcs_emulator.create_bucket()}/run-1/pretrain/model"
     parameters = {
