@@ -62,7 +62,11 @@ class Parameter:
         """The parameter of a setting (named `name`, default: the setting's name)."""
         if field.kind not in KFP_TYPES:
             raise TypeError(f"setting {field.name}: {field.kind} is not a KFP parameter type")
-        return cls(name or field.name, field.kind, field.kfp_default, field.help, field.name)
+        description = field.help
+        choices = field.metadata.get("choices")
+        if choices:
+            description += f"; one of {', '.join(str(c) for c in choices if c is not None)}"
+        return cls(name or field.name, field.kind, field.kfp_default, description, field.name)
 
     @property
     def source(self) -> str:
@@ -107,9 +111,8 @@ def runtime_body(function: str) -> str:
 def _docstring(summary: str, described: Sequence[tuple[str, str]]) -> str:
     """A Google-style docstring: `summary`, then `Args:` with one entry per (name, text)."""
     lines = [summary.strip(), "", "Args:"]
-    for name, text in described:
-        entry = textwrap.wrap(f"{name}: {text or name}", 96, subsequent_indent="    ")
-        lines += ["    " + line for line in entry]
+    # One line an entry: KFP keeps a description's line breaks, and the UI would show them.
+    lines += [f"    {name}: {' '.join((text or name).split())}" for name, text in described]
     return "\n".join(lines)
 
 
