@@ -22,8 +22,8 @@ On the shared real-text data (see `<data>/README.md`; never part of the reposito
    (PPMI-SVD vectors of the same shards: what co-occurrence counts alone give);
 6. CoNLL-2003 named-entity recognition (`bench_ner.py`, when `<data>/conll2003/` is there):
    entity F1 at 200 and 2,000 training sentences, the procedure chosen on valid.txt, scored once
-   on test.txt, pre-trained against random init (the CoNLL training sentences' words, without
-   tags, join the pre-training text unless `--no-ner-pretrain-text`).
+   on test.txt, pre-trained against random init (`--ner-pretrain-text` adds the CoNLL training
+   sentences' words, without tags, to the pre-training text).
 
 Writes `<output>/quality.md`, `<output>/quality.json` and `<output>/quality.png` (validation loss
 against tokens and seconds). Without the data it writes a note and exits 0.
@@ -660,7 +660,7 @@ def report(args, facts: dict) -> str:
         f"--batch-size {args.batch_size} --seq-length {args.seq_length}"
         f"{' --pack' if args.pack else ''} --test-rows {args.test_rows} --seeds {args.seeds}"
         f" --ner-sentences {' '.join(map(str, args.ner_sentences))}"
-        f"{'' if args.ner_pretrain_text else ' --no-ner-pretrain-text'}`.",
+        f"{' --ner-pretrain-text' if args.ner_pretrain_text else ''}`.",
         "",
     ]
     return "\n".join(lines)
@@ -719,8 +719,9 @@ def main() -> int:
     parser.add_argument(
         "--ner-pretrain-text",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="add the CoNLL-2003 training sentences' words (no tags) to the pre-training text",
+        default=False,
+        help="add the CoNLL-2003 training sentences' words (no tags) to the pre-training text "
+        "(off: with them the entity-F1 gains were +14.5 / +14.5, without +15.0 / +14.0)",
     )
     parser.add_argument("--no-ner", action="store_true", help="leave out CoNLL-2003")
     parser.add_argument("--no-peer", action="store_true")
