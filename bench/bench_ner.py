@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread
+from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread, target_verdict
 
 # Procedures, each run on both sides. Token classification takes each word's first word piece,
 # so the head sees the encoder's contextual vectors (no pooling to choose). As on AG News, a
@@ -163,12 +163,7 @@ def report(args, ner: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for count, best in ner["best"].items():
-        target = TARGET_GAIN_POINTS.get(int(count))
-        verdict = (
-            ""
-            if target is None
-            else f"{target:+d}: {'met' if best['gain_points'] >= target else 'not met'}"
-        )
+        verdict = target_verdict(best["gain_points"], TARGET_GAIN_POINTS.get(int(count)))
         lines.append(
             f"| {count} | {best['pretrained'][METRIC]:.3f} ({best['pretrained']['procedure']}) "
             f"| {best['baseline'][METRIC]:.3f} ({best['baseline']['procedure']}) "

@@ -49,7 +49,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import bench_ner
-from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread
+from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread, target_verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_GAIN_POINTS = {25: 10, 250: 5}  # pre-trained over random init, accuracy points
@@ -623,12 +623,7 @@ def report(args, facts: dict) -> str:
         ]
         for shots, by_procedure in facts["finetune"].items():
             best = best_against_best(by_procedure)
-            target = TARGET_GAIN_POINTS.get(int(shots))
-            verdict = (
-                ""
-                if target is None
-                else f"{target:+d}: {'met' if best['gain_points'] >= target else 'not met'}"
-            )
+            verdict = target_verdict(best["gain_points"], TARGET_GAIN_POINTS.get(int(shots)))
             lines.append(
                 f"| {shots} | {best['pretrained']['accuracy']:.3f} "
                 f"({best['pretrained']['procedure']}) | {best['baseline']['accuracy']:.3f} "

@@ -60,3 +60,10 @@ def best_against_best(by_procedure: dict[str, Any], metric: str = "accuracy") ->
         }
     best["gain_points"] = 100 * (best["pretrained"][metric] - best["baseline"][metric])
     return best
+
+
+def target_verdict(gain_points: float, target: int | None) -> str:
+    """A report cell: the target and whether the gain met it ("" without a target)."""
+    if target is None:
+        return ""
+    return f"{target:+d}: {'met' if gain_points >= target else 'not met'}"

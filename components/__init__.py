@@ -3,11 +3,12 @@
 Each component's body imports its step inside the function (KFP ships only the function's source
 to the container) and runs in the project image, `MLM_IMAGE` at compile time (default below).
 
-The pretrain component's parameters are generated from `mlm.config.PretrainLaunchConfig`
-(`mlm_components.parameters`: its function's source is written from the settings, since KFP ships
-source to the pod). The other components declare theirs as literals, equal to the settings'
-defaults (tests/test_config.py checks it). A KFP parameter cannot be None, so "not set" is the
-type's empty value ("", 0, {}), which `mlm.config` reads as None.
+The parameters of the step components (tokenize, shard, pretrain, evaluate, finetune) are
+generated from their `mlm.config` classes (`mlm_components.parameters`: each function's source is
+written from the settings, since KFP ships source to the pod), and their bodies run
+`mlm_components.tasks`. The plumbing components (fingerprint, plan/merge-shards, export, publish,
+cleanup) take artifacts and a few literal parameters. A KFP parameter cannot be None, so "not
+set" is the type's empty value ("", 0, {}), which `mlm.config` reads as None.
 """
 
 from __future__ import annotations

@@ -4,11 +4,8 @@ Its parameters are the settings of `mlm.config.EvaluateConfig`, generated from t
 (`mlm_components.parameters`); the model, shards and tokenizer are input artifacts.
 """
 
-from kfp import dsl
-
 from mlm.config import EvaluateConfig
-from mlm_components import MLM_IMAGE
-from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.parameters import settings_parameters, step_component
 
 # The model to compare with is the one the model artifact continued from (its `init_from`).
 PARAMETERS = settings_parameters(EvaluateConfig, exclude=("previous_model",))
@@ -26,13 +23,10 @@ report with sample predictions. A model that continued pre-training from an earl
 `perplexity_change` (negative: better), ..."""
 
 
-evaluate = dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)(
-    define(
-        "evaluate",
-        inputs=INPUTS,
-        parameters=PARAMETERS,
-        summary=SUMMARY,
-        body=runtime_body("run_evaluate"),
-        namespace={"__name__": __name__},
-    )
+evaluate = step_component(
+    "evaluate",
+    inputs=INPUTS,
+    parameters=PARAMETERS,
+    summary=SUMMARY,
+    module=__name__,
 )

@@ -4,11 +4,8 @@ Its parameters are the settings of `mlm.config.FinetuneConfig`, generated from t
 (`mlm_components.parameters`); the labelled data is `labels_uri`, the encoder an input artifact.
 """
 
-from kfp import dsl
-
 from mlm.config import FinetuneConfig
-from mlm_components import MLM_IMAGE
-from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.parameters import settings_parameters, step_component
 from mlm_components.tasks import FINETUNE_NAMES
 
 PARAMETERS = settings_parameters(FinetuneConfig, names=FINETUNE_NAMES)
@@ -27,13 +24,10 @@ budget. Logs held-out accuracy and macro-F1 (entity F1 for NER) of both and the 
 model's confusion matrix."""
 
 
-finetune = dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)(
-    define(
-        "finetune",
-        inputs=INPUTS,
-        parameters=PARAMETERS,
-        summary=SUMMARY,
-        body=runtime_body("run_finetune"),
-        namespace={"__name__": __name__},
-    )
+finetune = step_component(
+    "finetune",
+    inputs=INPUTS,
+    parameters=PARAMETERS,
+    summary=SUMMARY,
+    module=__name__,
 )

@@ -98,16 +98,6 @@ def settings_parameters(
     )
 
 
-def runtime_body(function: str) -> str:
-    """The body of a generated component: hand every argument to `mlm_components.tasks.<function>`
-    (the installed `mlm_components` package holds it in the pod)."""
-    return (
-        "arguments = dict(locals())\n"
-        f"from mlm_components.tasks import {function}\n\n"
-        f"{function}(**arguments)"
-    )
-
-
 def _docstring(summary: str, described: Sequence[tuple[str, str]]) -> str:
     """A Google-style docstring: `summary`, then `Args:` with one entry per (name, text)."""
     lines = [summary.strip(), "", "Args:"]
@@ -122,10 +112,12 @@ def define(
     inputs: Mapping[str, str],
     parameters: Sequence[Parameter],
     summary: str,
-    body: str,
-    namespace: Mapping[str, Any] | None = None,
+    module: str,
 ) -> Callable[..., Any]:
-    """A function `name(<inputs>, <parameters>)` written as source, for `dsl.component`.
+    """A function `name(<inputs>, <parameters>)` written as source, for `dsl.component`. Its
+    body hands every argument to `mlm_components.tasks.run_<name>`: it runs in the pod, where
+    KFP's executor has prepended `from kfp.dsl import *` and the installed `mlm_components`
+    package holds the task.
 
     Args:
         name: the function's (the component's) name.
@@ -133,10 +125,13 @@ def define(
             parameters, `dsl.TaskConfig`), e.g. {"shards": "Input[Dataset]"}; described by name.
         parameters: the parameters with defaults.
         summary: the docstring's first paragraph.
-        body: the function body (unindented); it runs in the pod, where KFP's executor has
-            prepended `from kfp.dsl import *` and `from typing import *`.
-        namespace: where the function is defined (`__name__`: the component's module).
+        module: the module the component is declared in (the function's `__module__`).
     """
+    body = (
+        "arguments = dict(locals())\n"
+        f"from mlm_components.tasks import run_{name}\n\n"
+        f"run_{name}(**arguments)"
+    )
     doc = _docstring(summary, [*((n, n) for n in inputs), *((p.name, p.help) for p in parameters)])
     doc = doc.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
     signature = [f"{key}: {annotation}" for key, annotation in inputs.items()]
@@ -154,13 +149,29 @@ def define(
     # KFP reads the source back with inspect.getsource, which looks in linecache.
     filename = f"<mlm component {name} {next(_counter)}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    namespace = dict(namespace or {})
-    scope = {**KFP_NAMES, **namespace}
+    scope = dict(KFP_NAMES)
     # dont_inherit: annotations are objects (not strings, as this module's future import makes them).
     exec(compile(source, filename, "exec", dont_inherit=True), scope)
     function = scope[name]
-    function.__module__ = namespace.get("__name__", function.__module__)
+    function.__module__ = module
     return function
+
+
+def step_component(
+    name: str,
+    *,
+    inputs: Mapping[str, str],
+    parameters: Sequence[Parameter],
+    summary: str,
+    module: str,
+    **options: Any,
+) -> Any:
+    """The KFP component `name` of a step (`define`), in the project image; `options` are
+    further `dsl.component` keywords."""
+    from mlm_components import MLM_IMAGE
+
+    function = define(name, inputs=inputs, parameters=parameters, summary=summary, module=module)
+    return dsl.component(base_image=MLM_IMAGE, install_kfp_package=False, **options)(function)
 
 
 def pipeline_function(

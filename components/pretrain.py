@@ -8,8 +8,7 @@ setting there is a parameter here, with its default and help, without an edit.
 from kfp import dsl
 
 from mlm.config import PretrainLaunchConfig
-from mlm_components import MLM_IMAGE
-from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.parameters import settings_parameters, step_component
 
 # Every optional pretrain setting is a parameter; the step's inputs and outputs are artifacts.
 PARAMETERS = settings_parameters(PretrainLaunchConfig)
@@ -36,9 +35,12 @@ the artifact's URI when it is remote (gs://, s3://, minio://), so the checkpoint
 and a retried step resumes from the last one."""
 
 
-pretrain = dsl.component(
-    base_image=MLM_IMAGE,
-    install_kfp_package=False,
+pretrain = step_component(
+    "pretrain",
+    inputs=INPUTS,
+    parameters=PARAMETERS,
+    summary=SUMMARY,
+    module=__name__,
     # The task's env (e.g. object-store endpoint and credentials, set with set_env_variable or
     # kubernetes.use_secret_as_env) reaches the job's workers too (`task_config.env`). The pod
     # keeps all its settings (apply_to_task): its own GPUs and placement serve launcher "local";
@@ -52,14 +54,4 @@ pretrain = dsl.component(
             dsl.TaskConfigField.KUBERNETES_NODE_SELECTOR,
         )
     ],
-)(
-    define(
-        "pretrain",
-        inputs=INPUTS,
-        parameters=PARAMETERS,
-        summary=SUMMARY,
-        # Runs in the pod: the installed `components` package holds the body.
-        body=runtime_body("run_pretrain"),
-        namespace={"__name__": __name__},
-    )
 )

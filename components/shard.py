@@ -5,11 +5,8 @@ Its parameters are the settings of `mlm.config.ShardConfig`, generated from the 
 output the `shards` artifact.
 """
 
-from kfp import dsl
-
 from mlm.config import ShardConfig
-from mlm_components import MLM_IMAGE
-from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.parameters import settings_parameters, step_component
 from mlm_components.tasks import SHARD_NAMES
 
 PARAMETERS = settings_parameters(ShardConfig, exclude=("corpus",), names=SHARD_NAMES)
@@ -29,13 +26,10 @@ component) only keys KFP's cache: cached shards are reused only while the corpus
 unchanged."""
 
 
-shard = dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)(
-    define(
-        "shard",
-        inputs=INPUTS,
-        parameters=PARAMETERS,
-        summary=SUMMARY,
-        body=runtime_body("run_shard"),
-        namespace={"__name__": __name__},
-    )
+shard = step_component(
+    "shard",
+    inputs=INPUTS,
+    parameters=PARAMETERS,
+    summary=SUMMARY,
+    module=__name__,
 )

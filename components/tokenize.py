@@ -4,11 +4,8 @@ Its parameters are the settings of `mlm.config.TokenizeConfig`, generated from t
 (`mlm_components.parameters`); the corpus is `corpus_uri`, and the output the `tokenizer` artifact.
 """
 
-from kfp import dsl
-
 from mlm.config import TokenizeConfig
-from mlm_components import MLM_IMAGE
-from mlm_components.parameters import define, runtime_body, settings_parameters
+from mlm_components.parameters import settings_parameters, step_component
 from mlm_components.tasks import TOKENIZE_NAMES
 
 PARAMETERS = settings_parameters(TokenizeConfig, exclude=("corpus",), names=TOKENIZE_NAMES)
@@ -21,13 +18,10 @@ here: it is part of the cache key, so a cached task is reused only while the cor
 unchanged."""
 
 
-tokenize = dsl.component(base_image=MLM_IMAGE, install_kfp_package=False)(
-    define(
-        "tokenize",
-        inputs=INPUTS,
-        parameters=PARAMETERS,
-        summary=SUMMARY,
-        body=runtime_body("run_tokenize"),
-        namespace={"__name__": __name__},
-    )
+tokenize = step_component(
+    "tokenize",
+    inputs=INPUTS,
+    parameters=PARAMETERS,
+    summary=SUMMARY,
+    module=__name__,
 )

@@ -148,6 +148,17 @@ def test_pretrain_config_round_trips_through_argv():
     finetune = FinetuneConfig.create(**REQUIRED[FinetuneConfig], baseline=False)
     assert "--no-baseline" in to_argv(finetune)
     assert from_argv(FinetuneConfig, to_argv(finetune)) == finetune
+    # A list of JSON objects (the job's tolerations) travels as one JSON argument.
+    launch = PretrainLaunchConfig.create(
+        **paths, launcher="tfjob", worker_node_selector={"pool": "gpu"},
+        worker_tolerations=[{"key": "dedicated", "operator": "Exists"}],
+    )  # fmt: skip
+    argv = to_argv(launch)
+    assert (
+        argv[argv.index("--worker-tolerations") + 1]
+        == '[{"key": "dedicated", "operator": "Exists"}]'
+    )
+    assert from_argv(PretrainLaunchConfig, argv) == launch
 
 
 @pytest.mark.parametrize("config_class", list(REQUIRED))
@@ -256,6 +267,12 @@ def test_pipeline_defaults_are_the_component_defaults():
          "random_token_ratio=0.6 + unchanged_ratio=0.6: their sum must be at most 1"),
         (["pretrain", "--shards", "s", "--tokenizer", "t", "--output", "o", "--workers", "0"],
          "workers=0: must be at least 1"),
+        (["pretrain", "--shards", "s", "--tokenizer", "t", "--output", "o",
+          "--worker-tolerations", '["dedicated"]'],
+         "worker_tolerations=['dedicated']: expected a list of JSON objects, e.g. "
+         '[{"key": "dedicated", "operator": "Exists"}]'),
+        (["pretrain", "--shards", "s", "--tokenizer", "t", "--output", "o",
+          "--launcher", "slurm"], "launcher='slurm': use one of local, trainjob, tfjob"),
     ],
 )  # fmt: skip
 def test_bad_values_are_one_line_errors_naming_the_setting(argv, message, capsys, tmp_path):

@@ -18,6 +18,7 @@ from mlm.launch.job_errors import (
 )
 from mlm.launch.job_specs import TRAINJOB_APIS, JobKind
 
+# The launcher's logger: what the job object does is part of the launch a user follows.
 logger = logging.getLogger("mlm.launch.kubernetes")
 
 

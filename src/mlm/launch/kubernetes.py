@@ -58,7 +58,7 @@ from mlm.launch.job_errors import (
     api_message,
     transient_errors,
 )
-from mlm.launch.job_object import TERMINATING_POLL_S, TERMINATING_POLLS, Job, list_pods  # noqa: F401
+from mlm.launch.job_object import Job, list_pods
 from mlm.launch.job_specs import (
     DEFAULT_SERVICE_ACCOUNT,
     JOB_KINDS,
