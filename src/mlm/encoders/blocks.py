@@ -287,7 +287,9 @@ class TransformerEncoderBlock(keras.layers.Layer):
         query = query * ops.cast(1.0 / head_dim**0.5, dtype)
         scores = ops.cast(ops.matmul(query, ops.swapaxes(key, -1, -2)), "float32")
         if attention_bias is not None:
-            scores = scores + attention_bias
+            # Keras casts a layer's float arguments to its compute dtype (float16/bfloat16
+            # under mixed precision); the scores are float32.
+            scores = scores + ops.cast(attention_bias, "float32")
         if attention_mask is not None:  # bool, [batch, (length or 1), length] -> add per head
             keep = ops.cast(ops.expand_dims(attention_mask, -3), "float32")
             scores = scores + (1.0 - keep) * -1e9
