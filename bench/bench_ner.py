@@ -16,18 +16,15 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread, target_verdict
+from downstream import (
+    PROCEDURES,
+    best_against_best,
+    finetune_run,
+    mean_over_seeds,
+    one_thread,
+    target_verdict,
+)
 
-# Procedures, each run on both sides. Token classification takes each word's first word piece,
-# so the head sees the encoder's contextual vectors (no pooling to choose). As on AG News, a
-# few-shot slice also tries training the head on the frozen encoder first, a larger one a lower
-# peak learning rate.
-NER_PROCEDURES: dict[str, dict[str, Any]] = {
-    "tune": {},
-    "probe-then-tune": {"head_only_epochs": 10},
-    "tune-3e-4": {"learning_rate": 3e-4},
-}
-FEW_SHOT_SENTENCES = 1000
 METRIC = "entity_f1"
 TARGET_GAIN_POINTS = {200: 10, 2000: 5}  # pre-trained over random init, entity-F1 points
 
@@ -60,11 +57,6 @@ def words_text(data: Path) -> list[str]:
     ]
 
 
-def procedures_for(sentences: int) -> dict[str, dict[str, Any]]:
-    skip = "tune-3e-4" if sentences < FEW_SHOT_SENTENCES else "probe-then-tune"
-    return {name: settings for name, settings in NER_PROCEDURES.items() if name != skip}
-
-
 def ner_slices(args, export_dir: str, data: Path, workdir: Path) -> dict[str, Any]:
     """{sentences: {procedure: {pretrained, baseline, seconds}}, "best": {...}} on CoNLL-2003.
 
@@ -86,7 +78,7 @@ def ner_slices(args, export_dir: str, data: Path, workdir: Path) -> dict[str, An
     ) as pool:
         for count in args.ner_sentences:
             train_path = write_sentences(train[:count], workdir / f"ner-train-{count}.txt")
-            for name, settings in procedures_for(count).items():
+            for name in args.procedures:
                 jobs[count, name] = [
                     pool.submit(
                         finetune_run,
@@ -94,7 +86,7 @@ def ner_slices(args, export_dir: str, data: Path, workdir: Path) -> dict[str, An
                         train_path,
                         str(workdir / f"ner-{count}-{name}-seed{seed}"),
                         {
-                            **settings,
+                            **PROCEDURES[name],
                             "task": "ner",
                             "seed": seed,
                             "validation_data": dev_path,
@@ -108,7 +100,7 @@ def ner_slices(args, export_dir: str, data: Path, workdir: Path) -> dict[str, An
         for (count, name), futures in jobs.items():
             runs = [future.result() for future in futures]
             results["slices"][count][name] = {
-                "settings": procedures_for(count)[name],
+                "settings": PROCEDURES[name],
                 **mean_over_seeds(runs, METRIC),
                 "seconds": sum(run["seconds"] for run in runs),
             }

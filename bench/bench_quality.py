@@ -15,8 +15,10 @@ On the shared real-text data (see `<data>/README.md`; never part of the reposito
 4. export the encoder and fine-tune AG News topic classifiers (`mlm finetune`) on 25 and 250
    labelled rows per class, early-stopped on a disjoint dev slice and scored on a stratified
    subsample of the AG News test set, against the random-init baseline of the same architecture
-   and fine-tuning budget; every procedure runs with `--seeds` seeds and each side's accuracy is
-   the mean over them (one seed is too noisy at 250 rows per class);
+   and fine-tuning budget; each side runs every procedure of `downstream.PROCEDURES`
+   (`--procedures` for fewer) and is judged by the one its dev score picks; every procedure runs
+   with `--seeds` seeds and each side's accuracy is the mean over them (one seed is too noisy at
+   250 rows per class);
 5. frozen-feature linear probes (ridge classifiers) at every slice size: the pre-trained and a
    random encoder's last layer, the pre-trained token-embedding table, and a count-based reference
    (PPMI-SVD vectors of the same shards: what co-occurrence counts alone give);
@@ -29,7 +31,8 @@ Writes `<output>/quality.md`, `<output>/quality.json` and `<output>/quality.png`
 against tokens and seconds). Without the data it writes a note and exits 0.
 
 Usage: python bench/bench_quality.py [--data ../shared/data] [--recipe fast] [--steps 3000]
-       [--shots 25 250] [--test-rows 2000] [--seeds 2] [--no-peer] [--output bench/results]
+       [--shots 25 250] [--test-rows 2000] [--seeds 2] [--no-peer] [--procedures NAME ...]
+       [--output bench/results]
 """
 
 from __future__ import annotations
@@ -49,7 +52,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import bench_ner
-from downstream import best_against_best, finetune_run, mean_over_seeds, one_thread, target_verdict
+from downstream import (
+    PROCEDURES,
+    best_against_best,
+    default_procedure,
+    finetune_run,
+    mean_over_seeds,
+    one_thread,
+    target_verdict,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_GAIN_POINTS = {25: 10, 250: 5}  # pre-trained over random init, accuracy points
@@ -319,31 +330,6 @@ def pretrain_peer(args, run: dict, tokenizer: str, shards: str) -> dict[str, Any
 # --- downstream ---------------------------------------------------------------------------------
 
 
-# Fine-tuning procedures, each run on the pre-trained encoder and on the random-init baseline:
-# the comparison takes each side's best, so neither is judged by settings that suit the other.
-# "probe-then-tune" trains the head on the frozen encoder first (what a pre-trained encoder
-# needs); "tune" trains everything from the start (what suits random weights).
-# "tune-3e-4" is "tune" at a lower peak learning rate, which suits an encoder whose token
-# embeddings start from co-occurrence counts once there are enough rows. Few-shot procedures run
-# below FEW_SHOT_ROWS rows per class, the others from there on; "tune" runs on every slice (at
-# 250 rows per class probe-then-tune trailed tune on both sides, 0.771 / 0.734 against
-# 0.815 / 0.783, in the run before these were split).
-FINETUNE_PROCEDURES: dict[str, dict[str, Any]] = {
-    "probe-then-tune": {"pooling": "mean", "head_only_epochs": 20},
-    "tune": {"pooling": "mean"},
-    "tune-3e-4": {"pooling": "mean", "learning_rate": 3e-4},
-}
-FEW_SHOT_ROWS = 100
-FEW_SHOT_PROCEDURES = {"probe-then-tune"}
-MANY_SHOT_PROCEDURES = {"tune-3e-4"}
-
-
-def procedures_for(shots: int) -> dict[str, dict[str, Any]]:
-    """The fine-tuning procedures run on a slice of `shots` labelled rows per class."""
-    skip = MANY_SHOT_PROCEDURES if shots < FEW_SHOT_ROWS else FEW_SHOT_PROCEDURES
-    return {name: s for name, s in FINETUNE_PROCEDURES.items() if name not in skip}
-
-
 def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -> dict:
     """{shots: {procedure: {pretrained, baseline, seconds}}} on the AG News slices.
 
@@ -368,7 +354,9 @@ def finetune_slices(args, export_dir: str, rows, test_csv: str, workdir: Path) -
                 per_class(rows, shots, skip=args.dev_per_class), workdir / f"train-{shots}.csv"
             )
             procedures[shots] = (
-                {"custom": json.loads(args.finetune)} if args.finetune else procedures_for(shots)
+                {"custom": json.loads(args.finetune)}
+                if args.finetune
+                else {name: PROCEDURES[name] for name in args.procedures}
             )
             for name, settings in procedures[shots].items():
                 jobs[shots, name] = [
@@ -646,16 +634,21 @@ def report(args, facts: dict) -> str:
             lines.append(f"| {shots} | " + " | ".join(f"{by_kind[k]:.3f}" for k in kinds) + " |")
     if facts.get("ner"):
         lines += bench_ner.report(args, facts["ner"])
+    all_procedures = args.procedures == list(PROCEDURES)
+    procedures_flag = "" if all_procedures else " --procedures " + " ".join(args.procedures)
     lines += [
         "",
-        "Fine-tuning: `mlm finetune` defaults where a procedure does not say (learning rate 1e-3, "
-        f"10 epochs, patience 3, batch 16). Total wall time {facts['seconds'] / 60:.1f} min.",
+        "Fine-tuning: `mlm finetune` defaults where a procedure does not say (mean pooling, "
+        "10 epochs, patience 3, batch 16); `mlm finetune` without flags is procedure "
+        f"`{default_procedure() or 'none of these'}`. Total wall time "
+        f"{facts['seconds'] / 60:.1f} min.",
         "",
         f"Reproduce: `python bench/bench_quality.py --recipe {args.recipe} --steps {args.steps} "
         f"--batch-size {args.batch_size} --seq-length {args.seq_length}"
         f"{' --pack' if args.pack else ''} --test-rows {args.test_rows} --seeds {args.seeds}"
         f" --ner-sentences {' '.join(map(str, args.ner_sentences))}"
-        f"{' --ner-pretrain-text' if args.ner_pretrain_text else ''}`.",
+        f"{' --ner-pretrain-text' if args.ner_pretrain_text else ''}"
+        f"{procedures_flag}`.",
         "",
     ]
     return "\n".join(lines)
@@ -720,6 +713,14 @@ def main() -> int:
     )
     parser.add_argument("--no-ner", action="store_true", help="leave out CoNLL-2003")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument(
+        "--procedures",
+        nargs="+",
+        choices=tuple(PROCEDURES),
+        default=list(PROCEDURES),
+        help="fine-tuning procedures each side runs and chooses from on the dev split, on both "
+        "tasks (default: all four; two halve the fine-tuning time)",
+    )
     parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--no-finetune", action="store_true", help="pre-training only")
     parser.add_argument(

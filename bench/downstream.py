@@ -10,6 +10,29 @@ from __future__ import annotations
 import time
 from typing import Any
 
+# Fine-tuning procedures, each run on both sides, on every slice of both tasks, with every setting
+# they vary named (the rest are `mlm finetune`'s defaults, mean pooling among them): the head
+# trained alone on the frozen encoder first ("probe-then-", what a pre-trained encoder needs in
+# the few-shot slices) or not, at a peak learning rate of 1e-3 or 3e-4 (the lower one keeps more
+# of the pre-trained weights once there are more rows).
+PROCEDURES: dict[str, dict[str, Any]] = {
+    "tune": {"head_only_epochs": 0, "learning_rate": 1e-3},
+    "tune-3e-4": {"head_only_epochs": 0, "learning_rate": 3e-4},
+    "probe-then-tune": {"head_only_epochs": 10, "learning_rate": 1e-3},
+    "probe-then-tune-3e-4": {"head_only_epochs": 10, "learning_rate": 3e-4},
+}
+
+
+def default_procedure() -> str | None:
+    """The procedure that is `mlm finetune` without flags (its settings all the defaults)."""
+    from mlm.config import FinetuneConfig
+
+    defaults = {field.name: field.default for field in FinetuneConfig.fields()}
+    for name, settings in PROCEDURES.items():
+        if all(defaults[key] == value for key, value in settings.items()):
+            return name
+    return None
+
 
 def one_thread() -> None:
     """Fine-tuning worker start-up: one TensorFlow thread pool of one thread (the small model's

@@ -21,9 +21,10 @@ INPUTS = {
 }
 SUMMARY = """Pre-trains a BERT with the MLM objective on the `shards` artifact (`mlm pretrain`).
 
-`recipe` ("" = none) names a bundle of settings that become the defaults (`mlm.config.RECIPES`): a
-parameter left at its default then takes the recipe's value, a parameter changed from its default
-wins (`model_overrides` merge key by key). `launcher` "local" trains in this pod (`workers` local
+`recipe` (default `fast`; `seed` or "": the class defaults) names a bundle of settings that become
+the defaults (`mlm.config.RECIPES`; the parameters' defaults are `fast`'s): a parameter left at
+its default then takes the recipe's value, a parameter changed from its default wins
+(`model_overrides` merge key by key). `launcher` "local" trains in this pod (`workers` local
 processes); "trainjob" (Kubeflow Trainer v2) or "tfjob" (Training Operator) runs `workers` pods and
 waits for them (`mlm.launch.kubernetes.launch_pretraining`), labelled with `run_id` and `task_name`
 and named after them (a retry re-attaches to the job), with the artifact store the pipeline gave

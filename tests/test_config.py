@@ -128,7 +128,7 @@ def test_pretrain_config_round_trips_through_argv():
     config = PretrainConfig.create(
         shard_dir="gs://b/shards", tokenizer_dir="/tok", output_dir="out dir",
         variant="small", model_overrides={"num_layers": 2, "hidden_act": "gelu"},
-        tie_word_embeddings=True, mask_ratio=0.2, random_token_ratio=0.05,
+        tie_word_embeddings=False, mask_ratio=0.2, random_token_ratio=0.05,
         whole_word_masking=True, max_predictions_per_seq=20, batch_size=64, steps=500,
         learning_rate=2e-4, warmup_ratio=0.0, schedule="constant", optimizer="lamb",
         weight_decay=0.0, gradient_clipping=None, gradient_accumulation_steps=4,
@@ -140,10 +140,17 @@ def test_pretrain_config_round_trips_through_argv():
     argv = to_argv(config)
     assert from_argv(PretrainConfig, argv) == config
     assert argv[argv.index("--gradient-clipping") + 1] == "0"  # None where the default is 1.0
-    assert "--tie-word-embeddings" in argv
+    assert "--no-tie-word-embeddings" in argv  # on by default (the default recipe's)
     # Defaults stay defaults: only what differs travels.
     paths = REQUIRED[PretrainConfig]
     assert to_argv(PretrainConfig.create(**paths)) == required_argv(PretrainConfig)
+    # A value that the recipe would replace travels, even where it is a class default, and so
+    # does another recipe: the worker gets the same settings.
+    for recipe in ("fast", "seed"):
+        for learning_rate in (PretrainConfig.learning_rate, 2e-3):
+            given = PretrainConfig.create(**paths, recipe=recipe, learning_rate=learning_rate)
+            assert given.learning_rate == learning_rate
+            assert from_argv(PretrainConfig, to_argv(given)) == given
     # A switch that is on by default travels as its --no- form.
     finetune = FinetuneConfig.create(**REQUIRED[FinetuneConfig], baseline=False)
     assert "--no-baseline" in to_argv(finetune)
@@ -320,7 +327,7 @@ def test_replace_changes_settings_by_name_and_keeps_the_rest():
     changed = base.replace(model_overrides={"hidden_size": 64}, mask_ratio=0.3)
     assert changed.model.model_overrides == {"hidden_size": 64}  # replaced, not merged
     assert (changed.masking.mask_ratio, changed.steps) == (0.3, 9)
-    assert base.masking.mask_ratio == 0.15
+    assert base.masking.mask_ratio == 0.4  # the default recipe's
     with pytest.raises(UserInputError, match=r"^mask_ratio=0.0: must be greater than 0$"):
         base.replace(mask_ratio=0)
 
@@ -346,9 +353,13 @@ def test_a_recipe_sets_defaults_that_explicit_settings_override(tmp_path):
     from_file = settings.from_args(PretrainConfig, args)
     assert (from_file.learning_rate, from_file.steps) == (recipe["learning_rate"], 7)
     seed = PretrainConfig.create(**REQUIRED[PretrainConfig], recipe="seed")
-    assert seed == dataclasses.replace(
-        PretrainConfig.create(**REQUIRED[PretrainConfig]), recipe="seed"
-    )
+    assert seed == PretrainConfig(**REQUIRED[PretrainConfig], recipe="seed")
+    # Without a recipe named, the default one's settings are the defaults, and the fields say so
+    # (what --help, the KFP parameters and the job argv compare with).
+    assert settings.DEFAULT_RECIPE == "fast"
+    assert PretrainConfig.create(**REQUIRED[PretrainConfig]) == plain
+    defaults = {field.name: field.default for field in PretrainConfig.fields()}
+    assert {key: defaults[key] for key in recipe} == recipe
     with pytest.raises(UserInputError, match=r"recipe='nope': unknown recipe; use one of"):
         PretrainConfig.create(**REQUIRED[PretrainConfig], recipe="nope")
 
@@ -357,9 +368,12 @@ def test_empty_values_mean_not_set_everywhere():
     """KFP's "" / 0 / {} and the command line's 0 are None for optional settings."""
     config = PretrainConfig.create(
         **REQUIRED[PretrainConfig], model_overrides={}, run_id="", gradient_clipping=0,
-        checkpoint_every_steps=0, max_predictions_per_seq=0,
+        checkpoint_every_steps=0, max_predictions_per_seq=0, recipe="seed",
     )  # fmt: skip
     assert config.model.model_overrides is None and config.run_id is None
+    # Not set under the default recipe: the recipe's value.
+    default = PretrainConfig.create(**REQUIRED[PretrainConfig], model_overrides={})
+    assert default.model.model_overrides == settings.recipe_settings("fast")["model_overrides"]
     assert config.gradient_clipping is None and config.checkpoint_every_steps is None
     assert config.masking.max_predictions_per_seq is None
     assert TokenizeConfig.create(corpus="", output_dir="t", tokenizer="").corpus is None
@@ -385,7 +399,13 @@ def test_yaml_sections_and_flags_override_the_file(tmp_path):
     config = settings.from_args(PretrainLaunchConfig, args)
     assert (config.steps, config.output_dir, config.workers) == (7, "o2", 2)
     assert config.learning_rate == 1e-4
-    assert config.model == settings.ModelConfig(variant="small", model_overrides={"num_layers": 4})
+    fast = settings.recipe_settings("fast")
+    assert config.model == settings.ModelConfig(
+        variant="small",
+        model_overrides={**fast["model_overrides"], "num_layers": 4},
+        tie_word_embeddings=True,
+        token_embedding_init="cooccurrence",
+    )
     assert config.masking.mask_ratio == 0.2 and config.masking.whole_word_masking is False
     # A config's own dict is a valid --config file.
     dumped = tmp_path / "dumped.yaml"
@@ -487,15 +507,23 @@ def test_with_a_recipe_the_ui_values_left_at_their_defaults_take_the_recipe_valu
     recipe chosen in the UI is not hidden by the defaults of the other parameters."""
     from mlm.config import PretrainLaunchConfig, changed_settings
 
-    ui = {"variant": "tiny", "batch_size": 32, "steps": 50, "learning_rate": 5e-4,
-          "model_overrides": {}, "pushgateway_url": "", "seed": 0}  # fmt: skip
+    # The UI shows the default recipe's values (fast) as the parameters' defaults.
+    fast = settings.recipe_settings("fast")
+    ui = {"variant": "tiny", "batch_size": 32, "steps": 50, "learning_rate": 2e-3,
+          "model_overrides": fast["model_overrides"], "pushgateway_url": "", "seed": 0,
+          "recipe": "seed"}  # fmt: skip
     changed = changed_settings(PretrainLaunchConfig, ui)
-    assert changed == {"steps": 50}
-    config = PretrainLaunchConfig.create(**REQUIRED[PretrainConfig], **changed, recipe="fast")
-    recipe = settings.recipe_settings("fast")
-    assert config.learning_rate == recipe["learning_rate"] != ui["learning_rate"]
-    assert config.model.model_overrides == recipe["model_overrides"]
+    assert changed == {"steps": 50, "recipe": "seed"}
+    config = PretrainLaunchConfig.create(**REQUIRED[PretrainConfig], **changed)
+    assert config.learning_rate == PretrainConfig.learning_rate != ui["learning_rate"]
+    assert config.model.model_overrides is None and config.masking.mask_ratio == 0.15
     assert config.steps == 50  # changed in the UI: wins over the recipe
+    # Left at their defaults, the same parameters give the default recipe.
+    config = PretrainLaunchConfig.create(
+        **REQUIRED[PretrainConfig],
+        **changed_settings(PretrainLaunchConfig, {**ui, "recipe": "fast"}),
+    )
+    assert (config.learning_rate, config.model.model_overrides) == (2e-3, fast["model_overrides"])
 
 
 def test_the_pipeline_offers_a_recipe_and_passes_it_to_pretrain():
@@ -505,7 +533,13 @@ def test_the_pipeline_offers_a_recipe_and_passes_it_to_pretrain():
 
     spec = json_format.MessageToDict(mlm_pretraining_pipeline.pipeline_spec)
     recipe = spec["root"]["inputDefinitions"]["parameters"]["recipe"]
-    assert recipe["parameterType"] == "STRING" and recipe.get("defaultValue", "") == ""
+    assert recipe["parameterType"] == "STRING" and recipe["defaultValue"] == "fast"
+    # The UI shows the values a run gets: the default recipe's, not the class defaults.
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    fast = settings.recipe_settings("fast")
+    assert parameters["learning_rate"]["defaultValue"] == fast["learning_rate"]
+    assert parameters["mask_ratio"]["defaultValue"] == fast["mask_ratio"]
+    assert parameters["model_overrides"]["defaultValue"] == fast["model_overrides"]
     assert "recipe" in spec["components"]["comp-pretrain"]["inputDefinitions"]["parameters"]
 
 

@@ -84,12 +84,24 @@ def test_bag_of_embeddings_is_the_mean_of_a_texts_rows():
     assert np.allclose(bag, [table[[2, 3]].mean(0), table[11], [0, 0]])
 
 
-def test_few_shot_and_many_shot_slices_get_their_own_procedures():
-    few, many = bench_quality.procedures_for(25), bench_quality.procedures_for(250)
-    assert list(few) == ["probe-then-tune", "tune"]
-    assert list(many) == ["tune", "tune-3e-4"]
-    assert many["tune-3e-4"] == {"pooling": "mean", "learning_rate": 3e-4}
-    assert few["tune"] == many["tune"] == {"pooling": "mean"}
+def test_both_tasks_run_every_procedure_and_one_of_them_is_mlm_finetune_without_flags():
+    import downstream
+
+    from mlm.config import FinetuneConfig
+
+    assert list(downstream.PROCEDURES) == [
+        "tune", "tune-3e-4", "probe-then-tune", "probe-then-tune-3e-4"
+    ]  # fmt: skip
+    # Each names every setting it varies, so none depends on the defaults of the day.
+    assert {frozenset(settings) for settings in downstream.PROCEDURES.values()} == {
+        frozenset({"head_only_epochs", "learning_rate"})
+    }
+    default = downstream.default_procedure()
+    assert default == "probe-then-tune"
+    settings = FinetuneConfig.create(encoder_dir="e", data="d", output_dir="o")
+    for key, value in downstream.PROCEDURES[default].items():
+        assert getattr(settings, key) == value
+    assert settings.pooling == "mean"  # what the AG News runs use, the procedures not naming it
 
 
 def test_fine_tuning_seeds_are_averaged_and_kept():
@@ -198,8 +210,6 @@ def test_conll_sentences_leave_out_docstart_and_the_best_is_chosen_on_dev_entity
     )
     blocks = bench_ner.read_sentences(conll)
     assert blocks == ["EU NNP B-NP B-ORG\nrejects VBZ B-VP O", "Peter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER"]  # fmt: skip
-    assert set(bench_ner.procedures_for(200)) == {"tune", "probe-then-tune"}
-    assert set(bench_ner.procedures_for(2000)) == {"tune", "tune-3e-4"}
 
     def side(dev, test):
         return {"validation_entity_f1": dev, "entity_f1": test}

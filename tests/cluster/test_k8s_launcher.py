@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import io
+import json
 import os
 import signal
 import subprocess
@@ -22,7 +23,7 @@ import yaml
 from kubernetes.client.exceptions import ApiException
 from kubernetes_validate import validate
 
-from mlm.config import JobConfig, PretrainLaunchConfig
+from mlm.config import JobConfig, PretrainLaunchConfig, recipe_settings
 from mlm.errors import UserInputError
 from mlm.launch import job_object
 from mlm.launch import job_specs as specs
@@ -425,14 +426,18 @@ def test_launch_pretraining_runs_one_process_per_pod_with_the_step_options(
         "--output", "gs://b/run-7/pretrain/model",
     ]  # fmt: skip
     flags = dict(zip(args[6::2], args[7::2]))
-    # Settings at their defaults (variant "tiny") do not travel.
-    assert flags == {"--model-overrides": '{"num_layers": 2}', "--steps": "50", "--run-id": "run-7"}
+    # Settings at their defaults (variant "tiny") do not travel; model_overrides travel merged
+    # with the default recipe's, as the run uses them.
+    overrides = {**recipe_settings("fast")["model_overrides"], "num_layers": 2}
+    assert flags == {
+        "--model-overrides": json.dumps(overrides), "--steps": "50", "--run-id": "run-7"
+    }  # fmt: skip
     # The argument list is what the worker's `mlm pretrain` parses back into the same settings.
     from mlm.config import PretrainConfig, from_argv
 
     parsed = from_argv(PretrainConfig, args)
     assert (parsed.model.variant, parsed.steps, parsed.run_id) == ("tiny", 50, "run-7")
-    assert parsed.model.model_overrides == {"num_layers": 2}
+    assert parsed.model.model_overrides == overrides
     assert parsed.output_dir == "gs://b/run-7/pretrain/model"
 
 

@@ -38,12 +38,15 @@ def write_labels(path, rows_per_label: int) -> str:
 
 def finetune_labels(encoder_dir: str, tmp_path, rows_per_label: int = 6, **settings):
     """`finetune` the export in `encoder_dir` on `rows_per_label` built-in labelled rows per
-    class, into `tmp_path / "ft"`: batches of 8, one epoch, no baseline unless `settings` say
-    otherwise."""
+    class, into `tmp_path / "ft"`: batches of 8, one epoch, no head-only epochs, no baseline
+    unless `settings` say otherwise."""
     from mlm.steps.finetune import finetune
 
     data = write_labels(tmp_path / "labels.csv", rows_per_label)
-    defaults = {"max_seq_length": SEQ_LENGTH, "batch_size": 8, "epochs": 1, "baseline": False}
+    defaults = {
+        "max_seq_length": SEQ_LENGTH, "batch_size": 8, "epochs": 1, "head_only_epochs": 0,
+        "baseline": False,
+    }  # fmt: skip
     return finetune(encoder_dir, data, str(tmp_path / "ft"), **{**defaults, **settings})
 
 

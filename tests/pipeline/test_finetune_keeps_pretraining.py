@@ -209,9 +209,10 @@ def test_recipes_are_valid_pretrain_settings():
     assert fast.model.tie_word_embeddings and fast.schedule == "polynomial_decay"
     assert fast.model.token_embedding_init == "cooccurrence"
     assert fast.model.model_overrides["hidden_dropout_prob"] == 0.0
-    assert PretrainConfig.create(
-        shard_dir="s", tokenizer_dir="t", output_dir="o", **recipe_settings("seed")
-    ) == PretrainConfig.create(shard_dir="s", tokenizer_dir="t", output_dir="o")
+    # Without a recipe named, the fast one's settings are the defaults; seed is the class's.
+    paths = {"shard_dir": "s", "tokenizer_dir": "t", "output_dir": "o"}
+    assert PretrainConfig.create(**paths) == fast
+    assert PretrainConfig.create(**paths, recipe="seed") == PretrainConfig(**paths, recipe="seed")
     with pytest.raises(
         UserInputError, match="recipe='slow': unknown recipe; use one of seed, fast"
     ):

@@ -170,10 +170,11 @@ def test_pretrain_starts_from_the_count_based_embeddings(training_data, tmp_path
     assert covered == seen.sum() > 50
     assert np.allclose(table[seen], expected[seen], atol=1e-6)
 
-    # The default: the variant's random initializer, not these vectors.
+    # `random` (the seed recipe's): the variant's random initializer, not these vectors.
     random_run = pretrain(
-        training_data["shards"], training_data["tokenizer"], str(tmp_path / "random"), **settings
-    )
+        training_data["shards"], training_data["tokenizer"], str(tmp_path / "random"),
+        token_embedding_init="random", **settings,
+    )  # fmt: skip
     assert random_run.metrics["token_embedding_init"] == "random"
     assert random_run.metrics["token_embedding_init_seconds"] == 0
     random_table = token_embeddings(random_run.encoder_path)

@@ -1,4 +1,7 @@
-"""The pretrain step's validation and the evaluate step are one evaluator: same data, same number."""
+"""The pretrain step's validation and the evaluate step are one evaluator: same data, same number.
+
+The pretrain step validates at the masking ratio it trains with; `mlm evaluate` scores at 15%
+unless told otherwise, so here it is told the training ratio."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from tests.training.conftest import TINY_MODEL
 BATCH_SIZE = 8
 BATCHES = 3
 SEED = 5
+TRAINING_MASK_RATIO = 0.4  # the default recipe's
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +30,7 @@ def pretrained(training_data, tmp_path_factory):
         steps=2,
         learning_rate=1e-3,
         validation_batches=BATCHES,
+        mask_ratio=TRAINING_MASK_RATIO,
         seed=SEED,
         quiet=True,
     )
@@ -50,6 +55,7 @@ def test_pretrain_validation_and_the_evaluate_step_give_the_same_perplexity(
         batch_size=BATCH_SIZE,
         eval_batches=BATCHES,
         seed=SEED,
+        mask_ratio=TRAINING_MASK_RATIO,
     ).metrics
 
     assert evaluation["num_masked"] == validation["validation_num_masked"] > 0
@@ -67,5 +73,6 @@ def test_pretrain_validation_and_the_evaluate_step_give_the_same_perplexity(
         batch_size=BATCH_SIZE,
         eval_batches=BATCHES,
         seed=SEED + 1,
+        mask_ratio=TRAINING_MASK_RATIO,
     ).metrics
     assert reseeded["perplexity"] != pytest.approx(validation["validation_perplexity"], rel=1e-5)

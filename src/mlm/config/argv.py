@@ -14,7 +14,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from mlm.config.base import Config, Field, check_values, merge, nest
+from mlm.config.base import RECIPE_SETTING, Config, Field, check_values, merge, nest
 from mlm.errors import UserInputError
 
 CONFIG_FLAG = "--config"
@@ -112,11 +112,14 @@ def load_file(path: str) -> dict[str, Any]:
 
 def to_argv(config: Config) -> list[str]:
     """The flags that reproduce `config`: required settings, and the others where they differ
-    from the defaults (a None where the default is not None is written as the empty value)."""
+    from the defaults of its recipe (a None where the default is not None is written as the empty
+    value)."""
     argv: list[str] = []
+    defaults = config.defaults()
     for field in config.fields():
         value = field.value_in(config)
-        if not field.required and value == field.default:
+        default = field.default if field.name == RECIPE_SETTING else field.value_in(defaults)
+        if not field.required and value == default:
             continue
         if field.kind is bool:
             argv.append(field.flag if value else "--no-" + field.flag[2:])

@@ -110,6 +110,8 @@ class Field:
         return getattr(config, self.name)
 
 
+# The setting that names a recipe (see `Config.with_recipe`), where a config class has one.
+RECIPE_SETTING = "recipe"
 _EMPTY: dict[Any, Any] = {int: 0, float: 0.0, str: "", dict: {}, list: []}
 # The largest integer setting: sizes, counts and seeds all fit TensorFlow's int32 (a larger one
 # would overflow deep inside the tokenizer or the graph instead of being refused here).
@@ -145,8 +147,21 @@ class Config:
 
     @classmethod
     def fields(cls) -> list[Field]:
-        """Every leaf setting of this class, groups flattened, in declaration order."""
-        return list(_fields(cls))
+        """Every leaf setting of this class, groups flattened, in declaration order, each with
+        the default a config built without it gets (its default recipe's value, if any)."""
+        defaults = cls.default_recipe_settings()
+        return [
+            dataclasses.replace(field, default=defaults[field.name])
+            if field.name in defaults
+            else field
+            for field in _fields(cls)
+        ]
+
+    @classmethod
+    def default_recipe_settings(cls) -> dict[str, Any]:
+        """The flat settings that `with_recipe` puts on top of the class defaults when no
+        recipe is named. Here: none."""
+        return {}
 
     @classmethod
     def with_recipe(cls, nested: Mapping[str, Any]) -> dict[str, Any]:
@@ -167,19 +182,30 @@ class Config:
         Unknown names (named with `source`) and missing required settings are
         `UserInputError`s.
         """
-        nested = nest(cls, values, source)
-        nested = cls.with_recipe(nested)
+        return cls._from_nested(cls.with_recipe(nest(cls, values, source)))
+
+    @classmethod
+    def _from_nested(cls, nested: Mapping[str, Any]) -> Any:
         missing = [f for f in cls.fields() if f.required and not _given(nested, f)]
         if missing:
             names = ", ".join(f"{f.name} ({f.flag})" for f in missing)
             raise UserInputError(f"missing required setting(s): {names}")
         return _build(cls, nested)
 
+    def defaults(self) -> Any:
+        """The config that this one's required settings and recipe give with nothing else set:
+        what `to_argv` leaves out."""
+        cls = type(self)
+        given = {
+            f.name: f.value_in(self) for f in cls.fields() if f.required or f.name == RECIPE_SETTING
+        }
+        return cls.from_dict(given)
+
     def replace(self, **settings: Any) -> Any:
-        """A copy with some settings changed (flat names, groups included)."""
-        return type(self).from_dict(
-            merge(type(self), self.to_dict(), nest(type(self), settings, ""))
-        )
+        """A copy with some settings changed (flat names, groups included). Every setting is
+        given, so a recipe adds nothing (a new `model_overrides` replaces the old one)."""
+        cls = type(self)
+        return cls._from_nested(merge(cls, self.to_dict(), nest(cls, settings, "")))
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a nested dict (groups as sections): what a `--config` file holds."""

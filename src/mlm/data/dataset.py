@@ -71,6 +71,7 @@ def pretraining_dataset(
     tokenizer_hash: str | None = None,
     window_files: int = INPUT_WINDOW_FILES,
     windows: list[ShardWindow] | None = None,
+    private_window: bool = False,
 ) -> Any:
     """A dataset of batches read from a shard directory: examples shuffled in a buffer, repeated,
     batched, parsed in bulk and prefetched.
@@ -97,16 +98,14 @@ def pretraining_dataset(
         tokenizer_hash: refuse shards written with another tokenizer (see `read_manifest`).
         window_files: object-store files kept on local disk at once, per input pipeline.
         windows: receives the streaming window this call creates (for its fetch statistics).
+        private_window: stream into this process's own directory (see `window_directory`).
 
     Returns:
         A `tf.data.Dataset` of dicts of int32 tensors `[batch_size, seq_length]`.
     """
     import tensorflow as tf
 
-    if batch_size < 1:
-        raise UserInputError(f"batch_size={batch_size}: need a positive batch size")
-    if window_files < 0:
-        raise UserInputError(f"window_files={window_files}: use 0 (copy first) or more files")
+    _check_sizes(batch_size, window_files)
     manifest = read_manifest(shard_dir, tokenizer_hash=tokenizer_hash)
     streaming = streams(shard_dir, window_files)
     files = checked_shard_files(manifest, split, stage=not streaming)
@@ -114,7 +113,7 @@ def pretraining_dataset(
     if streaming:
         window = ShardWindow(
             files, manifest, window_files=window_files, shuffle=shuffle, seed=seed,
-            local_dir=window_directory(shard_dir, split, pipelines, index),
+            local_dir=window_directory(shard_dir, split, pipelines, index, private=private_window),
             passes=None if repeat else 1,
         )  # fmt: skip
         if windows is not None:
@@ -135,6 +134,13 @@ def pretraining_dataset(
     if streaming:
         window.close_with(dataset)
     return dataset
+
+
+def _check_sizes(batch_size: int, window_files: int) -> None:
+    if batch_size < 1:
+        raise UserInputError(f"batch_size={batch_size}: need a positive batch size")
+    if window_files < 0:
+        raise UserInputError(f"window_files={window_files}: use 0 (copy first) or more files")
 
 
 def _share(files: list[str], input_context: Any) -> tuple[list[str], int, int, bool]:

@@ -110,10 +110,16 @@ _COPIES = _LocalCopies()
 atexit.register(_COPIES.remove_all)
 
 
-def window_directory(shard_dir: str, split: str, pipelines: int, index: int) -> str:
+def window_directory(
+    shard_dir: str, split: str, pipelines: int, index: int, *, private: bool = False
+) -> str:
     """The local directory of one input pipeline's streamed files: the same in every process
-    that reads this share (see the module docstring), private to the user."""
-    key = hashlib.sha256(f"{shard_dir}\0{split}\0{pipelines}\0{index}".encode()).hexdigest()[:16]
+    that reads this share (see the module docstring), private to the user; with `private`, to
+    this process (a pass that every worker of a run reads whole, such as the co-occurrence
+    count before training: local workers must not delete each other's files)."""
+    owner = f"\0{os.getpid()}" if private else ""
+    key = f"{shard_dir}\0{split}\0{pipelines}\0{index}{owner}"
+    key = hashlib.sha256(key.encode()).hexdigest()[:16]
     base = os.environ.get("TMPDIR") or "/tmp"
     return os.path.join(base, f"mlm-stream-{os.getuid()}-{key}")
 

@@ -1,7 +1,8 @@
 """Step 4, evaluate: masked-LM perplexity and accuracy of a pre-trained model on held-out shards.
 
 The metrics come from `mlm.evaluation.masked_lm_metrics` (the training step's own computation)
-with a fixed mask seed, so the same model and shards always give the same numbers. The step also
+with a fixed mask seed and `mask_ratio` (15% unless set, whatever ratio the model trained with),
+so the same model and shards always give the same numbers. The step also
 writes a Markdown report with the metrics and the seed README's prediction visualisation.
 
 Output directory: `report.md` and `metrics.json` (written last): `perplexity` (exp of the mean
@@ -128,6 +129,7 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
 
     model = load_pretrained_model(model_dir)
     check_tokenizer_matches(info, model.vocab_size, model.mask_token_id)
+    model.mask_ratio = config.mask_ratio
     dataset = pretraining_dataset(
         shard_dir,
         batch_size,
@@ -141,6 +143,7 @@ def evaluate_from_config(config: EvaluateConfig) -> EvaluateResult:
     if config.previous_model:
         previous = _load_previous_model(config.previous_model, info)
         check_tokenizer_matches(info, previous.vocab_size, previous.mask_token_id)
+        previous.mask_ratio = config.mask_ratio
         # The one evaluator, the same batches and masks: the difference is the models'.
         before = masked_lm_metrics(previous, dataset, num_batches=num_batches, seed=seed)
         metrics.update(

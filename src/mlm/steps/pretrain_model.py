@@ -96,9 +96,11 @@ def init_token_embeddings(
     if initial.uri or config.model.token_embedding_init != "cooccurrence":
         return "", 0.0
     start = time.perf_counter()
+    # Every worker counts the same files in the same order, so all start from the same table.
     batches = pretraining_dataset(
-        config.shard_dir, 256, split="train", shuffle=False, repeat=False, drop_remainder=False
-    )
+        config.shard_dir, 256, split="train", shuffle=False, repeat=False, drop_remainder=False,
+        window_files=config.input_window_files, private_window=True,
+    )  # fmt: skip
     embeddings = model.encoder.token_embedding.embeddings
     table, covered = initial_token_embeddings(
         (batch["input_ids"] for batch in batches.as_numpy_iterator()),
