@@ -5,8 +5,8 @@ gives its pods) build the masked-LM model `mlm pretrain --variant V` builds, und
 MultiWorkerMirroredStrategy, and time the all-reduce that Keras' optimizer runs each step: one
 `ReplicaContext.all_reduce(SUM, gradients)` over tensors shaped like every trainable variable, in a
 `tf.function`. Each `--pack-mb` value is a pair of fresh processes whose strategy is created with
-`CommunicationOptions(bytes_per_pack=...)` (0: TensorFlow's default, no packing); TensorFlow takes
-a strategy's options once per process. The step it belongs to is timed by
+`CommunicationOptions(bytes_per_pack=...)` (0: TensorFlow's default, a size it picks); TensorFlow
+takes a strategy's options once per process. The step it belongs to is timed by
 `bench/bench_multiworker.py` (`mlm pretrain --workers 2`); the share is this time over that step.
 
 Usage: python bench/bench_allreduce.py [--variant tiny] [--vocab-size 8000] [--pack-mb 0 4 32]
@@ -121,7 +121,7 @@ def main() -> int:
         "|---:|---:|",
     ]
     for pack_mb, result in results.items():
-        label = "0 (default: one pack)" if pack_mb == 0 else f"{pack_mb:g} MB"
+        label = "0 (TensorFlow's default)" if pack_mb == 0 else f"{pack_mb:g} MB"
         lines.append(f"| {label} | {result['ms']:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
