@@ -102,6 +102,32 @@ def test_both_tasks_run_every_procedure_and_one_of_them_is_mlm_finetune_without_
     for key, value in downstream.PROCEDURES[default].items():
         assert getattr(settings, key) == value
     assert settings.pooling == "mean"  # what the AG News runs use, the procedures not naming it
+    # What the benchmark runs by default: that procedure, its learning rate chosen on dev.
+    assert downstream.DEFAULT_PROCEDURES == ("probe-then-tune", "probe-then-tune-3e-4")
+    chosen = [downstream.PROCEDURES[name] for name in downstream.DEFAULT_PROCEDURES]
+    assert {settings["head_only_epochs"] for settings in chosen} == {settings.head_only_epochs}
+    assert {settings["learning_rate"] for settings in chosen} == {1e-3, 3e-4}
+
+
+def test_the_peer_trains_for_mlms_seconds_up_to_the_chosen_checkpoint():
+    run = {"metrics": {"token_embedding_init_seconds": 7.5}}
+    points = [{"seconds": 100.0}, {"seconds": 210.0}, {"seconds": 330.0}]
+    assert bench_quality.peer_budget(run, points, 2) == 217.5  # count-based start included
+    assert bench_quality.peer_budget(run, points, 3) == 337.5  # the last: mlm's whole run
+    assert bench_quality.peer_budget({"metrics": {}}, points, 1) == 100.0
+    with pytest.raises(ValueError, match="--peer-point 4: give 1 to 3"):
+        bench_quality.peer_budget(run, points, 4)
+
+
+def test_a_peer_point_beyond_the_curve_is_refused_with_the_flag_named(
+    tmp_path, monkeypatch, capsys
+):
+    argv = ["bench_quality.py", "--curve-points", "3", "--peer-point", "4"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        bench_quality.main()
+    assert exit_info.value.code == 2
+    assert "--peer-point 4: give 1 to --curve-points 3" in capsys.readouterr().err
 
 
 def test_fine_tuning_seeds_are_averaged_and_kept():
