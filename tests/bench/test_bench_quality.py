@@ -102,11 +102,11 @@ def test_both_tasks_run_every_procedure_and_one_of_them_is_mlm_finetune_without_
     for key, value in downstream.PROCEDURES[default].items():
         assert getattr(settings, key) == value
     assert settings.pooling == "mean"  # what the AG News runs use, the procedures not naming it
-    # What the benchmark runs by default: that procedure, its learning rate chosen on dev.
-    assert downstream.DEFAULT_PROCEDURES == ("probe-then-tune", "probe-then-tune-3e-4")
+    # What the benchmark runs by default: that procedure and plain fine-tuning at its rate.
+    assert downstream.DEFAULT_PROCEDURES == ("tune", "probe-then-tune")
     chosen = [downstream.PROCEDURES[name] for name in downstream.DEFAULT_PROCEDURES]
-    assert {settings["head_only_epochs"] for settings in chosen} == {settings.head_only_epochs}
-    assert {settings["learning_rate"] for settings in chosen} == {1e-3, 3e-4}
+    assert {settings["head_only_epochs"] for settings in chosen} == {0, settings.head_only_epochs}
+    assert {settings["learning_rate"] for settings in chosen} == {settings.learning_rate}
 
 
 def test_the_peer_trains_for_mlms_seconds_up_to_the_chosen_checkpoint():

@@ -126,18 +126,19 @@ def test_finetune_scores_test_data_when_given(exported, tmp_path):
 
 def test_head_only_epochs_train_the_head_on_a_frozen_encoder(exported, tmp_path):
     """Head-only epochs leave every encoder weight bit-identical (no gradient, no weight decay)
-    while the head learns; the history holds both phases."""
+    while the head learns at its own rate; the history holds both phases."""
     result = finetune_labels(
         exported.output_dir,
         tmp_path,
         head_only_epochs=2,
+        head_only_learning_rate=0.05,
         epochs=1,
-        learning_rate=0.05,
-        layer_decay=1e-9,  # the second phase barely moves the encoder either
+        learning_rate=1e-9,  # the second phase barely moves anything: the head-only rate did
         weight_decay=0.0,
         patience=5,
     )
     saved = json.loads((tmp_path / "ft" / "metrics.json").read_text())
+    assert saved["settings"]["head_only_learning_rate"] == 0.05
     assert len(saved["history"]["pretrained"]["loss"]) == 3  # 2 head-only epochs + 1
     assert result.metrics["pretrained"]["epochs_trained"] == 3
     mlm.register_serializables()

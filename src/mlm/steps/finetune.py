@@ -283,6 +283,7 @@ def _budget(config: FinetuneConfig) -> dict[str, Any]:
         "patience": config.patience,
         "layer_decay": config.layer_decay,
         "head_only_epochs": config.head_only_epochs,
+        "head_only_learning_rate": config.head_only_learning_rate,
         "seed": config.seed,
     }
 
@@ -310,7 +311,11 @@ def _train_both_sides(
         # Same architecture and config, fresh random weights.
         keras.utils.set_random_seed(seed + 1)
         starts["baseline"] = type(encoder).from_config(encoder.get_config())
-    train_budget = {k: v for k, v in budget.items() if k not in ("layer_decay", "head_only_epochs")}
+    train_budget = {
+        k: v
+        for k, v in budget.items()
+        if k not in ("layer_decay", "head_only_epochs", "head_only_learning_rate")
+    }
     train, validation, test = data["train"], data["validation"], data["test"]
     scored = test if test is not None else validation
     runs: dict[str, Any] = {
@@ -327,7 +332,11 @@ def _train_both_sides(
                 train,
                 validation,
                 learning_rate_multipliers={},
-                **{**train_budget, "epochs": config.head_only_epochs},
+                **{
+                    **train_budget,
+                    "epochs": config.head_only_epochs,
+                    "learning_rate": config.head_only_learning_rate,
+                },
             )
             set_encoder_trainable(start, task_config, True)
         multipliers = layerwise_learning_rate_multipliers(
