@@ -476,9 +476,7 @@ class FinetuneConfig(Config):
         0.01, "AdamW weight decay (not of biases and LayerNorm)", at_least=0
     )
     patience: int = setting(
-        3,
-        "epochs without a lower validation loss before stopping (best weights kept)",
-        at_least=1,
+        3, "epochs without a lower validation loss before stopping (best weights kept)", at_least=1
     )
     layer_decay: float = setting(
         1.0,
@@ -488,20 +486,18 @@ class FinetuneConfig(Config):
     )
     head_only_epochs: int = setting(
         10,
-        "epochs that train only the head, the encoder frozen, before --epochs of training "
+        "epochs that train only the head on the frozen encoder before --epochs of training "
         "everything (linear probing, then fine-tuning: the head starts from what the encoder "
-        "knows instead of pulling it towards a random head; 0: train everything from the "
-        "start). With 10 and the default learning rate, the procedure make bench-quality's dev "
-        "splits rank best over AG News and CoNLL-2003 at few and many labels",
+        "knows; 0: train everything from the start). With 10, the procedure make "
+        "bench-quality's dev splits rank best over AG News and CoNLL-2003",
         at_least=0,
     )
     head_only_learning_rate: float = setting(
         3e-3,
-        "peak learning rate of the head-only epochs (linear decay to 0 over them). A head on "
-        "frozen features takes a higher rate than the encoder tolerates: at 1e-3, ten epochs of "
-        "200 CoNLL-2003 sentences left a tagging head near its all-O start; on make "
-        "bench-quality's dev splits 3e-3 gained 6 entity-F1 points there, lost 2 at 2,000 "
-        "sentences and left AG News within its seed noise",
+        "peak learning rate of the head-only epochs (linear decay to 0). A head on frozen "
+        "features takes a higher rate than the encoder: at 1e-3, ten epochs on 200 CoNLL-2003 "
+        "sentences left a tagging head near all-O; on make bench-quality's dev splits 3e-3 "
+        "gained 6 entity-F1 points there, lost 2 at 2,000 sentences",
         above=0,
     )
     dropout_rate: float = setting(0.1, "dropout in the head", at_least=0, below=1)

@@ -288,6 +288,33 @@ def _budget(config: FinetuneConfig) -> dict[str, Any]:
     }
 
 
+def _train_head_only(
+    config: FinetuneConfig,
+    model: Any,
+    encoder: Any,
+    task_config: Any,
+    data: dict[str, Any],
+    train_budget: dict[str, Any],
+) -> dict[str, list[float]]:
+    """The `head_only_epochs` on the frozen encoder at their own learning rate (none: {})."""
+    if not config.head_only_epochs:
+        return {}
+    set_encoder_trainable(encoder, task_config, False)
+    history = _train(
+        model,
+        data["train"],
+        data["validation"],
+        learning_rate_multipliers={},
+        **{
+            **train_budget,
+            "epochs": config.head_only_epochs,
+            "learning_rate": config.head_only_learning_rate,
+        },
+    )
+    set_encoder_trainable(encoder, task_config, True)
+    return history
+
+
 def _train_both_sides(
     config: FinetuneConfig, task_type: Any, encoder: Any, data: dict[str, Any]
 ) -> dict[str, Any]:
@@ -324,21 +351,7 @@ def _train_both_sides(
     for name, start in starts.items():
         keras.utils.set_random_seed(seed)  # same head init and batch order for both
         model = build_classifier(start, task_config, config.max_seq_length)
-        head_history: dict[str, list[float]] = {}
-        if config.head_only_epochs:
-            set_encoder_trainable(start, task_config, False)
-            head_history = _train(
-                model,
-                train,
-                validation,
-                learning_rate_multipliers={},
-                **{
-                    **train_budget,
-                    "epochs": config.head_only_epochs,
-                    "learning_rate": config.head_only_learning_rate,
-                },
-            )
-            set_encoder_trainable(start, task_config, True)
+        head_history = _train_head_only(config, model, start, task_config, data, train_budget)
         multipliers = layerwise_learning_rate_multipliers(
             start, model.trainable_variables, config.layer_decay
         )
