@@ -3,9 +3,9 @@
 On `<data>/conll2003/` (train.txt, valid.txt, test.txt; CoNLL-2003 columns, the NER tag last):
 token-classification heads fine-tuned on 200 and 2,000 training sentences (`mlm finetune --task
 ner`) from the pre-trained encoder and from random initialisation of the same architecture, with
-the same procedures and seeds (`downstream`). Early stopping and every choice (procedure) use a
-dev split of `valid.txt`; `test.txt` is scored once per run and reported for the procedure the
-dev split chose. The score is entity-level F1 (an entity counts when its span and type match).
+the same procedures (`--ner-procedures`) and seeds (`downstream`). Early stopping and every
+choice (procedure) use a dev split of `valid.txt`; `test.txt` is scored once per run and reported
+for the procedure the dev split chose. The score is entity-level F1 (an entity counts when its span and type match).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def ner_slices(args, export_dir: str, data: Path, workdir: Path) -> dict[str, An
     ) as pool:
         for count in args.ner_sentences:
             train_path = write_sentences(train[:count], workdir / f"ner-train-{count}.txt")
-            for name in args.procedures:
+            for name in args.ner_procedures:
                 jobs[count, name] = [
                     pool.submit(
                         finetune_run,

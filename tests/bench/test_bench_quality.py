@@ -102,11 +102,14 @@ def test_both_tasks_run_every_procedure_and_one_of_them_is_mlm_finetune_without_
     for key, value in downstream.PROCEDURES[default].items():
         assert getattr(settings, key) == value
     assert settings.pooling == "mean"  # what the AG News runs use, the procedures not naming it
-    # What the benchmark runs by default: that procedure and plain fine-tuning at its rate.
+    # What the benchmark runs by default on CoNLL-2003: that procedure and plain fine-tuning at
+    # its rate; on AG News plain fine-tuning at the lower rate too.
     assert downstream.DEFAULT_PROCEDURES == ("tune", "probe-then-tune")
     chosen = [downstream.PROCEDURES[name] for name in downstream.DEFAULT_PROCEDURES]
     assert {settings["head_only_epochs"] for settings in chosen} == {0, settings.head_only_epochs}
     assert {settings["learning_rate"] for settings in chosen} == {settings.learning_rate}
+    assert set(downstream.AG_NEWS_PROCEDURES) == {*downstream.DEFAULT_PROCEDURES, "tune-3e-4"}
+    assert downstream.default_procedure() in downstream.AG_NEWS_PROCEDURES
 
 
 def test_the_peer_trains_for_mlms_seconds_up_to_the_chosen_checkpoint():
