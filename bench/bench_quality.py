@@ -750,24 +750,18 @@ def main() -> int:
         "(1 to --curve-points; the last: mlm's whole run) and is compared with mlm there "
         "(default 2 of 5: it keeps the benchmark within 30 minutes)",
     )
-    parser.add_argument(
-        "--procedures",
-        nargs="+",
-        choices=tuple(PROCEDURES),
-        default=list(AG_NEWS_PROCEDURES),
-        help="AG News fine-tuning procedures each side runs and chooses from on the dev split "
-        f"(default: {' '.join(AG_NEWS_PROCEDURES)}: plain fine-tuning at two peak learning "
-        "rates and `mlm finetune`'s default)",
-    )
-    parser.add_argument(
-        "--ner-procedures",
-        nargs="+",
-        choices=tuple(PROCEDURES),
-        default=list(DEFAULT_PROCEDURES),
-        help="the same for CoNLL-2003 (default: "
-        f"{' '.join(DEFAULT_PROCEDURES)}; its 2,000-sentence runs take 4.5 to 7 minutes a "
-        "procedure)",
-    )
+    for flag, default, task in (
+        ("--procedures", AG_NEWS_PROCEDURES, "AG News"),
+        ("--ner-procedures", DEFAULT_PROCEDURES, "CoNLL-2003"),
+    ):
+        parser.add_argument(
+            flag,
+            nargs="+",
+            choices=tuple(PROCEDURES),
+            default=list(default),
+            help=f"{task} fine-tuning procedures each side runs and chooses from on the dev "
+            f"split (default: {' '.join(default)}; see bench/downstream.py for why)",
+        )
     parser.add_argument("--no-probe", action="store_true")
     parser.add_argument("--no-finetune", action="store_true", help="pre-training only")
     parser.add_argument(
