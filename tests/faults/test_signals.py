@@ -35,6 +35,13 @@ def _big_corpus(directory: Path, megabytes: int) -> str:
     return str(directory)
 
 
+def _sigint_as_at_a_terminal() -> None:
+    # A shell without job control starts background commands with SIGINT ignored, and Python
+    # keeps an inherited SIG_IGN; the step runs as a foreground command would, where Ctrl-C
+    # arrives.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start(argv: list[str], tmpdir: Path) -> subprocess.Popen:
     env = {**worker_env(), "TMPDIR": str(tmpdir)}
     return subprocess.Popen(
@@ -43,6 +50,7 @@ def _start(argv: list[str], tmpdir: Path) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_sigint_as_at_a_terminal,
     )
 
 
