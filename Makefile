@@ -95,7 +95,8 @@ bench: $(BENCH_STAMP)
 	@echo "report: docs/performance.md (and $(BENCH_OUT)/report.md), plot: docs/performance-peers.png"
 
 # Pre-training quality on the shared real text (../shared/data; not part of the repository):
-# 27 to 29 minutes in its last two runs on 2 cores, and it needs that data, hence not part of `make bench`.
+# 27 to 29 minutes in its last two runs on 2 cores, and it needs that data, hence not part of
+# `make bench`.
 bench-quality: $(BENCH_STAMP)
 	@mkdir -p $(BENCH_OUT)
 	$(BENCH_VENV)/bin/python bench/bench_quality.py --output $(BENCH_OUT)
