@@ -5,7 +5,8 @@ token-classification heads fine-tuned on 200 and 2,000 training sentences (`mlm 
 ner`) from the pre-trained encoder and from random initialisation of the same architecture, with
 the same procedures (`--ner-procedures`) and seeds (`downstream`). Early stopping and every
 choice (procedure) use a dev split of `valid.txt`; `test.txt` is scored once per run and reported
-for the procedure the dev split chose. The score is entity-level F1 (an entity counts when its span and type match).
+for the procedure the dev split chose. The score is entity-level F1 (an entity counts when its
+span and type match).
 """
 
 from __future__ import annotations

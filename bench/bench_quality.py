@@ -552,6 +552,18 @@ def seed_cell(side: dict[str, Any]) -> str:
     return f"{side['accuracy']:.3f} ({', '.join(f'{a:.3f}' for a in per_seed)})"
 
 
+def procedure_flags(args) -> str:
+    """The reproduce line's `--procedures` / `--ner-procedures`, each only where not the default."""
+    return "".join(
+        f" {flag} {' '.join(chosen)}"
+        for flag, chosen, default in (
+            ("--procedures", args.procedures, AG_NEWS_PROCEDURES),
+            ("--ner-procedures", args.ner_procedures, DEFAULT_PROCEDURES),
+        )
+        if chosen != list(default)
+    )
+
+
 def report(args, facts: dict) -> str:
     mlm_run, curves = facts["mlm"], facts["curves"]
     lines = [
@@ -656,14 +668,7 @@ def report(args, facts: dict) -> str:
             lines.append(f"| {shots} | " + " | ".join(f"{by_kind[k]:.3f}" for k in kinds) + " |")
     if facts.get("ner"):
         lines += bench_ner.report(args, facts["ner"])
-    procedures_flag = "".join(
-        f" {flag} {' '.join(chosen)}"
-        for flag, chosen, default in (
-            ("--procedures", args.procedures, AG_NEWS_PROCEDURES),
-            ("--ner-procedures", args.ner_procedures, DEFAULT_PROCEDURES),
-        )
-        if chosen != list(default)
-    )
+    procedures_flag = procedure_flags(args)
     lines += [
         "",
         "Fine-tuning: `mlm finetune` defaults where a procedure does not say (mean pooling, "

@@ -112,6 +112,24 @@ def test_both_tasks_run_every_procedure_and_one_of_them_is_mlm_finetune_without_
     assert downstream.default_procedure() in downstream.AG_NEWS_PROCEDURES
 
 
+def test_the_reproduce_line_names_only_the_procedure_sets_that_are_not_the_default():
+    from argparse import Namespace
+
+    import downstream
+
+    defaults = Namespace(
+        procedures=list(downstream.AG_NEWS_PROCEDURES),
+        ner_procedures=list(downstream.DEFAULT_PROCEDURES),
+    )
+    assert bench_quality.procedure_flags(defaults) == ""
+    changed = Namespace(procedures=defaults.procedures, ner_procedures=["tune-3e-4"])
+    assert bench_quality.procedure_flags(changed) == " --ner-procedures tune-3e-4"
+    changed = Namespace(procedures=["tune"], ner_procedures=["tune", "tune-3e-4"])
+    assert bench_quality.procedure_flags(changed) == (
+        " --procedures tune --ner-procedures tune tune-3e-4"
+    )
+
+
 def test_the_peer_trains_for_mlms_seconds_up_to_the_chosen_checkpoint():
     run = {"metrics": {"token_embedding_init_seconds": 7.5}}
     points = [{"seconds": 100.0}, {"seconds": 210.0}, {"seconds": 330.0}]
