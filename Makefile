@@ -82,7 +82,7 @@ $(BENCH_STAMP): pyproject.toml bench/requirements.txt
 bench: $(BENCH_STAMP)
 	@mkdir -p $(BENCH_OUT)
 	@echo "make bench: about 75 minutes on 2 cores (bench_growth.py about 30, bench_peers.py about 15)"
-	@set -e; for script in $(sort $(filter-out bench/bench_quality.py,$(wildcard bench/bench_*.py))); do \
+	@set -e; for script in $(sort $(filter-out $(addprefix bench/bench_,quality.py ner.py allreduce.py),$(wildcard bench/bench_*.py))); do \
 		echo "== $$script"; $(BENCH_VENV)/bin/python $$script --output $(BENCH_OUT); done
 	@cat $(BENCH_OUT)/peers.md $(BENCH_OUT)/profile.md $(BENCH_OUT)/scaling.md $(BENCH_OUT)/input.md \
 		$(BENCH_OUT)/training.md $(BENCH_OUT)/encoder.md \
