@@ -16,10 +16,14 @@ the median of the per-round ratios.
   (`TF_ENABLE_ONEDNN_OPTS=0`) and with one inter-op thread (`TF_NUM_INTEROP_THREADS=1`: kernels
   one at a time, each using all cores), interleaved.
 
-Writes a Markdown table to `<output>/training.md`.
+Writes a Markdown table to `<output>/training.md`. Two other modes write their own table:
+`--xla-bisection` (graph vs XLA for growing parts of the step, `xla_bisection.md`) and
+`--xla-flags` (the static step in graph mode and under XLA in fresh processes, one per setting of
+XLA's CPU library flags and per precision, `xla_flags.md`).
 
 Usage: python bench/bench_training.py [--hidden 256] [--layers 4] [--vocab 30522] [--length 128]
        [--batch 32] [--steps 3] [--rounds 3] [--onednn-pairs 2] [--output bench/results]
+       [--xla-bisection | --xla-flags [--xla-flags-pairs 1]]
 """
 
 from __future__ import annotations
@@ -170,6 +174,55 @@ def process_settings(args: argparse.Namespace) -> list[str]:
     ]
 
 
+# XLA's CPU backend emits its own loops for dots unless told to call a library; each setting runs
+# in fresh processes (XLA reads XLA_FLAGS once per process).
+XLA_LIBRARY_FLAGS = {
+    "XLA's own code (no flags)": "",
+    "oneDNN": "--xla_cpu_use_onednn=true",
+    "XNNPACK": "--xla_cpu_use_xnnpack=true",
+    "oneDNN for each dot": "--xla_cpu_experimental_onednn_fusion_type=individual_dot",
+    "XNNPACK for each dot": "--xla_cpu_experimental_xnn_fusion_type=individual_dot",
+}
+PRECISIONS = ("float32", "mixed_bfloat16")
+
+
+def xla_flags(args: argparse.Namespace) -> list[str]:
+    """The static step in graph mode and under XLA, per XLA_FLAGS setting and precision, as a
+    Markdown table; each process times both, so its XLA / graph ratio is free of drift between
+    processes (`xla_flags_table`)."""
+    runs: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for _ in range(args.xla_flags_pairs):
+        for precision in PRECISIONS:
+            for name, flags in XLA_LIBRARY_FLAGS.items():
+                child = [sys.executable, __file__, *sys.argv[1:], "--child", precision]
+                env = {**os.environ, "XLA_FLAGS": flags}
+                out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
+                runs.setdefault((precision, name), []).append(
+                    json.loads(out.stdout.splitlines()[-1])
+                )
+                print(f"  {precision}, {name}: {runs[precision, name][-1]}", flush=True)
+    return xla_flags_table(runs)
+
+
+def xla_flags_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> list[str]:
+    """Markdown rows from `{(precision, setting): [{variant: seconds per step}, ...]}`: median
+    milliseconds of each variant, and the median of each process's own XLA / graph ratio."""
+    lines = [
+        "| XLA_FLAGS | precision | graph ms | XLA ms | XLA / graph (below 1: XLA faster) |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for (precision, name), results in runs.items():
+        graph = statistics.median(r["gather, static"] for r in results) * 1000
+        xla = statistics.median(r["gather+xla"] for r in results) * 1000
+        ratios = statistics.median(r["gather+xla"] / r["gather, static"] for r in results)
+        flags = XLA_LIBRARY_FLAGS[name]
+        lines.append(
+            f"| {name}{f' (`{flags}`)' if flags else ''} | {precision} | {graph:,.0f} | "
+            f"{xla:,.0f} | {ratios:.2f} |"
+        )
+    return lines
+
+
 def _best_ms(fn, inputs: tuple, calls: int = 3, rounds: int = 3) -> float:
     """Milliseconds per call of a tf.function: the best of `rounds` rounds of `calls` calls."""
     import tensorflow as tf
@@ -277,8 +330,42 @@ def main() -> int:
         "--xla-bisection", action="store_true",
         help="instead: graph vs XLA for growing parts of the step (writes xla_bisection.md)",
     )  # fmt: skip
-    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--xla-flags", action="store_true",
+        help="instead: graph vs XLA per setting of XLA's CPU library flags (writes xla_flags.md)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--xla-flags-pairs", type=int, default=1,
+        help="fresh processes per XLA_FLAGS setting and precision in --xla-flags mode",
+    )  # fmt: skip
+    # A fresh process's share of a mode: the gather step's median (process settings), or with a
+    # precision, the static step in graph mode and under XLA (--xla-flags).
+    parser.add_argument("--child", nargs="?", const="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        import keras
+
+        keras.mixed_precision.set_global_policy(args.child)
+        times = measure(args, ["gather, static", "gather+xla"])
+        print(json.dumps({name: statistics.median(v) for name, v in times.items()}))
+        return 0
+    if args.xla_flags:
+        lines = [
+            "# XLA's CPU library flags",
+            "",
+            f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; BERT hidden "
+            f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; batch {args.batch} x "
+            f"{args.length}, {STATIC_PREDICTIONS} predictions per sequence; {args.rounds} "
+            f"interleaved rounds of {args.steps} steps per process, {args.xla_flags_pairs} "
+            f"process(es) per setting; medians. {peers.machine_line()}",
+            "",
+            *xla_flags(args),
+        ]
+        text = "\n".join(lines) + "\n"
+        print(text)
+        args.output.mkdir(parents=True, exist_ok=True)
+        (args.output / "xla_flags.md").write_text(text)
+        return 0
 
     if args.xla_bisection:
         lines = [
@@ -295,7 +382,7 @@ def main() -> int:
         (args.output / "xla_bisection.md").write_text("\n".join(lines) + "\n")
         return 0
 
-    if args.child:  # one process setting, in a fresh process
+    if args.child is not None:  # one process setting, in a fresh process
         print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
         return 0
 
