@@ -312,6 +312,14 @@ def xla_bisection(args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def write_report(path: Path, lines: list[str]) -> None:
+    """Prints a Markdown report and writes it to `path` (its directory created)."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--hidden", type=int, default=256)
@@ -361,10 +369,7 @@ def main() -> int:
             "",
             *xla_flags(args),
         ]
-        text = "\n".join(lines) + "\n"
-        print(text)
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "xla_flags.md").write_text(text)
+        write_report(args.output / "xla_flags.md", lines)
         return 0
 
     if args.xla_bisection:
@@ -378,8 +383,7 @@ def main() -> int:
             "",
             *xla_bisection(args),
         ]
-        args.output.mkdir(parents=True, exist_ok=True)
-        (args.output / "xla_bisection.md").write_text("\n".join(lines) + "\n")
+        write_report(args.output / "xla_bisection.md", lines)
         return 0
 
     if args.child is not None:  # one process setting, in a fresh process
@@ -408,10 +412,7 @@ def main() -> int:
     ]
     if args.onednn_pairs:
         lines += process_settings(args)
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "training.md").write_text(text)
+    write_report(args.output / "training.md", lines)
     return 0
 
 
