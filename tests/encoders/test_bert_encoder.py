@@ -435,9 +435,9 @@ def test_exact_gelu_values_and_gradient_equal_keras(dtype):
         tape.watch(inputs)
         ours = get_activation("gelu")(inputs)
         reference = keras.activations.gelu(inputs, approximate=False)
-    # bfloat16: GELU x·Φ(x) rounds after erf, the sum and the product (3), its gradient
-    # Φ(x) + x·φ(x) after the exponential, the products and the sum (5); relative to the
-    # values' magnitude (up to 8).
+    # bfloat16: Keras' GELU x·Φ(x) rounds after erf, the sum and the product (3; ours after Φ,
+    # computed in float32, and the product), the gradient Φ(x) + x·φ(x) after Φ, φ, the
+    # products and the sum (5); relative to the values' magnitude (up to 8).
     if dtype == "float32":
         forward = backward = dict(atol=1e-6, rtol=1e-7)
     else:
