@@ -1,4 +1,4 @@
-"""Where the time of mlm's float32 training step goes: TensorFlow profiler time by op type.
+"""Where the time of mlm's training step goes: TensorFlow profiler time by op type.
 
 Runs `bench_peers.py`'s mlm worker (the `mlm pretrain` step on its own input pipeline, BERT tiny
 and small, sequence 128, batch 32) for a few steps under `tf.profiler`, after an untimed warm-up,
@@ -7,7 +7,8 @@ and sums the kernel time of each op type (`_MklMatMul`, `ResourceApplyAdam`, ...
 parallel (inter-op), so the summed kernel time can exceed the step's wall time; the shares are of
 the summed kernel time.
 
-Usage: python bench/bench_profile.py [--configs tiny,small] [--steps 3] [--output bench/results]
+Usage: python bench/bench_profile.py [--configs tiny,small] [--steps 3] [--precision float32]
+       [--output bench/results]
 """
 
 from __future__ import annotations
@@ -42,12 +43,14 @@ def group_of(op_type: str) -> str:
     return ELEMENTWISE if op_type else "other"
 
 
-def profile(config: str, steps: int, workdir: Path) -> tuple[dict[str, float], float]:
+def profile(
+    config: str, steps: int, workdir: Path, precision: str = "float32"
+) -> tuple[dict[str, float], float]:
     """Kernel milliseconds per step by op type, and the step's wall milliseconds."""
     import tensorflow as tf
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
-    variant = peers.Variant("mlm", "float32", False)
+    variant = peers.Variant("mlm", precision, False)
     worker = peers.MlmWorker(peers.CONFIGS[config], peers.Shape(), variant, workdir)
     worker.run(peers.WARMUP_STEPS)
     with tempfile.TemporaryDirectory(prefix="mlm-profile-") as logdir:
@@ -72,6 +75,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--configs", default="tiny,small")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument(
+        "--precision", choices=peers.PRECISIONS, default="float32",
+        help="bfloat16: the step `mlm pretrain --precision mixed_bfloat16` runs",
+    )  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path("bench/results"))
     args = parser.parse_args()
     args.output = args.output.resolve()
@@ -83,7 +90,7 @@ def main() -> int:
     started = time.perf_counter()
     peers.run_prepare(args.output, [peers.LENGTH])
     lines = [
-        "# Profile of mlm's float32 training step",
+        f"# Profile of mlm's {args.precision} training step",
         "",
         f"Command: `{' '.join([Path(sys.executable).name, *sys.argv])}`; {peers.machine_line()}",
         f"`tf.profiler` over {args.steps} steps after {peers.WARMUP_STEPS} warm-up steps; kernel "
@@ -92,7 +99,7 @@ def main() -> int:
         "",
     ]
     for config in configs:
-        per_type, wall = profile(config, args.steps, args.output)
+        per_type, wall = profile(config, args.steps, args.output, args.precision)
         total = sum(per_type.values())
         groups: dict[str, float] = collections.Counter()
         for op_type, ms in per_type.items():
@@ -114,8 +121,9 @@ def main() -> int:
         print(f"  profiled {config}", flush=True)
     text = "\n".join(lines)
     print(text)
-    (args.output / "profile.md").write_text(text + "\n")
-    print(f"wrote {args.output / 'profile.md'} ({(time.perf_counter() - started) / 60:.1f} min)")
+    report = args.output / ("profile.md" if args.precision == "float32" else "profile_bfloat16.md")
+    report.write_text(text + "\n")
+    print(f"wrote {report} ({(time.perf_counter() - started) / 60:.1f} min)")
     return 0
 
 
