@@ -135,6 +135,10 @@ def measure(args: argparse.Namespace, names: list[str]) -> dict[str, list[float]
         else:
             steps[name] = gather_step(model, optimizer, batch, jit_compile=name == "gather+xla")
         seconds_per_step(steps[name], batch, 2)  # trace / compile
+    # One untimed round: a variant built before the others ran its first timed steps up to 7
+    # times slower (small models), which skewed the first round.
+    for name in names:
+        seconds_per_step(steps[name], batch, args.steps)
     times: dict[str, list[float]] = {name: [] for name in names}
     for _ in range(args.rounds):
         for name in names:
