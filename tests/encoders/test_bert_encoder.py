@@ -410,6 +410,19 @@ def test_block_attention_equals_keras_multi_head_attention(policy):
         )
 
 
+def test_bfloat16_gelu_is_the_exact_gelu_rounded_twice():
+    # Under mixed precision Φ(x) is computed in float32 from the bfloat16 input and rounded
+    # once, then x·Φ(x) once more: within 2 roundings of the exact GELU of the same inputs.
+    # Computed in bfloat16, erfc's argument is rounded first, an error that erfc's steepness
+    # multiplies for negative x (at x = -4 about 32 units of roundoff).
+    from mlm.encoders.bert import get_activation
+
+    inputs = tf.cast(tf.linspace(-6.0, 6.0, 2001), tf.bfloat16)
+    ours = tf.cast(get_activation("gelu")(inputs), tf.float64)
+    exact = tf.nn.gelu(tf.cast(inputs, tf.float64), approximate=False)  # 0.5·x·erfc(-x/√2)
+    np.testing.assert_allclose(ours, exact, rtol=rounding_tolerance(tf.bfloat16, 2), atol=1e-30)
+
+
 def test_attention_probabilities_dropout_is_used_in_training():
     block = TransformerEncoderBlock(32, 4, 64, hidden_dropout_prob=0.0)
     block.build((2, 10, 32))
