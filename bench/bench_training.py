@@ -198,7 +198,7 @@ def xla_flags(args: argparse.Namespace) -> list[str]:
     for _ in range(args.xla_flags_pairs):
         for precision in PRECISIONS:
             for name, flags in XLA_LIBRARY_FLAGS.items():
-                child = [sys.executable, __file__, *sys.argv[1:], "--child", precision]
+                child = [sys.executable, __file__, *sys.argv[1:], "--xla-child", precision]
                 env = {**os.environ, "XLA_FLAGS": flags}
                 out = subprocess.run(child, env=env, capture_output=True, text=True, check=True)
                 runs.setdefault((precision, name), []).append(
@@ -350,14 +350,15 @@ def main() -> int:
         "--xla-flags-pairs", type=int, default=1,
         help="fresh processes per XLA_FLAGS setting and precision in --xla-flags mode",
     )  # fmt: skip
-    # A fresh process's share of a mode: the gather step's median (process settings), or with a
-    # precision, the static step in graph mode and under XLA (--xla-flags).
-    parser.add_argument("--child", nargs="?", const="", help=argparse.SUPPRESS)
+    # A fresh process's share: the gather step's median (process settings), or the static step
+    # in graph mode and under XLA in a precision (--xla-flags).
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--xla-child", choices=PRECISIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
+    if args.xla_child:
         import keras
 
-        keras.mixed_precision.set_global_policy(args.child)
+        keras.mixed_precision.set_global_policy(args.xla_child)
         times = measure(args, ["gather, static", "gather+xla"])
         print(json.dumps({name: statistics.median(v) for name, v in times.items()}))
         return 0
@@ -390,7 +391,7 @@ def main() -> int:
         write_report(args.output / "xla_bisection.md", lines)
         return 0
 
-    if args.child is not None:  # one process setting, in a fresh process
+    if args.child:  # one process setting, in a fresh process
         print(json.dumps(statistics.median(measure(args, ["gather"])["gather"])))
         return 0
 
