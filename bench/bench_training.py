@@ -17,13 +17,15 @@ the median of the per-round ratios.
   one at a time, each using all cores), interleaved.
 
 Writes a Markdown table to `<output>/training.md`. Two other modes write their own table:
-`--xla-bisection` (graph vs XLA for growing parts of the step, `xla_bisection.md`) and
+`--xla-bisection` (graph vs XLA for growing parts of the step, then for each of its matmul
+shapes alone with the element type XLA computes it in; `xla_bisection.md`, with `--precision
+mixed_bfloat16` `xla_bisection_mixed_bfloat16.md`) and
 `--xla-flags` (the static step in graph mode and under XLA in fresh processes, one per setting of
 XLA's CPU library flags and per precision, `xla_flags.md`).
 
 Usage: python bench/bench_training.py [--hidden 256] [--layers 4] [--vocab 30522] [--length 128]
        [--batch 32] [--steps 3] [--rounds 3] [--onednn-pairs 2] [--output bench/results]
-       [--xla-bisection | --xla-flags [--xla-flags-pairs 1]]
+       [--xla-bisection [--precision float32] | --xla-flags [--xla-flags-pairs 1]]
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -209,11 +212,13 @@ def xla_flags(args: argparse.Namespace) -> list[str]:
 
 
 def xla_flags_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> list[str]:
-    """Markdown rows from `{(precision, setting): [{variant: seconds per step}, ...]}`: median
-    milliseconds of each variant, and the median of each process's own XLA / graph ratio."""
+    """Markdown rows from `{(precision, setting): [{variant: seconds per step, "dot": XLA's dot
+    element type}, ...]}`: median milliseconds of each variant, the median of each process's own
+    XLA / graph ratio, and the element type XLA gave a matmul of that precision."""
     lines = [
-        "| XLA_FLAGS | precision | graph ms | XLA ms | XLA / graph (below 1: XLA faster) |",
-        "| --- | --- | ---: | ---: | ---: |",
+        "| XLA_FLAGS | precision | graph ms | XLA ms | XLA / graph (below 1: XLA faster) "
+        "| XLA's dot type |",
+        "| --- | --- | ---: | ---: | ---: | --- |",
     ]
     for (precision, name), results in runs.items():
         graph = statistics.median(r["gather, static"] for r in results) * 1000
@@ -222,8 +227,64 @@ def xla_flags_table(runs: dict[tuple[str, str], list[dict[str, float]]]) -> list
         flags = XLA_LIBRARY_FLAGS[name]
         lines.append(
             f"| {name}{f' (`{flags}`)' if flags else ''} | {precision} | {graph:,.0f} | "
-            f"{xla:,.0f} | {ratios:.2f} |"
+            f"{xla:,.0f} | {ratios:.2f} | {', '.join(sorted({r['dot'] for r in results}))} |"
         )
+    return lines
+
+
+def dot_types(optimized_hlo: str) -> list[str]:
+    """Element types of the dots in XLA's optimized HLO text, in order (`f32`, `bf16`, ...)."""
+    return re.findall(r"= (\w+)\[[^\]]*\]\S* dot\(", optimized_hlo)
+
+
+def xla_dot_type(precision: str) -> str:
+    """The element type XLA's CPU backend gives a matmul of `precision` operands under this
+    process's XLA_FLAGS: `bf16` inputs come out `f32` where XLA converts them to float32 for its
+    own dot loops (its float normalization for types it has no dot lowering for)."""
+    import tensorflow as tf
+
+    dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
+    a, b = tf.ones([64, 32], dtype), tf.ones([32, 16], dtype)
+    matmul = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
+    (dot,) = dot_types(matmul.experimental_get_compiler_ir(a, b)("optimized_hlo"))
+    return dot
+
+
+def step_matmuls(args: argparse.Namespace) -> list[str]:
+    """Each dense matmul shape of the step, graph mode against XLA, in float32 and bfloat16, with
+    the element type of XLA's dot: where XLA computes a bfloat16 dot in float32, its bfloat16 step
+    cannot reach the graph step's oneDNN bfloat16 matmuls."""
+    import tensorflow as tf
+
+    tokens, hidden = args.batch * args.length, args.hidden
+    shapes = {
+        "QKV projection": (tokens, hidden, 3 * hidden),
+        "attention output": (tokens, hidden, hidden),
+        "feed-forward in": (tokens, hidden, 4 * hidden),
+        "feed-forward out": (tokens, 4 * hidden, hidden),
+        "vocabulary head (masked positions)": (args.batch * STATIC_PREDICTIONS, hidden, args.vocab),
+    }
+    lines = [
+        "| matmul [m, k] x [k, n] | precision | graph ms (GFLOP/s) | XLA ms (GFLOP/s) "
+        "| XLA's dot type |",
+        "| --- | --- | ---: | ---: | --- |",
+    ]
+    for name, (m, k, n) in shapes.items():
+        for precision, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
+            a = tf.cast(tf.random.stateless_normal([m, k], seed=(1, 2)), dtype)
+            b = tf.cast(tf.random.stateless_normal([k, n], seed=(3, 4)), dtype)
+            matmul = lambda a, b: tf.matmul(a, b)  # noqa: E731
+            compiled = tf.function(matmul, jit_compile=True)
+            graph = _best_ms(tf.function(matmul), (a, b), calls=10, rounds=5)
+            xla = _best_ms(compiled, (a, b), calls=10, rounds=5)
+            types = dot_types(compiled.experimental_get_compiler_ir(a, b)("optimized_hlo"))
+            gflop = 2 * m * k * n / 1e9
+            lines.append(
+                f"| {name} [{m}, {k}] x [{k}, {n}] | {precision} | {graph:,.2f} "
+                f"({gflop / graph * 1e3:,.0f}) | {xla:,.2f} ({gflop / xla * 1e3:,.0f}) "
+                f"| {', '.join(types)} |"
+            )
+            print(lines[-1], flush=True)
     return lines
 
 
@@ -343,6 +404,10 @@ def main() -> int:
         help="instead: graph vs XLA for growing parts of the step (writes xla_bisection.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="the Keras dtype policy of the model in --xla-bisection mode",
+    )  # fmt: skip
+    parser.add_argument(
         "--xla-flags", action="store_true",
         help="instead: graph vs XLA per setting of XLA's CPU library flags (writes xla_flags.md)",
     )  # fmt: skip
@@ -360,7 +425,8 @@ def main() -> int:
 
         keras.mixed_precision.set_global_policy(args.xla_child)
         times = measure(args, ["gather, static", "gather+xla"])
-        print(json.dumps({name: statistics.median(v) for name, v in times.items()}))
+        result = {name: statistics.median(v) for name, v in times.items()}
+        print(json.dumps({**result, "dot": xla_dot_type(args.xla_child)}))
         return 0
     if args.xla_flags:
         lines = [
@@ -378,17 +444,26 @@ def main() -> int:
         return 0
 
     if args.xla_bisection:
+        import keras
+
+        keras.mixed_precision.set_global_policy(args.precision)
         lines = [
             "# Graph mode vs XLA, part by part",
             "",
             f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; BERT hidden "
             f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; batch {args.batch} x "
-            f"{args.length}, {STATIC_PREDICTIONS} predictions per sequence; best of 3 rounds of 3 "
-            f"calls. {peers.machine_line()}",
+            f"{args.length}, {STATIC_PREDICTIONS} predictions per sequence, {args.precision}; "
+            f"best of 3 rounds of 3 calls. {peers.machine_line()}",
             "",
             *xla_bisection(args),
+            "",
+            "Each dense matmul of the step alone, best of 5 rounds of 10 calls; XLA's dot type is "
+            "the element type of the dot in XLA's optimized HLO:",
+            "",
+            *step_matmuls(args),
         ]
-        write_report(args.output / "xla_bisection.md", lines)
+        suffix = "" if args.precision == "float32" else f"_{args.precision}"
+        write_report(args.output / f"xla_bisection{suffix}.md", lines)
         return 0
 
     if args.child:  # one process setting, in a fresh process

@@ -16,19 +16,23 @@ def test_xla_flags_table_takes_the_median_of_each_process_own_ratio():
     # 1.2 / 1.0, would mix processes).
     runs = {
         ("float32", "oneDNN"): [
-            {"gather, static": 1.0, "gather+xla": 1.2},
-            {"gather, static": 2.0, "gather+xla": 2.2},
-            {"gather, static": 0.9, "gather+xla": 1.0},
+            {"gather, static": 1.0, "gather+xla": 1.2, "dot": "f32"},
+            {"gather, static": 2.0, "gather+xla": 2.2, "dot": "f32"},
+            {"gather, static": 0.9, "gather+xla": 1.0, "dot": "f32"},
         ],
         ("mixed_bfloat16", "XLA's own code (no flags)"): [
-            {"gather, static": 0.6, "gather+xla": 0.9},
+            {"gather, static": 0.6, "gather+xla": 0.9, "dot": "f32"},
         ],
     }
     header, rule, onednn, own = bench_training.xla_flags_table(runs)
     assert header.startswith("| XLA_FLAGS | precision | graph ms | XLA ms |")
     assert rule.count("|") == header.count("|")
-    assert onednn == "| oneDNN (`--xla_cpu_use_onednn=true`) | float32 | 1,000 | 1,200 | 1.11 |"
-    assert own == "| XLA's own code (no flags) | mixed_bfloat16 | 600 | 900 | 1.50 |"
+    assert header.endswith("| XLA's dot type |")
+    assert rule.count("|") == header.count("|")
+    assert onednn == (
+        "| oneDNN (`--xla_cpu_use_onednn=true`) | float32 | 1,000 | 1,200 | 1.11 | f32 |"
+    )
+    assert own == "| XLA's own code (no flags) | mixed_bfloat16 | 600 | 900 | 1.50 | f32 |"
 
 
 def test_xla_flag_settings_are_single_xla_cpu_flags():
@@ -38,3 +42,23 @@ def test_xla_flag_settings_are_single_xla_cpu_flags():
         if value:
             assert value.startswith("--xla_cpu_") and " " not in value, name
     assert len(set(flags.values())) == len(flags)
+
+
+def test_dot_types_reads_each_dot_of_optimized_hlo():
+    hlo = """
+  %convert.1 = f32[64,32]{1,0} convert(%p0)
+  %dot.2 = f32[64,16]{1,0} dot(%convert.1, %convert.3), lhs_contracting_dims={1}
+  %dot.4 = bf16[8,16]{1,0:T(8,128)(2,1)} dot(%a, %b), lhs_contracting_dims={1}
+  ROOT %fusion = bf16[64,16]{1,0} fusion(%dot.2), kind=kLoop
+"""
+    assert bench_training.dot_types(hlo) == ["f32", "bf16"]
+
+
+def test_xla_on_cpu_computes_bfloat16_dots_in_float32():
+    # Why mlm's XLA step loses to the graph step in bfloat16 on CPU (docs/performance.md, "Why
+    # XLA's bfloat16 step is slower"): the XLA in TensorFlow's wheel converts bfloat16 dot
+    # operands to float32 for its own dot loops, so its matmuls run at the float32 rate while
+    # the graph step's run oneDNN's bfloat16 kernels. If a TensorFlow release keeps the dot in
+    # bfloat16, this fails: measure XLA again before keeping the graph step as the CPU default.
+    assert bench_training.xla_dot_type("mixed_bfloat16") == "f32"
+    assert bench_training.xla_dot_type("float32") == "f32"
