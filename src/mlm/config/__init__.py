@@ -230,7 +230,8 @@ class PretrainConfig(Config):
     jit_compile: bool = setting(
         False,
         "XLA-compile the training step. Off by default: on CPU the graph step is as fast in "
-        "float32 and faster in bfloat16 (docs/performance.md). With it, set "
+        "float32 and faster in bfloat16, whose matmuls XLA's CPU backend computes in float32 "
+        "(docs/performance.md). With it, set "
         "--max-predictions-per-seq: with a dynamic prediction count XLA computes the MLM head "
         "at every position",
     )
