@@ -16,16 +16,17 @@ the median of the per-round ratios.
   (`TF_ENABLE_ONEDNN_OPTS=0`) and with one inter-op thread (`TF_NUM_INTEROP_THREADS=1`: kernels
   one at a time, each using all cores), interleaved.
 
-Writes a Markdown table to `<output>/training.md`. Two other modes write their own table:
-`--xla-bisection` (graph vs XLA for growing parts of the step, then for each of its matmul
-shapes alone with the element type XLA computes it in; `xla_bisection.md`, with `--precision
-mixed_bfloat16` `xla_bisection_mixed_bfloat16.md`) and
+Writes a Markdown table to `<output>/training.md`. Three other modes write their own table:
+`--tail-bound` (the step with dropout, LayerNorm and GELU made free, each and all together: what
+fusing them can save at most; `tail_bound.md`), `--xla-bisection` (graph vs XLA for growing parts
+of the step, then for each of its matmul shapes alone with the element type XLA computes it in;
+`xla_bisection.md`, with `--precision mixed_bfloat16` `xla_bisection_mixed_bfloat16.md`) and
 `--xla-flags` (the static step in graph mode and under XLA in fresh processes, one per setting of
 XLA's CPU library flags and per precision, `xla_flags.md`).
 
 Usage: python bench/bench_training.py [--hidden 256] [--layers 4] [--vocab 30522] [--length 128]
        [--batch 32] [--steps 3] [--rounds 3] [--onednn-pairs 2] [--output bench/results]
-       [--xla-bisection [--precision float32] | --xla-flags [--xla-flags-pairs 1]]
+       [--tail-bound | --xla-bisection [--precision float32] | --xla-flags [--xla-flags-pairs 1]]
 """
 
 from __future__ import annotations
@@ -138,15 +139,73 @@ def measure(args: argparse.Namespace, names: list[str]) -> dict[str, list[float]
         else:
             steps[name] = gather_step(model, optimizer, batch, jit_compile=name == "gather+xla")
         seconds_per_step(steps[name], batch, 2)  # trace / compile
-    # One untimed round: a variant built before the others ran its first timed steps up to 7
+    return interleaved(args, steps, batch)
+
+
+def interleaved(args: argparse.Namespace, steps: dict, batch) -> dict[str, list[float]]:
+    """`args.rounds` interleaved rounds of the traced `steps` after one untimed round; seconds
+    per step of each round."""
+    # The untimed round: a variant built before the others ran its first timed steps up to 7
     # times slower (small models), which skewed the first round.
-    for name in names:
-        seconds_per_step(steps[name], batch, args.steps)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    for step in steps.values():
+        seconds_per_step(step, batch, args.steps)
+    times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name in names:
-            times[name].append(seconds_per_step(steps[name], batch, args.steps))
+        for name, step in steps.items():
+            times[name].append(seconds_per_step(step, batch, args.steps))
     return times
+
+
+# Parts of the elementwise tail made free (dropout off, LayerNorm and GELU as the identity), each
+# alone and all together: the step without them bounds what any fused kernel for them can save.
+TAIL_VARIANTS = {
+    "the step (gather)": (),
+    "no dropout": ("dropout",),
+    "LayerNorm as the identity": ("LayerNorm",),
+    "GELU as the identity": ("GELU",),
+    "all three": ("dropout", "LayerNorm", "GELU"),
+}
+
+
+def tail_bound(args: argparse.Namespace) -> list[str]:
+    """The gather step with parts of its elementwise tail made free (`TAIL_VARIANTS`), as a
+    Markdown table of milliseconds and ratios to the step."""
+    import contextlib
+    from unittest import mock
+
+    from mlm.encoders.activations import ACTIVATIONS
+    from mlm.layers import LayerNormalization
+
+    steps = {}
+    for name, parts in TAIL_VARIANTS.items():
+        with contextlib.ExitStack() as patches:  # in place while the step is traced
+            if "LayerNorm" in parts:
+                identity_norm = mock.patch.object(LayerNormalization, "call", lambda _, x: x)
+                patches.enter_context(identity_norm)
+            if "GELU" in parts:  # the encoder's feed-forward and the MLM head's transform
+                patches.enter_context(mock.patch.dict(ACTIVATIONS, {"gelu": lambda x: x}))
+            model, optimizer, batch = build(args, dropout=0.0 if "dropout" in parts else 0.1)
+            steps[name] = gather_step(model, optimizer, batch, jit_compile=False)
+            seconds_per_step(steps[name], batch, 2)
+    return tail_bound_table(interleaved(args, steps, batch))
+
+
+def tail_bound_table(times: dict[str, list[float]]) -> list[str]:
+    """Markdown rows from `{variant: [seconds per step of each round]}`, the first variant the
+    reference: median milliseconds, the median of the per-round ratios to the reference, and its
+    inverse, the speed-up that making those parts free would give."""
+    reference = next(iter(times))
+    lines = [
+        "| variant | ms/step | / the step | the step's speed-up at most |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, seconds in times.items():
+        share = ratio(times, name, reference)
+        lines.append(
+            f"| {name} | {statistics.median(seconds) * 1000:,.0f} | {share:.3f} "
+            f"| {1 / share:.2f}x |"
+        )
+    return lines
 
 
 def ratio(times: dict[str, list[float]], a: str, b: str) -> float:
@@ -404,6 +463,10 @@ def main() -> int:
         help="instead: graph vs XLA for growing parts of the step (writes xla_bisection.md)",
     )  # fmt: skip
     parser.add_argument(
+        "--tail-bound", action="store_true",
+        help="instead: the step with dropout, LayerNorm and GELU made free (writes tail_bound.md)",
+    )  # fmt: skip
+    parser.add_argument(
         "--precision", choices=PRECISIONS, default="float32",
         help="the Keras dtype policy of the model in --xla-bisection mode",
     )  # fmt: skip
@@ -441,6 +504,20 @@ def main() -> int:
             *xla_flags(args),
         ]
         write_report(args.output / "xla_flags.md", lines)
+        return 0
+
+    if args.tail_bound:
+        lines = [
+            "# What fusing the elementwise tail can save at most",
+            "",
+            f"Command: `{' '.join([os.path.basename(sys.executable), *sys.argv])}`; BERT hidden "
+            f"{args.hidden}, {args.layers} layers, vocabulary {args.vocab}; batch {args.batch} x "
+            f"{args.length}; float32; {args.rounds} interleaved rounds of {args.steps} steps; "
+            f"medians and the median of the per-round ratios. {peers.machine_line()}",
+            "",
+            *tail_bound(args),
+        ]
+        write_report(args.output / "tail_bound.md", lines)
         return 0
 
     if args.xla_bisection:

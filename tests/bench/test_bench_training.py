@@ -62,3 +62,22 @@ def test_xla_on_cpu_computes_bfloat16_dots_in_float32():
     # bfloat16, this fails: measure XLA again before keeping the graph step as the CPU default.
     assert bench_training.xla_dot_type("mixed_bfloat16") == "f32"
     assert bench_training.xla_dot_type("float32") == "f32"
+
+
+def test_tail_bound_table_reads_each_variant_against_the_first_round_by_round():
+    # Round by round the free tail takes 0.8, 0.9 and 0.85 of the step: median 0.85, bound
+    # 1/0.85 = 1.18x (the medians' ratio, 0.9 / 1.0, would mix rounds of different speed).
+    times = {
+        "the step (gather)": [1.0, 0.8, 1.2],
+        "all three": [0.8, 0.72, 1.02],
+    }
+    header, rule, step, free = bench_training.tail_bound_table(times)
+    assert header.count("|") == rule.count("|") == 5
+    assert step == "| the step (gather) | 1,000 | 1.000 | 1.00x |"
+    assert free == "| all three | 800 | 0.850 | 1.18x |"
+
+
+def test_tail_variants_start_with_the_step_and_end_with_every_part_free():
+    variants = list(bench_training.TAIL_VARIANTS.values())
+    assert variants[0] == ()
+    assert set(variants[-1]) == set().union(*variants) == {"dropout", "LayerNorm", "GELU"}
