@@ -303,10 +303,21 @@ def xla_dot_type(precision: str) -> str:
     import tensorflow as tf
 
     dtype = tf.bfloat16 if "bfloat16" in precision else tf.float32
-    a, b = tf.ones([64, 32], dtype), tf.ones([32, 16], dtype)
-    matmul = tf.function(lambda a, b: tf.matmul(a, b), jit_compile=True)
-    (dot,) = dot_types(matmul.experimental_get_compiler_ir(a, b)("optimized_hlo"))
+    (dot,) = xla_dots(
+        tf.function(_matmul, jit_compile=True), tf.ones([64, 32], dtype), tf.ones([32, 16], dtype)
+    )
     return dot
+
+
+def _matmul(a, b):
+    import tensorflow as tf
+
+    return tf.matmul(a, b)
+
+
+def xla_dots(compiled, *inputs) -> list[str]:
+    """Element types of the dots XLA compiles the `jit_compile` function `compiled` to."""
+    return dot_types(compiled.experimental_get_compiler_ir(*inputs)("optimized_hlo"))
 
 
 def step_matmuls(args: argparse.Namespace) -> list[str]:
@@ -332,11 +343,10 @@ def step_matmuls(args: argparse.Namespace) -> list[str]:
         for precision, dtype in (("float32", tf.float32), ("bfloat16", tf.bfloat16)):
             a = tf.cast(tf.random.stateless_normal([m, k], seed=(1, 2)), dtype)
             b = tf.cast(tf.random.stateless_normal([k, n], seed=(3, 4)), dtype)
-            matmul = lambda a, b: tf.matmul(a, b)  # noqa: E731
-            compiled = tf.function(matmul, jit_compile=True)
-            graph = _best_ms(tf.function(matmul), (a, b), calls=10, rounds=5)
+            compiled = tf.function(_matmul, jit_compile=True)
+            graph = _best_ms(tf.function(_matmul), (a, b), calls=10, rounds=5)
             xla = _best_ms(compiled, (a, b), calls=10, rounds=5)
-            types = dot_types(compiled.experimental_get_compiler_ir(a, b)("optimized_hlo"))
+            types = xla_dots(compiled, a, b)
             gflop = 2 * m * k * n / 1e9
             lines.append(
                 f"| {name} [{m}, {k}] x [{k}, {n}] | {precision} | {graph:,.2f} "
@@ -483,6 +493,8 @@ def main() -> int:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--xla-child", choices=PRECISIONS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.precision != "float32" and not args.xla_bisection:
+        parser.error("--precision applies to --xla-bisection only; add --xla-bisection or drop it")
     if args.xla_child:
         import keras
 
